@@ -1,0 +1,228 @@
+//! Clients of synclab's services: Cristian sync against a time server, health checks, clock reads.
+//! Every call has a deadline; a dead or stalled server costs a timeout, never a hang.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::clock::{AdjustmentKind, ClockError};
+use crate::cristian::{CristianError, Estimate, Estimator, Exchange, estimate};
+use crate::live_clock::LiveClock;
+use crate::proto::clock::clock_client::ClockClient;
+use crate::proto::clock::{ReadRequest, ReadResponse};
+use crate::proto::time::time_service_client::TimeServiceClient;
+use crate::proto::time::GetTimeRequest;
+use crate::proto::{TimestampError, format_rfc3339, nanos_to_timestamp, timestamp_to_nanos};
+
+/// Why a call to a synclab server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The address does not parse as `host:port` or a URL.
+    #[error("'{addr}' is not a server address (expected host:port or http://host:port): {reason}")]
+    BadAddress { addr: String, reason: String },
+    /// No answer within the deadline.
+    #[error("{server} did not answer within {timeout:?}")]
+    Timeout { server: String, timeout: Duration },
+    /// The server could not be reached.
+    #[error("cannot reach {server}: {message}")]
+    Unreachable { server: String, message: String },
+    /// The server answered with an error.
+    #[error("{server} answered {code:?}: {message}")]
+    Rpc { server: String, code: Code, message: String },
+    /// A timestamp in the answer is malformed or absurd.
+    #[error("{server} sent a bad timestamp: {source}")]
+    BadTimestamp { server: String, source: TimestampError },
+    /// The answer's timestamps are inconsistent.
+    #[error("{server} sent an impossible exchange: {source}")]
+    BadExchange { server: String, source: CristianError },
+    /// The answer does not echo the request's send time.
+    #[error("{server} answered a different request (origin time not echoed)")]
+    Mismatch { server: String },
+    /// The correction could not be applied to the local clock.
+    #[error("cannot correct the clock: {0}")]
+    Clock(#[from] ClockError),
+}
+
+impl ClientError {
+    fn from_status(server: &str, timeout: Duration, status: Status) -> Self {
+        let server = server.to_string();
+        match status.code() {
+            Code::DeadlineExceeded => ClientError::Timeout { server, timeout },
+            // tonic reports its own client-side deadline as Cancelled("Timeout expired").
+            Code::Cancelled if status.message().contains("Timeout") => ClientError::Timeout { server, timeout },
+            Code::Unavailable => ClientError::Unreachable { server, message: status.message().to_string() },
+            code => ClientError::Rpc { server, code, message: status.message().to_string() },
+        }
+    }
+}
+
+/// Turns `host:port` or a URL into a URL tonic can dial.
+pub fn server_url(addr: &str) -> String {
+    if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") }
+}
+
+/// A channel to `addr` that connects on first use (and reconnects after failures), with `timeout` as the
+/// connect timeout and the deadline of every call made on it.
+pub fn channel(addr: &str, timeout: Duration) -> Result<Channel, ClientError> {
+    let endpoint = Endpoint::from_shared(server_url(addr))
+        .map_err(|e| ClientError::BadAddress { addr: addr.to_string(), reason: e.to_string() })?;
+    if endpoint.uri().host().is_none() || endpoint.uri().port_u16().is_none() {
+        return Err(ClientError::BadAddress { addr: addr.to_string(), reason: "a host and a port are needed".into() });
+    }
+    Ok(endpoint.connect_timeout(timeout).timeout(timeout).tcp_nodelay(true).connect_lazy())
+}
+
+/// Runs `call` with a deadline: the gRPC timeout header for the server and a local timer for a server
+/// that never answers at all.
+async fn with_deadline<T>(
+    server: &str,
+    timeout: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(ClientError::Timeout { server: server.to_string(), timeout }),
+        Ok(Err(status)) => Err(ClientError::from_status(server, timeout, status)),
+        Ok(Ok(response)) => Ok(response.into_inner()),
+    }
+}
+
+fn request<T>(message: T, timeout: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// What one Cristian sync of one device did, in the units people read.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    /// The device (clock) that was synced.
+    pub device: String,
+    /// The server's address.
+    pub server: String,
+    /// The server's clock name.
+    pub server_name: String,
+    /// The server's time T3 of the chosen sample, RFC 3339.
+    pub server_time: String,
+    /// Round trip of the chosen sample, µs (monotonic clock).
+    pub rtt_us: f64,
+    /// NTP delay δ of the chosen sample (round trip less server processing), µs.
+    pub delay_us: f64,
+    /// The correction applied, µs (positive = clock set ahead).
+    pub offset_us: f64,
+    /// Cristian's T3 + RTT/2 estimate, µs.
+    pub cristian_offset_us: f64,
+    /// NTP's four-timestamp estimate, µs.
+    pub ntp_offset_us: f64,
+    /// The estimator whose offset was applied.
+    pub estimator: Estimator,
+    /// The true offset is within ± this of the estimate, µs.
+    pub error_bound_us: f64,
+    /// Samples taken.
+    pub samples: usize,
+    /// Whether the correction stepped or is slewing the clock.
+    pub adjustment: AdjustmentKind,
+    /// The clock's true error before the sync, µs (ground truth).
+    pub true_offset_before_us: f64,
+    /// The clock's true error after the sync (once any slew completes), µs (ground truth).
+    pub true_error_us: f64,
+    /// The clock's reading right after the sync, RFC 3339.
+    pub synced_time: String,
+}
+
+/// A Cristian client of one time server, for one device's clock.
+#[derive(Debug, Clone)]
+pub struct CristianClient {
+    server: String,
+    client: TimeServiceClient<Channel>,
+    timeout: Duration,
+}
+
+impl CristianClient {
+    /// A client of the time server at `server` (`host:port` or URL); `timeout` bounds every call.
+    pub fn new(server: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let channel = channel(server, timeout)?;
+        Ok(Self { server: server.to_string(), client: TimeServiceClient::new(channel), timeout })
+    }
+
+    /// The server's address.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// One exchange: T1 and T4 on `clock`, the round trip on the monotonic clock.
+    pub async fn exchange(&mut self, clock: &LiveClock) -> Result<(Exchange, u64, String), ClientError> {
+        let t1 = clock.now();
+        let started = Instant::now();
+        let req = request(GetTimeRequest { client_send_time: Some(nanos_to_timestamp(t1)) }, self.timeout);
+        let answer = with_deadline(&self.server, self.timeout, self.client.get_time(req)).await;
+        let rtt = started.elapsed();
+        let answer = answer?;
+        let t4 = t1.saturating_add(i64::try_from(rtt.as_nanos()).unwrap_or(i64::MAX));
+        let server = &self.server;
+        let bad = |source| ClientError::BadTimestamp { server: server.clone(), source };
+        let t2 = timestamp_to_nanos(answer.receive_time.as_ref(), "receive_time").map_err(bad)?;
+        let t3 = timestamp_to_nanos(answer.transmit_time.as_ref(), "transmit_time").map_err(bad)?;
+        if answer.origin_time.is_some_and(|o| o != nanos_to_timestamp(t1)) {
+            return Err(ClientError::Mismatch { server: server.clone() });
+        }
+        let exchange = Exchange::new(t1, t2, t3, t4).map_err(|source| ClientError::BadExchange { server: server.clone(), source })?;
+        Ok((exchange, answer.root_dispersion_nanos, answer.server_name))
+    }
+
+    /// Takes `samples` exchanges, estimates the offset from the minimum-round-trip one, and corrects
+    /// `clock` by it. Any failed exchange fails the sync (nothing is applied).
+    pub async fn sync(&mut self, clock: &LiveClock, samples: usize, estimator: Estimator) -> Result<SyncReport, ClientError> {
+        let mut exchanges = Vec::with_capacity(samples);
+        let mut dispersion = 0;
+        let mut server_name = String::new();
+        for _ in 0..samples.max(1) {
+            let (exchange, root_dispersion, name) = self.exchange(clock).await?;
+            exchanges.push(exchange);
+            dispersion = root_dispersion;
+            server_name = name;
+        }
+        let est: Estimate = estimate(&exchanges, estimator, dispersion)
+            .map_err(|source| ClientError::BadExchange { server: self.server.clone(), source })?;
+        let before = clock.read().true_offset;
+        let adjustment = clock.adjust(est.offset_nanos.round() as i64)?;
+        let after = clock.settled_offset();
+        Ok(SyncReport {
+            device: clock.name().to_string(),
+            server: self.server.clone(),
+            server_name,
+            server_time: format_rfc3339(est.server_time_nanos),
+            rtt_us: est.round_trip_nanos as f64 / 1e3,
+            delay_us: est.delay_nanos as f64 / 1e3,
+            offset_us: est.offset_nanos / 1e3,
+            cristian_offset_us: est.cristian_offset_nanos / 1e3,
+            ntp_offset_us: est.ntp_offset_nanos / 1e3,
+            estimator,
+            error_bound_us: est.error_bound_nanos / 1e3,
+            samples: est.samples,
+            adjustment,
+            true_offset_before_us: before / 1e3,
+            true_error_us: after / 1e3,
+            synced_time: format_rfc3339(clock.now()),
+        })
+    }
+}
+
+/// Asks `addr` for its health (`service` empty for the server as a whole).
+pub async fn check_health(addr: &str, service: &str, timeout: Duration) -> Result<ServingStatus, ClientError> {
+    let mut client = HealthClient::new(channel(addr, timeout)?);
+    let req = request(HealthCheckRequest { service: service.to_string() }, timeout);
+    let answer = with_deadline(addr, timeout, client.check(req)).await?;
+    Ok(ServingStatus::try_from(answer.status).unwrap_or(ServingStatus::Unknown))
+}
+
+/// Reads the clock named `clock` (empty: the only one) at `addr`, with its ground truth.
+pub async fn read_clock(addr: &str, clock: &str, timeout: Duration) -> Result<ReadResponse, ClientError> {
+    let mut client = ClockClient::new(channel(addr, timeout)?);
+    let req = request(ReadRequest { clock: clock.to_string() }, timeout);
+    with_deadline(addr, timeout, client.read(req)).await
+}

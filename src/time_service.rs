@@ -1,0 +1,64 @@
+//! `synclab.time.v1.TimeService`: the server side of Cristian's algorithm, and the classroom baseline.
+
+use tonic::{Request, Response, Status};
+
+use crate::live_clock::{LiveClock, host_now};
+use crate::proto::time::baseline_time_service_server::BaselineTimeService;
+use crate::proto::time::time_service_server::TimeService;
+use crate::proto::time::{GetTimeRequest, GetTimeResponse, GetTimeStringRequest, GetTimeStringResponse};
+use crate::proto::{nanos_to_timestamp, timestamp_to_nanos};
+use crate::server::ConnectionInfo;
+
+/// Answers `GetTime` from a virtual clock.
+#[derive(Debug, Clone)]
+pub struct TimeServer {
+    clock: LiveClock,
+    root_dispersion_nanos: u64,
+}
+
+impl TimeServer {
+    /// A time server reading `clock`, which it claims is within `root_dispersion_nanos` of true time.
+    pub fn new(clock: LiveClock, root_dispersion_nanos: u64) -> Self {
+        Self { clock, root_dispersion_nanos }
+    }
+}
+
+#[tonic::async_trait]
+impl TimeService for TimeServer {
+    async fn get_time(&self, request: Request<GetTimeRequest>) -> Result<Response<GetTimeResponse>, Status> {
+        // T2 is when the request's bytes were read off the socket, if the listener stamped it.
+        let arrival = request
+            .extensions()
+            .get::<ConnectionInfo>()
+            .map(|info| info.arrival.arrival_host_nanos())
+            .filter(|&t| t > 0)
+            .unwrap_or_else(host_now);
+        let origin = match request.get_ref().client_send_time.as_ref() {
+            None => None,
+            Some(ts) => {
+                timestamp_to_nanos(Some(ts), "client_send_time").map_err(|e| Status::invalid_argument(e.to_string()))?;
+                Some(*ts)
+            }
+        };
+        let receive_time = Some(nanos_to_timestamp(self.clock.at(arrival)));
+        let mut response = GetTimeResponse {
+            receive_time,
+            transmit_time: None,
+            origin_time: origin,
+            root_dispersion_nanos: self.root_dispersion_nanos,
+            server_name: self.clock.name().to_string(),
+        };
+        // T3 last, as close to handing the answer to the transport as a handler can be.
+        response.transmit_time = Some(nanos_to_timestamp(self.clock.now()));
+        Ok(Response::new(response))
+    }
+}
+
+#[tonic::async_trait]
+impl BaselineTimeService for TimeServer {
+    async fn get_time_string(&self, _: Request<GetTimeStringRequest>) -> Result<Response<GetTimeStringResponse>, Status> {
+        let now = self.clock.now();
+        let time = format!("{}.{:09}", now.div_euclid(1_000_000_000), now.rem_euclid(1_000_000_000));
+        Ok(Response::new(GetTimeStringResponse { time }))
+    }
+}
