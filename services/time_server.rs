@@ -1,1 +1,70 @@
-fn main(){}
+//! `time-server`: the time server of Cristian's algorithm.
+//!
+//! Serves `synclab.time.v1.TimeService` (and the classroom baseline), `synclab.clock.v1.Clock`,
+//! `grpc.health.v1.Health` and reflection, from a virtual clock (exact unless `--clock-offset` or
+//! `--clock-drift-ppm` say otherwise). Stops cleanly on SIGTERM or SIGINT.
+
+use anyhow::Context as _;
+use clap::Parser;
+use synclab::config::{ClockArgs, LogArgs};
+use synclab::live_clock::LiveClock;
+use synclab::{server, telemetry, time_service};
+
+/// synclab's time server for Cristian's algorithm.
+#[derive(Debug, Parser)]
+#[command(name = "time-server", version)]
+struct Args {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "SYNCLAB_LISTEN", default_value = "0.0.0.0:50051")]
+    listen: String,
+    /// The server's clock name, reported to clients.
+    #[arg(long, env = "SYNCLAB_NAME", default_value = "time-server")]
+    name: String,
+    /// How far this server's clock may be from true time, as told to clients (added to their bound).
+    #[arg(long, env = "SYNCLAB_ROOT_DISPERSION", value_name = "DURATION", default_value = "0", value_parser = parse_dispersion)]
+    root_dispersion: u64,
+    /// Runtime worker threads; 0 runs everything on one thread, which gives the lowest and steadiest
+    /// latency (and so the best sync accuracy).
+    #[arg(long, env = "SYNCLAB_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
+    #[command(flatten)]
+    clock: ClockArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn parse_dispersion(text: &str) -> Result<u64, String> {
+    match synclab::duration::parse_signed_nanos(text) {
+        Ok(n) if n >= 0 => Ok(n as u64),
+        Ok(_) => Err(format!("'{text}' is negative")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log.log_format, &args.log.log_level)?;
+    let runtime = if args.worker_threads == 0 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.worker_threads).enable_all().build()
+    }
+    .context("cannot start the runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
+    let listener = server::bind(&args.listen).await?;
+    let routes = time_service::routes(clock, args.root_dispersion).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        name = %args.name,
+        clock_offset = %synclab::duration::format_nanos(args.clock.clock_offset as f64),
+        clock_drift_ppm = args.clock.clock_drift_ppm,
+        "time server listening"
+    );
+    server::serve(listener, routes, server::shutdown_signal()).await?;
+    tracing::info!("time server stopped");
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -37,36 +37,71 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr: addr.to_string(), source })
 }
 
-/// When the bytes of the request now being served started to arrive on a connection.
+/// When the latest request on a connection arrived, stamped at the socket.
 ///
-/// The first read that brings bytes after the server last wrote marks the arrival of a new request. For
-/// one request at a time on a connection (how a syncing client uses it) this is that request's arrival,
-/// taken at the socket rather than when the handler got to run. With several requests in flight on one
-/// connection it is only approximate, which a load does not care about.
+/// The listener scans the HTTP/2 frames a connection reads and stamps the host time of each read that
+/// starts a HEADERS frame: a new request. A handler reading the stamp gets a time no earlier than its own
+/// request's arrival (a later request's, if several are in flight on one connection) and no later than
+/// itself, so a T2 taken from it is always inside the client's round trip and the error bound stays true.
 #[derive(Debug, Default)]
 pub struct ArrivalStamp {
-    arrival_host_nanos: AtomicI64,
-    idle: AtomicBool,
+    host_nanos: AtomicI64,
 }
 
 impl ArrivalStamp {
-    fn new() -> Self {
-        Self { arrival_host_nanos: AtomicI64::new(0), idle: AtomicBool::new(true) }
-    }
-
-    /// Host time (ns since the epoch) when the current request's first bytes were read.
+    /// Host time (ns since the epoch) of the latest request's arrival; 0 before any.
     pub fn arrival_host_nanos(&self) -> i64 {
-        self.arrival_host_nanos.load(Ordering::Relaxed)
+        self.host_nanos.load(Ordering::Relaxed)
     }
+}
 
-    fn on_read(&self) {
-        if self.idle.swap(false, Ordering::Relaxed) {
-            self.arrival_host_nanos.store(host_now(), Ordering::Relaxed);
+/// Finds where HTTP/2 HEADERS frames start in the bytes a server reads, across read boundaries.
+#[derive(Debug, Clone)]
+pub struct FrameScanner {
+    preface_left: usize,
+    header: [u8; 9],
+    header_len: usize,
+    payload_left: usize,
+}
+
+/// The client connection preface every HTTP/2 connection starts with.
+const PREFACE_LEN: usize = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".len();
+const HEADERS: u8 = 0x1;
+
+impl Default for FrameScanner {
+    fn default() -> Self {
+        Self { preface_left: PREFACE_LEN, header: [0; 9], header_len: 0, payload_left: 0 }
+    }
+}
+
+impl FrameScanner {
+    /// Consumes the next bytes read; true if a HEADERS frame starts in them.
+    pub fn scan(&mut self, mut bytes: &[u8]) -> bool {
+        let mut headers = false;
+        while !bytes.is_empty() {
+            let skip = if self.preface_left > 0 {
+                let n = self.preface_left.min(bytes.len());
+                self.preface_left -= n;
+                n
+            } else if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                n
+            } else {
+                self.header[self.header_len] = bytes[0];
+                self.header_len += 1;
+                if self.header_len == 4 && self.header[3] == HEADERS {
+                    headers = true;
+                }
+                if self.header_len == 9 {
+                    self.payload_left = usize::from(self.header[0]) << 16 | usize::from(self.header[1]) << 8 | usize::from(self.header[2]);
+                    self.header_len = 0;
+                }
+                1
+            };
+            bytes = &bytes[skip..];
         }
-    }
-
-    fn on_write(&self) {
-        self.idle.store(true, Ordering::Relaxed);
+        headers
     }
 }
 
@@ -75,14 +110,15 @@ impl ArrivalStamp {
 pub struct ConnectionInfo {
     /// The peer's address.
     pub remote_addr: Option<SocketAddr>,
-    /// When the current request's bytes arrived.
+    /// When the latest request on this connection arrived.
     pub arrival: Arc<ArrivalStamp>,
 }
 
-/// A TCP connection that stamps when each request's bytes arrive.
+/// A TCP connection that stamps when requests arrive.
 #[derive(Debug)]
 pub struct StampedStream {
     inner: TcpStream,
+    scanner: FrameScanner,
     arrival: Arc<ArrivalStamp>,
 }
 
@@ -99,7 +135,11 @@ impl AsyncRead for StampedStream {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.arrival.on_read();
+            let now = host_now();
+            let this = &mut *self;
+            if this.scanner.scan(&buf.filled()[before..]) {
+                this.arrival.host_nanos.store(now, Ordering::Relaxed);
+            }
         }
         polled
     }
@@ -107,19 +147,11 @@ impl AsyncRead for StampedStream {
 
 impl AsyncWrite for StampedStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.arrival.on_write();
-        }
-        polled
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.arrival.on_write();
-        }
-        polled
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -145,7 +177,7 @@ pub fn stamped_incoming(listener: TcpListener) -> impl Stream<Item = io::Result<
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                     }
-                    let stream = StampedStream { inner: stream, arrival: Arc::new(ArrivalStamp::new()) };
+                    let stream = StampedStream { inner: stream, scanner: FrameScanner::default(), arrival: Arc::default() };
                     return Some((Ok(stream), listener));
                 }
                 Err(e) => {
@@ -202,5 +234,55 @@ pub async fn shutdown_signal() {
     }
     if tokio::signal::ctrl_c().await.is_ok() {
         tracing::info!("SIGINT: shutting down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, 0, 0, 0, 0, 1];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn finds_headers_frames_whatever_the_read_boundaries() {
+        let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        wire.extend(frame(0x4, &[0; 12])); // SETTINGS
+        wire.extend(frame(0x8, &[0; 4])); // WINDOW_UPDATE
+        let headers_at = wire.len();
+        // A HEADERS payload full of the byte 0x01, so a scanner that lost its place would see false starts.
+        wire.extend(frame(HEADERS, &[1; 300]));
+        wire.extend(frame(0x0, &[1; 70_000])); // DATA longer than 16 bits of length
+        let second_headers_at = wire.len();
+        wire.extend(frame(HEADERS, &[]));
+
+        for chunk in [1, 2, 3, 7, 9, 10, 100, 4096, wire.len()] {
+            let mut scanner = FrameScanner::default();
+            let mut found = Vec::new();
+            for (i, piece) in wire.chunks(chunk).enumerate() {
+                if scanner.scan(piece) {
+                    found.push(i * chunk);
+                }
+            }
+            // Each HEADERS frame is reported once, in the read that holds its type byte.
+            let expect: Vec<usize> = [headers_at, second_headers_at].iter().map(|at| (at + 3) / chunk * chunk).collect();
+            let mut expect = expect;
+            expect.dedup();
+            assert_eq!(found, expect, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn other_frames_are_not_requests() {
+        let mut scanner = FrameScanner::default();
+        assert!(!scanner.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        for kind in [0x0, 0x3, 0x4, 0x6, 0x8, 0x9] {
+            assert!(!scanner.scan(&frame(kind, &[1, 1, 1])), "type {kind}");
+        }
+        assert!(scanner.scan(&frame(HEADERS, &[])));
     }
 }

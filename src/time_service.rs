@@ -62,3 +62,24 @@ impl BaselineTimeService for TimeServer {
         Ok(Response::new(GetTimeStringResponse { time }))
     }
 }
+
+/// Everything a time server serves: the time service and its baseline, `Clock/Read` for its clock,
+/// health (all SERVING) and reflection.
+pub async fn routes(clock: LiveClock, root_dispersion_nanos: u64) -> Result<tonic::service::Routes, crate::server::ServerError> {
+    use crate::clock_service::ClockService;
+    use crate::live_clock::ClockSet;
+    use crate::proto::clock::clock_server::ClockServer;
+    use crate::proto::time::baseline_time_service_server::BaselineTimeServiceServer;
+    use crate::proto::time::time_service_server::TimeServiceServer;
+
+    let (mut routes, health) = crate::server::base_routes()?;
+    let time = TimeServer::new(clock.clone(), root_dispersion_nanos);
+    routes
+        .add_service(TimeServiceServer::new(time.clone()))
+        .add_service(BaselineTimeServiceServer::new(time))
+        .add_service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))));
+    health.set_serving::<TimeServiceServer<TimeServer>>().await;
+    health.set_serving::<BaselineTimeServiceServer<TimeServer>>().await;
+    health.set_serving::<ClockServer<ClockService>>().await;
+    Ok(routes.routes())
+}

@@ -1,0 +1,22 @@
+# synclab's images, built from source. For machines that can pull images from a registry:
+#
+#   docker compose up --build
+#
+# Machines without a registry use scripts/build-images instead, which builds the same binaries on the host
+# and copies them into an image FROM scratch (docker/offline.Dockerfile): see README.md.
+#
+# The binaries are static (glibc with +crt-static; glibc 2.34+ resolves host names with its built-in
+# files and DNS modules), so the runtime image holds nothing but them.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN triple="$(uname -m)-unknown-linux-gnu" \
+ && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --bins --target "$triple" \
+ && mkdir -p /out \
+ && cp "target/$triple/release/synclab" "target/$triple/release/time-server" /out/
+
+FROM scratch
+COPY --from=build /out/ /usr/local/bin/
+USER 65534:65534
+ENTRYPOINT ["/usr/local/bin/synclab"]
