@@ -52,10 +52,10 @@ struct CristianArgs {
     #[arg(long, env = "SYNCLAB_ESTIMATOR", value_enum, default_value_t = Estimator::Ntp)]
     estimator: Estimator,
     /// Deadline of each call to the server.
-    #[arg(long, env = "SYNCLAB_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "SYNCLAB_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Duration,
     /// Keep syncing at this interval instead of once.
-    #[arg(long, env = "SYNCLAB_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, env = "SYNCLAB_INTERVAL", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     interval: Option<Duration>,
     /// With --interval: stop after this many syncs (default: until SIGTERM).
     #[arg(long, env = "SYNCLAB_COUNT", requires = "interval")]
@@ -115,7 +115,7 @@ struct HealthArgs {
     #[arg(long, default_value = "")]
     service: String,
     /// Deadline of the check.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Duration,
 }
 
@@ -128,7 +128,7 @@ struct ClockReadArgs {
     #[arg(long, default_value = "")]
     name: String,
     /// Deadline of the call.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Duration,
     /// Print the reading as JSON.
     #[arg(long)]

@@ -1,0 +1,179 @@
+//! The binaries as users run them: flags, errors, output, signals.
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::free_port;
+
+const SYNCLAB: &str = env!("CARGO_BIN_EXE_synclab");
+const TIME_SERVER: &str = env!("CARGO_BIN_EXE_time-server");
+
+fn synclab(args: &[&str]) -> Output {
+    Command::new(SYNCLAB).args(args).env_remove("RUST_LOG").output().unwrap()
+}
+
+/// A child process killed when dropped (if still running).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_healthy(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if synclab(&["healthcheck", "--addr", addr, "--timeout", "200ms"]).status.success() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{addr} never became healthy");
+}
+
+fn start_time_server() -> (Running, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(TIME_SERVER).args(["--listen", &addr]).stderr(Stdio::null()).spawn().unwrap();
+    let running = Running(child);
+    wait_healthy(&addr);
+    (running, addr)
+}
+
+fn sigterm(child: &Child) {
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "process did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_flags_are_errors_that_name_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["cristian", "--clock-offset", "abc"], "--clock-offset"),
+        (&["cristian", "--clock-offset", "5"], "--clock-offset"),
+        (&["cristian", "--clock-drift-ppm", "1e9"], "--clock-drift-ppm"),
+        (&["cristian", "--samples", "0"], "--samples"),
+        (&["cristian", "--timeout", "-1s"], "--timeout"),
+        (&["cristian", "--device", "a b"], "--device"),
+        (&["cristian", "--device", "x=+1q"], "--device"),
+        (&["cristian", "--listen", "127.0.0.1:0"], "--interval"),
+        (&["cristian", "--max-slew-ppm", "0"], "--max-slew-ppm"),
+    ];
+    for (args, flag) in cases {
+        let out = synclab(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?} should name {flag}: {stderr}");
+    }
+    let out = Command::new(TIME_SERVER).args(["--clock-offset", "+2.5 parsecs"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--clock-offset"));
+    let out = synclab(&["cristian", "--server", "localhost:1", "--device", "a", "--device", "a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'a' is named twice"));
+}
+
+#[test]
+fn the_env_fallbacks_configure_the_clock() {
+    let out = Command::new(SYNCLAB).args(["cristian"]).env("SYNCLAB_CLOCK_OFFSET", "nonsense").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--clock-offset"));
+}
+
+#[test]
+fn an_unreachable_server_fails_fast_with_a_message() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let out = synclab(&["cristian", "--server", &addr, "--timeout", "300ms"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach") && stderr.contains(&addr), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(synclab(&["healthcheck", "--addr", &addr, "--timeout", "300ms"]).status.code(), Some(1));
+}
+
+#[test]
+fn phone_and_laptop_sync_at_once_and_report_json() {
+    let (_server, addr) = start_time_server();
+    let out = synclab(&["cristian", "--server", &addr, "--device", "mobile=+3s/40", "--device", "laptop=-2s/-25", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let mut bounds = 0.0;
+    for (line, (device, before)) in lines.iter().zip([("mobile", 3e6), ("laptop", -2e6)]) {
+        assert_eq!(line["device"], device);
+        for key in ["server_time", "rtt_us", "offset_us", "error_bound_us", "true_error_us", "synced_time"] {
+            assert!(!line[key].is_null(), "{key} missing from {line}");
+        }
+        assert!((line["true_offset_before_us"].as_f64().unwrap() - before).abs() < 1e4, "{line}");
+        let (err, bound) = (line["true_error_us"].as_f64().unwrap(), line["error_bound_us"].as_f64().unwrap());
+        assert!(err.abs() <= bound + 1.0, "{line}");
+        bounds += bound;
+    }
+    assert!(lines[2]["disagreement_us"].as_f64().unwrap() <= bounds + 2.0, "{lines:?}");
+}
+
+#[test]
+fn the_human_summary_shows_what_a_user_wants_to_see() {
+    let (_server, addr) = start_time_server();
+    let out = synclab(&["cristian", "--server", &addr, "--device", "laptop", "--clock-offset", "-300ms", "--samples", "3"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in ["laptop: synced with time-server", "server time", "round trip", "offset", "error bound   ±", "synced time", "true error", "was -300.000ms"] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn time_server_stops_cleanly_on_sigterm() {
+    let (mut server, addr) = start_time_server();
+    sigterm(&server.0);
+    let status = wait_exit(&mut server.0, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    assert!(!synclab(&["healthcheck", "--addr", &addr, "--timeout", "200ms"]).status.success());
+}
+
+#[test]
+fn a_syncing_client_serves_its_clock_and_stops_on_sigterm() {
+    let (_server, addr) = start_time_server();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(SYNCLAB)
+        .args(["cristian", "--server", &addr, "--device", "laptop", "--interval", "100ms", "--listen", &listen])
+        .env("SYNCLAB_CLOCK_OFFSET", "-1.7s")
+        .env("SYNCLAB_CLOCK_DRIFT_PPM", "-30")
+        .env("SYNCLAB_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut client = Running(child);
+    wait_healthy(&listen); // SERVING only after the first sync
+    let out = synclab(&["clock", "--addr", &listen, "--json"]);
+    assert!(out.status.success());
+    let reading: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reading["clock"], "laptop");
+    assert_eq!(reading["drift_ppm"], -30.0);
+    assert!(reading["steps"].as_u64().unwrap() >= 1, "{reading}");
+    assert!(reading["true_offset_us"].as_f64().unwrap().abs() < 2_000.0, "{reading}");
+
+    sigterm(&client.0);
+    let status = wait_exit(&mut client.0, Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(client.0.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    let first: serde_json::Value = serde_json::from_str(logs.lines().find(|l| l.contains("\"synced\"")).unwrap()).unwrap();
+    assert_eq!(first["device"], "laptop");
+    assert!(first["true_error_us"].is_number(), "{first}");
+}
