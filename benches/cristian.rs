@@ -1,1 +1,297 @@
-fn main(){}
+//! Cristian benchmark: sync accuracy against ground truth, round trip, throughput.
+//!
+//!     cargo bench --bench cristian [-- --syncs 1000 --load-secs 10]
+//!
+//! Starts the real `time-server` binary (exact clock) pinned to CPU 0 and runs the real client in this
+//! process, pinned as each figure says. Prints medians and p99s as Markdown rows for BENCHMARKS.md, each
+//! with the baseline measured in the same run:
+//! * accuracy: |true residual error| of synclab's client (8 samples, min RTT, NTP θ), of Cristian's RTT/2
+//!   on the same samples, and of the classroom baseline (one sample, time as a string parsed inside the
+//!   timed window), clients starting ±5 s off;
+//! * round trip: GetTime next to a raw TCP ping-pong on loopback;
+//! * throughput: GetTime calls/s with 64 concurrent callers over 4 channels.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use synclab::client::CristianClient;
+use synclab::clock::ClockConfig;
+use synclab::cristian::Estimator;
+use synclab::live_clock::LiveClock;
+use synclab::proto::time::GetTimeRequest;
+use synclab::proto::time::GetTimeStringRequest;
+use synclab::proto::time::baseline_time_service_client::BaselineTimeServiceClient;
+use synclab::proto::time::time_service_client::TimeServiceClient;
+
+const SEC: i64 = 1_000_000_000;
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Options {
+    syncs: usize,
+    samples: usize,
+    load_secs: u64,
+    concurrency: usize,
+    channels: usize,
+}
+
+fn options() -> Options {
+    let mut o = Options { syncs: 1000, samples: 8, load_secs: 10, concurrency: 64, channels: 4 };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let value = || args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{} needs a number", args[i]));
+        match args[i].as_str() {
+            "--syncs" => o.syncs = value(),
+            "--samples" => o.samples = value(),
+            "--load-secs" => o.load_secs = value() as u64,
+            "--concurrency" => o.concurrency = value(),
+            "--channels" => o.channels = value(),
+            "--bench" => {
+                i += 1;
+                continue;
+            }
+            "--echo" => echo_server(value() as u16),
+            other => panic!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn pin_self(cpu: usize) {
+    let ok = Command::new("taskset").args(["-a", "-p", "-c", &cpu.to_string(), &std::process::id().to_string()]).stdout(Stdio::null()).status();
+    assert!(ok.is_ok_and(|s| s.success()), "taskset is needed to pin the benchmark");
+}
+
+fn spawn_pinned(cpu: usize, program: &str, args: &[&str]) -> Running {
+    let child = Command::new("taskset")
+        .args(["-c", &cpu.to_string(), program])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("taskset");
+    Running(child)
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_time_server(cpu: usize) -> (Running, String) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let server = spawn_pinned(cpu, env!("CARGO_BIN_EXE_time-server"), &["--listen", &addr, "--log-level", "warn"]);
+    wait_for_port(port);
+    (server, addr)
+}
+
+/// A one-byte echo server (the raw TCP baseline); never returns.
+fn echo_server(port: u16) -> ! {
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    for stream in listener.incoming() {
+        let mut s = stream.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut b = [0u8; 1];
+        while s.read_exact(&mut b).is_ok() {
+            if s.write_all(&b).is_err() {
+                break;
+            }
+        }
+    }
+    std::process::exit(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+struct Stats {
+    median: f64,
+    p99: f64,
+    n: usize,
+}
+
+fn stats(mut v: Vec<f64>) -> Stats {
+    v.sort_by(f64::total_cmp);
+    Stats { median: percentile(&v, 50.0), p99: percentile(&v, 99.0), n: v.len() }
+}
+
+fn raw_tcp_rtt(rounds: usize) -> Stats {
+    let port = free_port();
+    let exe = std::env::current_exe().unwrap();
+    let _echo = spawn_pinned(0, exe.to_str().unwrap(), &["--echo", &port.to_string()]);
+    wait_for_port(port);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut rtts = Vec::with_capacity(rounds);
+    let mut b = [7u8; 1];
+    for i in 0..rounds + 1000 {
+        let t = Instant::now();
+        s.write_all(&b).unwrap();
+        s.read_exact(&mut b).unwrap();
+        if i >= 1000 {
+            rtts.push(t.elapsed().as_nanos() as f64 / 1e3);
+        }
+    }
+    stats(rtts)
+}
+
+async fn grpc_rtt(addr: &str, rounds: usize) -> Stats {
+    let mut client = TimeServiceClient::new(synclab::client::channel(addr, TIMEOUT).unwrap());
+    let mut rtts = Vec::with_capacity(rounds);
+    for i in 0..rounds + 1000 {
+        let t = Instant::now();
+        client.get_time(GetTimeRequest::default()).await.unwrap();
+        if i >= 1000 {
+            rtts.push(t.elapsed().as_nanos() as f64 / 1e3);
+        }
+    }
+    stats(rtts)
+}
+
+struct Accuracy {
+    ntp: Stats,
+    cristian: Stats,
+    bound: Stats,
+    positive_share: f64,
+}
+
+/// `syncs` syncs of fresh clients starting ±5 s off, with 10 ms between syncs; errors in µs.
+async fn synclab_accuracy(addr: &str, syncs: usize, samples: usize) -> Accuracy {
+    let mut client = CristianClient::new(addr, TIMEOUT).unwrap();
+    let (mut ntp, mut cristian, mut bound) = (Vec::new(), Vec::new(), Vec::new());
+    let mut positive = 0;
+    for i in 0..syncs {
+        let offset = if i % 2 == 0 { 5 * SEC } else { -5 * SEC };
+        let clock = LiveClock::new("bench", ClockConfig { offset_nanos: offset, ..ClockConfig::default() }).unwrap();
+        let report = client.sync(&clock, samples, Estimator::Ntp).await.unwrap();
+        if report.true_error_us > 0.0 {
+            positive += 1;
+        }
+        ntp.push(report.true_error_us.abs());
+        cristian.push((report.true_offset_before_us + report.cristian_offset_us).abs());
+        bound.push(report.error_bound_us);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Accuracy { ntp: stats(ntp), cristian: stats(cristian), bound: stats(bound), positive_share: positive as f64 / syncs as f64 }
+}
+
+/// The classroom baseline: one sample, the time as a string, parsed inside the timed window.
+async fn seed_accuracy(addr: &str, syncs: usize) -> Stats {
+    let mut client = BaselineTimeServiceClient::new(synclab::client::channel(addr, TIMEOUT).unwrap());
+    let mut errors = Vec::new();
+    for i in 0..syncs {
+        let offset = if i % 2 == 0 { 5 * SEC } else { -5 * SEC };
+        let clock = LiveClock::new("seed", ClockConfig { offset_nanos: offset, ..ClockConfig::default() }).unwrap();
+        let t0 = clock.now();
+        let answer = client.get_time_string(GetTimeStringRequest {}).await.unwrap().into_inner();
+        let server_secs: f64 = answer.time.parse().unwrap();
+        let t1 = clock.now();
+        let new_time = (server_secs * 1e9) as i64 + (t1 - t0) / 2;
+        clock.with(|c, host| c.step(host, new_time - t1)).unwrap();
+        errors.push(clock.settled_offset().abs() / 1e3);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stats(errors)
+}
+
+async fn throughput(addr: &str, secs: u64, concurrency: usize, channels: usize) -> (f64, Stats) {
+    let chans: Vec<_> = (0..channels).map(|_| synclab::client::channel(addr, TIMEOUT).unwrap()).collect();
+    let warmup = Instant::now() + Duration::from_secs(1);
+    let end = warmup + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let mut client = TimeServiceClient::new(chans[i % channels].clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let t = Instant::now();
+                    if t >= end {
+                        break;
+                    }
+                    client.get_time(GetTimeRequest::default()).await.unwrap();
+                    if t >= warmup {
+                        latencies.push(t.elapsed().as_nanos() as f64 / 1e3);
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    (all.len() as f64 / secs as f64, stats(all))
+}
+
+fn main() {
+    let o = options();
+    println!("# Cristian benchmark: {} syncs x {} samples, load {} s x {} callers / {} channels", o.syncs, o.samples, o.load_secs, o.concurrency, o.channels);
+    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+    // Both ends on CPU 0: the placement with the shortest, steadiest loopback path.
+    pin_self(0);
+    let (server, addr) = start_time_server(0);
+    let rt = runtime();
+    let tcp_same = raw_tcp_rtt(10_000);
+    let rtt_same = rt.block_on(grpc_rtt(&addr, 10_000));
+    let acc_same = rt.block_on(synclab_accuracy(&addr, o.syncs, o.samples));
+    let seed_same = rt.block_on(seed_accuracy(&addr, o.syncs));
+    drop(rt);
+
+    // Client on CPU 1, server on CPU 0: each process with a core of its own.
+    pin_self(1);
+    let rt = runtime();
+    let tcp_cross = raw_tcp_rtt(10_000);
+    let rtt_cross = rt.block_on(grpc_rtt(&addr, 10_000));
+    let acc_cross = rt.block_on(synclab_accuracy(&addr, o.syncs, o.samples));
+    let seed_cross = rt.block_on(seed_accuracy(&addr, o.syncs));
+    let (rate, lat) = rt.block_on(throughput(&addr, o.load_secs, o.concurrency, o.channels));
+    drop(server);
+
+    let row = |name: &str, s: &Stats| println!("| {name} | {:.1} | {:.1} | {} |", s.median, s.p99, s.n);
+    for (placement, acc, seed, tcp, rtt) in [("same CPU", &acc_same, &seed_same, &tcp_same, &rtt_same), ("client CPU 1, server CPU 0", &acc_cross, &seed_cross, &tcp_cross, &rtt_cross)] {
+        println!("\n## {placement}\n\n| figure (µs) | median | p99 | n |\n|---|---|---|---|");
+        row("synclab \\|true error\\| (NTP θ, min-RTT of 8)", &acc.ntp);
+        row("same samples, Cristian's RTT/2 \\|true error\\|", &acc.cristian);
+        row("classroom baseline \\|true error\\| (1 sample, string)", seed);
+        row("synclab reported error bound (±)", &acc.bound);
+        row("GetTime round trip", rtt);
+        row("raw TCP round trip (1 byte)", tcp);
+        println!(
+            "\nratios: baseline/synclab error {:.1}x (median), {:.1}x (p99); GetTime/TCP round trip {:.2}x (median); errors > 0 in {:.0}% of syncs",
+            seed.median / acc.ntp.median,
+            seed.p99 / acc.ntp.p99,
+            rtt.median / tcp.median,
+            acc.positive_share * 100.0
+        );
+    }
+    println!("\n## throughput (client CPU 1, server CPU 0)\n\n| calls/s | latency median (µs) | latency p99 (µs) | calls |\n|---|---|---|---|");
+    println!("| {:.0} | {:.1} | {:.1} | {} |", rate, lat.median, lat.p99, lat.n);
+}
