@@ -1,7 +1,12 @@
 //! Clients of synclab's services: Cristian sync against a time server, health checks, clock reads.
 //! Every call has a deadline; a dead or stalled server costs a timeout, never a hang.
 
+use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -18,6 +23,7 @@ use crate::proto::clock::{ReadRequest, ReadResponse};
 use crate::proto::time::time_service_client::TimeServiceClient;
 use crate::proto::time::GetTimeRequest;
 use crate::proto::{TimestampError, format_rfc3339, nanos_to_timestamp, timestamp_to_nanos};
+use crate::wire::{ClientStamps, StampedStream};
 
 /// Why a call to a synclab server failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,12 +75,16 @@ pub fn server_url(addr: &str) -> String {
 /// A channel to `addr` that connects on first use (and reconnects after failures), with `timeout` as the
 /// connect timeout and the deadline of every call made on it.
 pub fn channel(addr: &str, timeout: Duration) -> Result<Channel, ClientError> {
+    Ok(endpoint(addr, timeout)?.connect_lazy())
+}
+
+fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, ClientError> {
     let endpoint = Endpoint::from_shared(server_url(addr))
         .map_err(|e| ClientError::BadAddress { addr: addr.to_string(), reason: e.to_string() })?;
-    if endpoint.uri().host().is_none() || endpoint.uri().port_u16().is_none() {
+    if endpoint.uri().host().is_none_or(str::is_empty) || endpoint.uri().port_u16().is_none() {
         return Err(ClientError::BadAddress { addr: addr.to_string(), reason: "a host and a port are needed".into() });
     }
-    Ok(endpoint.connect_timeout(timeout).timeout(timeout).tcp_nodelay(true).connect_lazy())
+    Ok(endpoint.connect_timeout(timeout).timeout(timeout).tcp_nodelay(true))
 }
 
 /// Runs `call` with a deadline: the gRPC timeout header for the server and a local timer for a server
@@ -122,8 +132,10 @@ pub struct SyncReport {
     pub estimator: Estimator,
     /// The true offset is within ± this of the estimate, µs.
     pub error_bound_us: f64,
-    /// Samples taken.
+    /// Exchanges taken.
     pub samples: usize,
+    /// Whether the chosen exchange used the answer's real transmit time (interleaved mode).
+    pub interleaved: bool,
     /// Whether the correction stepped or is slewing the clock.
     pub adjustment: AdjustmentKind,
     /// The clock's true error before the sync, µs (ground truth).
@@ -134,19 +146,56 @@ pub struct SyncReport {
     pub synced_time: String,
 }
 
+/// One request and its answer, with the client's T1 and T4 taken at the socket.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// The exchange with the server's T3 as read in its handler.
+    pub exchange: Exchange,
+    /// The request's `client_send_time`, which identifies it in a later answer.
+    origin: prost_types::Timestamp,
+    /// T1, T2 and T4 of this exchange, to pair later with its real T3.
+    t1: i64,
+    t2: i64,
+    t4: i64,
+    /// The previous answer's origin and real transmit time, if the server sent them.
+    previous: Option<(prost_types::Timestamp, i64)>,
+    root_dispersion_nanos: u64,
+    server_name: String,
+}
+
 /// A Cristian client of one time server, for one device's clock.
+///
+/// It keeps a connection of its own, whose reads and writes are stamped ([`crate::wire`]), so T1 and T4
+/// are the times the request left and the answer arrived at the socket, and it pairs each exchange with
+/// the answer's real transmit time that the server reports in its next answer (NTP's interleaved mode).
 #[derive(Debug, Clone)]
 pub struct CristianClient {
     server: String,
     client: TimeServiceClient<Channel>,
     timeout: Duration,
+    stamps: Arc<ClientStamps>,
 }
 
 impl CristianClient {
     /// A client of the time server at `server` (`host:port` or URL); `timeout` bounds every call.
     pub fn new(server: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let channel = channel(server, timeout)?;
-        Ok(Self { server: server.to_string(), client: TimeServiceClient::new(channel), timeout })
+        let endpoint = endpoint(server, timeout)?;
+        let stamps = Arc::new(ClientStamps::default());
+        let connector_stamps = stamps.clone();
+        let connector = tower::service_fn(move |uri: tonic::transport::Uri| {
+            let stamps = connector_stamps.clone();
+            async move {
+                let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+                let port = uri.port_u16().unwrap_or(80);
+                let stream = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))??;
+                stream.set_nodelay(true)?;
+                Ok::<_, io::Error>(TokioIo::new(StampedStream::with_stamps(stream, stamps)))
+            }
+        });
+        let channel = endpoint.connect_with_connector_lazy(connector);
+        Ok(Self { server: server.to_string(), client: TimeServiceClient::new(channel), timeout, stamps })
     }
 
     /// The server's address.
@@ -154,47 +203,81 @@ impl CristianClient {
         &self.server
     }
 
-    /// One exchange: T1 and T4 on `clock`, the round trip on the monotonic clock.
-    pub async fn exchange(&mut self, clock: &LiveClock) -> Result<(Exchange, u64, String), ClientError> {
-        let t1 = clock.now();
-        let started = Instant::now();
-        let req = request(GetTimeRequest { client_send_time: Some(nanos_to_timestamp(t1)) }, self.timeout);
+    /// One request and answer. T1 and T4 are read on `clock` at the socket; the round trip between them
+    /// is measured on the monotonic clock.
+    pub async fn sample(&mut self, clock: &LiveClock) -> Result<Sample, ClientError> {
+        let base = clock.now();
+        let base_instant = Instant::now();
+        let origin = nanos_to_timestamp(base);
+        self.stamps.clear();
+        let req = request(GetTimeRequest { client_send_time: Some(origin) }, self.timeout);
         let answer = with_deadline(&self.server, self.timeout, self.client.get_time(req)).await;
-        let rtt = started.elapsed();
+        let end = Instant::now();
         let answer = answer?;
-        let t4 = t1.saturating_add(i64::try_from(rtt.as_nanos()).unwrap_or(i64::MAX));
+        // Socket stamps when they are there and consistent, else the times around the call.
+        let (sent, received) = self.stamps.sent_and_received();
+        let i1 = sent.filter(|&s| s >= base_instant && s <= end).unwrap_or(base_instant);
+        let i4 = received.filter(|&r| r >= i1 && r <= end).unwrap_or(end);
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let t1 = base.saturating_add(nanos(i1 - base_instant));
+        let t4 = t1.saturating_add(nanos(i4 - i1));
+
         let server = &self.server;
         let bad = |source| ClientError::BadTimestamp { server: server.clone(), source };
         let t2 = timestamp_to_nanos(answer.receive_time.as_ref(), "receive_time").map_err(bad)?;
         let t3 = timestamp_to_nanos(answer.transmit_time.as_ref(), "transmit_time").map_err(bad)?;
-        if answer.origin_time.is_some_and(|o| o != nanos_to_timestamp(t1)) {
+        if answer.origin_time.is_some_and(|o| o != origin) {
             return Err(ClientError::Mismatch { server: server.clone() });
         }
+        let previous = match (answer.previous_origin_time, answer.previous_transmit_time) {
+            (Some(o), Some(t)) => Some((o, timestamp_to_nanos(Some(&t), "previous_transmit_time").map_err(bad)?)),
+            _ => None,
+        };
         let exchange = Exchange::new(t1, t2, t3, t4).map_err(|source| ClientError::BadExchange { server: server.clone(), source })?;
-        Ok((exchange, answer.root_dispersion_nanos, answer.server_name))
+        Ok(Sample {
+            exchange,
+            origin,
+            t1,
+            t2,
+            t4,
+            previous,
+            root_dispersion_nanos: answer.root_dispersion_nanos,
+            server_name: answer.server_name,
+        })
     }
 
-    /// Takes `samples` exchanges, estimates the offset from the minimum-round-trip one, and corrects
-    /// `clock` by it. Any failed exchange fails the sync (nothing is applied).
+    /// Takes `samples` exchanges (one request more, for the last one's real transmit time), estimates the
+    /// offset from the minimum-round-trip one, and corrects `clock` by it. Any failed request fails the
+    /// sync, and nothing is applied.
     pub async fn sync(&mut self, clock: &LiveClock, samples: usize, estimator: Estimator) -> Result<SyncReport, ClientError> {
+        let samples = samples.max(1);
         let mut exchanges = Vec::with_capacity(samples);
-        let mut dispersion = 0;
-        let mut server_name = String::new();
-        for _ in 0..samples.max(1) {
-            let (exchange, root_dispersion, name) = self.exchange(clock).await?;
-            exchanges.push(exchange);
-            dispersion = root_dispersion;
-            server_name = name;
+        let mut interleaved = Vec::with_capacity(samples);
+        let mut last: Option<Sample> = None;
+        while exchanges.len() < samples {
+            let sample = self.sample(clock).await?;
+            if let Some(prev) = last.take() {
+                // The previous exchange with its answer's real transmit time, if this answer names it.
+                let real = sample
+                    .previous
+                    .filter(|(origin, _)| *origin == prev.origin)
+                    .and_then(|(_, t3)| Exchange::new(prev.t1, prev.t2, t3, prev.t4).ok());
+                interleaved.push(real.is_some());
+                exchanges.push(real.unwrap_or(prev.exchange));
+            }
+            last = Some(sample);
         }
-        let est: Estimate = estimate(&exchanges, estimator, dispersion)
+        let last = last.expect("at least one sample was taken");
+        let est: Estimate = estimate(&exchanges, estimator, last.root_dispersion_nanos)
             .map_err(|source| ClientError::BadExchange { server: self.server.clone(), source })?;
+        let chosen = exchanges.iter().position(|e| e.round_trip() == est.round_trip_nanos).unwrap_or(0);
         let before = clock.read().true_offset;
         let adjustment = clock.adjust(est.offset_nanos.round() as i64)?;
         let after = clock.settled_offset();
         Ok(SyncReport {
             device: clock.name().to_string(),
             server: self.server.clone(),
-            server_name,
+            server_name: last.server_name,
             server_time: format_rfc3339(est.server_time_nanos),
             rtt_us: est.round_trip_nanos as f64 / 1e3,
             delay_us: est.delay_nanos as f64 / 1e3,
@@ -204,6 +287,7 @@ impl CristianClient {
             estimator,
             error_bound_us: est.error_bound_nanos / 1e3,
             samples: est.samples,
+            interleaved: interleaved.get(chosen).copied().unwrap_or(false),
             adjustment,
             true_offset_before_us: before / 1e3,
             true_error_us: after / 1e3,

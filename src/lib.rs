@@ -16,3 +16,4 @@ pub mod proto;
 pub mod server;
 pub mod telemetry;
 pub mod time_service;
+pub mod wire;

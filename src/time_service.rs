@@ -7,7 +7,7 @@ use crate::proto::time::baseline_time_service_server::BaselineTimeService;
 use crate::proto::time::time_service_server::TimeService;
 use crate::proto::time::{GetTimeRequest, GetTimeResponse, GetTimeStringRequest, GetTimeStringResponse};
 use crate::proto::{nanos_to_timestamp, timestamp_to_nanos};
-use crate::server::ConnectionInfo;
+use crate::wire::ConnectionInfo;
 
 /// Answers `GetTime` from a virtual clock.
 #[derive(Debug, Clone)]
@@ -26,13 +26,6 @@ impl TimeServer {
 #[tonic::async_trait]
 impl TimeService for TimeServer {
     async fn get_time(&self, request: Request<GetTimeRequest>) -> Result<Response<GetTimeResponse>, Status> {
-        // T2 is when the request's bytes were read off the socket, if the listener stamped it.
-        let arrival = request
-            .extensions()
-            .get::<ConnectionInfo>()
-            .map(|info| info.arrival.arrival_host_nanos())
-            .filter(|&t| t > 0)
-            .unwrap_or_else(host_now);
         let origin = match request.get_ref().client_send_time.as_ref() {
             None => None,
             Some(ts) => {
@@ -40,13 +33,19 @@ impl TimeService for TimeServer {
                 Some(*ts)
             }
         };
-        let receive_time = Some(nanos_to_timestamp(self.clock.at(arrival)));
+        // T2 is when the request's HEADERS were read off the socket, and the previous answer's real
+        // transmit time comes from the socket too, when the listener stamps them (synclab's does).
+        let stamps = request.extensions().get::<ConnectionInfo>().map(|info| &info.stamps);
+        let arrival = stamps.map(|s| s.arrival_host_nanos()).filter(|&t| t > 0).unwrap_or_else(host_now);
+        let previous = stamps.and_then(|s| s.answering(origin));
         let mut response = GetTimeResponse {
-            receive_time,
+            receive_time: Some(nanos_to_timestamp(self.clock.at(arrival))),
             transmit_time: None,
             origin_time: origin,
             root_dispersion_nanos: self.root_dispersion_nanos,
             server_name: self.clock.name().to_string(),
+            previous_origin_time: previous.map(|p| p.origin),
+            previous_transmit_time: previous.map(|p| nanos_to_timestamp(self.clock.at(p.transmit_host_nanos))),
         };
         // T3 last, as close to handing the answer to the transport as a handler can be.
         response.transmit_time = Some(nanos_to_timestamp(self.clock.now()));

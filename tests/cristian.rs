@@ -226,3 +226,31 @@ fn bad_addresses_are_refused_up_front() {
         assert!(matches!(err, ClientError::BadAddress { .. }), "{addr}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_error_bound_holds_for_every_sync_even_under_contention() {
+    // Four devices syncing at once against one server, 50 syncs each: the reported bound must contain the
+    // true error every time, whatever the scheduler does to the timestamps.
+    let server = TestServer::start().await;
+    let mut tasks = Vec::new();
+    for d in 0..4i64 {
+        let url = server.url();
+        tasks.push(tokio::spawn(async move {
+            let mut client = CristianClient::new(&url, Duration::from_secs(2)).unwrap();
+            let mut interleaved = 0;
+            for i in 0..50i64 {
+                let offset = if (i + d) % 2 == 0 { 5 * SEC } else { -5 * SEC + i * 1_000 };
+                let device = clock(&format!("device-{d}"), offset, 100.0);
+                let r = client.sync(&device, 4, Estimator::Ntp).await.unwrap();
+                assert!(r.true_error_us.abs() <= r.error_bound_us + 1.0, "sync {i} of device {d}: {r:?}");
+                interleaved += usize::from(r.interleaved);
+            }
+            interleaved
+        }));
+    }
+    let mut interleaved = 0;
+    for t in tasks {
+        interleaved += t.await.unwrap();
+    }
+    assert!(interleaved > 150, "the server's real transmit times were used in only {interleaved} of 200 syncs");
+}

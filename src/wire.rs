@@ -1,0 +1,411 @@
+//! Timestamps taken at the socket, where they mean most.
+//!
+//! A timestamp taken in a gRPC handler or around a client call carries the time the HTTP/2 and gRPC layers
+//! spend on each side, and that time is not the same both ways. So synclab's connections watch the bytes
+//! they carry: a [`FrameScanner`] finds where HTTP/2 HEADERS frames (the start of a request or an answer)
+//! begin, and the connection stamps the read that brought one in or the write that sent one out.
+//!
+//! * Server side ([`ServerStamps`]): T2 is the read that brought the request's HEADERS; the real transmit
+//!   time of an answer is the write that sent its HEADERS, known only after it left, so it is handed to the
+//!   client in the *next* answer on the connection, as NTP's interleaved mode does.
+//! * Client side ([`ClientStamps`]): T1 is the write that sent the request's HEADERS, T4 the read that
+//!   brought the answer's.
+//!
+//! A write is stamped just *before* the system call that makes it, a read just *after* the one that
+//! returns it, so a departure is never stamped late nor an arrival early: T1 ≤ the request left ≤ it
+//! arrived ≤ T2, and T3 ≤ the answer left ≤ it arrived ≤ T4, whatever the scheduler does in between.
+//! With one request at a time on a connection the four timestamps stay inside the round trip and the
+//! error bound stays true. With several requests in flight on one connection the stamps may belong to a
+//! neighbour, which a load does not mind and a syncing client never does.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tonic::transport::server::Connected;
+
+use crate::live_clock::host_now;
+
+/// The client connection preface every HTTP/2 connection starts with.
+const PREFACE_LEN: usize = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".len();
+const HEADERS: u8 = 0x1;
+
+/// Finds where HTTP/2 HEADERS frames start in one direction of a connection, across read or write
+/// boundaries.
+#[derive(Debug, Clone)]
+pub struct FrameScanner {
+    preface_left: usize,
+    header: [u8; 9],
+    header_len: usize,
+    payload_left: usize,
+}
+
+impl FrameScanner {
+    /// For the bytes a client sends: the connection preface, then frames.
+    pub fn client_to_server() -> Self {
+        Self { preface_left: PREFACE_LEN, header: [0; 9], header_len: 0, payload_left: 0 }
+    }
+
+    /// For the bytes a server sends: frames from the first byte.
+    pub fn server_to_client() -> Self {
+        Self { preface_left: 0, ..Self::client_to_server() }
+    }
+
+    /// Consumes the next bytes; true if a HEADERS frame starts in them.
+    pub fn scan(&mut self, mut bytes: &[u8]) -> bool {
+        let mut headers = false;
+        while !bytes.is_empty() {
+            let skip = if self.preface_left > 0 {
+                let n = self.preface_left.min(bytes.len());
+                self.preface_left -= n;
+                n
+            } else if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                n
+            } else {
+                self.header[self.header_len] = bytes[0];
+                self.header_len += 1;
+                if self.header_len == 4 && self.header[3] == HEADERS {
+                    headers = true;
+                }
+                if self.header_len == 9 {
+                    let [a, b, c, ..] = self.header;
+                    self.payload_left = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+                    self.header_len = 0;
+                }
+                1
+            };
+            bytes = &bytes[skip..];
+        }
+        headers
+    }
+}
+
+/// What one side of a connection does when HEADERS frames pass.
+pub trait Stamper: Send + Sync + 'static {
+    /// The clock this side stamps with.
+    type Stamp: Copy;
+    /// Reads that clock.
+    fn now() -> Self::Stamp;
+    /// Scanners for (bytes read, bytes written).
+    fn scanners() -> (FrameScanner, FrameScanner);
+    /// A read that returned at `at` brought the start of a HEADERS frame.
+    fn read_headers(&self, at: Self::Stamp);
+    /// A write begun at `at` sent the start of a HEADERS frame.
+    fn wrote_headers(&self, at: Self::Stamp);
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the state whole, so a poisoned lock's data is still good.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An answer's real transmit time, and which request it answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SentAnswer {
+    /// The `client_send_time` of the request the answer was for.
+    pub origin: prost_types::Timestamp,
+    /// Host time (ns since the epoch) right after the write that sent the answer's HEADERS.
+    pub transmit_host_nanos: i64,
+}
+
+#[derive(Debug, Default)]
+struct AnswerLog {
+    /// The origin of the answer being prepared, until its HEADERS are written.
+    pending: Option<prost_types::Timestamp>,
+    /// The latest answer sent.
+    sent: Option<SentAnswer>,
+}
+
+/// A server connection's stamps.
+#[derive(Debug, Default)]
+pub struct ServerStamps {
+    arrival_host_nanos: AtomicI64,
+    answers: Mutex<AnswerLog>,
+}
+
+impl ServerStamps {
+    /// Host time (ns since the epoch) of the latest request's arrival; 0 before any.
+    pub fn arrival_host_nanos(&self) -> i64 {
+        self.arrival_host_nanos.load(Ordering::Relaxed)
+    }
+
+    /// Called by a handler about to answer the request sent at `origin`: remembers it, so the answer's
+    /// write is stamped for it, and returns the previous answer sent on this connection, if any.
+    pub fn answering(&self, origin: Option<prost_types::Timestamp>) -> Option<SentAnswer> {
+        let mut log = lock(&self.answers);
+        log.pending = origin;
+        log.sent.take()
+    }
+}
+
+impl Stamper for ServerStamps {
+    type Stamp = i64;
+
+    fn now() -> i64 {
+        host_now()
+    }
+
+    fn scanners() -> (FrameScanner, FrameScanner) {
+        (FrameScanner::client_to_server(), FrameScanner::server_to_client())
+    }
+
+    fn read_headers(&self, at: i64) {
+        self.arrival_host_nanos.store(at, Ordering::Relaxed);
+    }
+
+    fn wrote_headers(&self, at: i64) {
+        let mut log = lock(&self.answers);
+        if let Some(origin) = log.pending.take() {
+            log.sent = Some(SentAnswer { origin, transmit_host_nanos: at });
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ClientLog {
+    awaiting_answer: bool,
+    sent: Option<Instant>,
+    received: Option<Instant>,
+}
+
+/// A client connection's stamps, on the monotonic clock.
+#[derive(Debug, Default)]
+pub struct ClientStamps {
+    log: Mutex<ClientLog>,
+}
+
+impl ClientStamps {
+    /// Forgets earlier stamps, before a new request.
+    pub fn clear(&self) {
+        *lock(&self.log) = ClientLog::default();
+    }
+
+    /// When the request's HEADERS were written and the answer's read, since the last [`Self::clear`].
+    pub fn sent_and_received(&self) -> (Option<Instant>, Option<Instant>) {
+        let log = lock(&self.log);
+        (log.sent, log.received)
+    }
+}
+
+impl Stamper for ClientStamps {
+    type Stamp = Instant;
+
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn scanners() -> (FrameScanner, FrameScanner) {
+        (FrameScanner::server_to_client(), FrameScanner::client_to_server())
+    }
+
+    fn read_headers(&self, at: Instant) {
+        let mut log = lock(&self.log);
+        if log.awaiting_answer {
+            log.received = Some(at);
+            log.awaiting_answer = false;
+        }
+    }
+
+    fn wrote_headers(&self, at: Instant) {
+        let mut log = lock(&self.log);
+        if log.sent.is_none() {
+            log.sent = Some(at);
+        }
+        log.awaiting_answer = true;
+    }
+}
+
+/// A TCP connection that stamps HEADERS frames as they pass.
+#[derive(Debug)]
+pub struct StampedStream<S = ServerStamps> {
+    inner: TcpStream,
+    read_scanner: FrameScanner,
+    write_scanner: FrameScanner,
+    stamps: Arc<S>,
+}
+
+impl<S: Stamper + Default> StampedStream<S> {
+    /// Wraps a connection with fresh stamps.
+    pub fn new(inner: TcpStream) -> Self {
+        Self::with_stamps(inner, Arc::default())
+    }
+}
+
+impl<S: Stamper> StampedStream<S> {
+    /// Wraps a connection, stamping into `stamps`.
+    pub fn with_stamps(inner: TcpStream, stamps: Arc<S>) -> Self {
+        let (read_scanner, write_scanner) = S::scanners();
+        Self { inner, read_scanner, write_scanner, stamps }
+    }
+
+    /// A stamp taken before writing `bufs`, if a HEADERS frame starts in them.
+    fn before_write(&self, bufs: &[io::IoSlice<'_>]) -> Option<S::Stamp> {
+        let mut peek = self.write_scanner.clone();
+        let mut headers = false;
+        for buf in bufs {
+            headers |= peek.scan(buf);
+        }
+        headers.then(S::now)
+    }
+
+    /// Advances past the `n` bytes of `bufs` written; stamps with `before` if a HEADERS frame started in them.
+    fn wrote(&mut self, mut bufs: &[io::IoSlice<'_>], mut n: usize, before: Option<S::Stamp>) {
+        let mut headers = false;
+        while n > 0 && !bufs.is_empty() {
+            let take = n.min(bufs[0].len());
+            headers |= self.write_scanner.scan(&bufs[0][..take]);
+            n -= take;
+            bufs = &bufs[1..];
+        }
+        if let (true, Some(at)) = (headers, before) {
+            self.stamps.wrote_headers(at);
+        }
+    }
+}
+
+/// What a handler can learn about the connection a request came in on (a request extension).
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The peer's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// The connection's stamps.
+    pub stamps: Arc<ServerStamps>,
+}
+
+impl Connected for StampedStream<ServerStamps> {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        ConnectionInfo { remote_addr: self.inner.peer_addr().ok(), stamps: self.stamps.clone() }
+    }
+}
+
+impl<S: Stamper> AsyncRead for StampedStream<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let at = S::now();
+            let this = &mut *self;
+            if this.read_scanner.scan(&buf.filled()[before..]) {
+                this.stamps.read_headers(at);
+            }
+        }
+        polled
+    }
+}
+
+impl<S: Stamper> AsyncWrite for StampedStream<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let slices = [io::IoSlice::new(buf)];
+        let at = self.before_write(&slices);
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.wrote(&slices, n, at);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let at = self.before_write(bufs);
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.wrote(bufs, n, at);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, 0, 0, 0, 0, 1];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn finds_headers_frames_whatever_the_boundaries() {
+        let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        wire.extend(frame(0x4, &[0; 12])); // SETTINGS
+        wire.extend(frame(0x8, &[0; 4])); // WINDOW_UPDATE
+        let first = wire.len();
+        // A HEADERS payload full of the byte 0x01, so a scanner that lost its place would see false starts.
+        wire.extend(frame(HEADERS, &[1; 300]));
+        wire.extend(frame(0x0, &[1; 70_000])); // DATA longer than 16 bits of length
+        let second = wire.len();
+        wire.extend(frame(HEADERS, &[]));
+
+        for chunk in [1, 2, 3, 7, 9, 10, 100, 4096, wire.len()] {
+            let mut scanner = FrameScanner::client_to_server();
+            let found: Vec<usize> = wire.chunks(chunk).enumerate().filter(|(_, piece)| scanner.scan(piece)).map(|(i, _)| i * chunk).collect();
+            // Each HEADERS frame is reported once, in the piece that holds its type byte.
+            let mut expect: Vec<usize> = [first, second].iter().map(|at| (at + 3) / chunk * chunk).collect();
+            expect.dedup();
+            assert_eq!(found, expect, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn other_frames_are_not_requests() {
+        let mut scanner = FrameScanner::client_to_server();
+        assert!(!scanner.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        for kind in [0x0, 0x3, 0x4, 0x6, 0x8, 0x9] {
+            assert!(!scanner.scan(&frame(kind, &[1, 1, 1])), "type {kind}");
+        }
+        assert!(scanner.scan(&frame(HEADERS, &[])));
+        let mut from_server = FrameScanner::server_to_client();
+        assert!(from_server.scan(&frame(HEADERS, &[])), "a server sends no preface");
+    }
+
+    #[test]
+    fn an_answer_s_write_is_stamped_for_the_request_it_answers() {
+        let stamps = ServerStamps::default();
+        let origin = prost_types::Timestamp { seconds: 7, nanos: 9 };
+        assert_eq!(stamps.answering(Some(origin)), None);
+        stamps.wrote_headers(11);
+        stamps.wrote_headers(12); // the trailers: the answer is already stamped
+        let sent = stamps.answering(None).unwrap();
+        assert_eq!(sent, SentAnswer { origin, transmit_host_nanos: 11 });
+        stamps.wrote_headers(13); // an answer to a request without origin is not remembered
+        assert_eq!(stamps.answering(None), None);
+    }
+
+    #[test]
+    fn a_client_stamps_its_request_and_the_first_answer_headers() {
+        let stamps = ClientStamps::default();
+        let t = Instant::now();
+        let at = |us| t + std::time::Duration::from_micros(us);
+        stamps.read_headers(at(1)); // nothing asked yet
+        assert_eq!(stamps.sent_and_received(), (None, None));
+        stamps.wrote_headers(at(2));
+        stamps.read_headers(at(3));
+        stamps.read_headers(at(4)); // trailers
+        assert_eq!(stamps.sent_and_received(), (Some(at(2)), Some(at(3))));
+        stamps.clear();
+        assert_eq!(stamps.sent_and_received(), (None, None));
+    }
+}
