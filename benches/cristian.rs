@@ -29,6 +29,8 @@ const SEC: i64 = 1_000_000_000;
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Options {
+    /// Only run the load against this server (for profiling a server started by hand).
+    load_only: Option<String>,
     syncs: usize,
     samples: usize,
     load_secs: u64,
@@ -37,7 +39,7 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options { syncs: 1000, samples: 8, load_secs: 10, concurrency: 64, channels: 4 };
+    let mut o = Options { load_only: None, syncs: 1000, samples: 8, load_secs: 10, concurrency: 64, channels: 4 };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -53,6 +55,7 @@ fn options() -> Options {
                 continue;
             }
             "--echo" => echo_server(value() as u16),
+            "--load-only" => o.load_only = args.get(i + 1).cloned(),
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -221,7 +224,10 @@ async fn seed_accuracy(addr: &str, syncs: usize) -> Stats {
 }
 
 async fn throughput(addr: &str, secs: u64, concurrency: usize, channels: usize) -> (f64, Stats) {
-    let chans: Vec<_> = (0..channels).map(|_| synclab::client::channel(addr, TIMEOUT).unwrap()).collect();
+    // Plain channels (no per-call timer), so the load generator spends as little of its core as it can.
+    let chans: Vec<_> = (0..channels)
+        .map(|_| tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().tcp_nodelay(true).connect_lazy())
+        .collect();
     let warmup = Instant::now() + Duration::from_secs(1);
     let end = warmup + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..concurrency)
@@ -250,10 +256,24 @@ async fn throughput(addr: &str, secs: u64, concurrency: usize, channels: usize) 
     (all.len() as f64 / secs as f64, stats(all))
 }
 
+/// CPU time (user + system) a process has used, in seconds, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the command name: field 14 (utime) and 15 (stime) of stat are at 11 and 12 here; 100 ticks/s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() {
     let o = options();
     println!("# Cristian benchmark: {} syncs x {} samples, load {} s x {} callers / {} channels", o.syncs, o.samples, o.load_secs, o.concurrency, o.channels);
     let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    if let Some(addr) = &o.load_only {
+        let (rate, lat) = runtime().block_on(throughput(addr, o.load_secs, o.concurrency, o.channels));
+        println!("{rate:.0} calls/s, latency median {:.1} µs, p99 {:.1} µs", lat.median, lat.p99);
+        return;
+    }
 
     // Both ends on CPU 0: the placement with the shortest, steadiest loopback path.
     pin_self(0);
@@ -272,7 +292,14 @@ fn main() {
     let rtt_cross = rt.block_on(grpc_rtt(&addr, 10_000));
     let acc_cross = rt.block_on(synclab_accuracy(&addr, o.syncs, o.samples));
     let seed_cross = rt.block_on(seed_accuracy(&addr, o.syncs));
+    // The time server runs under taskset: its pid is taskset's (taskset execs it).
+    let server_cpu_before = cpu_seconds(server.0.id());
+    let client_cpu_before = cpu_seconds(std::process::id());
+    let load_started = Instant::now();
     let (rate, lat) = rt.block_on(throughput(&addr, o.load_secs, o.concurrency, o.channels));
+    let wall = load_started.elapsed().as_secs_f64();
+    let server_busy = (cpu_seconds(server.0.id()) - server_cpu_before) / wall;
+    let client_busy = (cpu_seconds(std::process::id()) - client_cpu_before) / wall;
     drop(server);
 
     let row = |name: &str, s: &Stats| println!("| {name} | {:.1} | {:.1} | {} |", s.median, s.p99, s.n);
@@ -292,6 +319,15 @@ fn main() {
             acc.positive_share * 100.0
         );
     }
-    println!("\n## throughput (client CPU 1, server CPU 0)\n\n| calls/s | latency median (µs) | latency p99 (µs) | calls |\n|---|---|---|---|");
-    println!("| {:.0} | {:.1} | {:.1} | {} |", rate, lat.median, lat.p99, lat.n);
+    println!("\n## throughput (client CPU 1, server CPU 0)\n\n| calls/s | latency median (µs) | latency p99 (µs) | calls | server CPU busy | server CPU per call (µs) | client CPU busy |\n|---|---|---|---|---|---|---|");
+    println!(
+        "| {:.0} | {:.1} | {:.1} | {} | {:.0}% | {:.1} | {:.0}% |",
+        rate,
+        lat.median,
+        lat.p99,
+        lat.n,
+        server_busy * 100.0,
+        server_busy * 1e6 / rate,
+        client_busy * 100.0
+    );
 }

@@ -2,14 +2,17 @@
 //!
 //! A timestamp taken in a gRPC handler or around a client call carries the time the HTTP/2 and gRPC layers
 //! spend on each side, and that time is not the same both ways. So synclab's connections watch the bytes
-//! they carry: a [`FrameScanner`] finds where HTTP/2 HEADERS frames (the start of a request or an answer)
-//! begin, and the connection stamps the read that brought one in or the write that sent one out.
+//! they carry: a [`FrameScanner`] finds the HTTP/2 frames that end a stream (the END_STREAM flag: the
+//! last frame of a request or of an answer), and the connection stamps the read that brought one in or
+//! the write that sent one out. The end of a message, not its start, because a tonic client writes a
+//! request's HEADERS and its DATA in two writes while an answer goes out in one: stamping the last write
+//! of each makes the two directions alike.
 //!
-//! * Server side ([`ServerStamps`]): T2 is the read that brought the request's HEADERS; the real transmit
-//!   time of an answer is the write that sent its HEADERS, known only after it left, so it is handed to the
-//!   client in the *next* answer on the connection, as NTP's interleaved mode does.
-//! * Client side ([`ClientStamps`]): T1 is the write that sent the request's HEADERS, T4 the read that
-//!   brought the answer's.
+//! * Server side ([`ServerStamps`]): T2 is the read that completed the request; the real transmit time
+//!   of an answer is the write that sent its end, known only after it left, so it is handed to the client
+//!   in the *next* answer on the connection, as NTP's interleaved mode does.
+//! * Client side ([`ClientStamps`]): T1 is the write that completed the request, T4 the read that
+//!   completed the answer.
 //!
 //! A write is stamped just *before* the system call that makes it, a read just *after* the one that
 //! returns it, so a departure is never stamped late nor an arrival early: T1 ≤ the request left ≤ it
@@ -34,10 +37,12 @@ use crate::live_clock::host_now;
 
 /// The client connection preface every HTTP/2 connection starts with.
 const PREFACE_LEN: usize = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".len();
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
+const END_STREAM: u8 = 0x1;
 
-/// Finds where HTTP/2 HEADERS frames start in one direction of a connection, across read or write
-/// boundaries.
+/// Finds the HTTP/2 frames that end a stream (DATA or HEADERS with END_STREAM) in one direction of a
+/// connection, across read or write boundaries.
 #[derive(Debug, Clone)]
 pub struct FrameScanner {
     preface_left: usize,
@@ -57,9 +62,9 @@ impl FrameScanner {
         Self { preface_left: 0, ..Self::client_to_server() }
     }
 
-    /// Consumes the next bytes; true if a HEADERS frame starts in them.
+    /// Consumes the next bytes; true if the header of a frame that ends a stream completes in them.
     pub fn scan(&mut self, mut bytes: &[u8]) -> bool {
-        let mut headers = false;
+        let mut ends = false;
         while !bytes.is_empty() {
             let skip = if self.preface_left > 0 {
                 let n = self.preface_left.min(bytes.len());
@@ -72,8 +77,8 @@ impl FrameScanner {
             } else {
                 self.header[self.header_len] = bytes[0];
                 self.header_len += 1;
-                if self.header_len == 4 && self.header[3] == HEADERS {
-                    headers = true;
+                if self.header_len == 5 && matches!(self.header[3], DATA | HEADERS) && self.header[4] & END_STREAM != 0 {
+                    ends = true;
                 }
                 if self.header_len == 9 {
                     let [a, b, c, ..] = self.header;
@@ -84,11 +89,11 @@ impl FrameScanner {
             };
             bytes = &bytes[skip..];
         }
-        headers
+        ends
     }
 }
 
-/// What one side of a connection does when HEADERS frames pass.
+/// What one side of a connection does when a stream's last frame passes.
 pub trait Stamper: Send + Sync + 'static {
     /// The clock this side stamps with.
     type Stamp: Copy;
@@ -96,10 +101,10 @@ pub trait Stamper: Send + Sync + 'static {
     fn now() -> Self::Stamp;
     /// Scanners for (bytes read, bytes written).
     fn scanners() -> (FrameScanner, FrameScanner);
-    /// A read that returned at `at` brought the start of a HEADERS frame.
-    fn read_headers(&self, at: Self::Stamp);
-    /// A write begun at `at` sent the start of a HEADERS frame.
-    fn wrote_headers(&self, at: Self::Stamp);
+    /// A read that returned at `at` completed a message.
+    fn read_end(&self, at: Self::Stamp);
+    /// A write begun at `at` completed a message.
+    fn wrote_end(&self, at: Self::Stamp);
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -112,13 +117,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct SentAnswer {
     /// The `client_send_time` of the request the answer was for.
     pub origin: prost_types::Timestamp,
-    /// Host time (ns since the epoch) right after the write that sent the answer's HEADERS.
+    /// Host time (ns since the epoch) right before the write that sent the answer's last frame.
     pub transmit_host_nanos: i64,
 }
 
 #[derive(Debug, Default)]
 struct AnswerLog {
-    /// The origin of the answer being prepared, until its HEADERS are written.
+    /// The origin of the answer being prepared, until its last frame is written.
     pending: Option<prost_types::Timestamp>,
     /// The latest answer sent.
     sent: Option<SentAnswer>,
@@ -157,11 +162,11 @@ impl Stamper for ServerStamps {
         (FrameScanner::client_to_server(), FrameScanner::server_to_client())
     }
 
-    fn read_headers(&self, at: i64) {
+    fn read_end(&self, at: i64) {
         self.arrival_host_nanos.store(at, Ordering::Relaxed);
     }
 
-    fn wrote_headers(&self, at: i64) {
+    fn wrote_end(&self, at: i64) {
         let mut log = lock(&self.answers);
         if let Some(origin) = log.pending.take() {
             log.sent = Some(SentAnswer { origin, transmit_host_nanos: at });
@@ -188,7 +193,7 @@ impl ClientStamps {
         *lock(&self.log) = ClientLog::default();
     }
 
-    /// When the request's HEADERS were written and the answer's read, since the last [`Self::clear`].
+    /// When the request's last frame was written and the answer's read, since the last [`Self::clear`].
     pub fn sent_and_received(&self) -> (Option<Instant>, Option<Instant>) {
         let log = lock(&self.log);
         (log.sent, log.received)
@@ -206,7 +211,7 @@ impl Stamper for ClientStamps {
         (FrameScanner::server_to_client(), FrameScanner::client_to_server())
     }
 
-    fn read_headers(&self, at: Instant) {
+    fn read_end(&self, at: Instant) {
         let mut log = lock(&self.log);
         if log.awaiting_answer {
             log.received = Some(at);
@@ -214,7 +219,7 @@ impl Stamper for ClientStamps {
         }
     }
 
-    fn wrote_headers(&self, at: Instant) {
+    fn wrote_end(&self, at: Instant) {
         let mut log = lock(&self.log);
         if log.sent.is_none() {
             log.sent = Some(at);
@@ -223,7 +228,7 @@ impl Stamper for ClientStamps {
     }
 }
 
-/// A TCP connection that stamps HEADERS frames as they pass.
+/// A TCP connection that stamps the ends of messages as they pass.
 #[derive(Debug)]
 pub struct StampedStream<S = ServerStamps> {
     inner: TcpStream,
@@ -246,27 +251,27 @@ impl<S: Stamper> StampedStream<S> {
         Self { inner, read_scanner, write_scanner, stamps }
     }
 
-    /// A stamp taken before writing `bufs`, if a HEADERS frame starts in them.
+    /// A stamp taken before writing `bufs`, if a message ends in them.
     fn before_write(&self, bufs: &[io::IoSlice<'_>]) -> Option<S::Stamp> {
         let mut peek = self.write_scanner.clone();
-        let mut headers = false;
+        let mut ends = false;
         for buf in bufs {
-            headers |= peek.scan(buf);
+            ends |= peek.scan(buf);
         }
-        headers.then(S::now)
+        ends.then(S::now)
     }
 
-    /// Advances past the `n` bytes of `bufs` written; stamps with `before` if a HEADERS frame started in them.
+    /// Advances past the `n` bytes of `bufs` written; stamps with `before` if a message ended in them.
     fn wrote(&mut self, mut bufs: &[io::IoSlice<'_>], mut n: usize, before: Option<S::Stamp>) {
-        let mut headers = false;
+        let mut ends = false;
         while n > 0 && !bufs.is_empty() {
             let take = n.min(bufs[0].len());
-            headers |= self.write_scanner.scan(&bufs[0][..take]);
+            ends |= self.write_scanner.scan(&bufs[0][..take]);
             n -= take;
             bufs = &bufs[1..];
         }
-        if let (true, Some(at)) = (headers, before) {
-            self.stamps.wrote_headers(at);
+        if let (true, Some(at)) = (ends, before) {
+            self.stamps.wrote_end(at);
         }
     }
 }
@@ -296,7 +301,7 @@ impl<S: Stamper> AsyncRead for StampedStream<S> {
             let at = S::now();
             let this = &mut *self;
             if this.read_scanner.scan(&buf.filled()[before..]) {
-                this.stamps.read_headers(at);
+                this.stamps.read_end(at);
             }
         }
         polled
@@ -340,45 +345,47 @@ impl<S: Stamper> AsyncWrite for StampedStream<S> {
 mod tests {
     use super::*;
 
-    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
         let n = payload.len();
-        let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, 0, 0, 0, 0, 1];
+        let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags, 0, 0, 0, 1];
         f.extend_from_slice(payload);
         f
     }
 
     #[test]
-    fn finds_headers_frames_whatever_the_boundaries() {
+    fn finds_the_ends_of_messages_whatever_the_boundaries() {
         let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        wire.extend(frame(0x4, &[0; 12])); // SETTINGS
-        wire.extend(frame(0x8, &[0; 4])); // WINDOW_UPDATE
+        wire.extend(frame(0x4, 0, &[0; 12])); // SETTINGS
+        wire.extend(frame(0x8, 0, &[0; 4])); // WINDOW_UPDATE
+        // A request: HEADERS (END_HEADERS only) full of bytes that look like flags, then DATA that ends it.
+        wire.extend(frame(HEADERS, 0x4, &[1; 300]));
         let first = wire.len();
-        // A HEADERS payload full of the byte 0x01, so a scanner that lost its place would see false starts.
-        wire.extend(frame(HEADERS, &[1; 300]));
-        wire.extend(frame(0x0, &[1; 70_000])); // DATA longer than 16 bits of length
+        wire.extend(frame(DATA, END_STREAM, &[1; 70_000])); // longer than 16 bits of length
+        wire.extend(frame(0x6, 0x1, &[0; 8])); // a PING ack has flag 0x1 too, and ends nothing
+        // A request without body: HEADERS with END_STREAM.
         let second = wire.len();
-        wire.extend(frame(HEADERS, &[]));
+        wire.extend(frame(HEADERS, 0x5, &[]));
 
-        for chunk in [1, 2, 3, 7, 9, 10, 100, 4096, wire.len()] {
+        for chunk in [1, 2, 3, 5, 7, 9, 10, 100, 4096, wire.len()] {
             let mut scanner = FrameScanner::client_to_server();
             let found: Vec<usize> = wire.chunks(chunk).enumerate().filter(|(_, piece)| scanner.scan(piece)).map(|(i, _)| i * chunk).collect();
-            // Each HEADERS frame is reported once, in the piece that holds its type byte.
-            let mut expect: Vec<usize> = [first, second].iter().map(|at| (at + 3) / chunk * chunk).collect();
+            // Each end is reported once, in the piece that holds its flags byte.
+            let mut expect: Vec<usize> = [first, second].iter().map(|at| (at + 4) / chunk * chunk).collect();
             expect.dedup();
             assert_eq!(found, expect, "chunk {chunk}");
         }
     }
 
     #[test]
-    fn other_frames_are_not_requests() {
+    fn frames_that_do_not_end_a_stream_are_ignored() {
         let mut scanner = FrameScanner::client_to_server();
         assert!(!scanner.scan(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
-        for kind in [0x0, 0x3, 0x4, 0x6, 0x8, 0x9] {
-            assert!(!scanner.scan(&frame(kind, &[1, 1, 1])), "type {kind}");
+        for (kind, flags) in [(DATA, 0), (HEADERS, 0x4), (0x3, 0x1), (0x4, 0x1), (0x6, 0x1), (0x8, 0), (0x9, 0x5)] {
+            assert!(!scanner.scan(&frame(kind, flags, &[1, 1, 1])), "type {kind} flags {flags}");
         }
-        assert!(scanner.scan(&frame(HEADERS, &[])));
+        assert!(scanner.scan(&frame(DATA, END_STREAM, &[])));
         let mut from_server = FrameScanner::server_to_client();
-        assert!(from_server.scan(&frame(HEADERS, &[])), "a server sends no preface");
+        assert!(from_server.scan(&frame(HEADERS, 0x5, &[])), "a server sends no preface");
     }
 
     #[test]
@@ -386,24 +393,24 @@ mod tests {
         let stamps = ServerStamps::default();
         let origin = prost_types::Timestamp { seconds: 7, nanos: 9 };
         assert_eq!(stamps.answering(Some(origin)), None);
-        stamps.wrote_headers(11);
-        stamps.wrote_headers(12); // the trailers: the answer is already stamped
+        stamps.wrote_end(11);
+        stamps.wrote_end(12); // another stream's end: this answer is stamped already
         let sent = stamps.answering(None).unwrap();
         assert_eq!(sent, SentAnswer { origin, transmit_host_nanos: 11 });
-        stamps.wrote_headers(13); // an answer to a request without origin is not remembered
+        stamps.wrote_end(13); // an answer to a request without origin is not remembered
         assert_eq!(stamps.answering(None), None);
     }
 
     #[test]
-    fn a_client_stamps_its_request_and_the_first_answer_headers() {
+    fn a_client_stamps_its_request_and_the_answer_that_follows() {
         let stamps = ClientStamps::default();
         let t = Instant::now();
         let at = |us| t + std::time::Duration::from_micros(us);
-        stamps.read_headers(at(1)); // nothing asked yet
+        stamps.read_end(at(1)); // nothing asked yet
         assert_eq!(stamps.sent_and_received(), (None, None));
-        stamps.wrote_headers(at(2));
-        stamps.read_headers(at(3));
-        stamps.read_headers(at(4)); // trailers
+        stamps.wrote_end(at(2));
+        stamps.read_end(at(3));
+        stamps.read_end(at(4));
         assert_eq!(stamps.sent_and_received(), (Some(at(2)), Some(at(3))));
         stamps.clear();
         assert_eq!(stamps.sent_and_received(), (None, None));
