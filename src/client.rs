@@ -136,6 +136,8 @@ pub struct SyncReport {
     pub samples: usize,
     /// Whether the chosen exchange used the answer's real transmit time (interleaved mode).
     pub interleaved: bool,
+    /// Whether the estimate used the kernel's receive timestamps.
+    pub kernel_timestamps: bool,
     /// Whether the correction stepped or is slewing the clock.
     pub adjustment: AdjustmentKind,
     /// The clock's true error before the sync, µs (ground truth).
@@ -157,6 +159,9 @@ pub struct Sample {
     t1: i64,
     t2: i64,
     t4: i64,
+    /// The kernel's receive timestamps of the request (server clock) and the answer (client clock).
+    kernel_t2: Option<i64>,
+    kernel_t4: Option<i64>,
     /// The previous answer's origin and real transmit time, if the server sent them.
     previous: Option<(prost_types::Timestamp, i64)>,
     root_dispersion_nanos: u64,
@@ -221,6 +226,7 @@ impl CristianClient {
         let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         let t1 = base.saturating_add(nanos(i1 - base_instant));
         let t4 = t1.saturating_add(nanos(i4 - i1));
+        let kernel_t4 = self.stamps.received_by_kernel().filter(|&k| k >= i1 && k <= i4).map(|k| t1.saturating_add(nanos(k - i1)));
 
         let server = &self.server;
         let bad = |source| ClientError::BadTimestamp { server: server.clone(), source };
@@ -233,13 +239,21 @@ impl CristianClient {
             (Some(o), Some(t)) => Some((o, timestamp_to_nanos(Some(&t), "previous_transmit_time").map_err(bad)?)),
             _ => None,
         };
-        let exchange = Exchange::new(t1, t2, t3, t4).map_err(|source| ClientError::BadExchange { server: server.clone(), source })?;
+        let kernel_t2 = match answer.kernel_receive_time.as_ref() {
+            Some(ts) => Some(timestamp_to_nanos(Some(ts), "kernel_receive_time").map_err(bad)?),
+            None => None,
+        };
+        let exchange = Exchange::new(t1, t2, t3, t4)
+            .map_err(|source| ClientError::BadExchange { server: server.clone(), source })?
+            .with_kernel_stamps(kernel_t2, kernel_t4);
         Ok(Sample {
             exchange,
             origin,
             t1,
             t2,
             t4,
+            kernel_t2,
+            kernel_t4,
             previous,
             root_dispersion_nanos: answer.root_dispersion_nanos,
             server_name: answer.server_name,
@@ -261,7 +275,8 @@ impl CristianClient {
                 let real = sample
                     .previous
                     .filter(|(origin, _)| *origin == prev.origin)
-                    .and_then(|(_, t3)| Exchange::new(prev.t1, prev.t2, t3, prev.t4).ok());
+                    .and_then(|(_, t3)| Exchange::new(prev.t1, prev.t2, t3, prev.t4).ok())
+                    .map(|e| e.with_kernel_stamps(prev.kernel_t2, prev.kernel_t4));
                 interleaved.push(real.is_some());
                 exchanges.push(real.unwrap_or(prev.exchange));
             }
@@ -288,6 +303,7 @@ impl CristianClient {
             error_bound_us: est.error_bound_nanos / 1e3,
             samples: est.samples,
             interleaved: interleaved.get(chosen).copied().unwrap_or(false),
+            kernel_timestamps: est.kernel_stamps,
             adjustment,
             true_offset_before_us: before / 1e3,
             true_error_us: after / 1e3,

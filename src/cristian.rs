@@ -10,6 +10,11 @@
 //!
 //! Both assume the two directions take equally long; the bounds hold whatever the asymmetry. Of several
 //! samples the one with the smallest round trip carries the least queueing, so it is kept.
+//!
+//! An exchange may also carry the kernel's receive timestamps of the request (T2) and of the answer (T4):
+//! closer to the true arrivals, so a better estimate, but not guaranteed to be the right segment's. They
+//! serve the NTP estimate only when they agree with the four guaranteed timestamps, and the bound is then
+//! widened by how far the estimate moved, so it stays true whatever the kernel said.
 
 use serde::Serialize;
 
@@ -38,6 +43,8 @@ pub struct Exchange {
     t2: i64,
     t3: i64,
     t4: i64,
+    /// The kernel's T2 and T4, when they passed the checks of [`Exchange::with_kernel_stamps`].
+    kernel: Option<(i64, i64)>,
 }
 
 impl Exchange {
@@ -55,7 +62,39 @@ impl Exchange {
         if processing > rtt {
             return Err(CristianError::ProcessingLongerThanRoundTrip { processing, rtt });
         }
-        Ok(Self { t1, t2, t3, t4 })
+        Ok(Self { t1, t2, t3, t4, kernel: None })
+    }
+
+    /// Adds the kernel's receive timestamps of the request (on the server's clock) and of the answer (on
+    /// the client's), either of which may be missing. They are kept only if they are consistent: no later
+    /// than the reads that returned the data, the server's processing by them no longer than the round
+    /// trip by them, and their offset inside the bound of the four guaranteed timestamps.
+    pub fn with_kernel_stamps(mut self, t2: Option<i64>, t4: Option<i64>) -> Self {
+        self.kernel = None;
+        if t2.is_none() && t4.is_none() {
+            return self;
+        }
+        let (k2, k4) = (t2.unwrap_or(self.t2), t4.unwrap_or(self.t4));
+        let (t1, t3) = (self.t1 as i128, self.t3 as i128);
+        let consistent = k2 <= self.t2 && k4 <= self.t4 && k2 <= self.t3 && t3 - k2 as i128 <= k4 as i128 - t1;
+        let theta = ((k2 as i128 - t1) + (t3 - k4 as i128)) as f64 / 2.0;
+        if consistent && (theta - self.ntp_offset()).abs() <= self.delay() as f64 / 2.0 {
+            self.kernel = Some((k2, k4));
+        }
+        self
+    }
+
+    /// Whether kernel timestamps passed the checks and sharpen the NTP estimate.
+    pub fn has_kernel_stamps(&self) -> bool {
+        self.kernel.is_some()
+    }
+
+    /// The NTP offset by the kernel's timestamps where they are kept, else [`Exchange::ntp_offset`].
+    pub fn precise_ntp_offset(&self) -> f64 {
+        match self.kernel {
+            Some((k2, k4)) => ((k2 as i128 - self.t1 as i128) + (self.t3 as i128 - k4 as i128)) as f64 / 2.0,
+            None => self.ntp_offset(),
+        }
     }
 
     /// The round trip as the client saw it, T4 − T1.
@@ -98,7 +137,8 @@ impl Exchange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Estimator {
-    /// NTP's four-timestamp θ, bound ±δ/2.
+    /// NTP's four-timestamp θ (by the kernel's timestamps where they pass), bound ±δ/2 (plus how far the
+    /// kernel's timestamps moved it).
     #[default]
     Ntp,
     /// Cristian's T3 + RTT/2, bound ±RTT/2.
@@ -122,6 +162,8 @@ pub struct Estimate {
     pub round_trip_nanos: i64,
     /// The chosen exchange's δ.
     pub delay_nanos: i64,
+    /// Whether the chosen exchange's estimate used the kernel's receive timestamps.
+    pub kernel_stamps: bool,
     /// The server's transmit time T3 of the chosen exchange.
     pub server_time_nanos: i64,
     /// The client's receive time T4 of the chosen exchange, before correction.
@@ -140,17 +182,21 @@ pub fn best_exchange(exchanges: &[Exchange]) -> Option<&Exchange> {
 pub fn estimate(exchanges: &[Exchange], estimator: Estimator, server_dispersion_nanos: u64) -> Result<Estimate, CristianError> {
     let best = best_exchange(exchanges).ok_or(CristianError::NoSamples)?;
     let (offset, bound) = match estimator {
-        Estimator::Ntp => (best.ntp_offset(), best.delay() as f64 / 2.0),
+        Estimator::Ntp => {
+            let precise = best.precise_ntp_offset();
+            (precise, (precise - best.ntp_offset()).abs() + best.delay() as f64 / 2.0)
+        }
         Estimator::Cristian => (best.cristian_offset(), best.round_trip() as f64 / 2.0),
     };
     Ok(Estimate {
         estimator,
         offset_nanos: offset,
         error_bound_nanos: bound + server_dispersion_nanos as f64,
-        ntp_offset_nanos: best.ntp_offset(),
+        ntp_offset_nanos: best.precise_ntp_offset(),
         cristian_offset_nanos: best.cristian_offset(),
         round_trip_nanos: best.round_trip(),
         delay_nanos: best.delay(),
+        kernel_stamps: best.has_kernel_stamps(),
         server_time_nanos: best.server_time(),
         client_time_nanos: best.client_receive_time(),
         samples: exchanges.len(),
@@ -241,6 +287,43 @@ mod tests {
         assert!(Exchange::new(i64::MIN, 0, 0, i64::MAX).is_err());
         assert!(Exchange::new(0, i64::MIN, i64::MAX, 0).is_err());
         assert_eq!(estimate(&[], Estimator::Ntp, 0), Err(CristianError::NoSamples));
+    }
+
+    #[test]
+    fn kernel_stamps_sharpen_the_estimate_and_the_bound_stays_true() {
+        // True offset 0; 20 µs each way. The server reads the request 30 µs after it arrived, answers 5 µs
+        // later, and the client reads the answer 5 µs after it arrived. The kernel saw both arrivals.
+        let e = Exchange::new(T, T + 50_000, T + 55_000, T + 80_000).unwrap();
+        assert_eq!(e.ntp_offset(), 12_500.0);
+        let sharp = e.with_kernel_stamps(Some(T + 20_000), Some(T + 75_000));
+        assert!(sharp.has_kernel_stamps());
+        let est = estimate(&[sharp], Estimator::Ntp, 0).unwrap();
+        assert!(est.kernel_stamps);
+        assert_eq!(est.offset_nanos, 0.0);
+        // The bound is the guaranteed one (δ/2 = 37.5 µs) widened by the 12.5 µs the estimate moved.
+        assert_eq!(est.error_bound_nanos, 50_000.0);
+        // Without the kernel's stamps: the plain estimate, within the plain bound.
+        let plain = estimate(&[e], Estimator::Ntp, 0).unwrap();
+        assert_eq!((plain.offset_nanos, plain.error_bound_nanos, plain.kernel_stamps), (12_500.0, 37_500.0, false));
+    }
+
+    #[test]
+    fn inconsistent_kernel_stamps_are_dropped() {
+        let e = Exchange::new(T, T + 20_000, T + 25_000, T + 50_000).unwrap();
+        let cases = [
+            (Some(T + 20_001), None),         // later than the read that returned it
+            (None, Some(T + 50_001)),         // likewise on the client
+            (Some(T + 26_000), None),         // after the answer left
+            (Some(T - 10_000), Some(T + 10)), // processing longer than the round trip
+            (Some(T - 1_000_000), None),      // an offset far outside the bound
+        ];
+        for (k2, k4) in cases {
+            let x = e.with_kernel_stamps(k2, k4);
+            assert!(!x.has_kernel_stamps(), "{k2:?} {k4:?}");
+            assert_eq!(x.precise_ntp_offset(), e.ntp_offset());
+        }
+        assert!(!e.with_kernel_stamps(None, None).has_kernel_stamps());
+        assert!(e.with_kernel_stamps(Some(T + 15_000), None).has_kernel_stamps());
     }
 
     #[test]

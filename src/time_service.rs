@@ -37,6 +37,7 @@ impl TimeService for TimeServer {
         // transmit time comes from the socket too, when the listener stamps them (synclab's does).
         let stamps = request.extensions().get::<ConnectionInfo>().map(|info| &info.stamps);
         let arrival = stamps.map(|s| s.arrival_host_nanos()).filter(|&t| t > 0).unwrap_or_else(host_now);
+        let kernel_arrival = stamps.map(|s| s.kernel_arrival_host_nanos()).filter(|&t| t > 0 && t <= arrival);
         let previous = stamps.and_then(|s| s.answering(origin));
         let mut response = GetTimeResponse {
             receive_time: Some(nanos_to_timestamp(self.clock.at(arrival))),
@@ -46,6 +47,7 @@ impl TimeService for TimeServer {
             server_name: self.clock.name().to_string(),
             previous_origin_time: previous.map(|p| p.origin),
             previous_transmit_time: previous.map(|p| nanos_to_timestamp(self.clock.at(p.transmit_host_nanos))),
+            kernel_receive_time: kernel_arrival.map(|t| nanos_to_timestamp(self.clock.at(t))),
         };
         // T3 last, as close to handing the answer to the transport as a handler can be.
         response.transmit_time = Some(nanos_to_timestamp(self.clock.now()));

@@ -14,12 +14,19 @@
 //! * Client side ([`ClientStamps`]): T1 is the write that completed the request, T4 the read that
 //!   completed the answer.
 //!
-//! A write is stamped just *before* the system call that makes it, a read just *after* the one that
+//! A write is stamped just *before* the system call that makes it, a read just *after* the call that
 //! returns it, so a departure is never stamped late nor an arrival early: T1 ≤ the request left ≤ it
 //! arrived ≤ T2, and T3 ≤ the answer left ≤ it arrived ≤ T4, whatever the scheduler does in between.
 //! With one request at a time on a connection the four timestamps stay inside the round trip and the
 //! error bound stays true. With several requests in flight on one connection the stamps may belong to a
 //! neighbour, which a load does not mind and a syncing client never does.
+//!
+//! Reads also carry the kernel's own receive timestamp (SO_TIMESTAMPNS, Linux): when the data reached
+//! the socket, before any process woke up to read it. On loopback that is inside the sender's write, so
+//! it takes the time each side needs to wake up and read out of both directions, and the estimate gets
+//! much closer. But the kernel gives one timestamp per read, that of a segment it merged the others
+//! into, which can be an earlier segment than the one that ended the message; so it serves the estimate
+//! only, checked against the bound that the user-space stamps keep ([`crate::cristian`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -99,10 +106,12 @@ pub trait Stamper: Send + Sync + 'static {
     type Stamp: Copy;
     /// Reads that clock.
     fn now() -> Self::Stamp;
+    /// The stamp for a kernel receive timestamp (host real time, ns since the epoch).
+    fn from_kernel(host_nanos: i64) -> Self::Stamp;
     /// Scanners for (bytes read, bytes written).
     fn scanners() -> (FrameScanner, FrameScanner);
-    /// A read that returned at `at` completed a message.
-    fn read_end(&self, at: Self::Stamp);
+    /// A read that returned at `at` completed a message; `kernel` is the kernel's receive timestamp of it.
+    fn read_end(&self, at: Self::Stamp, kernel: Option<Self::Stamp>);
     /// A write begun at `at` completed a message.
     fn wrote_end(&self, at: Self::Stamp);
 }
@@ -133,6 +142,7 @@ struct AnswerLog {
 #[derive(Debug, Default)]
 pub struct ServerStamps {
     arrival_host_nanos: AtomicI64,
+    kernel_arrival_host_nanos: AtomicI64,
     answers: Mutex<AnswerLog>,
 }
 
@@ -140,6 +150,11 @@ impl ServerStamps {
     /// Host time (ns since the epoch) of the latest request's arrival; 0 before any.
     pub fn arrival_host_nanos(&self) -> i64 {
         self.arrival_host_nanos.load(Ordering::Relaxed)
+    }
+
+    /// The kernel's receive timestamp of the latest request (host ns since the epoch); 0 if none.
+    pub fn kernel_arrival_host_nanos(&self) -> i64 {
+        self.kernel_arrival_host_nanos.load(Ordering::Relaxed)
     }
 
     /// Called by a handler about to answer the request sent at `origin`: remembers it, so the answer's
@@ -158,12 +173,17 @@ impl Stamper for ServerStamps {
         host_now()
     }
 
+    fn from_kernel(host_nanos: i64) -> i64 {
+        host_nanos
+    }
+
     fn scanners() -> (FrameScanner, FrameScanner) {
         (FrameScanner::client_to_server(), FrameScanner::server_to_client())
     }
 
-    fn read_end(&self, at: i64) {
+    fn read_end(&self, at: i64, kernel: Option<i64>) {
         self.arrival_host_nanos.store(at, Ordering::Relaxed);
+        self.kernel_arrival_host_nanos.store(kernel.unwrap_or(0), Ordering::Relaxed);
     }
 
     fn wrote_end(&self, at: i64) {
@@ -179,6 +199,7 @@ struct ClientLog {
     awaiting_answer: bool,
     sent: Option<Instant>,
     received: Option<Instant>,
+    received_kernel: Option<Instant>,
 }
 
 /// A client connection's stamps, on the monotonic clock.
@@ -198,6 +219,11 @@ impl ClientStamps {
         let log = lock(&self.log);
         (log.sent, log.received)
     }
+
+    /// The kernel's receive timestamp of the answer, if it gave one.
+    pub fn received_by_kernel(&self) -> Option<Instant> {
+        lock(&self.log).received_kernel
+    }
 }
 
 impl Stamper for ClientStamps {
@@ -207,14 +233,23 @@ impl Stamper for ClientStamps {
         Instant::now()
     }
 
+    /// The kernel stamps on the real-time clock; the client measures on the monotonic one. The stamp is
+    /// microseconds old, so how old it is on the real-time clock is how old it is on the monotonic one.
+    fn from_kernel(host_nanos: i64) -> Instant {
+        let now = Instant::now();
+        let age = host_now().saturating_sub(host_nanos).max(0);
+        now.checked_sub(std::time::Duration::from_nanos(age as u64)).unwrap_or(now)
+    }
+
     fn scanners() -> (FrameScanner, FrameScanner) {
         (FrameScanner::server_to_client(), FrameScanner::client_to_server())
     }
 
-    fn read_end(&self, at: Instant) {
+    fn read_end(&self, at: Instant, kernel: Option<Instant>) {
         let mut log = lock(&self.log);
         if log.awaiting_answer {
             log.received = Some(at);
+            log.received_kernel = kernel;
             log.awaiting_answer = false;
         }
     }
@@ -245,8 +280,16 @@ impl<S: Stamper + Default> StampedStream<S> {
 }
 
 impl<S: Stamper> StampedStream<S> {
-    /// Wraps a connection, stamping into `stamps`.
+    /// Wraps a connection, stamping into `stamps`. On Linux it asks the kernel to timestamp what the
+    /// connection receives; where it cannot, reads are stamped as they return.
     pub fn with_stamps(inner: TcpStream, stamps: Arc<S>) -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            if let Err(e) = rx_timestamps::enable(inner.as_raw_fd()) {
+                tracing::debug!(error = %e, "no kernel receive timestamps; stamping reads in user space");
+            }
+        }
         let (read_scanner, write_scanner) = S::scanners();
         Self { inner, read_scanner, write_scanner, stamps }
     }
@@ -295,16 +338,98 @@ impl Connected for StampedStream<ServerStamps> {
 
 impl<S: Stamper> AsyncRead for StampedStream<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+        #[cfg(target_os = "linux")]
+        let kernel_stamp = {
+            use std::os::fd::AsRawFd;
+            let fd = this.inner.as_raw_fd();
+            loop {
+                std::task::ready!(this.inner.poll_read_ready(cx))?;
+                // SAFETY: `recv` writes only initialized bytes, and says how many.
+                let unfilled = unsafe { buf.unfilled_mut() };
+                match this.inner.try_io(tokio::io::Interest::READABLE, || rx_timestamps::recv(fd, unfilled)) {
+                    Ok((n, stamp)) => {
+                        // SAFETY: the kernel initialized the first `n` bytes of the unfilled part.
+                        unsafe { buf.assume_init(n) };
+                        buf.advance(n);
+                        break stamp;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        };
+        #[cfg(not(target_os = "linux"))]
+        let kernel_stamp: Option<i64> = {
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            None
+        };
+        if buf.filled().len() > before {
             let at = S::now();
-            let this = &mut *self;
             if this.read_scanner.scan(&buf.filled()[before..]) {
-                this.stamps.read_end(at);
+                this.stamps.read_end(at, kernel_stamp.map(S::from_kernel));
             }
         }
-        polled
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The kernel's receive timestamps (SO_TIMESTAMPNS): when the data reached the socket, before any
+/// process woke up to read it. On loopback that is inside the sender's write, so with it the time each
+/// side takes to wake up and read drops out of both directions.
+#[cfg(target_os = "linux")]
+mod rx_timestamps {
+    use std::io;
+    use std::mem::MaybeUninit;
+    use std::os::fd::RawFd;
+
+    /// Asks the kernel to stamp the data `fd` receives.
+    pub(super) fn enable(fd: RawFd) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: `fd` is an open socket and the option value outlives the call.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
+    /// Reads into `buf` without blocking; returns the bytes read and the kernel's receive time of the
+    /// last segment among them (ns since the epoch), if the kernel gave one.
+    pub(super) fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option<i64>)> {
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let mut control = [0u64; 16]; // room for a cmsghdr and a timespec, aligned
+        // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the recvmsg call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: `msg` describes writable memory of the stated sizes.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut stamp = None;
+        // SAFETY: the cmsg macros walk the control buffer the kernel filled in, within msg_controllen.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    let nanos = (ts.tv_sec as i64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as i64);
+                    stamp = (nanos > 0).then_some(nanos);
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        Ok((n as usize, stamp))
     }
 }
 
@@ -406,12 +531,13 @@ mod tests {
         let stamps = ClientStamps::default();
         let t = Instant::now();
         let at = |us| t + std::time::Duration::from_micros(us);
-        stamps.read_end(at(1)); // nothing asked yet
+        stamps.read_end(at(1), None); // nothing asked yet
         assert_eq!(stamps.sent_and_received(), (None, None));
         stamps.wrote_end(at(2));
-        stamps.read_end(at(3));
-        stamps.read_end(at(4));
+        stamps.read_end(at(3), Some(at(2)));
+        stamps.read_end(at(4), None);
         assert_eq!(stamps.sent_and_received(), (Some(at(2)), Some(at(3))));
+        assert_eq!(stamps.received_by_kernel(), Some(at(2)));
         stamps.clear();
         assert_eq!(stamps.sent_and_received(), (None, None));
     }

@@ -237,20 +237,26 @@ async fn the_error_bound_holds_for_every_sync_even_under_contention() {
         let url = server.url();
         tasks.push(tokio::spawn(async move {
             let mut client = CristianClient::new(&url, Duration::from_secs(2)).unwrap();
-            let mut interleaved = 0;
+            let (mut interleaved, mut kernel) = (0, 0);
             for i in 0..50i64 {
                 let offset = if (i + d) % 2 == 0 { 5 * SEC } else { -5 * SEC + i * 1_000 };
                 let device = clock(&format!("device-{d}"), offset, 100.0);
                 let r = client.sync(&device, 4, Estimator::Ntp).await.unwrap();
                 assert!(r.true_error_us.abs() <= r.error_bound_us + 1.0, "sync {i} of device {d}: {r:?}");
                 interleaved += usize::from(r.interleaved);
+                kernel += usize::from(r.kernel_timestamps);
             }
-            interleaved
+            (interleaved, kernel)
         }));
     }
-    let mut interleaved = 0;
+    let (mut interleaved, mut kernel) = (0, 0);
     for t in tasks {
-        interleaved += t.await.unwrap();
+        let (i, k) = t.await.unwrap();
+        interleaved += i;
+        kernel += k;
     }
     assert!(interleaved > 150, "the server's real transmit times were used in only {interleaved} of 200 syncs");
+    if cfg!(target_os = "linux") {
+        assert!(kernel > 100, "the kernel's receive timestamps were used in only {kernel} of 200 syncs");
+    }
 }
