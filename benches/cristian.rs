@@ -182,26 +182,36 @@ struct Accuracy {
     cristian: Stats,
     bound: Stats,
     positive_share: f64,
+    kernel_share: f64,
+    interleaved_share: f64,
 }
 
 /// `syncs` syncs of fresh clients starting ±5 s off, with 10 ms between syncs; errors in µs.
 async fn synclab_accuracy(addr: &str, syncs: usize, samples: usize) -> Accuracy {
     let mut client = CristianClient::new(addr, TIMEOUT).unwrap();
     let (mut ntp, mut cristian, mut bound) = (Vec::new(), Vec::new(), Vec::new());
-    let mut positive = 0;
+    let (mut positive, mut kernel, mut interleaved) = (0, 0, 0);
     for i in 0..syncs {
         let offset = if i % 2 == 0 { 5 * SEC } else { -5 * SEC };
         let clock = LiveClock::new("bench", ClockConfig { offset_nanos: offset, ..ClockConfig::default() }).unwrap();
         let report = client.sync(&clock, samples, Estimator::Ntp).await.unwrap();
-        if report.true_error_us > 0.0 {
-            positive += 1;
-        }
+        positive += usize::from(report.true_error_us > 0.0);
+        kernel += usize::from(report.kernel_timestamps);
+        interleaved += usize::from(report.interleaved);
         ntp.push(report.true_error_us.abs());
         cristian.push((report.true_offset_before_us + report.cristian_offset_us).abs());
         bound.push(report.error_bound_us);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Accuracy { ntp: stats(ntp), cristian: stats(cristian), bound: stats(bound), positive_share: positive as f64 / syncs as f64 }
+    let share = |n: usize| n as f64 / syncs as f64;
+    Accuracy {
+        ntp: stats(ntp),
+        cristian: stats(cristian),
+        bound: stats(bound),
+        positive_share: share(positive),
+        kernel_share: share(kernel),
+        interleaved_share: share(interleaved),
+    }
 }
 
 /// The classroom baseline: one sample, the time as a string, parsed inside the timed window.
@@ -312,11 +322,14 @@ fn main() {
         row("GetTime round trip", rtt);
         row("raw TCP round trip (1 byte)", tcp);
         println!(
-            "\nratios: baseline/synclab error {:.1}x (median), {:.1}x (p99); GetTime/TCP round trip {:.2}x (median); errors > 0 in {:.0}% of syncs",
+            "\nratios: baseline/synclab error {:.1}x (median), {:.1}x (p99); GetTime/TCP round trip {:.2}x (median)\n\
+             errors > 0 in {:.0}% of syncs; kernel timestamps used in {:.0}%, interleaved transmit times in {:.0}%",
             seed.median / acc.ntp.median,
             seed.p99 / acc.ntp.p99,
             rtt.median / tcp.median,
-            acc.positive_share * 100.0
+            acc.positive_share * 100.0,
+            acc.kernel_share * 100.0,
+            acc.interleaved_share * 100.0
         );
     }
     println!("\n## throughput (client CPU 1, server CPU 0)\n\n| calls/s | latency median (µs) | latency p99 (µs) | calls | server CPU busy | server CPU per call (µs) | client CPU busy |\n|---|---|---|---|---|---|---|");
