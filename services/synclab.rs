@@ -318,14 +318,16 @@ async fn cristian(args: CristianArgs) -> anyhow::Result<ExitCode> {
         health = Some(reporter);
     }
 
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stop = stop_rx.clone();
     let mut rounds = 0u64;
     let mut all_synced = false;
+    let mut next = tokio::time::Instant::now();
+    // Until every device has synced once, retry soon (doubling from 100 ms up to the interval), so a
+    // client started before its server syncs as soon as the server is up.
+    let mut retry = Duration::from_millis(100).min(interval);
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
         let results = join_all(clients.iter_mut().zip(&clocks).map(|(c, clock)| c.sync(clock, args.samples.into(), args.estimator))).await;
@@ -350,6 +352,9 @@ async fn cristian(args: CristianArgs) -> anyhow::Result<ExitCode> {
                 h.set_service_status("", ServingStatus::Serving).await;
             }
         }
+        next += if all_synced { interval } else { retry };
+        next = next.max(tokio::time::Instant::now());
+        retry = (retry * 2).min(interval);
         rounds += 1;
         if args.count.is_some_and(|n| rounds >= n) {
             break;

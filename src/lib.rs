@@ -2,8 +2,8 @@
 //!
 //! The algorithms are sans-I/O: [`clock`] and [`cristian`] are pure state and maths with time passed
 //! in. The modules around them are thin: [`live_clock`] feeds the clocks the host's real time,
-//! [`server`], [`time_service`] and [`clock_service`] serve them over gRPC, and [`client`] syncs a clock
-//! against a time server.
+//! [`server`], [`time_service`] and [`clock_service`] serve them over gRPC, [`wire`] takes timestamps at
+//! the socket, and [`client`] syncs a clock against a time server.
 
 pub mod client;
 pub mod clock;

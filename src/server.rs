@@ -1,6 +1,6 @@
 //! What every synclab server shares: a listener whose connections stamp requests and answers at the
-//! socket ([`crate::wire`]), gRPC reflection (v1 and
-//! v1alpha), `grpc.health.v1`, and a clean shutdown on SIGTERM or SIGINT.
+//! socket ([`crate::wire`]), gRPC reflection (v1 and v1alpha), `grpc.health.v1`, and a clean shutdown on
+//! SIGTERM or SIGINT.
 
 use std::future::Future;
 use std::io;

@@ -177,3 +177,25 @@ fn a_syncing_client_serves_its_clock_and_stops_on_sigterm() {
     assert_eq!(first["device"], "laptop");
     assert!(first["true_error_us"].is_number(), "{first}");
 }
+
+#[test]
+fn a_client_started_before_its_server_syncs_as_soon_as_the_server_is_up() {
+    let server_addr = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(SYNCLAB)
+        .args(["cristian", "--server", &server_addr, "--device", "mobile", "--interval", "30s", "--timeout", "200ms", "--listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _client = Running(child);
+    std::thread::sleep(Duration::from_millis(500));
+    // Not synced yet, so not healthy.
+    assert!(!synclab(&["healthcheck", "--addr", &listen, "--timeout", "200ms"]).status.success());
+    let server = Running(Command::new(TIME_SERVER).args(["--listen", &server_addr]).stderr(Stdio::null()).spawn().unwrap());
+    let started = Instant::now();
+    wait_healthy(&listen);
+    // Retries back off from 100 ms, never waiting the whole 30 s interval.
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    drop(server);
+}
