@@ -5,6 +5,7 @@
 //! [`server`], [`time_service`] and [`clock_service`] serve them over gRPC, [`wire`] takes timestamps at
 //! the socket, and [`client`] syncs a clock against a time server.
 
+pub mod berkeley;
 pub mod client;
 pub mod clock;
 pub mod clock_service;
