@@ -196,7 +196,7 @@ async fn clock(args: ClockReadArgs) -> anyhow::Result<ExitCode> {
         println!("  true time    {}", time(r.true_time.as_ref()));
         println!("  true offset  {}", format_nanos(r.true_offset_nanos as f64));
         println!("  drift        {:+} ppm (correction {:+} ppm)", r.drift_ppm, r.frequency_correction_ppm);
-        println!("  adjustments  {} ({} steps), pending slew {}", r.adjustments, r.steps, format_nanos(r.pending_slew_nanos as f64));
+        println!("  adjustments  {} (steps: {}), pending slew {}", r.adjustments, r.steps, format_nanos(r.pending_slew_nanos as f64));
     }
     Ok(ExitCode::SUCCESS)
 }
