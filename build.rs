@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "proto/synclab/time/v1/time.proto",
     "proto/synclab/time/v1/baseline.proto",
     "proto/synclab/clock/v1/clock.proto",
+    "proto/synclab/berkeley/v1/berkeley.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -151,15 +151,23 @@ pub fn plan_round(readings: &[Reading], tolerance_nanos: f64) -> Result<RoundPla
 pub struct FrequencyEstimator {
     gain: f64,
     max_ppm: f64,
+    min_interval_nanos: i64,
     correction_ppm: f64,
     last_adjustment_host: Option<i64>,
 }
 
 impl FrequencyEstimator {
-    /// An estimator that moves its correction by `gain` (0 < gain ≤ 1) of each measured error, and never
-    /// past ±`max_ppm`.
-    pub fn new(gain: f64, max_ppm: f64) -> Self {
-        Self { gain: gain.clamp(f64::MIN_POSITIVE, 1.0), max_ppm: max_ppm.abs(), correction_ppm: 0.0, last_adjustment_host: None }
+    /// An estimator that moves its correction by `gain` (0 < gain ≤ 1) of each measured error, never
+    /// past ±`max_ppm`, and learns only from adjustments at least `min_interval_nanos` apart (over a
+    /// shorter interval the measurement's noise, not the frequency, makes the adjustment).
+    pub fn new(gain: f64, max_ppm: f64, min_interval_nanos: i64) -> Self {
+        Self {
+            gain: gain.clamp(f64::MIN_POSITIVE, 1.0),
+            max_ppm: max_ppm.abs(),
+            min_interval_nanos: min_interval_nanos.max(1),
+            correction_ppm: 0.0,
+            last_adjustment_host: None,
+        }
     }
 
     /// The frequency correction to apply, in ppm.
@@ -176,7 +184,7 @@ impl FrequencyEstimator {
         }
         if let Some(last) = last {
             let interval = (host - last) as f64;
-            if interval > 0.0 && by_nanos.is_finite() {
+            if interval >= self.min_interval_nanos as f64 && by_nanos.is_finite() {
                 let residual_ppm = -by_nanos / interval * 1e6;
                 self.correction_ppm = (self.correction_ppm - self.gain * residual_ppm).clamp(-self.max_ppm, self.max_ppm);
             }
@@ -286,7 +294,7 @@ mod tests {
     fn the_frequency_estimator_learns_a_drift_and_holds_over() {
         // A clock 80 ppm fast, a round every 5 s, each round bringing it back to true time.
         let (drift_ppm, interval) = (80.0, 5 * 1_000_000_000i64);
-        let mut est = FrequencyEstimator::new(0.7, 500.0);
+        let mut est = FrequencyEstimator::new(0.7, 500.0, 1_000_000_000);
         let mut host = 0i64;
         est.observe(host, -5.0 * SEC, true); // first contact: a step, no frequency information
         let mut last_error = f64::INFINITY;
@@ -302,12 +310,13 @@ mod tests {
 
     #[test]
     fn steps_and_nonsense_do_not_move_the_frequency() {
-        let mut est = FrequencyEstimator::new(1.0, 100.0);
+        let mut est = FrequencyEstimator::new(1.0, 100.0, 500_000_000);
         assert_eq!(est.observe(0, 1e9, true), 0.0);
         // Set 50 µs ahead after 1 s: the clock runs 50 ppm slow, so it is to run 50 ppm faster.
         assert_eq!(est.observe(1_000_000_000, 50_000.0, false), 50.0);
         assert_eq!(est.observe(2_000_000_000, 1e9, true), 50.0, "a step leaves the correction alone");
         assert_eq!(est.observe(2_000_000_000, 1.0, false), 50.0, "no time passed: nothing to learn");
+        assert_eq!(est.observe(2_100_000_000, 1e6, false), 50.0, "too soon after the last: noise, not frequency");
         assert_eq!(est.observe(3_000_000_000, f64::NAN, false), 50.0);
         assert_eq!(est.observe(4_000_000_000, 1e9, false), 100.0, "clamped to the maximum");
     }

@@ -89,7 +89,7 @@ fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, ClientError> {
 
 /// Runs `call` with a deadline: the gRPC timeout header for the server and a local timer for a server
 /// that never answers at all.
-async fn with_deadline<T>(
+pub(crate) async fn with_deadline<T>(
     server: &str,
     timeout: Duration,
     call: impl Future<Output = Result<tonic::Response<T>, Status>>,

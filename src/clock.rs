@@ -162,21 +162,20 @@ impl VirtualClock {
         self.anchor_host = host;
     }
 
-    /// Corrects the clock by `by_nanos` (positive = set it ahead) at host time `host`: a step if the total
-    /// correction still to make reaches the step threshold, otherwise a slew. A step cancels any pending slew.
+    /// Corrects the clock by `by_nanos` (positive = set it ahead) at host time `host`: a step if it is at
+    /// least the step threshold, otherwise a slew. Like adjtime(2), a new correction replaces whatever was
+    /// still to slew: it was measured against the clock as it reads now, pending slew not included.
     pub fn adjust(&mut self, host: i64, by_nanos: i64) -> Result<AdjustmentKind, ClockError> {
         self.reanchor(host);
-        let target = self.anchor_offset + self.slew_remaining + by_nanos as f64;
-        check_offset(target)?;
-        let total = self.slew_remaining + by_nanos as f64;
+        check_offset(self.anchor_offset + by_nanos as f64)?;
         self.adjustments += 1;
-        if total.abs() >= self.config.step_threshold_nanos as f64 {
-            self.anchor_offset = target;
+        if by_nanos.unsigned_abs() >= self.config.step_threshold_nanos as u64 {
+            self.anchor_offset += by_nanos as f64;
             self.slew_remaining = 0.0;
             self.steps += 1;
             Ok(AdjustmentKind::Step)
         } else {
-            self.slew_remaining = total;
+            self.slew_remaining = by_nanos as f64;
             Ok(AdjustmentKind::Slew)
         }
     }
@@ -283,15 +282,19 @@ mod tests {
     }
 
     #[test]
-    fn slews_accumulate_and_a_step_cancels_what_is_pending() {
+    fn a_new_correction_replaces_the_pending_slew_and_a_step_cancels_it() {
         let mut c = clock(0, 0.0);
         c.adjust(T0, 40_000_000).unwrap();
-        c.adjust(T0 + SEC, 40_000_000).unwrap(); // 0.5 ms slewed so far, 79.5 ms pending
-        assert!((c.pending_slew(T0 + SEC) - 79_500_000.0).abs() < 1e-3);
-        // 79.5 + 50 ms reaches the threshold: the whole remainder is stepped.
-        assert_eq!(c.adjust(T0 + SEC, 50_000_000), Ok(AdjustmentKind::Step));
-        assert!((c.offset_at(T0 + SEC) - 130_000_000.0).abs() < 1e-3);
+        // 1 s later 0.5 ms is slewed; a new measurement says 2 ms more is needed: that replaces the rest.
+        c.adjust(T0 + SEC, 2_000_000).unwrap();
+        assert!((c.offset_at(T0 + SEC) - 500_000.0).abs() < 1e-3);
+        assert!((c.pending_slew(T0 + SEC) - 2_000_000.0).abs() < 1e-3);
+        assert!((c.settled_offset_at(T0 + SEC) - 2_500_000.0).abs() < 1e-3);
+        // A step moves the clock at once and drops what was pending.
+        assert_eq!(c.adjust(T0 + SEC, 200_000_000), Ok(AdjustmentKind::Step));
+        assert!((c.offset_at(T0 + SEC) - 200_500_000.0).abs() < 1e-3);
         assert_eq!(c.pending_slew(T0 + SEC), 0.0);
+        assert_eq!((c.adjustments(), c.steps()), (3, 1));
     }
 
     #[test]
@@ -346,7 +349,7 @@ mod tests {
         c.adjust(T0, 1_000).unwrap();
         assert_eq!(c.pending_slew(T0 - SEC), 1_000.0);
         assert_eq!(c.offset_at(T0 - SEC), 1_000.0);
-        c.adjust(T0 - SEC, 1_000).unwrap();
-        assert_eq!(c.pending_slew(T0), 2_000.0);
+        c.adjust(T0 - SEC, 3_000).unwrap();
+        assert_eq!(c.pending_slew(T0), 3_000.0, "the new correction replaced the old");
     }
 }

@@ -6,6 +6,8 @@
 //! the socket, and [`client`] syncs a clock against a time server.
 
 pub mod berkeley;
+pub mod berkeley_master;
+pub mod berkeley_slave;
 pub mod client;
 pub mod clock;
 pub mod clock_service;

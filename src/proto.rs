@@ -10,6 +10,11 @@ pub mod clock {
     tonic::include_proto!("synclab.clock.v1");
 }
 
+/// `synclab.berkeley.v1`: the Berkeley master and slave services.
+pub mod berkeley {
+    tonic::include_proto!("synclab.berkeley.v1");
+}
+
 /// The encoded descriptor set of every synclab proto (with comments), for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/synclab_descriptor.bin"));
 

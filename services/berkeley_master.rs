@@ -1,0 +1,85 @@
+//! `berkeley-master`: the master clock of the Berkeley algorithm.
+//!
+//! Every `--interval` it reads every registered slave concurrently (NTP exchanges, minimum round trip),
+//! counts its own clock in, averages the largest set of clocks that agree within `--tolerance`, and sends
+//! each slave its relative adjustment, correcting itself too. Serves `synclab.berkeley.v1.BerkeleyMaster`,
+//! `synclab.clock.v1.Clock`, health and reflection; stops cleanly on SIGTERM or SIGINT.
+
+use anyhow::Context as _;
+use clap::Parser;
+use synclab::berkeley_master::{Master, MasterConfig, MasterService};
+use synclab::clock_service::ClockService;
+use synclab::config::{ClockArgs, LogArgs, parse_duration};
+use synclab::live_clock::{ClockSet, LiveClock};
+use synclab::proto::berkeley::berkeley_master_server::BerkeleyMasterServer;
+use synclab::proto::clock::clock_server::ClockServer;
+use synclab::{server, telemetry};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The master clock of the Berkeley algorithm.
+#[derive(Debug, Parser)]
+#[command(name = "berkeley-master", version)]
+struct Args {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "SYNCLAB_LISTEN", default_value = "0.0.0.0:50052")]
+    listen: String,
+    /// The master's clock name.
+    #[arg(long, env = "SYNCLAB_NAME", default_value = "berkeley-master")]
+    name: String,
+    /// Time between rounds.
+    #[arg(long, env = "SYNCLAB_INTERVAL", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Clocks within this of each other agree; the largest such set is averaged.
+    #[arg(long, env = "SYNCLAB_TOLERANCE", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    tolerance: Duration,
+    /// Exchanges per slave per round; the one with the smallest round trip is used.
+    #[arg(long, env = "SYNCLAB_SAMPLES", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=100))]
+    samples: u16,
+    /// Deadline for reading one slave and for sending it its adjustment.
+    #[arg(long, env = "SYNCLAB_TIMEOUT", value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    timeout: Duration,
+    /// A slave that misses more rounds in a row than this is dropped (it rejoins by registering again).
+    #[arg(long, env = "SYNCLAB_MAX_MISSED", default_value_t = 3)]
+    max_missed: u32,
+    #[command(flatten)]
+    clock: ClockArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log.log_format, &args.log.log_level)?;
+    let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
+    let config = MasterConfig {
+        interval: args.interval,
+        tolerance_nanos: args.tolerance.as_nanos() as f64,
+        samples: args.samples.into(),
+        timeout: args.timeout,
+        max_missed: args.max_missed,
+    };
+    let master = Master::new(clock.clone(), config);
+    let listener = server::bind(&args.listen).await?;
+    let (mut routes, _health) = server::base_routes()?;
+    routes
+        .add_service(BerkeleyMasterServer::new(MasterService::new(master.clone(), args.name.clone())))
+        .add_service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))));
+    tracing::info!(addr = %listener.local_addr()?, interval = ?args.interval, tolerance = ?args.tolerance, "berkeley master listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let rounds = tokio::spawn(master.run(stop_rx.clone()));
+    let mut stop = stop_rx.clone();
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    server::serve(listener, routes.routes(), async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await?;
+    rounds.await.context("the round loop failed")?;
+    tracing::info!("berkeley master stopped");
+    Ok(())
+}

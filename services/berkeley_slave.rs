@@ -1,0 +1,83 @@
+//! `berkeley-slave`: one of the clocks a Berkeley master keeps together.
+//!
+//! Serves its virtual clock to the master (`synclab.time.v1.TimeService`), takes the master's relative
+//! adjustments (`synclab.berkeley.v1.BerkeleySlave`), learns its frequency error from them, and keeps
+//! itself registered with the master. Also serves `synclab.clock.v1.Clock`, health and reflection.
+
+use std::time::Duration;
+
+use clap::Parser;
+use synclab::config::{ClockArgs, LogArgs, parse_duration};
+use synclab::duration::parse_signed_nanos;
+use synclab::live_clock::LiveClock;
+use synclab::{berkeley_slave, server, telemetry};
+use tokio::sync::watch;
+
+/// A slave clock of the Berkeley algorithm.
+#[derive(Debug, Parser)]
+#[command(name = "berkeley-slave", version)]
+struct Args {
+    /// The slave's name, unique in its group (e.g. KMC).
+    #[arg(long, env = "SYNCLAB_NAME")]
+    name: String,
+    /// The master, as host:port.
+    #[arg(long, env = "SYNCLAB_MASTER", default_value = "berkeley-master:50052")]
+    master: String,
+    /// Address to serve gRPC on.
+    #[arg(long, env = "SYNCLAB_LISTEN", default_value = "0.0.0.0:50053")]
+    listen: String,
+    /// The address the master dials, host:port (default: this host's name and the listen port).
+    #[arg(long, env = "SYNCLAB_ADVERTISE")]
+    advertise: Option<String>,
+    /// Largest adjustment accepted from the master; larger ones are refused.
+    #[arg(long, env = "SYNCLAB_MAX_ADJUSTMENT", value_name = "DURATION", default_value = "1h", value_parser = parse_max)]
+    max_adjustment: i64,
+    /// Deadline of each registration call.
+    #[arg(long, env = "SYNCLAB_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    timeout: Duration,
+    #[command(flatten)]
+    clock: ClockArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+fn parse_max(text: &str) -> Result<i64, String> {
+    match parse_signed_nanos(text) {
+        Ok(n) if n > 0 => Ok(n),
+        Ok(_) => Err(format!("'{text}' must be positive")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log.log_format, &args.log.log_level)?;
+    if !synclab::berkeley_master::valid_name(&args.name) {
+        anyhow::bail!("invalid value '{}' for '--name': use 1 to 64 letters, digits, '-', '_' or '.'", args.name);
+    }
+    let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
+    let listener = server::bind(&args.listen).await?;
+    let port = listener.local_addr()?.port();
+    let advertise = args.advertise.clone().unwrap_or_else(|| format!("{}:{port}", host_name()));
+    let routes = berkeley_slave::routes(clock, args.max_adjustment).await?;
+    tracing::info!(name = %args.name, addr = %listener.local_addr()?, %advertise, master = %args.master, "berkeley slave listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(berkeley_slave::keep_registered(args.master.clone(), args.name.clone(), advertise, args.timeout, stop_rx.clone()));
+    let mut stop = stop_rx.clone();
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    server::serve(listener, routes, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await?;
+    tracing::info!("berkeley slave stopped");
+    Ok(())
+}
