@@ -14,7 +14,7 @@ COPY . .
 RUN triple="$(uname -m)-unknown-linux-gnu" \
  && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --bins --target "$triple" \
  && mkdir -p /out \
- && cp "target/$triple/release/synclab" "target/$triple/release/time-server" /out/
+ && for bin in synclab time-server berkeley-master berkeley-slave; do cp "target/$triple/release/$bin" /out/; done
 
 FROM scratch
 COPY --from=build /out/ /usr/local/bin/

@@ -18,6 +18,9 @@ use synclab::{server, telemetry};
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
+#[path = "synclab/berkeley.rs"]
+mod berkeley;
+
 /// synclab: clock synchronization and leader election you can run, probe and break.
 #[derive(Debug, Parser)]
 #[command(name = "synclab", version)]
@@ -34,6 +37,8 @@ enum Command {
     Healthcheck(HealthArgs),
     /// Read a node's virtual clock next to true time (synclab.clock.v1.Clock/Read).
     Clock(ClockReadArgs),
+    /// Follow a Berkeley group: `status` once, `watch` after every round.
+    Berkeley(berkeley::BerkeleyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
             Command::Cristian(args) => cristian(args).await,
             Command::Healthcheck(args) => healthcheck(args).await,
             Command::Clock(args) => clock(args).await,
+            Command::Berkeley(args) => berkeley::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

