@@ -5,7 +5,8 @@
 //! A real master and real slaves (gRPC on 127.0.0.1) in this process: the slaves' servers on one runtime
 //! thread, the master on another. Master + 4 slaves start within ±5 s of true time, drifting up to
 //! ±100 ppm, and one faulty clock (TAPMI) starts 5 minutes out. The spread is max − min of the true
-//! offsets of the non-faulty clocks (the master's included), read at one instant.
+//! offsets of the non-faulty clocks (the master's included), read at one instant, 50 ms after a round
+//! (its slews done: clocks step corrections from 1 ms and slew smaller ones at 5%, as in compose).
 //!
 //! The classroom shortcut, run the same way: every round each slave pushes its clock's absolute time
 //! (one GetTime, no round-trip compensation), the master averages all of them with its own (wild clock
@@ -23,6 +24,10 @@ use synclab::proto::timestamp_to_nanos;
 
 const SEC: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
+/// Clocks step corrections of 1 ms or more and slew smaller ones at 5% (1 ms in 20 ms), as compose runs them.
+const MAX_SLEW_PPM: f64 = 50_000.0;
+/// "Right after a round": once the slews it started are done.
+const SETTLE: Duration = Duration::from_millis(50);
 
 struct Options {
     rounds: usize,
@@ -57,7 +62,7 @@ fn start_slaves(specs: &[(String, i64, f64)]) -> Slaves {
     let mut clocks = Vec::new();
     let mut addrs = Vec::new();
     for (name, offset, drift) in specs {
-        let config = ClockConfig { offset_nanos: *offset, drift_ppm: *drift, step_threshold_nanos: MS, ..ClockConfig::default() };
+        let config = ClockConfig { offset_nanos: *offset, drift_ppm: *drift, step_threshold_nanos: MS, max_slew_ppm: MAX_SLEW_PPM };
         let clock = LiveClock::new(name.as_str(), config).unwrap();
         let addr = runtime.block_on(async {
             let routes = synclab::berkeley_slave::routes(clock.clone(), 3600 * SEC).await.unwrap();
@@ -79,7 +84,7 @@ fn spread(clocks: &[&LiveClock]) -> f64 {
 }
 
 fn master_clock(drift_ppm: f64) -> LiveClock {
-    LiveClock::new("berkeley-master", ClockConfig { drift_ppm, step_threshold_nanos: MS, ..ClockConfig::default() }).unwrap()
+    LiveClock::new("berkeley-master", ClockConfig { drift_ppm, step_threshold_nanos: MS, max_slew_ppm: MAX_SLEW_PPM, ..ClockConfig::default() }).unwrap()
 }
 
 fn four_lines() -> Vec<(String, i64, f64)> {
@@ -114,6 +119,7 @@ fn synclab_run(o: &Options) -> (Vec<(usize, f64)>, f64, f64) {
         let started = Instant::now();
         rt.block_on(master.run_round());
         duration = started.elapsed().as_secs_f64() * 1e3;
+        std::thread::sleep(SETTLE);
         if CHECKPOINTS.contains(&round) || round == o.rounds {
             at.push((round, spread(&good)));
         }
@@ -190,6 +196,7 @@ fn scale_run(n: usize) -> (Vec<f64>, Vec<(usize, f64)>) {
         let started = Instant::now();
         let r = rt.block_on(master.run_round());
         durations.push(started.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(SETTLE);
         assert!(r.members.iter().all(|m| m.answered), "a slave did not answer in round {round}");
         if [1, 2, 5].contains(&round) {
             at.push((round, spread(&all)));

@@ -43,6 +43,8 @@ pub struct MasterConfig {
 struct MemberState {
     address: String,
     missed: u32,
+    /// Rounds it has answered since it (re)joined.
+    answered: u64,
     time: CristianClient,
     slave: BerkeleySlaveClient<Channel>,
 }
@@ -84,7 +86,9 @@ impl Master {
         &self.clock
     }
 
-    /// Adds a member, or updates the address of one that registers again.
+    /// Adds a member, or updates the address of one that registers again. A name that a live member
+    /// (one that answered the last round) holds at another address is refused: two slaves under one name
+    /// would take turns being polled. Once the holder misses a round, the name can be taken over.
     pub fn register(&self, name: &str, address: &str) -> Result<bool, Status> {
         if !valid_name(name) {
             return Err(Status::invalid_argument(format!("name '{name}' must be 1 to 64 letters, digits, '-', '_' or '.'")));
@@ -94,10 +98,17 @@ impl Master {
             if member.address == address {
                 return Ok(true);
             }
+            if member.missed == 0 && member.answered > 0 {
+                return Err(Status::already_exists(format!(
+                    "'{name}' is registered from {} and answering; a slave restarted elsewhere can take the name once that one misses a round",
+                    member.address
+                )));
+            }
         }
         let time = CristianClient::new(address, self.config.timeout).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let slave = BerkeleySlaveClient::new(channel(address, self.config.timeout).map_err(|e| Status::invalid_argument(e.to_string()))?);
-        let rejoined = group.members.insert(name.to_string(), MemberState { address: address.to_string(), missed: 0, time, slave }).is_some();
+        let member = MemberState { address: address.to_string(), missed: 0, answered: 0, time, slave };
+        let rejoined = group.members.insert(name.to_string(), member).is_some();
         tracing::info!(member = name, address, rejoined, "member registered");
         Ok(rejoined)
     }
@@ -232,6 +243,7 @@ impl Master {
                 let drop = match group.members.get_mut(&r.name) {
                     Some(m) if r.answered => {
                         m.missed = 0;
+                        m.answered += 1;
                         false
                     }
                     Some(m) => {
