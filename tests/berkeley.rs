@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use synclab::berkeley_master::{Master, MasterConfig, MasterService};
 use synclab::clock::ClockConfig;
-use synclab::live_clock::LiveClock;
+use synclab::clock_service::ClockService;
+use synclab::live_clock::{ClockSet, LiveClock};
+use synclab::proto::clock::clock_server::ClockServer;
 use synclab::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
 use synclab::proto::berkeley::berkeley_master_server::BerkeleyMasterServer;
 use synclab::proto::berkeley::berkeley_slave_client::BerkeleySlaveClient;
@@ -42,8 +44,13 @@ struct Slave {
     server: Option<Serving>,
 }
 
+/// Clocks as compose runs them: corrections of 1 ms or more stepped, smaller ones slewed at 5%.
+fn group_clock(offset_nanos: i64, drift_ppm: f64) -> ClockConfig {
+    ClockConfig { offset_nanos, drift_ppm, step_threshold_nanos: MS, max_slew_ppm: 50_000.0 }
+}
+
 async fn start_slave(name: &'static str, offset: i64, drift_ppm: f64) -> Slave {
-    let clock = LiveClock::new(name, ClockConfig { offset_nanos: offset, drift_ppm, ..ClockConfig::default() }).unwrap();
+    let clock = LiveClock::new(name, group_clock(offset, drift_ppm)).unwrap();
     let routes = synclab::berkeley_slave::routes(clock.clone(), 3600 * SEC).await.unwrap();
     let server = serve(routes, "127.0.0.1:0").await;
     Slave { name, clock, server: Some(server) }
@@ -54,10 +61,12 @@ fn config(interval: Duration) -> MasterConfig {
 }
 
 async fn start_master(interval: Duration, addr: &str) -> (Arc<Master>, Serving) {
-    let clock = LiveClock::new("berkeley-master", ClockConfig::default()).unwrap();
-    let master = Master::new(clock, config(interval));
+    let clock = LiveClock::new("berkeley-master", group_clock(0, 0.0)).unwrap();
+    let master = Master::new(clock.clone(), config(interval));
     let (mut routes, _) = synclab::server::base_routes().unwrap();
-    routes.add_service(BerkeleyMasterServer::new(MasterService::new(master.clone(), "berkeley-master")));
+    routes
+        .add_service(BerkeleyMasterServer::new(MasterService::new(master.clone(), "berkeley-master")))
+        .add_service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))));
     let server = serve(routes.routes(), addr).await;
     (master, server)
 }
@@ -80,7 +89,7 @@ async fn four_lines() -> Vec<Slave> {
 
 #[tokio::test]
 async fn four_lines_converge_and_the_wild_clock_is_left_out_of_the_average() {
-    let (master, _server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
+    let (master, server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
     let slaves = four_lines().await;
     for s in &slaves {
         master.register(s.name, &s.server.as_ref().unwrap().addr.to_string()).unwrap();
@@ -102,6 +111,17 @@ async fn four_lines_converge_and_the_wild_clock_is_left_out_of_the_average() {
         assert!(round.members.iter().all(|m| m.answered && !m.excluded), "{round:?}");
     }
     assert!(spread(&clocks) < 0.5 * MS as f64, "spread {} ns after round 4", spread(&clocks));
+
+    // The same through every node's Clock/Read, as an observer sees it.
+    let mut addrs: Vec<String> = slaves.iter().map(|s| s.server.as_ref().unwrap().addr.to_string()).collect();
+    addrs.push(server.addr.to_string());
+    tokio::time::sleep(Duration::from_millis(50)).await; // the last round's slews done
+    let mut offsets = Vec::new();
+    for addr in &addrs {
+        offsets.push(synclab::client::read_clock(addr, "", Duration::from_secs(1)).await.unwrap().true_offset_nanos as f64);
+    }
+    let observed = offsets.iter().copied().fold(f64::MIN, f64::max) - offsets.iter().copied().fold(f64::MAX, f64::min);
+    assert!(observed < 0.5 * MS as f64, "Clock/Read shows offsets {offsets:?}");
 }
 
 #[tokio::test]
