@@ -77,6 +77,14 @@ fn spread(clocks: &[&LiveClock]) -> f64 {
     offsets.iter().copied().fold(f64::MIN, f64::max) - offsets.iter().copied().fold(f64::MAX, f64::min)
 }
 
+/// How far apart a round may leave two clocks: each slave ends within its measurement's error bound of
+/// the master, so two of them within the sum of the two largest bounds (plus drift and slew slack).
+fn allowed_spread(round: &synclab::proto::berkeley::Round) -> f64 {
+    let mut bounds: Vec<f64> = round.members.iter().map(|m| m.error_bound_nanos as f64).collect();
+    bounds.sort_by(|a, b| b.total_cmp(a));
+    bounds.iter().take(2).sum::<f64>() + 100_000.0
+}
+
 /// The four production lines, TAPMI's clock five minutes out.
 async fn four_lines() -> Vec<Slave> {
     vec![
@@ -105,12 +113,13 @@ async fn four_lines_converge_and_the_wild_clock_is_left_out_of_the_average() {
     // Everyone, TAPMI too, now sits at the average: their true offsets agree.
     let mut clocks: Vec<&LiveClock> = slaves.iter().map(|s| &s.clock).collect();
     clocks.push(master.clock());
-    assert!(spread(&clocks) < 2.0 * MS as f64, "spread {} ns after round 1", spread(&clocks));
+    assert!(spread(&clocks) <= allowed_spread(&round), "spread {} ns after round 1: {round:?}", spread(&clocks));
+    let mut round = round;
     for _ in 0..3 {
-        let round = master.run_round().await;
+        round = master.run_round().await;
         assert!(round.members.iter().all(|m| m.answered && !m.excluded), "{round:?}");
     }
-    assert!(spread(&clocks) < 0.5 * MS as f64, "spread {} ns after round 4", spread(&clocks));
+    assert!(spread(&clocks) <= allowed_spread(&round), "spread {} ns after round 4: {round:?}", spread(&clocks));
 
     // The same through every node's Clock/Read, as an observer sees it.
     let mut addrs: Vec<String> = slaves.iter().map(|s| s.server.as_ref().unwrap().addr.to_string()).collect();
@@ -121,7 +130,7 @@ async fn four_lines_converge_and_the_wild_clock_is_left_out_of_the_average() {
         offsets.push(synclab::client::read_clock(addr, "", Duration::from_secs(1)).await.unwrap().true_offset_nanos as f64);
     }
     let observed = offsets.iter().copied().fold(f64::MIN, f64::max) - offsets.iter().copied().fold(f64::MAX, f64::min);
-    assert!(observed < 0.5 * MS as f64, "Clock/Read shows offsets {offsets:?}");
+    assert!(observed <= allowed_spread(&round), "Clock/Read shows offsets {offsets:?} after {round:?}");
 }
 
 #[tokio::test]
@@ -154,7 +163,7 @@ async fn a_slave_that_dies_is_skipped_then_dropped_and_rejoins_when_back() {
     let round = master.run_round().await;
     assert!(round.members.iter().find(|m| m.name == "MIT").unwrap().adjusted);
     let clocks: Vec<&LiveClock> = [&slaves[0].clock, &mit.clock, &slaves[3].clock, master.clock()].into();
-    assert!(spread(&clocks) < 2.0 * MS as f64, "spread {} ns", spread(&clocks));
+    assert!(spread(&clocks) <= allowed_spread(&round), "spread {} ns: {round:?}", spread(&clocks));
 }
 
 #[tokio::test]
