@@ -15,7 +15,6 @@ use synclab::proto::berkeley::berkeley_master_server::BerkeleyMasterServer;
 use synclab::proto::clock::clock_server::ClockServer;
 use synclab::{server, telemetry};
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// The master clock of the Berkeley algorithm.
 #[derive(Debug, Parser)]
@@ -68,17 +67,9 @@ async fn main() -> anyhow::Result<()> {
         .add_service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))));
     tracing::info!(addr = %listener.local_addr()?, interval = ?args.interval, tolerance = ?args.tolerance, "berkeley master listening");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let rounds = tokio::spawn(master.run(stop_rx.clone()));
-    let mut stop = stop_rx.clone();
-    tokio::spawn(async move {
-        server::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    server::serve(listener, routes.routes(), async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })
-    .await?;
+    let stop = server::stop_on_signal();
+    let rounds = tokio::spawn(master.run(stop.clone()));
+    server::serve(listener, routes.routes(), server::stopped(stop)).await?;
     rounds.await.context("the round loop failed")?;
     tracing::info!("berkeley master stopped");
     Ok(())

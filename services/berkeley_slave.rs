@@ -11,7 +11,6 @@ use synclab::config::{ClockArgs, LogArgs, parse_duration};
 use synclab::duration::parse_signed_nanos;
 use synclab::live_clock::LiveClock;
 use synclab::{berkeley_slave, server, telemetry};
-use tokio::sync::watch;
 
 /// A slave clock of the Berkeley algorithm.
 #[derive(Debug, Parser)]
@@ -67,17 +66,9 @@ async fn main() -> anyhow::Result<()> {
     let routes = berkeley_slave::routes(clock, args.max_adjustment).await?;
     tracing::info!(name = %args.name, addr = %listener.local_addr()?, %advertise, master = %args.master, "berkeley slave listening");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(berkeley_slave::keep_registered(args.master.clone(), args.name.clone(), advertise, args.timeout, stop_rx.clone()));
-    let mut stop = stop_rx.clone();
-    tokio::spawn(async move {
-        server::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    server::serve(listener, routes, async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })
-    .await?;
+    let stop = server::stop_on_signal();
+    tokio::spawn(berkeley_slave::keep_registered(args.master.clone(), args.name.clone(), advertise, args.timeout, stop.clone()));
+    server::serve(listener, routes, server::stopped(stop)).await?;
     tracing::info!("berkeley slave stopped");
     Ok(())
 }

@@ -15,7 +15,6 @@ use synclab::live_clock::{ClockSet, LiveClock};
 use synclab::proto::clock::clock_server::ClockServer;
 use synclab::proto::{format_rfc3339, timestamp_to_nanos};
 use synclab::{server, telemetry};
-use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
 #[path = "synclab/berkeley.rs"]
@@ -304,11 +303,7 @@ async fn cristian(args: CristianArgs) -> anyhow::Result<ExitCode> {
         return Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     };
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        server::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = server::stop_on_signal();
     let mut health = None;
     let mut serving = None;
     if let Some(listen) = &args.listen {
@@ -317,10 +312,7 @@ async fn cristian(args: CristianArgs) -> anyhow::Result<ExitCode> {
         routes.add_service(ClockServer::new(ClockService::new(ClockSet::new(clocks.clone()))));
         reporter.set_service_status("", ServingStatus::NotServing).await;
         tracing::info!(addr = %listener.local_addr()?, "serving Clock/Read and health");
-        let mut stop = stop_rx.clone();
-        serving = Some(tokio::spawn(server::serve(listener, routes.routes(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })));
+        serving = Some(tokio::spawn(server::serve(listener, routes.routes(), server::stopped(stop_rx.clone()))));
         health = Some(reporter);
     }
 

@@ -80,6 +80,21 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: impl Future<
     Ok(())
 }
 
+/// A stop flag that turns true on SIGTERM or SIGINT, for a process's server and loops to share.
+pub fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Completes when `stop` turns true (or nothing can turn it true any more).
+pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Completes on SIGTERM (what `docker stop` sends) or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     #[cfg(unix)]

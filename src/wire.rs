@@ -294,18 +294,9 @@ impl<S: Stamper> StampedStream<S> {
         Self { inner, read_scanner, write_scanner, stamps }
     }
 
-    /// A stamp taken before writing `bufs`, if a message ends in them.
-    fn before_write(&self, bufs: &[io::IoSlice<'_>]) -> Option<S::Stamp> {
-        let mut peek = self.write_scanner.clone();
-        let mut ends = false;
-        for buf in bufs {
-            ends |= peek.scan(buf);
-        }
-        ends.then(S::now)
-    }
-
-    /// Advances past the `n` bytes of `bufs` written; stamps with `before` if a message ended in them.
-    fn wrote(&mut self, mut bufs: &[io::IoSlice<'_>], mut n: usize, before: Option<S::Stamp>) {
+    /// Advances past the `n` bytes of `bufs` written; stamps with `before` (taken before the write's
+    /// system call) if a message ended in them.
+    fn wrote(&mut self, mut bufs: &[io::IoSlice<'_>], mut n: usize, before: S::Stamp) {
         let mut ends = false;
         while n > 0 && !bufs.is_empty() {
             let take = n.min(bufs[0].len());
@@ -313,8 +304,8 @@ impl<S: Stamper> StampedStream<S> {
             n -= take;
             bufs = &bufs[1..];
         }
-        if let (true, Some(at)) = (ends, before) {
-            self.stamps.wrote_end(at);
+        if ends {
+            self.stamps.wrote_end(before);
         }
     }
 }
@@ -435,17 +426,16 @@ mod rx_timestamps {
 
 impl<S: Stamper> AsyncWrite for StampedStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let slices = [io::IoSlice::new(buf)];
-        let at = self.before_write(&slices);
+        let at = S::now();
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
-            self.wrote(&slices, n, at);
+            self.wrote(&[io::IoSlice::new(buf)], n, at);
         }
         polled
     }
 
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        let at = self.before_write(bufs);
+        let at = S::now();
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled {
             self.wrote(bufs, n, at);
