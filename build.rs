@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "proto/synclab/time/v1/baseline.proto",
     "proto/synclab/clock/v1/clock.proto",
     "proto/synclab/berkeley/v1/berkeley.proto",
+    "proto/synclab/election/v1/election.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -14,6 +14,7 @@ pub mod clock_service;
 pub mod config;
 pub mod cristian;
 pub mod duration;
+pub mod election;
 pub mod live_clock;
 pub mod proto;
 pub mod server;

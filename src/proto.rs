@@ -15,6 +15,11 @@ pub mod berkeley {
     tonic::include_proto!("synclab.berkeley.v1");
 }
 
+/// `synclab.election.v1`: the Bully and Ring election service.
+pub mod election {
+    tonic::include_proto!("synclab.election.v1");
+}
+
 /// The encoded descriptor set of every synclab proto (with comments), for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/synclab_descriptor.bin"));
 

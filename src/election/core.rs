@@ -1,0 +1,251 @@
+//! What the Bully and Ring state machines share: the term, the role, the coordinator, heartbeats and
+//! suspicion, the counters and the outbox.
+
+use std::time::Duration;
+
+use super::{Config, Count, Counters, Envelope, Kind, Message, NodeId, Rejection, Reply, Role, Term, next_owned_term, owner};
+
+/// The last election a node took part in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElectionTiming {
+    /// When it started (suspicion, startup, or a message that drew the node in).
+    pub started: Duration,
+    /// When the node learned the outcome; `None` while it runs.
+    pub finished: Option<Duration>,
+    /// Why it started.
+    pub reason: String,
+}
+
+/// Term, role, coordinator, heartbeat timers, counters and outbox.
+#[derive(Debug, Clone)]
+pub struct Core {
+    config: Config,
+    term: Term,
+    role: Role,
+    coordinator: Option<NodeId>,
+    coordinator_since: Duration,
+    /// When the coordinator was last heard from (a reply to our Alive, or its own Alive).
+    last_heard: Duration,
+    next_heartbeat: Duration,
+    election: Option<ElectionTiming>,
+    counters: Counters,
+    outbox: Vec<Envelope>,
+    next_tag: u64,
+}
+
+impl Core {
+    pub(crate) fn new(config: Config, term: Term) -> Self {
+        Self {
+            config,
+            term,
+            role: Role::Follower,
+            coordinator: None,
+            coordinator_since: Duration::ZERO,
+            last_heard: Duration::ZERO,
+            next_heartbeat: Duration::ZERO,
+            election: None,
+            counters: Kind::ALL.iter().map(|&k| (k, Count::default())).collect(),
+            outbox: Vec::new(),
+            next_tag: 0,
+        }
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+    /// The highest term this node has seen (persist it before sending anything).
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    /// What the node does now.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// The coordinator this node follows (itself, if it is the coordinator).
+    pub fn coordinator(&self) -> Option<NodeId> {
+        self.coordinator
+    }
+    /// When the current coordinator became known (or, for a coordinator, when it claimed its term).
+    pub fn coordinator_since(&self) -> Duration {
+        self.coordinator_since
+    }
+    /// The last election this node took part in.
+    pub fn last_election(&self) -> Option<&ElectionTiming> {
+        self.election.as_ref()
+    }
+    /// Messages by kind.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub(crate) fn count(&mut self, kind: Kind, f: impl FnOnce(&mut Count)) {
+        f(self.counters.entry(kind).or_default());
+    }
+
+    pub(crate) fn drain(&mut self) -> Vec<Envelope> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Queues a message; returns its tag.
+    pub(crate) fn send(&mut self, to: NodeId, message: Message) -> u64 {
+        self.next_tag += 1;
+        self.count(message.kind(), |c| c.sent += 1);
+        self.outbox.push(Envelope { to, message, tag: self.next_tag });
+        self.next_tag
+    }
+
+    /// The reply this node gives now.
+    pub(crate) fn reply(&self, ok: bool) -> Reply {
+        Reply { term: self.term, coordinator: self.coordinator, ok }
+    }
+
+    /// Refuses a claim of `term` by anyone but its owner.
+    pub(crate) fn check_owner(&self, term: Term, claimed: NodeId) -> Result<(), Rejection> {
+        let owner = owner(&self.config.members, term);
+        if owner != claimed {
+            return Err(Rejection::NotOwner { term, owner, claimed });
+        }
+        Ok(())
+    }
+
+    /// Learns of `term` (and who rules it, if the message says). A higher term replaces ours: we follow
+    /// its coordinator if we know it, and otherwise know none (a coordinator steps down). Returns whether
+    /// the term rose.
+    pub(crate) fn observe(&mut self, now: Duration, term: Term, coordinator: Option<NodeId>) -> bool {
+        if term <= self.term {
+            return false;
+        }
+        let from = self.term;
+        self.term = term;
+        match coordinator.filter(|&c| self.check_owner(term, c).is_ok()) {
+            // A ring announcement naming us is on its way; a peer that already has it tells us first.
+            Some(c) if c == self.config.id => self.rule(now, term),
+            Some(c) => self.follow(now, c),
+            None => {
+                if self.role == Role::Coordinator {
+                    tracing::info!(id = self.config.id, from, term, "saw a higher term: stepping down");
+                    self.role = Role::Follower;
+                }
+                self.coordinator = None;
+            }
+        }
+        true
+    }
+
+    /// Follows `coordinator` in the current term.
+    pub(crate) fn follow(&mut self, now: Duration, coordinator: NodeId) {
+        self.last_heard = now;
+        if self.role == Role::Follower && self.coordinator == Some(coordinator) {
+            return;
+        }
+        if self.role == Role::Coordinator {
+            tracing::info!(id = self.config.id, term = self.term, coordinator, "stepping down");
+        }
+        self.role = Role::Follower;
+        self.coordinator = Some(coordinator);
+        self.coordinator_since = now;
+        self.next_heartbeat = now + self.config.heartbeat;
+        self.finish_election(now);
+        tracing::info!(id = self.config.id, term = self.term, coordinator, "following");
+    }
+
+    /// Claims `term` (ours: an election we ran or a ring announcement naming us) and rules it.
+    pub(crate) fn rule(&mut self, now: Duration, term: Term) {
+        debug_assert_eq!(owner(&self.config.members, term), self.config.id);
+        self.term = term;
+        self.role = Role::Coordinator;
+        self.coordinator = Some(self.config.id);
+        self.coordinator_since = now;
+        self.next_heartbeat = now + self.config.heartbeat;
+        self.finish_election(now);
+        tracing::info!(id = self.config.id, term, "coordinator");
+    }
+
+    /// The term this node claims when it wins: the next one it owns above everything it has seen.
+    pub(crate) fn next_term_for(&self, id: NodeId) -> Term {
+        next_owned_term(&self.config.members, id, self.term)
+    }
+
+    /// Records that an election started (unless one is already running) and sets the role.
+    pub(crate) fn begin_election(&mut self, now: Duration, reason: String, role: Role) {
+        if self.election.as_ref().is_none_or(|e| e.finished.is_some()) {
+            tracing::info!(id = self.config.id, term = self.term, %reason, "election");
+            self.election = Some(ElectionTiming { started: now, finished: None, reason });
+        }
+        if role != Role::Follower {
+            self.role = role;
+        }
+    }
+
+    fn finish_election(&mut self, now: Duration) {
+        if let Some(e) = self.election.as_mut().filter(|e| e.finished.is_none()) {
+            e.finished = Some(now);
+        }
+    }
+
+    /// Handles an `Alive` from `from`: learns its term and, from our coordinator, counts as hearing it.
+    pub(crate) fn on_alive(&mut self, now: Duration, from: NodeId, term: Term, coordinator: Option<NodeId>) -> Reply {
+        self.observe(now, term, coordinator);
+        if self.role == Role::Follower && self.coordinator == Some(from) && term == self.term {
+            self.last_heard = now;
+        }
+        self.reply(true)
+    }
+
+    /// Handles the reply to one of our `Alive`s.
+    pub(crate) fn on_alive_reply(&mut self, now: Duration, to: NodeId, reply: Reply) {
+        self.observe(now, reply.term, reply.coordinator);
+        if self.role == Role::Follower && self.coordinator == Some(to) && reply.coordinator == Some(to) && reply.term == self.term {
+            self.last_heard = now;
+        }
+    }
+
+    /// Heartbeats. Returns true when a follower's coordinator has been silent for the timeout (or it
+    /// knows none): the caller runs an election.
+    pub(crate) fn tick(&mut self, now: Duration) -> bool {
+        match self.role {
+            Role::Follower => {
+                let Some(coordinator) = self.coordinator else { return true };
+                if now.saturating_sub(self.last_heard) >= self.config.timeout {
+                    return true;
+                }
+                if now >= self.next_heartbeat {
+                    self.next_heartbeat = now + self.config.heartbeat;
+                    let message = Message::Alive { term: self.term, coordinator: Some(coordinator) };
+                    self.send(coordinator, message);
+                }
+            }
+            Role::Coordinator => {
+                if now >= self.next_heartbeat {
+                    self.next_heartbeat = now + self.config.heartbeat;
+                    let others: Vec<NodeId> = self.others().collect();
+                    for peer in others {
+                        self.send(peer, Message::Alive { term: self.term, coordinator: Some(self.config.id) });
+                    }
+                }
+            }
+            Role::Candidate | Role::Waiting => {}
+        }
+        false
+    }
+
+    /// When [`Core::tick`] next has work.
+    pub(crate) fn next_wakeup(&self) -> Duration {
+        match self.role {
+            Role::Follower if self.coordinator.is_none() => Duration::ZERO,
+            Role::Follower => self.next_heartbeat.min(self.last_heard + self.config.timeout),
+            Role::Coordinator => self.next_heartbeat,
+            Role::Candidate | Role::Waiting => Duration::MAX,
+        }
+    }
+
+    /// Every member but this node, in id order.
+    pub(crate) fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.config.members.iter().copied().filter(move |&m| m != self.config.id)
+    }
+}

@@ -1,0 +1,410 @@
+//! A deterministic in-memory network for the election state machines: latency, per-link delay, random
+//! loss, crashes, restarts (a restarted node keeps its term, as the state file does), pauses and cut-off
+//! nodes. It checks the safety invariants after every event and counts every message.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Duration;
+
+use super::{Algorithm, Config, Envelope, Kind, Machine, NodeId, Reply, Role, SendError, Term};
+
+/// A safety invariant that broke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("nodes {first} and {second} were both coordinator in term {term}")]
+    TwoCoordinators { term: Term, first: NodeId, second: NodeId },
+    #[error("node {id}'s term went back from {from} to {to}")]
+    TermWentBack { id: NodeId, from: Term, to: Term },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Up,
+    Down,
+    Paused,
+}
+
+#[derive(Debug)]
+struct SimNode {
+    machine: Machine,
+    health: Health,
+    /// Cut off from every other node (its timers still run).
+    cut: bool,
+    /// Bumped on restart, so replies meant for the old process are dropped.
+    incarnation: u64,
+    /// The term in its "state file".
+    disk_term: Term,
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick,
+    Deliver { from: NodeId, incarnation: u64, envelope: Envelope },
+    Reply { to: NodeId, incarnation: u64, envelope: Envelope, result: Result<Reply, SendError> },
+}
+
+/// Settings of a simulated network.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// One-way latency of every message.
+    pub latency: Duration,
+    /// How long a sender waits for an answer that never comes (the RPC deadline).
+    pub deadline: Duration,
+    /// How often every node's timers are ticked.
+    pub tick: Duration,
+    /// Probability that a message (request or answer) is lost.
+    pub loss: f64,
+    /// Seed of the loss generator.
+    pub seed: u64,
+    pub heartbeat: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_micros(500),
+            deadline: Duration::from_millis(100),
+            tick: Duration::from_millis(5),
+            loss: 0.0,
+            seed: 1,
+            heartbeat: Duration::from_millis(50),
+            timeout: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A group of nodes on an in-memory network.
+#[derive(Debug)]
+pub struct Sim {
+    config: SimConfig,
+    algorithm: Algorithm,
+    now: Duration,
+    nodes: BTreeMap<NodeId, SimNode>,
+    queue: BinaryHeap<Reverse<(Duration, u64)>>,
+    events: BTreeMap<u64, Event>,
+    seq: u64,
+    rng: u64,
+    /// Extra one-way delay on links, by (from, to).
+    delays: BTreeMap<(NodeId, NodeId), Duration>,
+    /// Every (term, coordinator) ever seen.
+    rulers: BTreeMap<Term, NodeId>,
+    /// Requests sent by kind (failed ones included), and OK answers.
+    sent: BTreeMap<Kind, u64>,
+    /// Requests a live node received and accepted, by kind.
+    delivered: BTreeMap<Kind, u64>,
+    violations: Vec<Violation>,
+}
+
+impl Sim {
+    /// Nodes with ids `1..=n`, none started yet.
+    pub fn new(algorithm: Algorithm, n: u64, config: SimConfig) -> Self {
+        let ids: Vec<NodeId> = (1..=n).collect();
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let machine = Machine::new(algorithm, Self::node_config(&config, id, &ids), 0);
+                (id, SimNode { machine, health: Health::Down, cut: false, incarnation: 0, disk_term: 0 })
+            })
+            .collect();
+        let rng = config.seed.max(1);
+        let mut sim = Self {
+            config,
+            algorithm,
+            now: Duration::ZERO,
+            nodes,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            seq: 0,
+            rng,
+            delays: BTreeMap::new(),
+            rulers: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            delivered: BTreeMap::new(),
+            violations: Vec::new(),
+        };
+        sim.schedule(Duration::ZERO, Event::Tick);
+        sim
+    }
+
+    fn node_config(config: &SimConfig, id: NodeId, ids: &[NodeId]) -> Config {
+        Config::new(id, ids.iter().copied(), config.heartbeat, config.timeout).expect("valid group")
+    }
+
+    /// The current simulated time.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// A node's state machine.
+    pub fn node(&self, id: NodeId) -> &Machine {
+        &self.nodes[&id].machine
+    }
+
+    /// Ids of the nodes that are up, not paused and not cut off.
+    pub fn live(&self) -> Vec<NodeId> {
+        self.nodes.iter().filter(|(_, n)| n.health == Health::Up && !n.cut).map(|(&id, _)| id).collect()
+    }
+
+    /// Starts (or restarts, with its saved term) a node; it runs an election.
+    pub fn start(&mut self, id: NodeId) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let config = Self::node_config(&self.config, id, &ids);
+        let algorithm = self.algorithm;
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("known node");
+        node.machine = Machine::new(algorithm, config, node.disk_term);
+        node.health = Health::Up;
+        node.incarnation += 1;
+        node.machine.start(now);
+        self.flush(id);
+    }
+
+    /// Starts every node at once.
+    pub fn start_all(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.start(id);
+        }
+    }
+
+    /// Crashes a node: messages to it fail at once (connection refused), its timers stop.
+    pub fn kill(&mut self, id: NodeId) {
+        self.nodes.get_mut(&id).expect("known node").health = Health::Down;
+    }
+
+    /// Freezes a node (`docker pause`): messages to it time out, its timers stop, its state stays.
+    pub fn pause(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if node.health == Health::Up {
+            node.health = Health::Paused;
+        }
+    }
+
+    /// Thaws a paused node.
+    pub fn unpause(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if node.health == Health::Paused {
+            node.health = Health::Up;
+        }
+    }
+
+    /// Cuts a node off from all others (its messages time out both ways), or restores it.
+    pub fn set_cut(&mut self, id: NodeId, cut: bool) {
+        self.nodes.get_mut(&id).expect("known node").cut = cut;
+    }
+
+    /// Adds `delay` to every message from `from` to `to`.
+    pub fn delay(&mut self, from: NodeId, to: NodeId, delay: Duration) {
+        self.delays.insert((from, to), delay);
+    }
+
+    /// Sets the probability of losing each message.
+    pub fn set_loss(&mut self, loss: f64) {
+        self.config.loss = loss;
+    }
+
+    /// Requests sent so far by kind (`Ok` counts OK answers).
+    pub fn sent(&self) -> &BTreeMap<Kind, u64> {
+        &self.sent
+    }
+
+    /// Requests that reached a live node and were not refused, by kind (`Ok` counts OK answers).
+    pub fn delivered(&self) -> &BTreeMap<Kind, u64> {
+        &self.delivered
+    }
+
+    /// How many `kind` messages were delivered.
+    pub fn delivered_of(&self, kind: Kind) -> u64 {
+        self.delivered.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// Forgets the message counts (to count one election).
+    pub fn reset_counts(&mut self) {
+        self.sent.clear();
+        self.delivered.clear();
+    }
+
+    /// Makes a node run an election now, as if it had just suspected its coordinator.
+    pub fn suspect(&mut self, id: NodeId) {
+        let now = self.now;
+        self.nodes.get_mut(&id).expect("known node").machine.hold_election(now, "suspicion (test)");
+        self.flush(id);
+    }
+
+    /// Safety violations seen so far.
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// The coordinator every live node agrees on, if they all agree.
+    pub fn agreed(&self) -> Option<NodeId> {
+        let live = self.live();
+        let first = self.nodes[live.first()?].machine.core().coordinator()?;
+        live.iter().all(|id| self.nodes[id].machine.core().coordinator() == Some(first)).then_some(first)
+    }
+
+    /// The live nodes that consider themselves coordinator.
+    pub fn coordinators(&self) -> Vec<NodeId> {
+        self.live().into_iter().filter(|id| self.nodes[id].machine.core().role() == Role::Coordinator).collect()
+    }
+
+    /// Whether the group is settled: every live node follows the highest live id, which rules.
+    pub fn settled(&self) -> bool {
+        let live = self.live();
+        let Some(&highest) = live.last() else { return true };
+        self.agreed() == Some(highest)
+            && self.coordinators() == vec![highest]
+            && live.iter().all(|id| matches!(self.nodes[id].machine.core().role(), Role::Follower | Role::Coordinator))
+    }
+
+    /// Runs until `now + span`.
+    pub fn run_for(&mut self, span: Duration) {
+        let end = self.now + span;
+        while let Some(&Reverse((at, seq))) = self.queue.peek() {
+            if at > end {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            let event = self.events.remove(&seq).expect("scheduled event");
+            self.handle(event);
+            self.check();
+        }
+        self.now = end;
+    }
+
+    /// Runs until the group is settled (checked every tick) or `limit` passes; returns the time taken.
+    pub fn run_until_settled(&mut self, limit: Duration) -> Option<Duration> {
+        let start = self.now;
+        while self.now - start < limit {
+            self.run_for(self.config.tick);
+            if self.settled() {
+                return Some(self.now - start);
+            }
+        }
+        None
+    }
+
+    fn schedule(&mut self, at: Duration, event: Event) {
+        self.seq += 1;
+        self.events.insert(self.seq, event);
+        self.queue.push(Reverse((at, self.seq)));
+    }
+
+    fn lost(&mut self) -> bool {
+        if self.config.loss <= 0.0 {
+            return false;
+        }
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (x >> 11) as f64 / (1u64 << 53) as f64 <= self.config.loss
+    }
+
+    fn reachable(&self, id: NodeId) -> bool {
+        let node = &self.nodes[&id];
+        node.health == Health::Up && !node.cut
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick => {
+                let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+                for id in ids {
+                    let node = self.nodes.get_mut(&id).expect("node");
+                    if node.health == Health::Up {
+                        node.machine.tick(self.now);
+                        self.flush(id);
+                    }
+                }
+                self.schedule(self.now + self.config.tick, Event::Tick);
+            }
+            Event::Deliver { from, incarnation, envelope } => {
+                let to = envelope.to;
+                let down = self.nodes[&to].health == Health::Down;
+                let fail_at = self.now + self.config.deadline.saturating_sub(self.config.latency);
+                if down && !self.nodes[&from].cut {
+                    // Connection refused comes back at once.
+                    let result = Err(SendError::Unreachable(format!("node {to} is down")));
+                    self.schedule(self.now + self.config.latency, Event::Reply { to: from, incarnation, envelope, result });
+                    return;
+                }
+                if !self.reachable(to) || self.nodes[&from].cut || self.lost() {
+                    let result = Err(SendError::Unreachable(format!("no answer from node {to}")));
+                    self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
+                    return;
+                }
+                let node = self.nodes.get_mut(&to).expect("node");
+                let result = node.machine.on_request(self.now, from, envelope.message.clone());
+                if result.is_ok() {
+                    *self.delivered.entry(envelope.message.kind()).or_default() += 1;
+                }
+                if matches!(result, Ok(Reply { ok: true, .. })) && envelope.message.kind() == Kind::Election {
+                    *self.sent.entry(Kind::Ok).or_default() += 1;
+                    *self.delivered.entry(Kind::Ok).or_default() += 1;
+                }
+                self.flush(to);
+                let result = result.map_err(|e| SendError::Refused(e.to_string()));
+                if self.lost() {
+                    let result = Err(SendError::Unreachable(format!("the answer from node {to} was lost")));
+                    self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
+                } else {
+                    let at = self.now + self.link_latency(to, from);
+                    self.schedule(at, Event::Reply { to: from, incarnation, envelope, result });
+                }
+            }
+            Event::Reply { to, incarnation, envelope, result } => {
+                let node = self.nodes.get_mut(&to).expect("node");
+                if node.incarnation != incarnation || node.health != Health::Up {
+                    return;
+                }
+                node.machine.on_reply(self.now, envelope, result);
+                self.flush(to);
+            }
+        }
+    }
+
+    fn link_latency(&self, from: NodeId, to: NodeId) -> Duration {
+        self.config.latency + self.delays.get(&(from, to)).copied().unwrap_or_default()
+    }
+
+    /// Saves the node's term (as the state file does before anything is sent) and puts its outbox on
+    /// the network.
+    fn flush(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).expect("node");
+        node.disk_term = node.disk_term.max(node.machine.core().term());
+        let incarnation = node.incarnation;
+        let outbox = node.machine.drain();
+        for envelope in outbox {
+            *self.sent.entry(envelope.message.kind()).or_default() += 1;
+            let at = self.now + self.link_latency(id, envelope.to);
+            self.schedule(at, Event::Deliver { from: id, incarnation, envelope });
+        }
+    }
+
+    fn check(&mut self) {
+        for (&id, node) in &self.nodes {
+            let core = node.machine.core();
+            if core.term() < node.disk_term {
+                self.violations.push(Violation::TermWentBack { id, from: node.disk_term, to: core.term() });
+            }
+            if node.health != Health::Down && core.role() == Role::Coordinator {
+                match self.rulers.get(&core.term()) {
+                    Some(&other) if other != id => {
+                        let v = Violation::TwoCoordinators { term: core.term(), first: other, second: id };
+                        if !self.violations.contains(&v) {
+                            self.violations.push(v);
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.rulers.insert(core.term(), id);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The election state machines on the in-memory network: every failure the issue tracker names, with
+//! the safety invariants checked after every event (see [`super::sim`]).
+
+use std::time::Duration;
+
+use super::sim::{Sim, SimConfig};
+use super::*;
+
+const SETTLE: Duration = Duration::from_secs(5);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn started(algorithm: Algorithm, n: u64) -> Sim {
+    let mut sim = Sim::new(algorithm, n, SimConfig::default());
+    sim.start_all();
+    assert!(sim.run_until_settled(SETTLE).is_some(), "{algorithm} group of {n} never settled");
+    sim
+}
+
+fn term_of(sim: &Sim, id: NodeId) -> Term {
+    sim.node(id).core().term()
+}
+
+/// Settles, then checks what users rely on: one coordinator, the highest live id, everyone agreeing,
+/// and no safety violation at any point.
+fn assert_settled_on(sim: &mut Sim, expected: NodeId) {
+    assert!(sim.run_until_settled(SETTLE).is_some(), "never settled on {expected}: {}", describe(sim));
+    assert_eq!(sim.agreed(), Some(expected));
+    assert_eq!(sim.coordinators(), vec![expected]);
+    assert_eq!(sim.violations(), &[] as &[sim::Violation]);
+}
+
+fn describe(sim: &Sim) -> String {
+    let mut out = format!("{}:", sim.node(1).algorithm());
+    for id in sim.live() {
+        let c = sim.node(id).core();
+        out += &format!(" [{id}: {} t{} c{:?}]", c.role().as_str(), c.term(), c.coordinator());
+    }
+    out
+}
+
+const BOTH: [Algorithm; 2] = [Algorithm::Bully, Algorithm::Ring];
+
+#[test]
+fn terms_are_owned_by_one_node_each() {
+    let members = [2, 5, 9];
+    for term in 0..30 {
+        let owner = owner(&members, term);
+        assert_eq!(members[(term % 3) as usize], owner);
+    }
+    for (id, after, want) in [(2, 0, 3), (5, 0, 1), (9, 0, 2), (9, 2, 5), (2, 3, 6), (5, 4, 7), (5, 6, 7)] {
+        let term = next_owned_term(&members, id, after);
+        assert_eq!(term, want, "next term of {id} after {after}");
+        assert_eq!(owner(&members, term), id);
+    }
+}
+
+#[test]
+fn a_fresh_group_elects_its_highest_id() {
+    for algorithm in BOTH {
+        let mut sim = started(algorithm, 5);
+        assert_settled_on(&mut sim, 5);
+        // Steady state stays quiet: no election for a long while.
+        let term = term_of(&sim, 5);
+        sim.reset_counts();
+        sim.run_for(Duration::from_secs(60));
+        assert_eq!(term_of(&sim, 5), term, "{algorithm}: the term moved in steady state");
+        assert_eq!(sim.delivered_of(Kind::Election) + sim.delivered_of(Kind::RingElection), 0, "{algorithm}");
+    }
+}
+
+#[test]
+fn killing_the_coordinator_elects_the_next_highest_in_a_higher_term() {
+    for algorithm in BOTH {
+        let mut sim = started(algorithm, 5);
+        let before = term_of(&sim, 5);
+        sim.kill(5);
+        assert_settled_on(&mut sim, 4);
+        assert!(term_of(&sim, 4) > before, "{algorithm}");
+        for id in 1..=4 {
+            assert_eq!(term_of(&sim, id), term_of(&sim, 4), "{algorithm}: node {id}");
+        }
+    }
+}
+
+#[test]
+fn killing_the_two_highest_elects_the_third() {
+    for algorithm in BOTH {
+        let mut sim = started(algorithm, 5);
+        sim.kill(5);
+        sim.kill(4);
+        assert_settled_on(&mut sim, 3);
+    }
+}
+
+#[test]
+fn the_coordinator_dying_mid_election_is_survived() {
+    for algorithm in BOTH {
+        let mut sim = started(algorithm, 5);
+        sim.kill(5);
+        sim.run_for(ms(230)); // suspicion fires, elections run
+        sim.kill(4);
+        assert_settled_on(&mut sim, 3);
+    }
+}
+
+#[test]
+fn two_initiators_at_once_agree() {
+    for algorithm in BOTH {
+        let mut sim = started(algorithm, 5);
+        sim.kill(5);
+        sim.suspect(1);
+        sim.suspect(2);
+        assert_settled_on(&mut sim, 4);
+    }
+}
+
+#[test]
+fn the_highest_node_returns_and_takes_over_with_a_higher_term() {
+    for algorithm in BOTH {
+        let mut sim = started(algorithm, 5);
+        sim.kill(5);
+        assert_settled_on(&mut sim, 4);
+        let term4 = term_of(&sim, 4);
+        sim.start(5);
+        assert_settled_on(&mut sim, 5);
+        assert!(term_of(&sim, 5) > term4, "{algorithm}: {} <= {term4}", term_of(&sim, 5));
+    }
+}
+
+#[test]
+fn a_restarted_node_never_claims_an_old_term() {
+    for algorithm in BOTH {
+        let mut sim = started(algorithm, 3);
+        for _ in 0..5 {
+            let before = term_of(&sim, 3);
+            sim.kill(3);
+            sim.run_for(ms(400));
+            sim.start(3);
+            assert_settled_on(&mut sim, 3);
+            assert!(term_of(&sim, 3) > before, "{algorithm}");
+        }
+    }
+}
+
+#[test]
+fn a_paused_coordinator_steps_down_when_it_thaws() {
+    for algorithm in BOTH {
+        // The README's experiment: node 5 is gone, node 4 rules, node 4 is paused and thawed.
+        let mut sim = started(algorithm, 5);
+        sim.kill(5);
+        assert_settled_on(&mut sim, 4);
+        let old = term_of(&sim, 4);
+        sim.pause(4);
+        assert_settled_on(&mut sim, 3);
+        let t3 = term_of(&sim, 3);
+        assert!(t3 > old);
+        sim.unpause(4);
+        // Node 4 still believes it rules `old` until it hears `t3`; never two coordinators per term.
+        assert_eq!(sim.node(4).core().role(), Role::Coordinator);
+        assert_settled_on(&mut sim, 4);
+        assert!(term_of(&sim, 4) > t3, "{algorithm}");
+    }
+}
+
+#[test]
+fn a_coordinator_cut_off_is_replaced_and_rejoins() {
+    for algorithm in BOTH {
+        let mut sim = started(algorithm, 5);
+        sim.set_cut(5, true);
+        assert!(sim.run_until_settled(SETTLE).is_some());
+        assert_eq!(sim.agreed(), Some(4), "{algorithm}");
+        // Node 5 alone still thinks it rules, but in an older term than node 4's.
+        assert!(term_of(&sim, 5) < term_of(&sim, 4), "{algorithm}");
+        sim.set_cut(5, false);
+        assert_settled_on(&mut sim, 5);
+    }
+}
+
+#[test]
+fn slow_links_do_not_break_safety() {
+    for algorithm in BOTH {
+        let mut sim = started(algorithm, 5);
+        // Answers from 4 to 3 take longer than the deadline: 3 believes 4 dead.
+        sim.delay(4, 3, ms(150));
+        sim.delay(2, 3, ms(80));
+        sim.kill(5);
+        sim.run_for(Duration::from_secs(3));
+        assert_eq!(sim.violations(), &[] as &[sim::Violation], "{algorithm}");
+        assert!(sim.coordinators().contains(&4), "{algorithm}: {:?}", sim.coordinators());
+    }
+}
+
+#[test]
+fn message_loss_never_makes_two_coordinators_in_a_term() {
+    for algorithm in BOTH {
+        for seed in 1..=32 {
+            let config = SimConfig { loss: 0.2, seed, ..SimConfig::default() };
+            let mut sim = Sim::new(algorithm, 5, config);
+            sim.start_all();
+            for round in 0..4 {
+                sim.run_for(Duration::from_secs(2));
+                let victim = 5 - round % 2;
+                sim.kill(victim);
+                sim.run_for(Duration::from_secs(1));
+                sim.start(victim);
+            }
+            assert_eq!(sim.violations(), &[] as &[sim::Violation], "{algorithm}, seed {seed}");
+            sim.set_loss(0.0);
+            assert_settled_on(&mut sim, 5);
+        }
+    }
+}
+
+#[test]
+fn a_ring_skips_dead_successors() {
+    let mut sim = started(Algorithm::Ring, 6);
+    sim.kill(6);
+    sim.kill(3);
+    sim.kill(4);
+    assert_settled_on(&mut sim, 5);
+    // 2's successors 3 and 4 are dead: its messages went on to 5.
+    assert!(sim.node(2).core().counters()[&Kind::RingElection].failed + sim.node(2).core().counters()[&Kind::RingCoordinator].failed > 0);
+}
+
+#[test]
+fn a_ring_initiator_dying_mid_round_is_finished_by_another() {
+    let mut sim = started(Algorithm::Ring, 5);
+    sim.kill(5);
+    sim.suspect(1);
+    sim.run_for(Duration::from_micros(1200)); // the message is past node 2
+    sim.kill(1);
+    assert_settled_on(&mut sim, 4);
+}
+
+#[test]
+fn concurrent_ring_elections_are_suppressed() {
+    for n in [5u64, 20] {
+        let mut sim = started(Algorithm::Ring, n);
+        sim.kill(n);
+        sim.reset_counts();
+        for id in 1..n {
+            sim.suspect(id);
+        }
+        assert_settled_on(&mut sim, n - 1);
+        let live = n - 1;
+        // Without suppression every initiator's message would go all the way round: live² messages.
+        // With it, each lower initiator's message dies at the next initiator, and one goes round.
+        let elections = sim.delivered_of(Kind::RingElection);
+        assert!(elections <= 2 * live, "n = {n}: {elections} ring election messages");
+    }
+}
+
+/// Message counts of one election on a quiet network, next to theory.
+#[test]
+fn message_counts_match_theory() {
+    for n in [5u64, 20, 50] {
+        // Bully, best case: the next highest notices first. One Election (to the dead node, unanswered),
+        // no OK, n - 2 announcements.
+        let mut sim = started(Algorithm::Bully, n);
+        sim.kill(n);
+        sim.reset_counts();
+        sim.suspect(n - 1);
+        assert_settled_on(&mut sim, n - 1);
+        sim.run_for(ms(100)); // the last hops after everyone knows
+        assert_eq!(sim.sent().get(&Kind::Election).copied(), Some(1), "n = {n}");
+        assert_eq!(sim.delivered_of(Kind::Ok), 0);
+        assert_eq!(sim.delivered_of(Kind::Coordinator), n - 2);
+
+        // Bully, worst case: the lowest notices first; every node k < n asks all n - k above it.
+        let mut sim = started(Algorithm::Bully, n);
+        sim.kill(n);
+        sim.reset_counts();
+        sim.suspect(1);
+        assert_settled_on(&mut sim, n - 1);
+        sim.run_for(ms(100)); // the last hops after everyone knows
+        assert_eq!(sim.sent().get(&Kind::Election).copied(), Some(n * (n - 1) / 2), "n = {n}");
+        assert_eq!(sim.delivered_of(Kind::Ok), (n - 1) * (n - 2) / 2);
+        assert_eq!(sim.delivered_of(Kind::Coordinator), n - 2);
+
+        // Ring, one initiator: once round with the election, once with the announcement, over the
+        // n - 1 live nodes.
+        let mut sim = started(Algorithm::Ring, n);
+        sim.kill(n);
+        sim.reset_counts();
+        sim.suspect(1);
+        assert_settled_on(&mut sim, n - 1);
+        sim.run_for(ms(100)); // the last hops after everyone knows
+        assert_eq!(sim.delivered_of(Kind::RingElection), n - 1, "n = {n}");
+        assert_eq!(sim.delivered_of(Kind::RingCoordinator), n - 1);
+    }
+}
+
+#[test]
+fn bad_messages_are_refused_without_changing_state() {
+    for algorithm in BOTH {
+        let sim = started(algorithm, 5);
+        let mut node = sim.node(3).clone();
+        let before = (node.core().term(), node.core().role(), node.core().coordinator());
+        let now = sim.now();
+        let term = node.core().term();
+        let wrong_kind = match algorithm {
+            Algorithm::Bully => Message::RingElection { term, initiator: 2, ids: vec![2] },
+            Algorithm::Ring => Message::Election { term },
+        };
+        let cases = [
+            (9, Message::Alive { term, coordinator: Some(5) }, "not a member"),
+            (0, Message::Alive { term, coordinator: Some(5) }, "not a member"),
+            (3, Message::Alive { term, coordinator: Some(5) }, "itself"),
+            (2, Message::Alive { term, coordinator: Some(7) }, "not a member"),
+            (2, wrong_kind, "is not a message of"),
+        ];
+        for (from, message, why) in cases {
+            let err = node.on_request(now, from, message.clone()).expect_err(&format!("{message:?} from {from}"));
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        let algorithm_cases = match algorithm {
+            Algorithm::Bully => vec![
+                (4, Message::Election { term }, "go to higher ids"),
+                // Term + 1 is owned by someone else than node 2 in most cases; find one node 2 does not own.
+                (2, Message::Coordinator { term: next_owned_term(&[1, 2, 3, 4, 5], 4, term) }, "belongs to node 4"),
+            ],
+            Algorithm::Ring => vec![
+                (2, Message::RingElection { term, initiator: 2, ids: vec![] }, "no ids"),
+                (2, Message::RingElection { term, initiator: 1, ids: vec![1, 7, 2] }, "not a member"),
+                (2, Message::RingElection { term, initiator: 1, ids: vec![1, 2, 1, 2] }, "twice"),
+                (2, Message::RingElection { term, initiator: 4, ids: vec![1, 2] }, "not the first"),
+                (2, Message::RingElection { term, initiator: 1, ids: vec![1, 4] }, "not the last"),
+                (2, Message::RingCoordinator { term: next_owned_term(&[1, 2, 3, 4, 5], 4, term), coordinator: 2, initiator: 2 }, "belongs to node 4"),
+            ],
+        };
+        for (from, message, why) in algorithm_cases {
+            let err = node.on_request(now, from, message.clone()).expect_err(&format!("{message:?} from {from}"));
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        assert_eq!((node.core().term(), node.core().role(), node.core().coordinator()), before);
+        assert!(node.drain().is_empty(), "a refused message made the node send something");
+
+        // A stale announcement is answered (so the sender learns the term) but changes nothing.
+        let stale_term = next_owned_term(&[1, 2, 3, 4, 5], 4, 0);
+        assert!(stale_term < term);
+        let stale = match algorithm {
+            Algorithm::Bully => Message::Coordinator { term: stale_term },
+            Algorithm::Ring => Message::RingCoordinator { term: stale_term, coordinator: 4, initiator: 4 },
+        };
+        let reply = node.on_request(now, 4, stale).expect("answered");
+        assert!(!reply.ok);
+        assert_eq!(reply.term, term);
+        assert_eq!((node.core().term(), node.core().role(), node.core().coordinator()), before);
+        assert!(node.drain().is_empty());
+    }
+}
+
+#[test]
+fn configs_are_checked() {
+    let hb = ms(50);
+    let to = ms(200);
+    assert_eq!(Config::new(0, [0, 1], hb, to), Err(ConfigError::ZeroId));
+    assert_eq!(Config::new(1, [1, 2, 2], hb, to), Err(ConfigError::Duplicate(2)));
+    assert_eq!(Config::new(3, [1, 2], hb, to), Err(ConfigError::NotMember(3)));
+    assert!(matches!(Config::new(1, [1, 2], to, to), Err(ConfigError::HeartbeatNotBelowTimeout { .. })));
+    assert_eq!(Config::new(2, [2, 1], hb, to).unwrap().members, vec![1, 2]);
+}
+
+
+
+
+/// Random crashes, restarts, pauses, cuts and loss, for a long simulated while: never two coordinators
+/// in a term, no term going back, and a settled group once the chaos stops.
+#[test]
+fn chaos_keeps_the_invariants() {
+    for algorithm in BOTH {
+        for seed in 1..=6u64 {
+            let n = 7;
+            let mut sim = Sim::new(algorithm, n, SimConfig { loss: 0.05, seed, ..SimConfig::default() });
+            sim.start_all();
+            let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let mut next = move |m: u64| {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (rng >> 33) % m
+            };
+            for _ in 0..60 {
+                let id = 1 + next(n);
+                match next(6) {
+                    0 => sim.kill(id),
+                    1 => sim.start(id),
+                    2 => sim.pause(id),
+                    3 => sim.unpause(id),
+                    4 => sim.set_cut(id, true),
+                    _ => sim.set_cut(id, false),
+                }
+                sim.run_for(ms(50 + next(400)));
+                assert_eq!(sim.violations(), &[] as &[sim::Violation], "{algorithm}, seed {seed}");
+            }
+            sim.set_loss(0.0);
+            for id in 1..=n {
+                sim.set_cut(id, false);
+                sim.unpause(id);
+            }
+            sim.start(1); // at least one node up
+            let highest = *sim.live().last().expect("a live node");
+            assert_settled_on(&mut sim, highest);
+        }
+    }
+}
