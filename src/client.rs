@@ -101,7 +101,7 @@ pub(crate) async fn with_deadline<T>(
     }
 }
 
-fn request<T>(message: T, timeout: Duration) -> Request<T> {
+pub(crate) fn request<T>(message: T, timeout: Duration) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(timeout);
     request

@@ -15,6 +15,8 @@ pub mod config;
 pub mod cristian;
 pub mod duration;
 pub mod election;
+pub mod election_cluster;
+pub mod election_node;
 pub mod live_clock;
 pub mod proto;
 pub mod server;

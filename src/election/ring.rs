@@ -75,11 +75,12 @@ impl Ring {
             Some(next) => {
                 self.core.send(next, message);
             }
-            None => match message {
-                // Nobody else answers: the election is over with the ids we have.
-                Message::RingElection { term, ids, .. } => self.complete(now, term, &ids),
-                _ => {}
-            },
+            // Nobody else answers: the election is over with the ids we have.
+            None => {
+                if let Message::RingElection { term, ids, .. } = message {
+                    self.complete(now, term, &ids);
+                }
+            }
         }
     }
 

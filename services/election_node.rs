@@ -1,0 +1,72 @@
+//! `election-node`: one member of a group that elects a coordinator with the Bully or the Ring algorithm.
+//!
+//! Serves `synclab.election.v1.ElectionService` (the protocol, `GetState` and `WatchLeader`), health and
+//! reflection; runs an election at start, heartbeats its coordinator and suspects it after `--timeout` of
+//! silence. Its highest term is kept in `--state-dir`, so a restarted node never claims a term twice.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use synclab::config::{LogArgs, parse_duration};
+use synclab::election::{Algorithm, NodeId};
+use synclab::election_node::{ElectionNode, NodeConfig, parse_id, parse_peers};
+use synclab::{server, telemetry};
+
+/// A node of a leader election.
+#[derive(Debug, Parser)]
+#[command(name = "election-node", version)]
+struct Args {
+    /// This node's id: a positive integer, unique in the group (the highest live id is elected).
+    #[arg(long, env = "SYNCLAB_ID", value_parser = parse_id)]
+    id: NodeId,
+    /// Address to serve gRPC on.
+    #[arg(long, env = "SYNCLAB_LISTEN", default_value = "0.0.0.0:50054")]
+    listen: String,
+    /// Every member of the group as ID=HOST:PORT, comma-separated (this node may be listed too), e.g.
+    /// 1=node-1:50054,2=node-2:50054,3=node-3:50054.
+    #[arg(long, env = "SYNCLAB_PEERS", value_name = "ID=HOST:PORT,...")]
+    peers: String,
+    /// The election algorithm; every member of a group must run the same one.
+    #[arg(long, env = "SYNCLAB_ALGORITHM", value_enum, default_value_t = Algorithm::Bully)]
+    algorithm: Algorithm,
+    /// Directory of the state file that keeps this node's term across restarts (omit: memory only).
+    #[arg(long, env = "SYNCLAB_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// How often a follower sends Alive to its coordinator (and the coordinator to its followers).
+    #[arg(long, env = "SYNCLAB_HEARTBEAT", value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
+    heartbeat: Duration,
+    /// Silence from the coordinator after which a follower suspects it and holds an election.
+    #[arg(long, env = "SYNCLAB_TIMEOUT", value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Deadline of every message to a peer (must be below --timeout); a peer that misses it counts as
+    /// dead for that message.
+    #[arg(long, env = "SYNCLAB_RPC_TIMEOUT", value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    rpc_timeout: Duration,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log.log_format, &args.log.log_level)?;
+    let peers = parse_peers(&args.peers)?;
+    let node = ElectionNode::new(NodeConfig {
+        id: args.id,
+        peers,
+        algorithm: args.algorithm,
+        heartbeat: args.heartbeat,
+        timeout: args.timeout,
+        rpc_timeout: args.rpc_timeout,
+        state_dir: args.state_dir.clone(),
+    })?;
+    let listener = server::bind(&args.listen).await?;
+    tracing::info!(id = args.id, algorithm = %args.algorithm, addr = %listener.local_addr()?, "election node listening");
+    let routes = synclab::election_node::routes(&node).await?;
+    let stop = server::stop_on_signal();
+    let running = tokio::spawn(node.run(stop.clone()));
+    server::serve(listener, routes, server::stopped(stop)).await?;
+    let _ = running.await;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! A group of real election nodes in one process, each a gRPC server on its own loopback port: what the
+//! integration tests and the benchmarks run. Nodes can be stopped (as a crash: their server goes away),
+//! started again on the same port with the same state directory, and frozen (as `docker pause`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::election::{Algorithm, NodeId};
+use crate::election_node::{ElectionNode, NodeConfig, NodeError};
+use crate::proto::election as pb;
+
+struct Running {
+    node: ElectionNode,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    runner: JoinHandle<()>,
+}
+
+/// Nodes `1..=n` on 127.0.0.1.
+pub struct LocalCluster {
+    template: NodeConfig,
+    addresses: BTreeMap<NodeId, String>,
+    running: BTreeMap<NodeId, Running>,
+}
+
+impl LocalCluster {
+    /// Starts `n` nodes running `algorithm` with the given timers; each keeps its term in `state_dir`.
+    pub async fn start(
+        algorithm: Algorithm,
+        n: u64,
+        heartbeat: Duration,
+        timeout: Duration,
+        rpc_timeout: Duration,
+        state_dir: PathBuf,
+    ) -> Result<Self, NodeError> {
+        let mut listeners = BTreeMap::new();
+        let mut addresses = BTreeMap::new();
+        for id in 1..=n {
+            let listener = crate::server::bind("127.0.0.1:0").await?;
+            let port = listener.local_addr().map_err(|e| NodeError::Peers(e.to_string()))?.port();
+            addresses.insert(id, format!("127.0.0.1:{port}"));
+            listeners.insert(id, listener);
+        }
+        std::fs::create_dir_all(&state_dir).map_err(|e| NodeError::State { path: state_dir.clone(), reason: e.to_string() })?;
+        let template = NodeConfig {
+            id: 0,
+            peers: addresses.clone(),
+            algorithm,
+            heartbeat,
+            timeout,
+            rpc_timeout,
+            state_dir: Some(state_dir),
+        };
+        let mut cluster = Self { template, addresses, running: BTreeMap::new() };
+        for (id, listener) in listeners {
+            cluster.launch(id, listener).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// The ids of the nodes.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.addresses.keys().copied().collect()
+    }
+
+    /// Where node `id` serves.
+    pub fn address(&self, id: NodeId) -> &str {
+        &self.addresses[&id]
+    }
+
+    /// The ids of the nodes running now.
+    pub fn running(&self) -> Vec<NodeId> {
+        self.running.keys().copied().collect()
+    }
+
+    /// Node `id`'s handle, if it runs.
+    pub fn node(&self, id: NodeId) -> Option<&ElectionNode> {
+        self.running.get(&id).map(|r| &r.node)
+    }
+
+    /// The state of every running node, by id.
+    pub fn states(&self) -> BTreeMap<NodeId, pb::NodeState> {
+        self.running.iter().map(|(&id, r)| (id, r.node.snapshot())).collect()
+    }
+
+    async fn launch(&mut self, id: NodeId, listener: tokio::net::TcpListener) -> Result<(), NodeError> {
+        let node = ElectionNode::new(NodeConfig { id, ..self.template.clone() })?;
+        let routes = crate::election_node::routes(&node).await?;
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn({
+            let stopped = stopped.clone();
+            async move {
+                if let Err(e) = crate::server::serve(listener, routes, crate::server::stopped(stopped)).await {
+                    tracing::warn!(id, error = %e, "node server failed");
+                }
+            }
+        });
+        let runner = tokio::spawn(node.clone().run(stopped));
+        self.running.insert(id, Running { node, stop, server, runner });
+        Ok(())
+    }
+
+    /// Stops node `id` (as if its container were killed): its server and timers end.
+    pub async fn stop(&mut self, id: NodeId) {
+        if let Some(r) = self.running.remove(&id) {
+            r.node.set_frozen(false);
+            let _ = r.stop.send(true);
+            let _ = r.runner.await;
+            if tokio::time::timeout(Duration::from_secs(2), r.server).await.is_err() {
+                tracing::warn!(id, "node server did not stop within 2 s");
+            }
+        }
+    }
+
+    /// Starts node `id` again on its port, with the term from its state file.
+    pub async fn restart(&mut self, id: NodeId) -> Result<(), NodeError> {
+        self.stop(id).await;
+        let listener = crate::server::bind(&self.addresses[&id]).await?;
+        self.launch(id, listener).await
+    }
+
+    /// Freezes (`true`) or thaws node `id`.
+    pub fn freeze(&self, id: NodeId, frozen: bool) {
+        if let Some(r) = self.running.get(&id) {
+            r.node.set_frozen(frozen);
+        }
+    }
+
+    /// Waits until every node in `ids` follows `coordinator` (which rules) in one term, or `limit`
+    /// passes. Returns that term.
+    pub async fn wait_for_agreement(&self, ids: &[NodeId], coordinator: NodeId, limit: Duration) -> Option<u64> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let states: Vec<pb::NodeState> = ids.iter().filter_map(|id| self.node(*id)).map(|n| n.snapshot()).collect();
+            let agreed = states.len() == ids.len()
+                && states.iter().all(|s| s.coordinator == coordinator as i64 && s.term == states[0].term)
+                && states.iter().all(|s| {
+                    let want = if s.id == coordinator as i64 { pb::Role::Coordinator } else { pb::Role::Follower };
+                    s.role == want as i32
+                });
+            if agreed {
+                return Some(states[0].term);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) {
+        for id in self.running() {
+            self.stop(id).await;
+        }
+    }
+}
