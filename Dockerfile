@@ -14,9 +14,12 @@ COPY . .
 RUN triple="$(uname -m)-unknown-linux-gnu" \
  && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --bins --target "$triple" \
  && mkdir -p /out \
- && for bin in synclab time-server berkeley-master berkeley-slave; do cp "target/$triple/release/$bin" /out/; done
+ && for bin in synclab time-server berkeley-master berkeley-slave election-node; do cp "target/$triple/release/$bin" /out/; done \
+ && mkdir -p /state
 
 FROM scratch
 COPY --from=build /out/ /usr/local/bin/
+# Where election nodes keep their term; owned by the user the services run as, so volumes are writable.
+COPY --from=build --chown=65534:65534 /state /var/lib/synclab
 USER 65534:65534
 ENTRYPOINT ["/usr/local/bin/synclab"]

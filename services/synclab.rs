@@ -19,6 +19,8 @@ use tonic_health::ServingStatus;
 
 #[path = "synclab/berkeley.rs"]
 mod berkeley;
+#[path = "synclab/election.rs"]
+mod election;
 
 /// synclab: clock synchronization and leader election you can run, probe and break.
 #[derive(Debug, Parser)]
@@ -38,6 +40,8 @@ enum Command {
     Clock(ClockReadArgs),
     /// Follow a Berkeley group: `status` once, `watch` after every round.
     Berkeley(berkeley::BerkeleyArgs),
+    /// Follow an election group: `status` once, `watch` on every change.
+    Election(election::ElectionArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -154,6 +158,7 @@ fn main() -> ExitCode {
             Command::Healthcheck(args) => healthcheck(args).await,
             Command::Clock(args) => clock(args).await,
             Command::Berkeley(args) => berkeley::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Election(args) => election::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
