@@ -246,3 +246,85 @@ fn berkeley_scenario_in_compose() {
     let offsets = true_offsets(&ports);
     assert!(spread(&offsets) < 5e6, "after MIT's return the true offsets are {offsets:?} ns apart");
 }
+
+/// Every node's GetState through grpcurl, checked as it goes: a node's term never goes back and no term
+/// has two coordinators.
+struct ElectionProbe {
+    ports: Vec<u16>,
+    last_term: Vec<f64>,
+    rulers: std::collections::BTreeMap<u64, u64>,
+}
+
+impl ElectionProbe {
+    fn state(&mut self, node: usize) -> serde_json::Value {
+        let state: serde_json::Value =
+            serde_json::from_str(&grpcurl(self.ports[node - 1], None, &["synclab.election.v1.ElectionService/GetState"])).unwrap();
+        let term = number(&state["term"]);
+        assert!(term >= self.last_term[node - 1], "node {node}'s term went back to {term}: {state}");
+        self.last_term[node - 1] = term;
+        if state["role"] == "ROLE_COORDINATOR" {
+            let ruler = *self.rulers.entry(term as u64).or_insert(node as u64);
+            assert_eq!(ruler, node as u64, "nodes {ruler} and {node} both coordinator in term {term}");
+        }
+        state
+    }
+
+    /// Waits until `nodes` all follow `coordinator` in one term; returns the term.
+    fn agree(&mut self, nodes: &[usize], coordinator: usize) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let states: Vec<serde_json::Value> = nodes.iter().map(|&n| self.state(n)).collect();
+            let term = number(&states[0]["term"]);
+            let agreed = states.iter().all(|s| number(&s["coordinator"]) == coordinator as f64 && number(&s["term"]) == term)
+                && states.iter().any(|s| s["role"] == "ROLE_COORDINATOR");
+            if agreed {
+                return term;
+            }
+            assert!(Instant::now() < deadline, "{nodes:?} never agreed on node {coordinator}: {states:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn election_scenario_in_compose() {
+    if !tools_available() {
+        return;
+    }
+    for (algorithm, files) in [("bully", "docker-compose.yml"), ("ring", "docker-compose.yml:docker-compose.ring.yml")] {
+        let ports = ["SYNCLAB_NODE_1_PORT", "SYNCLAB_NODE_2_PORT", "SYNCLAB_NODE_3_PORT", "SYNCLAB_NODE_4_PORT", "SYNCLAB_NODE_5_PORT"];
+        let (project, ports) = Project::new(&format!("election-{algorithm}"), &ports, &[("COMPOSE_FILE", files)]);
+        let services = ["node-1", "node-2", "node-3", "node-4", "node-5"];
+        ok(project.compose().args(["up", "-d"]).args(services));
+        project.wait_healthy(&services);
+        let mut probe = ElectionProbe { ports: ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
+
+        let list = grpcurl(ports[0], None, &["list"]);
+        assert!(list.lines().any(|l| l == "synclab.election.v1.ElectionService"), "{list}");
+        let t5 = probe.agree(&[1, 2, 3, 4, 5], 5);
+        assert_eq!(probe.state(1)["algorithm"], algorithm);
+
+        // Kill the coordinator: the survivors elect node 4 in a higher term.
+        ok(project.compose().args(["kill", "node-5"]));
+        let t4 = probe.agree(&[1, 2, 3, 4], 4);
+        assert!(t4 > t5, "{algorithm}: {t4} <= {t5}");
+
+        // Start it again: it keeps its term on its volume and takes over in a higher one.
+        ok(project.compose().args(["start", "node-5"]));
+        let t5b = probe.agree(&[1, 2, 3, 4, 5], 5);
+        assert!(t5b > t4, "{algorithm}: {t5b} <= {t4}");
+
+        // Node 5 gone, node 4 rules; pause node 4: 1-3 elect node 3. Unpause: node 4 learns the newer
+        // term, steps down, and takes over again above it.
+        ok(project.compose().args(["kill", "node-5"]));
+        let t4 = probe.agree(&[1, 2, 3, 4], 4);
+        ok(project.compose().args(["pause", "node-4"]));
+        let t3 = probe.agree(&[1, 2, 3], 3);
+        assert!(t3 > t4);
+        ok(project.compose().args(["unpause", "node-4"]));
+        let t4b = probe.agree(&[1, 2, 3, 4], 4);
+        assert!(t4b > t3, "{algorithm}: {t4b} <= {t3}");
+        let logs = ok(project.compose().args(["logs", "--no-color", "node-4"]));
+        assert!(logs.contains("stepping down"), "node 4 never logged stepping down:\n{logs}");
+    }
+}
