@@ -18,7 +18,7 @@ use synclab::{server, telemetry};
 #[command(name = "election-node", version)]
 struct Args {
     /// This node's id: a positive integer, unique in the group (the highest live id is elected).
-    #[arg(long, env = "SYNCLAB_ID", value_parser = parse_id)]
+    #[arg(long, env = "SYNCLAB_ID", value_parser = parse_id, allow_hyphen_values = true)]
     id: NodeId,
     /// Address to serve gRPC on.
     #[arg(long, env = "SYNCLAB_LISTEN", default_value = "0.0.0.0:50054")]

@@ -49,7 +49,7 @@ pub enum NodeError {
 }
 
 /// Parses `--peers`: `ID=HOST:PORT` entries separated by commas, e.g. `1=node-1:50054,2=node-2:50054`.
-/// Ids are positive and listed once; the list may include the node itself.
+/// Ids are positive and listed once; the node itself must be among them.
 pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, NodeError> {
     let mut peers = BTreeMap::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -84,7 +84,7 @@ pub fn parse_id(text: &str) -> Result<NodeId, String> {
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub id: NodeId,
-    /// Every member's address, by id (this node's own entry, if present, is not dialled).
+    /// Every member's address, by id, this node included (its own entry is not dialled).
     pub peers: BTreeMap<NodeId, String>,
     pub algorithm: Algorithm,
     pub heartbeat: Duration,
@@ -176,11 +176,7 @@ impl ElectionNode {
         if config.rpc_timeout >= config.timeout {
             return Err(NodeError::RpcTimeout { rpc: config.rpc_timeout, timeout: config.timeout });
         }
-        let mut ids: Vec<NodeId> = config.peers.keys().copied().collect();
-        if !config.peers.contains_key(&config.id) {
-            ids.push(config.id);
-        }
-        let machine_config = Config::new(config.id, ids, config.heartbeat, config.timeout)?;
+        let machine_config = Config::new(config.id, config.peers.keys().copied(), config.heartbeat, config.timeout)?;
         let state = config.state_dir.as_deref().map(|dir| StateFile::new(dir, config.id));
         let term = match &state {
             Some(state) => state.load()?,
@@ -242,7 +238,7 @@ impl ElectionNode {
                 _ = stop.wait_for(|s| *s) => break,
             }
             self.thawed().await;
-            self.update(|m, now| m.tick(now));
+            self.apply(|m, now| m.tick(now));
         }
         self.shared.halted.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(id = self.shared.id, "election node stopped");
@@ -252,6 +248,12 @@ impl ElectionNode {
     /// answers nothing (callers hit their deadline) and its timers do not fire.
     pub fn set_frozen(&self, frozen: bool) {
         self.shared.frozen.send_replace(frozen);
+    }
+
+    /// Makes the node hold an election now, as if it had just suspected its coordinator (for experiments
+    /// that choose the initiator).
+    pub fn hold_election(&self) {
+        self.update(|m, now| m.hold_election(now, "asked to"));
     }
 
     /// The node's state as `GetState` reports it.
@@ -277,8 +279,16 @@ impl ElectionNode {
         let _ = frozen.wait_for(|f| !*f).await;
     }
 
-    /// Feeds the machine one event, saves a raised term, republishes the state, sends the outbox.
+    /// Feeds the machine an event from outside the timer loop ([`Self::apply`]), then wakes the loop:
+    /// the machine's next deadline may have moved.
     fn update<T>(&self, event: impl FnOnce(&mut Machine, Duration) -> T) -> T {
+        let result = self.apply(event);
+        self.shared.wake.notify_one();
+        result
+    }
+
+    /// Feeds the machine one event, saves a raised term, republishes the state, sends the outbox.
+    fn apply<T>(&self, event: impl FnOnce(&mut Machine, Duration) -> T) -> T {
         let (result, outbox) = {
             let mut inner = self.lock();
             let now = self.now();
@@ -315,7 +325,6 @@ impl ElectionNode {
         for envelope in outbox {
             self.send(envelope);
         }
-        self.shared.wake.notify_one();
         result
     }
 

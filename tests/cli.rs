@@ -199,3 +199,84 @@ fn a_client_started_before_its_server_syncs_as_soon_as_the_server_is_up() {
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     drop(server);
 }
+
+const ELECTION_NODE: &str = env!("CARGO_BIN_EXE_election-node");
+
+fn election_node(args: &[&str]) -> Output {
+    Command::new(ELECTION_NODE).args(args).env_remove("RUST_LOG").output().unwrap()
+}
+
+#[test]
+fn election_node_refuses_bad_flags_by_name() {
+    let peers = "1=127.0.0.1:1,2=127.0.0.1:2";
+    let cases: &[(&[&str], &str)] = &[
+        (&["--id", "-3", "--peers", peers], "node id -3 is not positive"),
+        (&["--id", "0", "--peers", peers], "node id 0 is not positive"),
+        (&["--id", "x", "--peers", peers], "'--id"),
+        (&["--id", "3", "--peers", peers], "this node's id 3 is not in the group"),
+        (&["--id", "1", "--peers", "1=a:1,2"], "'--peers': '2' is not ID=HOST:PORT"),
+        (&["--id", "1", "--peers", "1=a:1,1=b:2"], "node 1 is listed twice"),
+        (&["--id", "1", "--peers", "1=a:1,-2=b:2"], "node id -2 is not positive"),
+        (&["--id", "1", "--peers", "1=a:1,2=nohost"], "HOST:PORT"),
+        (&["--id", "1", "--peers", peers, "--rpc-timeout", "300ms"], "--rpc-timeout"),
+        (&["--id", "1", "--peers", peers, "--heartbeat", "200ms"], "heartbeat"),
+        (&["--id", "1", "--peers", peers, "--algorithm", "paxos"], "'--algorithm"),
+    ];
+    for (args, want) in cases {
+        let out = election_node(args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: expected '{want}' in:\n{err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
+    }
+}
+
+#[test]
+fn election_node_keeps_its_term_and_refuses_a_damaged_state_file() {
+    let dir = std::env::temp_dir().join(format!("synclab-cli-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let peers = format!("1={addr},2=127.0.0.1:{}", free_port());
+    let run = |dir: &std::path::Path| {
+        Command::new(ELECTION_NODE)
+            .args(["--id", "1", "--listen", &addr, "--peers", &peers, "--state-dir", dir.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Alone (node 2 is down), node 1 wins; SIGTERM stops it cleanly and its term is on disk.
+    let mut child = run(&dir);
+    let term_file = dir.join("election-node-1.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !term_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&term_file).unwrap()).unwrap();
+    assert_eq!(saved["id"], 1);
+    let first = saved["term"].as_u64().unwrap();
+    assert!(first > 0);
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+
+    // Again: a higher term.
+    let mut child = run(&dir);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut term = first;
+    while term == first && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&term_file).unwrap()).unwrap_or_default();
+        term = saved["term"].as_u64().unwrap_or(first);
+    }
+    assert!(term > first, "restarted node claimed {term} after {first}");
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
+
+    // A damaged file stops the node with a clear error: starting from 0 could claim a term twice.
+    std::fs::write(&term_file, "{\"id\":1,").unwrap();
+    let out = run(&dir).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("election-node-1.json") && err.contains("not JSON"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

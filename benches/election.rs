@@ -1,0 +1,342 @@
+//! Election benchmarks.
+//!
+//!     cargo bench --bench election -- [--mode all|failover|steady|messages|scale] [--trials 25] [--steady 10m]
+//!
+//! - failover (compose, needs the image: scripts/build-images): five nodes with the defaults (heartbeat
+//!   50 ms, timeout 200 ms, RPC deadline 100 ms); each trial kills the coordinator's container and waits
+//!   until every survivor follows one new coordinator, then starts it again and waits for its takeover.
+//!   Times come from the nodes' own timestamps (GetState) and the container's death time (docker inspect
+//!   State.FinishedAt): one kernel clock, so they compare exactly. Detection = death → first suspicion;
+//!   election = first suspicion → first node to know the winner; announcement = that → last survivor to know.
+//! - steady: five nodes per algorithm in this process for --steady; counts elections.
+//! - messages: one election after the coordinator stops, with a chosen initiator, n = 5, 20, 50, in process.
+//! - scale: failover times with n = 50 and 100 nodes in this process.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use synclab::election::{Algorithm, NodeId};
+use synclab::election_cluster::LocalCluster;
+use synclab::live_clock::host_now;
+use synclab::proto::election as pb;
+use synclab::proto::election::election_service_client::ElectionServiceClient;
+use synclab::proto::timestamp_to_nanos;
+
+const MS: Duration = Duration::from_millis(1);
+
+struct Options {
+    mode: String,
+    trials: usize,
+    steady: Duration,
+}
+
+fn options() -> Options {
+    let mut o = Options { mode: "all".into(), trials: 25, steady: Duration::from_secs(600) };
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).unwrap_or_else(|| panic!("{} needs a value", pair[0]));
+        match pair[0].as_str() {
+            "--mode" => o.mode = value.clone(),
+            "--trials" => o.trials = value.parse().expect("--trials: a number"),
+            "--steady" => o.steady = synclab::duration::parse_positive(value).expect("--steady: a duration"),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    o
+}
+
+/// Median and p99 (nearest rank) of `xs`, in ms.
+fn stats(xs: &[f64]) -> (f64, f64, f64) {
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rank = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    (rank(0.5), rank(0.99), *v.last().unwrap())
+}
+
+fn ts(t: &Option<prost_types::Timestamp>) -> Option<i64> {
+    timestamp_to_nanos(t.as_ref(), "t").ok()
+}
+
+/// Splits one failover from the survivors' states: (detection, election, announcement, total) in ms.
+fn split(died: i64, states: &[pb::NodeState]) -> Option<[f64; 4]> {
+    let suspected = states.iter().filter_map(|s| ts(&s.last_election.as_ref()?.started)).filter(|&t| t >= died).min()?;
+    let known: Vec<i64> = states.iter().filter_map(|s| ts(&s.coordinator_since)).collect();
+    let first = *known.iter().min()?;
+    let last = *known.iter().max()?;
+    let ms = |d: i64| d as f64 / 1e6;
+    Some([ms(suspected - died), ms(first - suspected), ms(last - first), ms(last - died)])
+}
+
+fn print_split(label: &str, samples: &[[f64; 4]]) {
+    println!("{label}: {} trials", samples.len());
+    for (i, part) in ["detection", "election", "announcement", "total"].iter().enumerate() {
+        let xs: Vec<f64> = samples.iter().map(|s| s[i]).collect();
+        let (median, p99, max) = stats(&xs);
+        println!("  {part:<13} median {median:7.1} ms   p99 {p99:7.1} ms   max {max:7.1} ms");
+    }
+}
+
+fn agreed(states: &[pb::NodeState], coordinator: NodeId) -> bool {
+    !states.is_empty()
+        && states.iter().all(|s| s.coordinator == coordinator as i64 && s.term == states[0].term)
+        && states.iter().all(|s| {
+            let want = if s.id == coordinator as i64 { pb::Role::Coordinator } else { pb::Role::Follower };
+            s.role == want as i32
+        })
+}
+
+// ---------------------------------------------------------------------------------------------- compose
+
+struct Compose {
+    project: String,
+    files: &'static str,
+    ports: Vec<u16>,
+}
+
+impl Compose {
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/compose"));
+        cmd.env("COMPOSE_PROJECT_NAME", &self.project).env("COMPOSE_FILE", self.files).env("SYNCLAB_BUILD", "none");
+        for (i, port) in self.ports.iter().enumerate() {
+            cmd.env(format!("SYNCLAB_NODE_{}_PORT", i + 1), port.to_string());
+        }
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).output().expect("compose runs");
+        assert!(out.status.success(), "compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn container(&self, node: usize) -> String {
+        self.run(&["ps", "-q", &format!("node-{node}")])
+    }
+
+    async fn states(&self, nodes: &[usize]) -> Vec<pb::NodeState> {
+        let mut out = Vec::new();
+        for &n in nodes {
+            let Ok(mut client) = ElectionServiceClient::connect(format!("http://127.0.0.1:{}", self.ports[n - 1])).await else { continue };
+            let mut request = tonic::Request::new(pb::GetStateRequest {});
+            request.set_timeout(Duration::from_millis(500));
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(600), client.get_state(request)).await {
+                out.push(s.into_inner());
+            }
+        }
+        out
+    }
+
+    async fn wait_agreed(&self, nodes: &[usize], coordinator: NodeId) -> Vec<pb::NodeState> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let states = self.states(nodes).await;
+            if states.len() == nodes.len() && agreed(&states, coordinator) {
+                return states;
+            }
+            assert!(Instant::now() < deadline, "no agreement on {coordinator}: {states:?}");
+            tokio::time::sleep(10 * MS).await;
+        }
+    }
+}
+
+fn docker_time(container: &str, field: &str) -> i64 {
+    let out = Command::new("docker").args(["inspect", "-f", &format!("{{{{.State.{field}}}}}"), container]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let t = humantime::parse_rfc3339(&text).unwrap_or_else(|e| panic!("docker {field} '{text}': {e}"));
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+}
+
+async fn failover(trials: usize) {
+    for (algorithm, files) in [("bully", "docker-compose.yml"), ("ring", "docker-compose.yml:docker-compose.ring.yml")] {
+        let compose = Compose { project: format!("synclab-bench-{algorithm}"), files, ports: (50171..=50175).collect() };
+        let _ = compose.cmd().args(["down", "--volumes", "--timeout", "2"]).output();
+        compose.run(&["up", "-d", "node-1", "node-2", "node-3", "node-4", "node-5"]);
+        let all = [1, 2, 3, 4, 5];
+        compose.wait_agreed(&all, 5).await;
+        let id5 = compose.container(5);
+        let (mut failovers, mut takeovers) = (Vec::new(), Vec::new());
+        for _ in 0..trials {
+            compose.wait_agreed(&all, 5).await;
+            tokio::time::sleep(300 * MS).await;
+            Command::new("docker").args(["kill", &id5]).output().unwrap();
+            let states = compose.wait_agreed(&[1, 2, 3, 4], 4).await;
+            let died = docker_time(&id5, "FinishedAt");
+            failovers.push(split(died, &states).expect("a complete failover"));
+            tokio::time::sleep(300 * MS).await;
+            Command::new("docker").args(["start", &id5]).output().unwrap();
+            let states = compose.wait_agreed(&all, 5).await;
+            let started = docker_time(&id5, "StartedAt");
+            let last = states.iter().filter_map(|s| ts(&s.coordinator_since)).max().unwrap();
+            takeovers.push((last - started) as f64 / 1e6);
+        }
+        print_split(&format!("failover, {algorithm}, compose, 5 nodes (kill the coordinator's container)"), &failovers);
+        let (median, p99, max) = stats(&takeovers);
+        println!("  takeover after `docker start` (container start → all 5 follow it): median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+        compose.run(&["down", "--volumes", "--timeout", "2"]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------- in process
+
+/// The defaults: heartbeat 50 ms, timeout 200 ms, RPC deadline 100 ms.
+const DEFAULTS: [Duration; 3] = [Duration::from_millis(50), Duration::from_millis(200), Duration::from_millis(100)];
+/// Timers 10 times slower, so that no message misses its deadline on a saturated machine.
+const SLOW: [Duration; 3] = [Duration::from_millis(500), Duration::from_secs(2), Duration::from_secs(1)];
+
+async fn cluster(algorithm: Algorithm, n: u64, tag: &str) -> LocalCluster {
+    cluster_with(algorithm, n, tag, DEFAULTS).await
+}
+
+async fn cluster_with(algorithm: Algorithm, n: u64, tag: &str, [heartbeat, timeout, rpc]: [Duration; 3]) -> LocalCluster {
+    let dir = std::env::temp_dir().join(format!("synclab-bench-{tag}-{algorithm}-{n}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let c = LocalCluster::start(algorithm, n, heartbeat, timeout, rpc, dir).await.expect("cluster");
+    let ids = c.ids();
+    c.wait_for_agreement(&ids, n, Duration::from_secs(60)).await.expect("the cluster settles");
+    c
+}
+
+fn elections_started(states: &BTreeMap<NodeId, pb::NodeState>) -> u64 {
+    states
+        .values()
+        .flat_map(|s| s.messages.iter())
+        .filter(|m| m.kind == "Election" || m.kind == "RingElection")
+        .map(|m| m.sent)
+        .sum()
+}
+
+async fn steady(span: Duration) {
+    let bully = cluster(Algorithm::Bully, 5, "steady").await;
+    let ring = cluster(Algorithm::Ring, 5, "steady").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = [bully.states(), ring.states()];
+    let start = Instant::now();
+    tokio::time::sleep(span).await;
+    let after = [bully.states(), ring.states()];
+    println!("steady state, 5 nodes, {:.0} s, defaults (heartbeat 50 ms, timeout 200 ms):", start.elapsed().as_secs_f64());
+    for (i, name) in ["bully", "ring"].iter().enumerate() {
+        let terms: Vec<(u64, u64)> = before[i].values().zip(after[i].values()).map(|(b, a)| (b.term, a.term)).collect();
+        let moved = terms.iter().filter(|(b, a)| a != b).count();
+        let elections = elections_started(&after[i]) - elections_started(&before[i]);
+        let alive: u64 = after[i].values().flat_map(|s| &s.messages).filter(|m| m.kind == "Alive").map(|m| m.sent).sum::<u64>()
+            - before[i].values().flat_map(|s| &s.messages).filter(|m| m.kind == "Alive").map(|m| m.sent).sum::<u64>();
+        let failed: u64 = after[i].values().flat_map(|s| &s.messages).filter(|m| m.kind == "Alive").map(|m| m.failed).sum::<u64>();
+        println!("  {name:<5}: election messages {elections}, nodes whose term moved {moved}, Alive sent {alive} (failed since start {failed})");
+    }
+    bully.shutdown().await;
+    ring.shutdown().await;
+}
+
+/// Messages of the non-heartbeat kinds the survivors sent (incl. failed) and received.
+fn tally(states: &BTreeMap<NodeId, pb::NodeState>) -> BTreeMap<String, (u64, u64, u64)> {
+    let mut out = BTreeMap::new();
+    for m in states.values().flat_map(|s| &s.messages).filter(|m| m.kind != "Alive") {
+        let e = out.entry(m.kind.clone()).or_insert((0, 0, 0));
+        e.0 += m.sent;
+        e.1 += m.received;
+        e.2 += m.failed;
+    }
+    out
+}
+
+async fn messages() {
+    println!("messages per election (in process; the coordinator n stops, one chosen node starts the election):");
+    println!("  sent = requests sent by the survivors (failed ones, to the dead node, included); recv = delivered");
+    let mut cases = Vec::new();
+    for n in [5u64, 20, 50] {
+        for (label, algorithm, initiator) in
+            [("bully best", Algorithm::Bully, n - 1), ("bully worst", Algorithm::Bully, 1), ("ring", Algorithm::Ring, 1)]
+        {
+            cases.push((n, label, algorithm, initiator, DEFAULTS));
+        }
+    }
+    // The same worst case with every timer 10 times longer: what the counts are when no message misses
+    // its deadline.
+    cases.push((50, "bully worst", Algorithm::Bully, 1, SLOW));
+    for (n, label, algorithm, initiator, timers) in cases {
+        {
+            let mut c = cluster_with(algorithm, n, "messages", timers).await;
+            tokio::time::sleep(300 * MS).await;
+            let survivors: Vec<NodeId> = (1..n).collect();
+            c.stop(n).await;
+            let before = tally(&c.states());
+            c.node(initiator).unwrap().hold_election();
+            c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.expect("agreement");
+            tokio::time::sleep(timers[1]).await;
+            let after = tally(&c.states());
+            let delta = |k: &str| {
+                let (s1, r1, f1) = after.get(k).copied().unwrap_or_default();
+                let (s0, r0, f0) = before.get(k).copied().unwrap_or_default();
+                (s1 - s0, r1 - r0, f1 - f0)
+            };
+            let theory = match label {
+                "bully best" => "Election 1 (to the dead node), Ok 0, Coordinator n-2".to_string(),
+                "bully worst" => format!(
+                    "Election n(n-1)/2 = {}, Ok (n-1)(n-2)/2 = {}, Coordinator n-2 = {}",
+                    n * (n - 1) / 2,
+                    (n - 1) * (n - 2) / 2,
+                    n - 2
+                ),
+                _ => format!("RingElection n-1 = {} delivered, RingCoordinator n-1 = {} delivered", n - 1, n - 1),
+            };
+            let kinds: &[&str] = if algorithm == Algorithm::Ring { &["RingElection", "RingCoordinator"] } else { &["Election", "Ok", "Coordinator"] };
+            let measured: Vec<String> = kinds
+                .iter()
+                .map(|k| {
+                    let (s, r, f) = delta(k);
+                    if *k == "Ok" { format!("Ok {r}") } else { format!("{k} sent {s} (failed {f}) recv {r}") }
+                })
+                .collect();
+            let slow = if timers == SLOW { " (timers x10)" } else { "" };
+            println!("  n = {n:>2} {label:<11}{slow}: {}   | theory: {theory}", measured.join(", "));
+            c.shutdown().await;
+        }
+    }
+}
+
+async fn scale(trials: usize) {
+    for n in [50u64, 100] {
+        for algorithm in [Algorithm::Bully, Algorithm::Ring] {
+            let mut c = cluster(algorithm, n, "scale").await;
+            let survivors: Vec<NodeId> = (1..n).collect();
+            let all: Vec<NodeId> = (1..=n).collect();
+            let mut samples = Vec::new();
+            for _ in 0..trials {
+                c.wait_for_agreement(&all, n, Duration::from_secs(30)).await.expect("settled");
+                tokio::time::sleep(300 * MS).await;
+                let died = host_now();
+                c.stop(n).await;
+                c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.expect("failover");
+                let states: Vec<pb::NodeState> = c.states().into_values().collect();
+                samples.push(split(died, &states).expect("complete"));
+                c.restart(n).await.expect("restart");
+            }
+            print_split(&format!("scale, {algorithm}, {n} nodes in one process (stop the coordinator)"), &samples);
+            c.shutdown().await;
+        }
+    }
+}
+
+fn main() {
+    let o = options();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let date = Command::new("date").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        println!("synclab election benchmark, {date}");
+        let all = o.mode == "all";
+        if all || o.mode == "failover" {
+            failover(o.trials).await;
+        }
+        if all || o.mode == "messages" {
+            messages().await;
+        }
+        if all || o.mode == "scale" {
+            scale(o.trials.min(10)).await;
+        }
+        if all || o.mode == "steady" {
+            steady(o.steady).await;
+        }
+    });
+}
