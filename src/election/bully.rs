@@ -113,17 +113,21 @@ impl Bully {
     pub(crate) fn on_request(&mut self, now: Duration, from: NodeId, message: Message) -> Reply {
         let reply = match message {
             Message::Election { term } => {
+                // A sender behind our term missed an announcement rather than lost a coordinator: our
+                // OK carries the term and coordinator, which it adopts. Holding an election for it would
+                // start a new round for every late message (an O(n²) storm each).
+                let behind = term < self.core.term() && self.core.coordinator().is_some();
                 self.core.observe(now, term, None);
                 self.settle();
                 self.core.count(Kind::Ok, |c| c.sent += 1);
                 let reply = self.core.reply(true);
                 match self.core.role() {
-                    Role::Coordinator => {
+                    Role::Coordinator if !behind => {
                         let term = self.core.term();
                         self.core.send(from, Message::Coordinator { term });
                     }
-                    Role::Candidate | Role::Waiting => {}
-                    Role::Follower => self.start_election(now, format!("election from {from}")),
+                    Role::Follower if !behind => self.start_election(now, format!("election from {from}")),
+                    Role::Coordinator | Role::Follower | Role::Candidate | Role::Waiting => {}
                 }
                 return reply;
             }

@@ -405,3 +405,27 @@ fn chaos_keeps_the_invariants() {
         }
     }
 }
+
+/// With uneven link delays, Election messages arrive after the announcement; they must not each start
+/// a new round of elections (which grows into a storm).
+#[test]
+fn late_election_messages_do_not_restart_the_election() {
+    let n = 20u64;
+    let mut sim = started(Algorithm::Bully, n);
+    let mut x = 7u64;
+    for from in 1..=n {
+        for to in 1..=n {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            sim.delay(from, to, Duration::from_micros((x >> 33) % 30_000));
+        }
+    }
+    sim.kill(n);
+    sim.reset_counts();
+    sim.suspect(1);
+    assert_settled_on(&mut sim, n - 1);
+    sim.run_for(Duration::from_secs(1));
+    let elections = sim.sent().get(&Kind::Election).copied().unwrap_or(0);
+    // Each node holds at most one election: n(n-1)/2 at most.
+    assert!(elections <= n * (n - 1) / 2, "{elections} election messages");
+    assert_eq!(sim.violations(), &[] as &[sim::Violation]);
+}
