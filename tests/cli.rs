@@ -280,3 +280,27 @@ fn election_node_keeps_its_term_and_refuses_a_damaged_state_file() {
     assert!(err.contains("election-node-1.json") && err.contains("not JSON"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Process CPU time (user + system) of `pid`, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+#[test]
+fn an_idle_election_node_does_not_spin() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let peers = format!("1={addr},2=127.0.0.1:{}", free_port());
+    let child = Command::new(ELECTION_NODE).args(["--id", "1", "--listen", &addr, "--peers", &peers]).stderr(Stdio::null()).spawn().unwrap();
+    let running = Running(child);
+    wait_healthy(&addr);
+    let before = cpu_time(running.0.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_time(running.0.id()) - before;
+    // A coordinator alone heartbeats one dead peer every 50 ms: a few ms of CPU a second, not a core.
+    assert!(used < Duration::from_millis(500), "the node used {used:?} of CPU in 2 s");
+}
