@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use synclab::election::{Algorithm, NodeId};
-use synclab::election_cluster::LocalCluster;
+use synclab::election_cluster::{LocalCluster, agreed};
 use synclab::live_clock::host_now;
 use synclab::proto::election as pb;
 use synclab::proto::election::election_service_client::ElectionServiceClient;
@@ -75,15 +75,6 @@ fn print_split(label: &str, samples: &[[f64; 4]]) {
         let (median, p99, max) = stats(&xs);
         println!("  {part:<13} median {median:7.1} ms   p99 {p99:7.1} ms   max {max:7.1} ms");
     }
-}
-
-fn agreed(states: &[pb::NodeState], coordinator: NodeId) -> bool {
-    !states.is_empty()
-        && states.iter().all(|s| s.coordinator == coordinator as i64 && s.term == states[0].term)
-        && states.iter().all(|s| {
-            let want = if s.id == coordinator as i64 { pb::Role::Coordinator } else { pb::Role::Follower };
-            s.role == want as i32
-        })
 }
 
 // ---------------------------------------------------------------------------------------------- compose

@@ -20,6 +20,17 @@ struct Running {
     runner: JoinHandle<()>,
 }
 
+/// Whether `states` are a settled group under `coordinator`: it rules, everyone else follows it, all in
+/// one term.
+pub fn agreed(states: &[pb::NodeState], coordinator: NodeId) -> bool {
+    !states.is_empty()
+        && states.iter().all(|s| s.coordinator == coordinator as i64 && s.term == states[0].term)
+        && states.iter().all(|s| {
+            let want = if s.id == coordinator as i64 { pb::Role::Coordinator } else { pb::Role::Follower };
+            s.role == want as i32
+        })
+}
+
 /// Nodes `1..=n` on 127.0.0.1.
 pub struct LocalCluster {
     template: NodeConfig,
@@ -136,13 +147,7 @@ impl LocalCluster {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let states: Vec<pb::NodeState> = ids.iter().filter_map(|id| self.node(*id)).map(|n| n.snapshot()).collect();
-            let agreed = states.len() == ids.len()
-                && states.iter().all(|s| s.coordinator == coordinator as i64 && s.term == states[0].term)
-                && states.iter().all(|s| {
-                    let want = if s.id == coordinator as i64 { pb::Role::Coordinator } else { pb::Role::Follower };
-                    s.role == want as i32
-                });
-            if agreed {
+            if states.len() == ids.len() && agreed(&states, coordinator) {
                 return Some(states[0].term);
             }
             if tokio::time::Instant::now() >= deadline {

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::client::{ClientError, channel, request, with_deadline};
-use crate::election::{Algorithm, Config, ConfigError, Envelope, Machine, Message, NodeId, Rejection, Reply, Role, SendError, Term};
+use crate::election::{Algorithm, Config, ConfigError, Envelope, Machine, Message, NodeId, Reply, Role, SendError, Term};
 use crate::live_clock::host_now;
 use crate::proto::election as pb;
 use crate::proto::election::election_service_client::ElectionServiceClient;
@@ -149,7 +149,6 @@ struct Shared {
     /// Instant 0 of the machine's time, and the host time then (for timestamps observers read).
     epoch: Instant,
     wall_epoch: i64,
-    members: Vec<pb::Member>,
     clients: BTreeMap<NodeId, ElectionServiceClient<Channel>>,
     addresses: BTreeMap<NodeId, String>,
     rpc_timeout: Duration,
@@ -187,11 +186,6 @@ impl ElectionNode {
             let channel = channel(addr, config.rpc_timeout).map_err(|source| NodeError::PeerAddress { id, source })?;
             clients.insert(id, ElectionServiceClient::new(channel));
         }
-        let members = machine_config
-            .members
-            .iter()
-            .map(|&id| pb::Member { id: id as i64, address: config.peers.get(&id).cloned().unwrap_or_default() })
-            .collect();
         let machine = Machine::new(config.algorithm, machine_config, term);
         let shared = Arc::new(Shared {
             id: config.id,
@@ -199,7 +193,6 @@ impl ElectionNode {
             inner: Mutex::new(Inner { machine, saved: term }),
             epoch: Instant::now(),
             wall_epoch: host_now(),
-            members,
             clients,
             addresses: config.peers.clone(),
             rpc_timeout: config.rpc_timeout,
@@ -225,7 +218,6 @@ impl ElectionNode {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         self.update(|m, now| m.start(now));
         loop {
-            self.thawed().await;
             let next = {
                 let inner = self.lock();
                 inner.machine.next_wakeup()
@@ -275,6 +267,9 @@ impl ElectionNode {
     }
 
     async fn thawed(&self) {
+        if !*self.shared.frozen.borrow() {
+            return;
+        }
         let mut frozen = self.shared.frozen.subscribe();
         let _ = frozen.wait_for(|f| !*f).await;
     }
@@ -391,7 +386,7 @@ impl ElectionNode {
             }
             Err(rejection) => {
                 tracing::warn!(id = self.shared.id, from, kind = kind.as_str(), reason = %rejection, "refused a message");
-                Err(rejection_status(&rejection))
+                Err(Status::invalid_argument(rejection.to_string()))
             }
         }
     }
@@ -433,7 +428,7 @@ impl ElectionNode {
             coordinator_since: core.coordinator().map(|_| self.wall(core.coordinator_since())),
             last_election,
             messages,
-            members: self.shared.members.clone(),
+            members: self.shared.addresses.iter().map(|(&id, address)| pb::Member { id: id as i64, address: address.clone() }).collect(),
             now: Some(nanos_to_timestamp(host_now())),
         }
     }
@@ -454,10 +449,6 @@ fn to_id(id: i64, field: &str) -> Result<NodeId, Status> {
         return Err(Status::invalid_argument(format!("{field} = {id} is not a node id (ids are positive)")));
     }
     Ok(id as NodeId)
-}
-
-fn rejection_status(rejection: &Rejection) -> Status {
-    Status::invalid_argument(rejection.to_string())
 }
 
 type StateStream = Pin<Box<dyn Stream<Item = Result<pb::NodeState, Status>> + Send>>;

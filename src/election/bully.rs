@@ -29,11 +29,6 @@ impl Bully {
         Self { core: Core::new(config, term), pending: BTreeSet::new(), tags: BTreeSet::new(), deadline: None }
     }
 
-    /// The shared state.
-    pub fn core(&self) -> &Core {
-        &self.core
-    }
-
     pub(crate) fn deadline(&self) -> Option<Duration> {
         self.deadline
     }
@@ -98,11 +93,7 @@ impl Bully {
                 self.start_election(now, "no announcement after OK".into());
             }
             Role::Follower | Role::Coordinator => {
-                if self.core.tick(now) {
-                    let reason = match self.core.coordinator() {
-                        Some(c) => format!("coordinator {c} silent"),
-                        None => "no coordinator".into(),
-                    };
+                if let Some(reason) = self.core.tick(now) {
                     self.start_election(now, reason);
                 }
             }

@@ -205,14 +205,14 @@ impl Core {
         }
     }
 
-    /// Heartbeats. Returns true when a follower's coordinator has been silent for the timeout (or it
-    /// knows none): the caller runs an election.
-    pub(crate) fn tick(&mut self, now: Duration) -> bool {
+    /// Heartbeats. Returns why an election is due when a follower's coordinator has been silent for the
+    /// timeout (or it knows none): the caller runs one.
+    pub(crate) fn tick(&mut self, now: Duration) -> Option<String> {
         match self.role {
             Role::Follower => {
-                let Some(coordinator) = self.coordinator else { return true };
+                let Some(coordinator) = self.coordinator else { return Some("no coordinator".into()) };
                 if now.saturating_sub(self.last_heard) >= self.config.timeout {
-                    return true;
+                    return Some(format!("coordinator {coordinator} silent"));
                 }
                 if now >= self.next_heartbeat {
                     self.next_heartbeat = now + self.config.heartbeat;
@@ -231,7 +231,7 @@ impl Core {
             }
             Role::Candidate | Role::Waiting => {}
         }
-        false
+        None
     }
 
     /// When [`Core::tick`] next has work.

@@ -323,6 +323,13 @@ impl Machine {
         }
     }
 
+    fn core_mut(&mut self) -> &mut Core {
+        match self {
+            Machine::Bully(m) => &mut m.core,
+            Machine::Ring(m) => &mut m.core,
+        }
+    }
+
     /// The node (re)starts: it runs an election.
     pub fn start(&mut self, now: Duration) {
         self.hold_election(now, "startup");
@@ -346,34 +353,27 @@ impl Machine {
 
     /// When [`Machine::tick`] next has something to do.
     pub fn next_wakeup(&self) -> Duration {
-        match self {
-            Machine::Bully(m) => m.core.next_wakeup().min(m.deadline().unwrap_or(Duration::MAX)),
-            Machine::Ring(m) => m.core.next_wakeup().min(m.deadline().unwrap_or(Duration::MAX)),
-        }
+        let deadline = match self {
+            Machine::Bully(m) => m.deadline(),
+            Machine::Ring(m) => m.deadline(),
+        };
+        self.core().next_wakeup().min(deadline.unwrap_or(Duration::MAX))
     }
 
     /// A message from `from`. A [`Rejection`] leaves the state untouched (only the counter moves).
     pub fn on_request(&mut self, now: Duration, from: NodeId, message: Message) -> Result<Reply, Rejection> {
         let kind = message.kind();
-        let checked = self.check(from, &message);
-        let core = match self {
-            Machine::Bully(m) => &mut m.core,
-            Machine::Ring(m) => &mut m.core,
-        };
-        if let Err(e) = checked {
-            core.count(kind, |c| c.rejected += 1);
+        if let Err(e) = self.check(from, &message) {
+            self.core_mut().count(kind, |c| c.rejected += 1);
             return Err(e);
         }
-        core.count(kind, |c| c.received += 1);
+        self.core_mut().count(kind, |c| c.received += 1);
         let reply = match self {
             Machine::Bully(m) => m.on_request(now, from, message),
             Machine::Ring(m) => m.on_request(now, from, message),
         };
         if !reply.ok {
-            match self {
-                Machine::Bully(m) => m.core.count(kind, |c| c.rejected += 1),
-                Machine::Ring(m) => m.core.count(kind, |c| c.rejected += 1),
-            }
+            self.core_mut().count(kind, |c| c.rejected += 1);
         }
         Ok(reply)
     }
@@ -388,10 +388,7 @@ impl Machine {
 
     /// Takes the messages to send.
     pub fn drain(&mut self) -> Vec<Envelope> {
-        match self {
-            Machine::Bully(m) => m.core.drain(),
-            Machine::Ring(m) => m.core.drain(),
-        }
+        self.core_mut().drain()
     }
 
     /// Checks what every message must satisfy before the algorithm sees it.

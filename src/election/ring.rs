@@ -35,11 +35,6 @@ impl Ring {
         Self { core: Core::new(config, term), participant: None, deadline: None, announced: None }
     }
 
-    /// The shared state.
-    pub fn core(&self) -> &Core {
-        &self.core
-    }
-
     pub(crate) fn deadline(&self) -> Option<Duration> {
         self.deadline
     }
@@ -122,11 +117,7 @@ impl Ring {
         if !matches!(self.core.role(), Role::Follower | Role::Coordinator) {
             return;
         }
-        if self.core.tick(now) {
-            let reason = match self.core.coordinator() {
-                Some(c) => format!("coordinator {c} silent"),
-                None => "no coordinator".into(),
-            };
+        if let Some(reason) = self.core.tick(now) {
             self.start_election(now, reason);
         } else if let Some(c) = self.core.coordinator().filter(|&c| c < self.core.id())
             && self.participant.is_none()
