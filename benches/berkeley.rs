@@ -15,9 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-use synclab::berkeley_master::{Master, MasterConfig};
-use synclab::clock::ClockConfig;
-use synclab::live_clock::LiveClock;
+use synclab::berkeley::master::{Master, MasterConfig};
+use synclab_core::clock::ClockConfig;
+use synclab::clock::LiveClock;
 use synclab::proto::time::GetTimeRequest;
 use synclab::proto::time::time_service_client::TimeServiceClient;
 use synclab::proto::timestamp_to_nanos;
@@ -42,7 +42,7 @@ fn options() -> Options {
         let value = pair.get(1).unwrap_or_else(|| panic!("{} needs a value", pair[0]));
         match pair[0].as_str() {
             "--rounds" => o.rounds = value.parse().unwrap(),
-            "--interval" => o.interval = synclab::duration::parse_positive(value).unwrap(),
+            "--interval" => o.interval = synclab_core::duration::parse_positive(value).unwrap(),
             "--scale" => o.scale = value.parse().unwrap(),
             other => panic!("unknown option {other}"),
         }
@@ -65,7 +65,7 @@ fn start_slaves(specs: &[(String, i64, f64)]) -> Slaves {
         let config = ClockConfig { offset_nanos: *offset, drift_ppm: *drift, step_threshold_nanos: MS, max_slew_ppm: MAX_SLEW_PPM };
         let clock = LiveClock::new(name.as_str(), config).unwrap();
         let addr = runtime.block_on(async {
-            let routes = synclab::berkeley_slave::routes(clock.clone(), 3600 * SEC).await.unwrap();
+            let routes = synclab::berkeley::slave::routes(clock.clone(), 3600 * SEC).await.unwrap();
             let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tokio::spawn(synclab::server::serve(listener, routes, futures::future::pending()));
@@ -142,7 +142,7 @@ fn classroom_run(o: &Options) -> (Vec<(usize, f64)>, f64) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _in_runtime = rt.enter(); // channels start their workers on the runtime they are made in
     let clock = master_clock(MASTER_DRIFT_PPM);
-    let mut clients: Vec<_> = slaves.addrs.iter().map(|a| TimeServiceClient::new(synclab::client::channel(a, Duration::from_secs(1)).unwrap())).collect();
+    let mut clients: Vec<_> = slaves.addrs.iter().map(|a| TimeServiceClient::new(synclab::rpc::channel(a, Duration::from_secs(1)).unwrap())).collect();
     let good: Vec<&LiveClock> = slaves.clocks.iter().filter(|c| c.name() != "TAPMI").chain([&clock]).collect();
     let mean_true = |cs: &[&LiveClock]| cs.iter().map(|c| c.read().true_offset).sum::<f64>() / cs.len() as f64;
     let before = mean_true(&good);

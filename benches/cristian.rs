@@ -16,10 +16,10 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use synclab::client::CristianClient;
-use synclab::clock::ClockConfig;
-use synclab::cristian::Estimator;
-use synclab::live_clock::LiveClock;
+use synclab::cristian::CristianClient;
+use synclab_core::clock::ClockConfig;
+use synclab_core::cristian::Estimator;
+use synclab::clock::LiveClock;
 use synclab::proto::time::GetTimeRequest;
 use synclab::proto::time::GetTimeStringRequest;
 use synclab::proto::time::baseline_time_service_client::BaselineTimeServiceClient;
@@ -165,7 +165,7 @@ fn raw_tcp_rtt(rounds: usize) -> Stats {
 }
 
 async fn grpc_rtt(addr: &str, rounds: usize) -> Stats {
-    let mut client = TimeServiceClient::new(synclab::client::channel(addr, TIMEOUT).unwrap());
+    let mut client = TimeServiceClient::new(synclab::rpc::channel(addr, TIMEOUT).unwrap());
     let mut rtts = Vec::with_capacity(rounds);
     for i in 0..rounds + 1000 {
         let t = Instant::now();
@@ -216,7 +216,7 @@ async fn synclab_accuracy(addr: &str, syncs: usize, samples: usize) -> Accuracy 
 
 /// The classroom baseline: one sample, the time as a string, parsed inside the timed window.
 async fn seed_accuracy(addr: &str, syncs: usize) -> Stats {
-    let mut client = BaselineTimeServiceClient::new(synclab::client::channel(addr, TIMEOUT).unwrap());
+    let mut client = BaselineTimeServiceClient::new(synclab::rpc::channel(addr, TIMEOUT).unwrap());
     let mut errors = Vec::new();
     for i in 0..syncs {
         let offset = if i % 2 == 0 { 5 * SEC } else { -5 * SEC };

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use synclab::election::{Algorithm, NodeId};
-use synclab::election_cluster::{LocalCluster, agreed};
-use synclab::live_clock::host_now;
+use synclab_core::election::{Algorithm, NodeId};
+use synclab_harness::cluster::{LocalCluster, agreed};
+use synclab::clock::host_now;
 use synclab::proto::election as pb;
 use synclab::proto::election::election_service_client::ElectionServiceClient;
 use synclab::proto::timestamp_to_nanos;
@@ -39,7 +39,7 @@ fn options() -> Options {
         match pair[0].as_str() {
             "--mode" => o.mode = value.clone(),
             "--trials" => o.trials = value.parse().expect("--trials: a number"),
-            "--steady" => o.steady = synclab::duration::parse_positive(value).expect("--steady: a duration"),
+            "--steady" => o.steady = synclab_core::duration::parse_positive(value).expect("--steady: a duration"),
             other => panic!("unknown option {other}"),
         }
     }
@@ -253,7 +253,7 @@ async fn messages() {
             let survivors: Vec<NodeId> = (1..n).collect();
             c.stop(n).await;
             let before = tally(&c.states());
-            c.node(initiator).unwrap().hold_election();
+            c.node(initiator).unwrap().hold_election().await;
             c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.expect("agreement");
             tokio::time::sleep(timers[1]).await;
             let after = tally(&c.states());

@@ -7,14 +7,12 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use synclab::berkeley_master::{Master, MasterConfig, MasterService};
-use synclab::clock_service::ClockService;
-use synclab::config::{ClockArgs, LogArgs, parse_duration};
-use synclab::live_clock::{ClockSet, LiveClock};
-use synclab::proto::berkeley::berkeley_master_server::BerkeleyMasterServer;
-use synclab::proto::clock::clock_server::ClockServer;
-use synclab::{server, telemetry};
 use std::time::Duration;
+
+use synclab::berkeley::master::{self, Master, MasterConfig};
+use synclab::cli::{ClockArgs, LogArgs, parse_duration, parse_name};
+use synclab::clock::LiveClock;
+use synclab::{server, telemetry};
 
 /// The master clock of the Berkeley algorithm.
 #[derive(Debug, Parser)]
@@ -24,7 +22,7 @@ struct Args {
     #[arg(long, env = "SYNCLAB_LISTEN", default_value = "0.0.0.0:50052")]
     listen: String,
     /// The master's clock name.
-    #[arg(long, env = "SYNCLAB_NAME", default_value = "berkeley-master")]
+    #[arg(long, env = "SYNCLAB_NAME", default_value = "berkeley-master", value_parser = parse_name)]
     name: String,
     /// Time between rounds.
     #[arg(long, env = "SYNCLAB_INTERVAL", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
@@ -61,15 +59,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let master = Master::new(clock.clone(), config);
     let listener = server::bind(&args.listen).await?;
-    let (mut routes, _health) = server::base_routes()?;
-    routes
-        .add_service(BerkeleyMasterServer::new(MasterService::new(master.clone(), args.name.clone())))
-        .add_service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))));
+    let routes = master::routes(master.clone(), &args.name).await?;
     tracing::info!(addr = %listener.local_addr()?, interval = ?args.interval, tolerance = ?args.tolerance, "berkeley master listening");
 
     let stop = server::stop_on_signal();
     let rounds = tokio::spawn(master.run(stop.clone()));
-    server::serve(listener, routes.routes(), server::stopped(stop)).await?;
+    server::serve(listener, routes, server::stopped(stop)).await?;
     rounds.await.context("the round loop failed")?;
     tracing::info!("berkeley master stopped");
     Ok(())

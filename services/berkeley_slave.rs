@@ -7,17 +7,17 @@
 use std::time::Duration;
 
 use clap::Parser;
-use synclab::config::{ClockArgs, LogArgs, parse_duration};
-use synclab::duration::parse_signed_nanos;
-use synclab::live_clock::LiveClock;
-use synclab::{berkeley_slave, server, telemetry};
+use synclab::berkeley::slave;
+use synclab::cli::{ClockArgs, LogArgs, parse_duration, parse_name, parse_positive_nanos};
+use synclab::clock::LiveClock;
+use synclab::{server, telemetry};
 
 /// A slave clock of the Berkeley algorithm.
 #[derive(Debug, Parser)]
 #[command(name = "berkeley-slave", version)]
 struct Args {
     /// The slave's name, unique in its group (e.g. KMC).
-    #[arg(long, env = "SYNCLAB_NAME")]
+    #[arg(long, env = "SYNCLAB_NAME", value_parser = parse_name)]
     name: String,
     /// The master, as host:port.
     #[arg(long, env = "SYNCLAB_MASTER", default_value = "berkeley-master:50052")]
@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, env = "SYNCLAB_ADVERTISE")]
     advertise: Option<String>,
     /// Largest adjustment accepted from the master; larger ones are refused.
-    #[arg(long, env = "SYNCLAB_MAX_ADJUSTMENT", value_name = "DURATION", default_value = "1h", value_parser = parse_max)]
+    #[arg(long, env = "SYNCLAB_MAX_ADJUSTMENT", value_name = "DURATION", default_value = "1h", value_parser = parse_positive_nanos)]
     max_adjustment: i64,
     /// Deadline of each registration call.
     #[arg(long, env = "SYNCLAB_TIMEOUT", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
@@ -40,14 +40,6 @@ struct Args {
     log: LogArgs,
 }
 
-fn parse_max(text: &str) -> Result<i64, String> {
-    match parse_signed_nanos(text) {
-        Ok(n) if n > 0 => Ok(n),
-        Ok(_) => Err(format!("'{text}' must be positive")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
 }
@@ -56,18 +48,15 @@ fn host_name() -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log.log_format, &args.log.log_level)?;
-    if !synclab::berkeley_master::valid_name(&args.name) {
-        anyhow::bail!("invalid value '{}' for '--name': use 1 to 64 letters, digits, '-', '_' or '.'", args.name);
-    }
     let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
     let listener = server::bind(&args.listen).await?;
     let port = listener.local_addr()?.port();
     let advertise = args.advertise.clone().unwrap_or_else(|| format!("{}:{port}", host_name()));
-    let routes = berkeley_slave::routes(clock, args.max_adjustment).await?;
+    let routes = slave::routes(clock, args.max_adjustment).await?;
     tracing::info!(name = %args.name, addr = %listener.local_addr()?, %advertise, master = %args.master, "berkeley slave listening");
 
     let stop = server::stop_on_signal();
-    tokio::spawn(berkeley_slave::keep_registered(args.master.clone(), args.name.clone(), advertise, args.timeout, stop.clone()));
+    tokio::spawn(slave::keep_registered(args.master.clone(), args.name.clone(), advertise, args.timeout, stop.clone()));
     server::serve(listener, routes, server::stopped(stop)).await?;
     tracing::info!("berkeley slave stopped");
     Ok(())

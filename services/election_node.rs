@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use synclab::config::{LogArgs, parse_duration};
-use synclab::election::{Algorithm, NodeId};
-use synclab::election_node::{ElectionNode, NodeConfig, parse_id, parse_peers};
+use std::collections::BTreeMap;
+
+use synclab::cli::{LogArgs, named, parse_duration, parse_id, parse_peers};
+use synclab::election::{ElectionNode, NodeConfig};
 use synclab::{server, telemetry};
+use synclab_core::election::{Algorithm, NodeId};
 
 /// A node of a leader election.
 #[derive(Debug, Parser)]
@@ -25,10 +27,10 @@ struct Args {
     listen: String,
     /// Every member of the group as ID=HOST:PORT, comma-separated (this node may be listed too), e.g.
     /// 1=node-1:50054,2=node-2:50054,3=node-3:50054.
-    #[arg(long, env = "SYNCLAB_PEERS", value_name = "ID=HOST:PORT,...")]
-    peers: String,
+    #[arg(long, env = "SYNCLAB_PEERS", value_name = "ID=HOST:PORT,...", value_parser = parse_peers)]
+    peers: BTreeMap<NodeId, String>,
     /// The election algorithm; every member of a group must run the same one.
-    #[arg(long, env = "SYNCLAB_ALGORITHM", value_enum, default_value_t = Algorithm::Bully)]
+    #[arg(long, env = "SYNCLAB_ALGORITHM", value_parser = named::<Algorithm>(), default_value = "bully")]
     algorithm: Algorithm,
     /// Directory of the state file that keeps this node's term across restarts (omit: memory only).
     #[arg(long, env = "SYNCLAB_STATE_DIR", value_name = "DIR")]
@@ -51,10 +53,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log.log_format, &args.log.log_level)?;
-    let peers = parse_peers(&args.peers)?;
     let node = ElectionNode::new(NodeConfig {
         id: args.id,
-        peers,
+        peers: args.peers.clone(),
         algorithm: args.algorithm,
         heartbeat: args.heartbeat,
         timeout: args.timeout,
@@ -63,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let listener = server::bind(&args.listen).await?;
     tracing::info!(id = args.id, algorithm = %args.algorithm, addr = %listener.local_addr()?, "election node listening");
-    let routes = synclab::election_node::routes(&node).await?;
+    let routes = synclab::election::routes(&node).await?;
     let stop = server::stop_on_signal();
     let running = tokio::spawn(node.run(stop.clone()));
     server::serve(listener, routes, server::stopped(stop)).await?;

@@ -6,9 +6,10 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use synclab::config::{ClockArgs, LogArgs};
-use synclab::live_clock::LiveClock;
-use synclab::{server, telemetry, time_service};
+use synclab::cli::{ClockArgs, LogArgs, parse_nonnegative_nanos};
+use synclab::clock::LiveClock;
+use synclab::{cristian, server, telemetry};
+use synclab_core::duration::format_nanos;
 
 /// synclab's time server for Cristian's algorithm.
 #[derive(Debug, Parser)]
@@ -21,8 +22,8 @@ struct Args {
     #[arg(long, env = "SYNCLAB_NAME", default_value = "time-server")]
     name: String,
     /// How far this server's clock may be from true time, as told to clients (added to their bound).
-    #[arg(long, env = "SYNCLAB_ROOT_DISPERSION", value_name = "DURATION", default_value = "0", value_parser = parse_dispersion)]
-    root_dispersion: u64,
+    #[arg(long, env = "SYNCLAB_ROOT_DISPERSION", value_name = "DURATION", default_value = "0", value_parser = parse_nonnegative_nanos)]
+    root_dispersion: i64,
     /// Runtime worker threads; 0 runs everything on one thread, which gives the lowest and steadiest
     /// latency (and so the best sync accuracy).
     #[arg(long, env = "SYNCLAB_WORKER_THREADS", default_value_t = 0)]
@@ -31,14 +32,6 @@ struct Args {
     clock: ClockArgs,
     #[command(flatten)]
     log: LogArgs,
-}
-
-fn parse_dispersion(text: &str) -> Result<u64, String> {
-    match synclab::duration::parse_signed_nanos(text) {
-        Ok(n) if n >= 0 => Ok(n as u64),
-        Ok(_) => Err(format!("'{text}' is negative")),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,11 +49,11 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
     let listener = server::bind(&args.listen).await?;
-    let routes = time_service::routes(clock, args.root_dispersion).await?;
+    let routes = cristian::routes(clock, args.root_dispersion.unsigned_abs()).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         name = %args.name,
-        clock_offset = %synclab::duration::format_nanos(args.clock.clock_offset as f64),
+        clock_offset = %format_nanos(args.clock.clock_offset as f64),
         clock_drift_ppm = args.clock.clock_drift_ppm,
         "time server listening"
     );

@@ -1,27 +1,28 @@
 //! synclab: clock synchronization and leader election as real, networked gRPC services.
 //!
-//! The algorithms are sans-I/O: [`clock`], [`cristian`], [`berkeley`] and [`election`] are pure state and
-//! maths with time passed in (the election state machines take messages and timer ticks and return the
-//! messages to send). The modules around them are thin: [`live_clock`] feeds the clocks the host's real
-//! time, [`server`], [`time_service`], [`clock_service`], [`berkeley_master`], [`berkeley_slave`] and
-//! [`election_node`] serve them over gRPC, [`wire`] takes timestamps at the socket, [`client`] syncs a
-//! clock against a time server, and [`election_cluster`] runs a group of election nodes in one process.
+//! This crate is the I/O shell around the algorithms of `synclab_core`, which take time as an argument
+//! and never touch a socket. Each algorithm is readable in two places: its rules in the core crate and
+//! its service here, in one folder.
+//!
+//! - [`cristian`]: the time server (`TimeService`) and the client that syncs a device's clock.
+//! - [`berkeley`]: the master that runs the rounds and the slaves it keeps together.
+//! - [`election`]: the election node that feeds a Bully or Ring machine from gRPC, and its state file.
+//! - [`clock`]: virtual clocks driven by the host's real time, and `Clock/Read`, their ground truth.
+//! - [`net`]: timestamps taken at the socket (HTTP/2 frame heads, the stamp bookkeeping, the kernel's
+//!   receive timestamps).
+//! - [`server`] and [`rpc`]: what every server and every client shares (reflection, health, shutdown;
+//!   channels and deadlines).
+//! - [`cli`]: every flag and its validation, named alike across the binaries in `services/`.
+//! - [`proto`]: the generated gRPC code; [`telemetry`]: logging.
 
 pub mod berkeley;
-pub mod berkeley_master;
-pub mod berkeley_slave;
-pub mod client;
+pub mod cli;
 pub mod clock;
-pub mod clock_service;
-pub mod config;
 pub mod cristian;
-pub mod duration;
 pub mod election;
-pub mod election_cluster;
-pub mod election_node;
-pub mod live_clock;
+mod lock;
+pub mod net;
 pub mod proto;
+pub mod rpc;
 pub mod server;
 pub mod telemetry;
-pub mod time_service;
-pub mod wire;

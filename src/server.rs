@@ -1,5 +1,5 @@
 //! What every synclab server shares: a listener whose connections stamp requests and answers at the
-//! socket ([`crate::wire`]), gRPC reflection (v1 and v1alpha), `grpc.health.v1`, and a clean shutdown on
+//! socket ([`crate::net`]), gRPC reflection (v1 and v1alpha), `grpc.health.v1`, and a clean shutdown on
 //! SIGTERM or SIGINT.
 
 use std::future::Future;
@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::server::HealthReporter;
 
-use crate::wire::StampedStream;
+use crate::net::StampedStream;
 
 /// Why a server could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use synclab::berkeley_master::{Master, MasterConfig, MasterService};
-use synclab::clock::ClockConfig;
-use synclab::clock_service::ClockService;
-use synclab::live_clock::{ClockSet, LiveClock};
+use synclab::berkeley::master::{Master, MasterConfig, MasterService};
+use synclab_core::clock::ClockConfig;
+use synclab::clock::ClockService;
+use synclab::clock::{ClockSet, LiveClock};
 use synclab::proto::clock::clock_server::ClockServer;
 use synclab::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
 use synclab::proto::berkeley::berkeley_master_server::BerkeleyMasterServer;
@@ -51,7 +51,7 @@ fn group_clock(offset_nanos: i64, drift_ppm: f64) -> ClockConfig {
 
 async fn start_slave(name: &'static str, offset: i64, drift_ppm: f64) -> Slave {
     let clock = LiveClock::new(name, group_clock(offset, drift_ppm)).unwrap();
-    let routes = synclab::berkeley_slave::routes(clock.clone(), 3600 * SEC).await.unwrap();
+    let routes = synclab::berkeley::slave::routes(clock.clone(), 3600 * SEC).await.unwrap();
     let server = serve(routes, "127.0.0.1:0").await;
     Slave { name, clock, server: Some(server) }
 }
@@ -127,7 +127,7 @@ async fn four_lines_converge_and_the_wild_clock_is_left_out_of_the_average() {
     tokio::time::sleep(Duration::from_millis(50)).await; // the last round's slews done
     let mut offsets = Vec::new();
     for addr in &addrs {
-        offsets.push(synclab::client::read_clock(addr, "", Duration::from_secs(1)).await.unwrap().true_offset_nanos as f64);
+        offsets.push(synclab::rpc::read_clock(addr, "", Duration::from_secs(1)).await.unwrap().true_offset_nanos as f64);
     }
     let observed = offsets.iter().copied().fold(f64::MIN, f64::max) - offsets.iter().copied().fold(f64::MAX, f64::min);
     assert!(observed <= allowed_spread(&round), "Clock/Read shows offsets {offsets:?} after {round:?}");
@@ -174,7 +174,7 @@ async fn slaves_register_themselves_and_find_a_restarted_master() {
     let (stop_tx, stop_rx) = watch::channel(false);
     for s in &slaves {
         let advertise = s.server.as_ref().unwrap().addr.to_string();
-        tokio::spawn(synclab::berkeley_slave::keep_registered(addr.clone(), s.name.into(), advertise, Duration::from_millis(300), stop_rx.clone()));
+        tokio::spawn(synclab::berkeley::slave::keep_registered(addr.clone(), s.name.into(), advertise, Duration::from_millis(300), stop_rx.clone()));
     }
     wait_for(|| master.members().len() == 4, "all four registered").await;
 
@@ -200,7 +200,7 @@ async fn wait_for(done: impl Fn() -> bool, what: &str) {
 #[tokio::test]
 async fn bad_registrations_and_adjustments_are_refused_without_harm() {
     let (master, server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
-    let mut client = BerkeleyMasterClient::new(synclab::client::channel(&server.addr.to_string(), Duration::from_secs(1)).unwrap());
+    let mut client = BerkeleyMasterClient::new(synclab::rpc::channel(&server.addr.to_string(), Duration::from_secs(1)).unwrap());
     for (name, address) in [("", "127.0.0.1:1"), ("a b", "127.0.0.1:1"), (&*"x".repeat(65), "127.0.0.1:1"), ("KMC", "not an address")] {
         let status = client.register(RegisterRequest { name: name.into(), address: address.into() }).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{name:?} {address:?}: {status:?}");
@@ -221,7 +221,7 @@ async fn bad_registrations_and_adjustments_are_refused_without_harm() {
     assert_eq!(master.members()[0].address, addr, "the live member keeps its name and address");
 
     // A slave refuses an adjustment beyond its bound (1 h here) and keeps its clock.
-    let mut slave_client = BerkeleySlaveClient::new(synclab::client::channel(&addr, Duration::from_secs(1)).unwrap());
+    let mut slave_client = BerkeleySlaveClient::new(synclab::rpc::channel(&addr, Duration::from_secs(1)).unwrap());
     let before = slave.clock.read();
     let status = slave_client.adjust(AdjustRequest { adjustment_nanos: 2 * 3600 * SEC, round: 1 }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -236,7 +236,7 @@ async fn watchers_see_every_round() {
     let (master, server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
     let slave = start_slave("SOLS", 200 * MS, 0.0).await;
     master.register("SOLS", &slave.server.as_ref().unwrap().addr.to_string()).unwrap();
-    let mut client = BerkeleyMasterClient::new(synclab::client::channel(&server.addr.to_string(), Duration::from_secs(5)).unwrap());
+    let mut client = BerkeleyMasterClient::new(synclab::rpc::channel(&server.addr.to_string(), Duration::from_secs(5)).unwrap());
     let mut rounds = client.watch_rounds(WatchRoundsRequest {}).await.unwrap().into_inner();
     tokio::time::sleep(Duration::from_millis(50)).await;
     master.run_round().await;

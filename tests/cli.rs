@@ -214,7 +214,7 @@ fn election_node_refuses_bad_flags_by_name() {
         (&["--id", "0", "--peers", peers], "node id 0 is not positive"),
         (&["--id", "x", "--peers", peers], "'--id"),
         (&["--id", "3", "--peers", peers], "this node's id 3 is not in the group"),
-        (&["--id", "1", "--peers", "1=a:1,2"], "'--peers': '2' is not ID=HOST:PORT"),
+        (&["--id", "1", "--peers", "1=a:1,2"], "'2' is not ID=HOST:PORT"),
         (&["--id", "1", "--peers", "1=a:1,1=b:2"], "node 1 is listed twice"),
         (&["--id", "1", "--peers", "1=a:1,-2=b:2"], "node id -2 is not positive"),
         (&["--id", "1", "--peers", "1=a:1,2=nohost"], "HOST:PORT"),

@@ -6,9 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, clock, free_port};
-use synclab::client::{ClientError, CristianClient, check_health, read_clock};
-use synclab::clock::AdjustmentKind;
-use synclab::cristian::{CristianError, Estimator};
+use synclab::cristian::{CristianClient, SyncError};
+use synclab::rpc::{RpcError, check_health, read_clock};
+use synclab_core::clock::AdjustmentKind;
+use synclab_core::cristian::{CristianError, Estimator};
 use synclab::proto::time::time_service_client::TimeServiceClient;
 use synclab::proto::time::time_service_server::{TimeService, TimeServiceServer};
 use synclab::proto::time::{GetTimeRequest, GetTimeResponse};
@@ -66,7 +67,7 @@ async fn two_devices_syncing_at_once_end_up_agreeing() {
 #[tokio::test]
 async fn a_server_with_a_wrong_clock_is_followed() {
     // Clients sync to the server, not to true time: a server 1 s ahead takes them 1 s ahead.
-    let server = TestServer::with_clock(synclab::clock::ClockConfig { offset_nanos: SEC, ..Default::default() }).await;
+    let server = TestServer::with_clock(synclab_core::clock::ClockConfig { offset_nanos: SEC, ..Default::default() }).await;
     let device = clock("laptop", 0, 0.0);
     let mut client = CristianClient::new(&server.url(), Duration::from_secs(2)).unwrap();
     let report = client.sync(&device, 8, Estimator::Ntp).await.unwrap();
@@ -81,13 +82,13 @@ async fn the_server_serves_ground_truth_health_and_both_reflection_versions() {
     assert_eq!(reading.clock, "time-server");
     assert_eq!(reading.true_offset_nanos, 0);
     let err = read_clock(&server.url(), "nope", timeout).await.unwrap_err();
-    assert!(matches!(err, ClientError::Rpc { code: Code::NotFound, .. }), "{err}");
+    assert!(matches!(err, RpcError::Rpc { code: Code::NotFound, .. }), "{err}");
 
     for service in ["", "synclab.time.v1.TimeService", "synclab.clock.v1.Clock"] {
         assert_eq!(check_health(&server.url(), service, timeout).await.unwrap(), ServingStatus::Serving, "{service}");
     }
 
-    let channel = synclab::client::channel(&server.url(), timeout).unwrap();
+    let channel = synclab::rpc::channel(&server.url(), timeout).unwrap();
     let want = ["grpc.health.v1.Health", "synclab.clock.v1.Clock", "synclab.time.v1.TimeService"];
     {
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -119,7 +120,7 @@ async fn the_server_serves_ground_truth_health_and_both_reflection_versions() {
 #[tokio::test]
 async fn a_malformed_request_timestamp_is_invalid_argument() {
     let server = TestServer::start().await;
-    let mut client = TimeServiceClient::new(synclab::client::channel(&server.url(), Duration::from_secs(2)).unwrap());
+    let mut client = TimeServiceClient::new(synclab::rpc::channel(&server.url(), Duration::from_secs(2)).unwrap());
     let bad = prost_types::Timestamp { seconds: 1, nanos: -5 };
     let status = client.get_time(GetTimeRequest { client_send_time: Some(bad) }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -143,7 +144,7 @@ enum Lie {
 #[tonic::async_trait]
 impl TimeService for Lie {
     async fn get_time(&self, request: Request<GetTimeRequest>) -> Result<Response<GetTimeResponse>, Status> {
-        let now = synclab::live_clock::host_now();
+        let now = synclab::clock::host_now();
         let mut r = GetTimeResponse {
             receive_time: Some(nanos_to_timestamp(now)),
             transmit_time: Some(nanos_to_timestamp(now + 1_000)),
@@ -174,12 +175,12 @@ async fn impossible_answers_are_refused_and_leave_the_clock_alone() {
         let mut client = CristianClient::new(&addr.to_string(), Duration::from_secs(2)).unwrap();
         let err = client.sync(&device, 4, Estimator::Ntp).await.unwrap_err();
         let expected = match lie {
-            Lie::BadNanos => matches!(err, ClientError::BadTimestamp { source: TimestampError::BadNanos { .. }, .. }),
-            Lie::TransmitBeforeReceive => matches!(err, ClientError::BadExchange { source: CristianError::NegativeProcessing(_), .. }),
-            Lie::HeldLongerThanRoundTrip => matches!(err, ClientError::BadExchange { source: CristianError::ProcessingLongerThanRoundTrip { .. }, .. }),
-            Lie::NoTransmitTime => matches!(err, ClientError::BadTimestamp { source: TimestampError::Missing("transmit_time"), .. }),
-            Lie::WrongOrigin => matches!(err, ClientError::Mismatch { .. }),
-            Lie::BeforeEpoch => matches!(err, ClientError::BadTimestamp { source: TimestampError::OutOfRange { .. }, .. }),
+            Lie::BadNanos => matches!(err, SyncError::BadTimestamp { source: TimestampError::BadNanos { .. }, .. }),
+            Lie::TransmitBeforeReceive => matches!(err, SyncError::BadExchange { source: CristianError::NegativeProcessing(_), .. }),
+            Lie::HeldLongerThanRoundTrip => matches!(err, SyncError::BadExchange { source: CristianError::ProcessingLongerThanRoundTrip { .. }, .. }),
+            Lie::NoTransmitTime => matches!(err, SyncError::BadTimestamp { source: TimestampError::Missing("transmit_time"), .. }),
+            Lie::WrongOrigin => matches!(err, SyncError::Mismatch { .. }),
+            Lie::BeforeEpoch => matches!(err, SyncError::BadTimestamp { source: TimestampError::OutOfRange { .. }, .. }),
         };
         assert!(expected, "unexpected error: {err}");
         assert_eq!(device.read().adjustments, 0, "a refused sync must not touch the clock");
@@ -202,7 +203,7 @@ async fn a_stalled_server_costs_one_timeout() {
     let mut client = CristianClient::new(&addr.to_string(), Duration::from_millis(300)).unwrap();
     let started = Instant::now();
     let err = client.sync(&device, 8, Estimator::Ntp).await.unwrap_err();
-    assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+    assert!(matches!(err, SyncError::Rpc(RpcError::Timeout { .. })), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     assert_eq!(device.read().adjustments, 0);
     hold.abort();
@@ -214,7 +215,7 @@ async fn an_unreachable_server_is_a_clear_error() {
     let device = clock("laptop", SEC, 0.0);
     let mut client = CristianClient::new(&format!("127.0.0.1:{port}"), Duration::from_millis(500)).unwrap();
     let err = client.sync(&device, 8, Estimator::Ntp).await.unwrap_err();
-    assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
+    assert!(matches!(err, SyncError::Rpc(RpcError::Unreachable { .. })), "{err}");
     assert!(err.to_string().contains(&port.to_string()), "{err}");
     assert_eq!(check_health(&format!("127.0.0.1:{port}"), "", Duration::from_millis(500)).await.is_err(), true);
 }
@@ -223,7 +224,7 @@ async fn an_unreachable_server_is_a_clear_error() {
 fn bad_addresses_are_refused_up_front() {
     for addr in ["", "http://", "not a host:port", "localhost"] {
         let err = CristianClient::new(addr, Duration::from_secs(1)).unwrap_err();
-        assert!(matches!(err, ClientError::BadAddress { .. }), "{addr}: {err}");
+        assert!(matches!(err, RpcError::BadAddress { .. }), "{addr}: {err}");
     }
 }
 

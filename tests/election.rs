@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use synclab::election::{Algorithm, NodeId};
-use synclab::election_cluster::LocalCluster;
+use synclab_core::election::{Algorithm, NodeId};
+use synclab_harness::cluster::LocalCluster;
 use synclab::proto::election as pb;
 use synclab::proto::election::election_service_client::ElectionServiceClient;
 

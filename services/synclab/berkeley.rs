@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use synclab::client::{channel, read_clock};
-use synclab::duration::format_nanos;
+use synclab::cli::{parse_duration, parse_member};
+use synclab::rpc::{channel, read_clock, request};
+use synclab_core::duration::format_nanos;
 use synclab::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
 use synclab::proto::berkeley::{Round, StatusRequest, StatusResponse, WatchRoundsRequest};
 use synclab::proto::{format_rfc3339, timestamp_to_nanos};
@@ -21,7 +22,7 @@ pub struct BerkeleyArgs {
     #[arg(long = "member", value_name = "NAME=HOST:PORT", value_parser = parse_member, global = true)]
     members: Vec<(String, String)>,
     /// Deadline of each call.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = synclab::config::parse_duration, global = true)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, global = true)]
     timeout: Duration,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
@@ -36,21 +37,12 @@ enum BerkeleyCommand {
     Watch,
 }
 
-fn parse_member(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((name, addr)) if !name.is_empty() && !addr.is_empty() => Ok((name.to_string(), addr.to_string())),
-        _ => Err(format!("'{text}' is not NAME=HOST:PORT")),
-    }
-}
-
 pub async fn run(args: BerkeleyArgs) -> anyhow::Result<()> {
     let mut client = BerkeleyMasterClient::new(channel(&args.master, args.timeout)?);
     let overrides: HashMap<String, String> = args.members.iter().cloned().collect();
     match args.command {
         BerkeleyCommand::Status => {
-            let mut request = tonic::Request::new(StatusRequest {});
-            request.set_timeout(args.timeout);
-            let status = client.status(request).await.map_err(|s| anyhow::anyhow!("{}: {}", args.master, s.message()))?.into_inner();
+            let status = client.status(request(StatusRequest {}, args.timeout)).await.map_err(|s| anyhow::anyhow!("{}: {}", args.master, s.message()))?.into_inner();
             show(&args, &overrides, &status, status.last_round.as_ref()).await;
         }
         BerkeleyCommand::Watch => {
@@ -60,9 +52,7 @@ pub async fn run(args: BerkeleyArgs) -> anyhow::Result<()> {
                 .map_err(|s| anyhow::anyhow!("{}: {}", args.master, s.message()))?
                 .into_inner();
             while let Some(round) = rounds.message().await.map_err(|s| anyhow::anyhow!("{}: {}", args.master, s.message()))? {
-                let mut request = tonic::Request::new(StatusRequest {});
-                request.set_timeout(args.timeout);
-                let status = client.status(request).await.map(|r| r.into_inner()).unwrap_or_default();
+                let status = client.status(request(StatusRequest {}, args.timeout)).await.map(|r| r.into_inner()).unwrap_or_default();
                 show(&args, &overrides, &status, Some(&round)).await;
             }
         }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use synclab::client::channel;
+use synclab::cli::parse_duration;
+use synclab::election::agreement;
+use synclab::rpc::{channel, request};
 use synclab::proto::election::election_service_client::ElectionServiceClient;
 use synclab::proto::election::{GetStateRequest, NodeState, Role};
 use synclab::proto::{format_rfc3339, timestamp_to_nanos};
@@ -22,10 +24,10 @@ pub struct ElectionArgs {
     )]
     nodes: Vec<String>,
     /// Deadline of each call.
-    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = synclab::config::parse_duration, global = true)]
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration, global = true)]
     timeout: Duration,
     /// With watch: how often to poll.
-    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = synclab::config::parse_duration, global = true)]
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration, global = true)]
     interval: Duration,
     /// Print one JSON object per line instead of a table.
     #[arg(long, global = true)]
@@ -47,9 +49,7 @@ async fn poll(args: &ElectionArgs) -> Vec<Answer> {
     let calls = args.nodes.iter().map(|addr| async move {
         let result = async {
             let mut client = ElectionServiceClient::new(channel(addr, args.timeout).map_err(|e| e.to_string())?);
-            let mut request = tonic::Request::new(GetStateRequest {});
-            request.set_timeout(args.timeout);
-            match tokio::time::timeout(args.timeout, client.get_state(request)).await {
+            match tokio::time::timeout(args.timeout, client.get_state(request(GetStateRequest {}, args.timeout))).await {
                 Ok(Ok(state)) => Ok(state.into_inner()),
                 Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
                 Err(_) => Err(format!("no answer within {:?}", args.timeout)),
@@ -103,14 +103,12 @@ fn role_name(role: i32) -> &'static str {
 
 /// "coordinator 5 in term 9, agreed by all 5 reachable nodes", or what disagrees.
 fn verdict(answers: &[Answer]) -> String {
-    let states: Vec<&NodeState> = answers.iter().filter_map(|(_, r)| r.as_ref().ok()).collect();
-    let rulers: Vec<&NodeState> = states.iter().copied().filter(|s| s.role == Role::Coordinator as i32).collect();
-    let first = states.first().map(|s| (s.coordinator, s.term));
-    let agreed = states.iter().all(|s| Some((s.coordinator, s.term)) == first && s.coordinator != 0);
-    match (agreed, first, rulers.len()) {
-        (true, Some((c, t)), 1) => format!("coordinator {c} in term {t}, agreed by all {} reachable nodes", states.len()),
-        _ => {
-            let claims: Vec<String> = rulers.iter().map(|s| format!("node {} (term {})", s.id, s.term)).collect();
+    let states: Vec<NodeState> = answers.iter().filter_map(|(_, r)| r.as_ref().ok().cloned()).collect();
+    match agreement(&states) {
+        Some((c, t)) => format!("coordinator {c} in term {t}, agreed by all {} reachable nodes", states.len()),
+        None => {
+            let rulers = states.iter().filter(|s| s.role == Role::Coordinator as i32);
+            let claims: Vec<String> = rulers.map(|s| format!("node {} (term {})", s.id, s.term)).collect();
             format!("no agreement yet; coordinators: {}", if claims.is_empty() { "none".into() } else { claims.join(", ") })
         }
     }
@@ -143,7 +141,7 @@ fn show(args: &ElectionArgs, answers: &[Answer]) {
         }
         return;
     }
-    let now = synclab::live_clock::host_now();
+    let now = synclab::clock::host_now();
     println!("{}", format_rfc3339(now));
     println!("{:<4} {:<22} {:<12} {:>5} {:>5}  {:<34} MESSAGES sent/received", "NODE", "ADDRESS", "ROLE", "TERM", "COORD", "LAST ELECTION");
     for (addr, result) in answers {

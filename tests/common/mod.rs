@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use synclab::clock::ClockConfig;
-use synclab::live_clock::LiveClock;
+use synclab_core::clock::ClockConfig;
+use synclab::clock::LiveClock;
 use tokio::sync::oneshot;
 
 /// A time server running in this process on 127.0.0.1:0; stops when dropped.
@@ -25,7 +25,7 @@ impl TestServer {
         let clock = LiveClock::new("time-server", config).unwrap();
         let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let routes = synclab::time_service::routes(clock.clone(), 0).await.unwrap();
+        let routes = synclab::cristian::routes(clock.clone(), 0).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(synclab::server::serve(listener, routes, async move {
             let _ = stopped.await;

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::{Config, Core, Envelope, Kind, Message, NodeId, Reply, Role, SendError, Term};
+use super::{GroupConfig, Core, Envelope, Kind, Message, NodeId, Reply, Role, SendError, Term};
 
 /// A Bully node.
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ pub struct Bully {
 
 impl Bully {
     /// A node that has seen terms up to `term`.
-    pub fn new(config: Config, term: Term) -> Self {
+    pub fn new(config: GroupConfig, term: Term) -> Self {
         Self { core: Core::new(config, term), pending: BTreeSet::new(), tags: BTreeSet::new(), deadline: None }
     }
 

@@ -1,45 +1,33 @@
-//! Clients of synclab's services: Cristian sync against a time server, health checks, clock reads.
-//! Every call has a deadline; a dead or stalled server costs a timeout, never a hang.
+//! The client side of Cristian's algorithm: syncs one device's clock against a time server.
+//!
+//! It keeps a connection of its own, whose reads and writes are stamped ([`crate::net`]), so T1 and T4
+//! are the times the request left and the answer arrived at the socket, and it pairs each exchange with
+//! the answer's real transmit time that the server reports in its next answer (NTP's interleaved mode).
 
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
+use synclab_core::clock::{AdjustmentKind, ClockError};
+use synclab_core::cristian::{CristianError, Estimate, Estimator, Exchange, estimate};
+use tokio::net::TcpStream;
+use tonic::transport::Channel;
 
-use crate::clock::{AdjustmentKind, ClockError};
-use crate::cristian::{CristianError, Estimate, Estimator, Exchange, estimate};
-use crate::live_clock::LiveClock;
-use crate::proto::clock::clock_client::ClockClient;
-use crate::proto::clock::{ReadRequest, ReadResponse};
-use crate::proto::time::time_service_client::TimeServiceClient;
+use crate::clock::LiveClock;
+use crate::net::{ClientStamps, StampedStream};
 use crate::proto::time::GetTimeRequest;
+use crate::proto::time::time_service_client::TimeServiceClient;
 use crate::proto::{TimestampError, format_rfc3339, nanos_to_timestamp, timestamp_to_nanos};
-use crate::wire::{ClientStamps, StampedStream};
+use crate::rpc::{RpcError, endpoint, request, with_deadline};
 
-/// Why a call to a synclab server failed.
+/// Why a sync failed. Nothing is applied to the clock when it does.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The address does not parse as `host:port` or a URL.
-    #[error("'{addr}' is not a server address (expected host:port or http://host:port): {reason}")]
-    BadAddress { addr: String, reason: String },
-    /// No answer within the deadline.
-    #[error("{server} did not answer within {timeout:?}")]
-    Timeout { server: String, timeout: Duration },
-    /// The server could not be reached.
-    #[error("cannot reach {server}: {message}")]
-    Unreachable { server: String, message: String },
-    /// The server answered with an error.
-    #[error("{server} answered {code:?}: {message}")]
-    Rpc { server: String, code: Code, message: String },
+pub enum SyncError {
+    /// The call failed (unreachable, deadline, an error status).
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
     /// A timestamp in the answer is malformed or absurd.
     #[error("{server} sent a bad timestamp: {source}")]
     BadTimestamp { server: String, source: TimestampError },
@@ -52,59 +40,6 @@ pub enum ClientError {
     /// The correction could not be applied to the local clock.
     #[error("cannot correct the clock: {0}")]
     Clock(#[from] ClockError),
-}
-
-impl ClientError {
-    fn from_status(server: &str, timeout: Duration, status: Status) -> Self {
-        let server = server.to_string();
-        match status.code() {
-            Code::DeadlineExceeded => ClientError::Timeout { server, timeout },
-            // tonic reports its own client-side deadline as Cancelled("Timeout expired").
-            Code::Cancelled if status.message().contains("Timeout") => ClientError::Timeout { server, timeout },
-            Code::Unavailable => ClientError::Unreachable { server, message: status.message().to_string() },
-            code => ClientError::Rpc { server, code, message: status.message().to_string() },
-        }
-    }
-}
-
-/// Turns `host:port` or a URL into a URL tonic can dial.
-pub fn server_url(addr: &str) -> String {
-    if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") }
-}
-
-/// A channel to `addr` that connects on first use (and reconnects after failures), with `timeout` as the
-/// connect timeout and the deadline of every call made on it.
-pub fn channel(addr: &str, timeout: Duration) -> Result<Channel, ClientError> {
-    Ok(endpoint(addr, timeout)?.connect_lazy())
-}
-
-fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, ClientError> {
-    let endpoint = Endpoint::from_shared(server_url(addr))
-        .map_err(|e| ClientError::BadAddress { addr: addr.to_string(), reason: e.to_string() })?;
-    if endpoint.uri().host().is_none_or(str::is_empty) || endpoint.uri().port_u16().is_none() {
-        return Err(ClientError::BadAddress { addr: addr.to_string(), reason: "a host and a port are needed".into() });
-    }
-    Ok(endpoint.connect_timeout(timeout).timeout(timeout).tcp_nodelay(true))
-}
-
-/// Runs `call` with a deadline: the gRPC timeout header for the server and a local timer for a server
-/// that never answers at all.
-pub(crate) async fn with_deadline<T>(
-    server: &str,
-    timeout: Duration,
-    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
-) -> Result<T, ClientError> {
-    match tokio::time::timeout(timeout, call).await {
-        Err(_) => Err(ClientError::Timeout { server: server.to_string(), timeout }),
-        Ok(Err(status)) => Err(ClientError::from_status(server, timeout, status)),
-        Ok(Ok(response)) => Ok(response.into_inner()),
-    }
-}
-
-pub(crate) fn request<T>(message: T, timeout: Duration) -> Request<T> {
-    let mut request = Request::new(message);
-    request.set_timeout(timeout);
-    request
 }
 
 /// What one Cristian sync of one device did, in the units people read.
@@ -170,7 +105,7 @@ pub struct Sample {
 
 /// A Cristian client of one time server, for one device's clock.
 ///
-/// It keeps a connection of its own, whose reads and writes are stamped ([`crate::wire`]), so T1 and T4
+/// It keeps a connection of its own, whose reads and writes are stamped ([`crate::net`]), so T1 and T4
 /// are the times the request left and the answer arrived at the socket, and it pairs each exchange with
 /// the answer's real transmit time that the server reports in its next answer (NTP's interleaved mode).
 #[derive(Debug, Clone)]
@@ -183,7 +118,7 @@ pub struct CristianClient {
 
 impl CristianClient {
     /// A client of the time server at `server` (`host:port` or URL); `timeout` bounds every call.
-    pub fn new(server: &str, timeout: Duration) -> Result<Self, ClientError> {
+    pub fn new(server: &str, timeout: Duration) -> Result<Self, RpcError> {
         let endpoint = endpoint(server, timeout)?;
         let stamps = Arc::new(ClientStamps::default());
         let connector_stamps = stamps.clone();
@@ -210,7 +145,7 @@ impl CristianClient {
 
     /// One request and answer. T1 and T4 are read on `clock` at the socket; the round trip between them
     /// is measured on the monotonic clock.
-    pub async fn sample(&mut self, clock: &LiveClock) -> Result<Sample, ClientError> {
+    pub async fn sample(&mut self, clock: &LiveClock) -> Result<Sample, SyncError> {
         let base = clock.now();
         let base_instant = Instant::now();
         let origin = nanos_to_timestamp(base);
@@ -229,11 +164,11 @@ impl CristianClient {
         let kernel_t4 = self.stamps.received_by_kernel().filter(|&k| k >= i1 && k <= i4).map(|k| t1.saturating_add(nanos(k - i1)));
 
         let server = &self.server;
-        let bad = |source| ClientError::BadTimestamp { server: server.clone(), source };
+        let bad = |source| SyncError::BadTimestamp { server: server.clone(), source };
         let t2 = timestamp_to_nanos(answer.receive_time.as_ref(), "receive_time").map_err(bad)?;
         let t3 = timestamp_to_nanos(answer.transmit_time.as_ref(), "transmit_time").map_err(bad)?;
         if answer.origin_time.is_some_and(|o| o != origin) {
-            return Err(ClientError::Mismatch { server: server.clone() });
+            return Err(SyncError::Mismatch { server: server.clone() });
         }
         let previous = match (answer.previous_origin_time, answer.previous_transmit_time) {
             (Some(o), Some(t)) => Some((o, timestamp_to_nanos(Some(&t), "previous_transmit_time").map_err(bad)?)),
@@ -244,7 +179,7 @@ impl CristianClient {
             None => None,
         };
         let exchange = Exchange::new(t1, t2, t3, t4)
-            .map_err(|source| ClientError::BadExchange { server: server.clone(), source })?
+            .map_err(|source| SyncError::BadExchange { server: server.clone(), source })?
             .with_kernel_stamps(kernel_t2, kernel_t4);
         Ok(Sample {
             exchange,
@@ -263,7 +198,7 @@ impl CristianClient {
     /// Takes `samples` exchanges (one request more, for the last one's real transmit time), estimates the
     /// offset from the minimum-round-trip one, and corrects `clock` by it. Any failed request fails the
     /// sync, and nothing is applied.
-    pub async fn sync(&mut self, clock: &LiveClock, samples: usize, estimator: Estimator) -> Result<SyncReport, ClientError> {
+    pub async fn sync(&mut self, clock: &LiveClock, samples: usize, estimator: Estimator) -> Result<SyncReport, SyncError> {
         let samples = samples.max(1);
         let mut exchanges = Vec::with_capacity(samples);
         let mut interleaved = Vec::with_capacity(samples);
@@ -284,7 +219,7 @@ impl CristianClient {
         }
         let last = last.expect("at least one sample was taken");
         let est: Estimate = estimate(&exchanges, estimator, last.root_dispersion_nanos)
-            .map_err(|source| ClientError::BadExchange { server: self.server.clone(), source })?;
+            .map_err(|source| SyncError::BadExchange { server: self.server.clone(), source })?;
         let chosen = exchanges.iter().position(|e| e.round_trip() == est.round_trip_nanos).unwrap_or(0);
         let before = clock.read().true_offset;
         let adjustment = clock.adjust(est.offset_nanos.round() as i64)?;
@@ -310,19 +245,4 @@ impl CristianClient {
             synced_time: format_rfc3339(clock.now()),
         })
     }
-}
-
-/// Asks `addr` for its health (`service` empty for the server as a whole).
-pub async fn check_health(addr: &str, service: &str, timeout: Duration) -> Result<ServingStatus, ClientError> {
-    let mut client = HealthClient::new(channel(addr, timeout)?);
-    let req = request(HealthCheckRequest { service: service.to_string() }, timeout);
-    let answer = with_deadline(addr, timeout, client.check(req)).await?;
-    Ok(ServingStatus::try_from(answer.status).unwrap_or(ServingStatus::Unknown))
-}
-
-/// Reads the clock named `clock` (empty: the only one) at `addr`, with its ground truth.
-pub async fn read_clock(addr: &str, clock: &str, timeout: Duration) -> Result<ReadResponse, ClientError> {
-    let mut client = ClockClient::new(channel(addr, timeout)?);
-    let req = request(ReadRequest { clock: clock.to_string() }, timeout);
-    with_deadline(addr, timeout, client.read(req)).await
 }

@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
-use super::{Algorithm, Config, Envelope, Kind, Machine, NodeId, Reply, Role, SendError, Term};
+use synclab_core::election::{Algorithm, Envelope, GroupConfig, Kind, Machine, NodeId, Reply, Role, SendError, Term};
 
 /// A safety invariant that broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,8 +127,8 @@ impl Sim {
         sim
     }
 
-    fn node_config(config: &SimConfig, id: NodeId, ids: &[NodeId]) -> Config {
-        Config::new(id, ids.iter().copied(), config.heartbeat, config.timeout).expect("valid group")
+    fn node_config(config: &SimConfig, id: NodeId, ids: &[NodeId]) -> GroupConfig {
+        GroupConfig::new(id, ids.iter().copied(), config.heartbeat, config.timeout).expect("valid group")
     }
 
     /// The current simulated time.

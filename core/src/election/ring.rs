@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::{Config, Core, Envelope, Message, NodeId, Reply, Role, SendError, Term};
+use super::{GroupConfig, Core, Envelope, Message, NodeId, Reply, Role, SendError, Term};
 
 /// A Ring node.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ pub struct Ring {
 
 impl Ring {
     /// A node that has seen terms up to `term`.
-    pub fn new(config: Config, term: Term) -> Self {
+    pub fn new(config: GroupConfig, term: Term) -> Self {
         Self { core: Core::new(config, term), participant: None, deadline: None, announced: None }
     }
 

@@ -2,12 +2,15 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::live_clock::{LiveClock, host_now};
+use crate::clock::{ClockService, ClockSet, LiveClock, host_now};
 use crate::proto::time::baseline_time_service_server::BaselineTimeService;
 use crate::proto::time::time_service_server::TimeService;
 use crate::proto::time::{GetTimeRequest, GetTimeResponse, GetTimeStringRequest, GetTimeStringResponse};
 use crate::proto::{nanos_to_timestamp, timestamp_to_nanos};
-use crate::wire::ConnectionInfo;
+use crate::net::ConnectionInfo;
+use crate::proto::clock::clock_server::ClockServer;
+use crate::proto::time::baseline_time_service_server::BaselineTimeServiceServer;
+use crate::proto::time::time_service_server::TimeServiceServer;
 
 /// Answers `GetTime` from a virtual clock.
 #[derive(Debug, Clone)]
@@ -67,12 +70,6 @@ impl BaselineTimeService for TimeServer {
 /// Everything a time server serves: the time service and its baseline, `Clock/Read` for its clock,
 /// health (all SERVING) and reflection.
 pub async fn routes(clock: LiveClock, root_dispersion_nanos: u64) -> Result<tonic::service::Routes, crate::server::ServerError> {
-    use crate::clock_service::ClockService;
-    use crate::live_clock::ClockSet;
-    use crate::proto::clock::clock_server::ClockServer;
-    use crate::proto::time::baseline_time_service_server::BaselineTimeServiceServer;
-    use crate::proto::time::time_service_server::TimeServiceServer;
-
     let (mut routes, health) = crate::server::base_routes()?;
     let time = TimeServer::new(clock.clone(), root_dispersion_nanos);
     routes

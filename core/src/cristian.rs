@@ -134,7 +134,7 @@ impl Exchange {
 }
 
 /// Which formula turns the chosen exchange into an offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Estimator {
     /// NTP's four-timestamp θ (by the kernel's timestamps where they pass), bound ±δ/2 (plus how far the
@@ -143,6 +143,17 @@ pub enum Estimator {
     Ntp,
     /// Cristian's T3 + RTT/2, bound ±RTT/2.
     Cristian,
+}
+
+impl crate::Named for Estimator {
+    const ALL: &'static [Self] = &[Estimator::Ntp, Estimator::Cristian];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Estimator::Ntp => "ntp",
+            Estimator::Cristian => "cristian",
+        }
+    }
 }
 
 /// The result of a sync: which offset to apply and how sure it is.

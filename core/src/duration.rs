@@ -41,7 +41,7 @@ const UNITS: &[(&str, f64)] = &[
 /// Parses a signed duration into nanoseconds.
 ///
 /// ```
-/// use synclab::duration::parse_signed_nanos;
+/// use synclab_core::duration::parse_signed_nanos;
 /// assert_eq!(parse_signed_nanos("+2.5s"), Ok(2_500_000_000));
 /// assert_eq!(parse_signed_nanos("-300ms"), Ok(-300_000_000));
 /// assert_eq!(parse_signed_nanos("0"), Ok(0));

@@ -9,9 +9,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::election::{Algorithm, NodeId};
-use crate::election_node::{ElectionNode, NodeConfig, NodeError};
-use crate::proto::election as pb;
+use synclab::election::state::StateError;
+use synclab::election::{ElectionNode, NodeConfig, NodeError, agreement};
+use synclab::proto::election as pb;
+use synclab_core::election::{Algorithm, NodeId};
 
 struct Running {
     node: ElectionNode,
@@ -23,12 +24,7 @@ struct Running {
 /// Whether `states` are a settled group under `coordinator`: it rules, everyone else follows it, all in
 /// one term.
 pub fn agreed(states: &[pb::NodeState], coordinator: NodeId) -> bool {
-    !states.is_empty()
-        && states.iter().all(|s| s.coordinator == coordinator as i64 && s.term == states[0].term)
-        && states.iter().all(|s| {
-            let want = if s.id == coordinator as i64 { pb::Role::Coordinator } else { pb::Role::Follower };
-            s.role == want as i32
-        })
+    agreement(states).is_some_and(|(c, _)| c == coordinator)
 }
 
 /// Nodes `1..=n` on 127.0.0.1.
@@ -51,12 +47,12 @@ impl LocalCluster {
         let mut listeners = BTreeMap::new();
         let mut addresses = BTreeMap::new();
         for id in 1..=n {
-            let listener = crate::server::bind("127.0.0.1:0").await?;
-            let port = listener.local_addr().map_err(|e| NodeError::Peers(e.to_string()))?.port();
+            let listener = synclab::server::bind("127.0.0.1:0").await?;
+            let port = listener.local_addr().map_err(|e| NodeError::Server(synclab::server::ServerError::Bind { addr: "127.0.0.1:0".into(), source: e }))?.port();
             addresses.insert(id, format!("127.0.0.1:{port}"));
             listeners.insert(id, listener);
         }
-        std::fs::create_dir_all(&state_dir).map_err(|e| NodeError::State { path: state_dir.clone(), reason: e.to_string() })?;
+        std::fs::create_dir_all(&state_dir).map_err(|e| NodeError::State(StateError { path: state_dir.clone(), reason: e.to_string() }))?;
         let template = NodeConfig {
             id: 0,
             peers: addresses.clone(),
@@ -100,12 +96,12 @@ impl LocalCluster {
 
     async fn launch(&mut self, id: NodeId, listener: tokio::net::TcpListener) -> Result<(), NodeError> {
         let node = ElectionNode::new(NodeConfig { id, ..self.template.clone() })?;
-        let routes = crate::election_node::routes(&node).await?;
+        let routes = synclab::election::routes(&node).await?;
         let (stop, stopped) = watch::channel(false);
         let server = tokio::spawn({
             let stopped = stopped.clone();
             async move {
-                if let Err(e) = crate::server::serve(listener, routes, crate::server::stopped(stopped)).await {
+                if let Err(e) = synclab::server::serve(listener, routes, synclab::server::stopped(stopped)).await {
                     tracing::warn!(id, error = %e, "node server failed");
                 }
             }
@@ -130,7 +126,7 @@ impl LocalCluster {
     /// Starts node `id` again on its port, with the term from its state file.
     pub async fn restart(&mut self, id: NodeId) -> Result<(), NodeError> {
         self.stop(id).await;
-        let listener = crate::server::bind(&self.addresses[&id]).await?;
+        let listener = synclab::server::bind(&self.addresses[&id]).await?;
         self.launch(id, listener).await
     }
 

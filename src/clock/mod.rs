@@ -1,9 +1,16 @@
-//! The I/O edge of [`crate::clock`]: virtual clocks driven by the host's real time, shared between tasks.
+//! The I/O edge of `synclab_core::clock`: virtual clocks driven by the host's real time, shared between
+//! tasks, and `synclab.clock.v1.Clock` ([`service`]), which serves their ground truth.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::clock::{AdjustmentKind, ClockConfig, ClockError, VirtualClock};
+use synclab_core::clock::{AdjustmentKind, ClockConfig, ClockError, VirtualClock};
+
+use crate::lock::lock;
+
+pub mod service;
+
+pub use service::ClockService;
 
 /// The host's real time (CLOCK_REALTIME) in nanoseconds since the Unix epoch: the ground truth.
 pub fn host_now() -> i64 {
@@ -16,7 +23,7 @@ pub fn host_now() -> i64 {
 
 /// A clock reading with its ground truth, taken at one instant.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
+pub struct ClockReading {
     /// The clock's name.
     pub name: String,
     /// The virtual clock's reading, ns since the epoch.
@@ -52,8 +59,7 @@ impl LiveClock {
     }
 
     fn lock(&self) -> MutexGuard<'_, VirtualClock> {
-        // The clock's state is valid after any panic elsewhere (every method leaves it consistent).
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner)
     }
 
     /// The clock's name.
@@ -73,10 +79,10 @@ impl LiveClock {
     }
 
     /// Reads the clock and the host's real time at one instant.
-    pub fn read(&self) -> Reading {
+    pub fn read(&self) -> ClockReading {
         let clock = self.lock();
         let host = host_now();
-        Reading {
+        ClockReading {
             name: self.name.to_string(),
             clock: clock.read(host),
             host,

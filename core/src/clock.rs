@@ -5,7 +5,8 @@
 //! is always known: that is the ground truth `synclab.clock.v1.Clock/Read` serves.
 //!
 //! This module does no I/O: every method takes the host's real time (`host`, nanoseconds since the Unix
-//! epoch) as an argument, so it is exactly testable. [`crate::live_clock`] feeds it the real host time.
+//! epoch) as an argument, so it is exactly testable. The `synclab` crate's live clock feeds it
+//! the real host time.
 //!
 //! The model is piecewise linear. Between adjustments the clock's offset from true time changes at
 //! `drift_ppm + frequency_correction_ppm` (parts per million); a pending *slew* moves it further at up to
@@ -83,7 +84,9 @@ pub struct VirtualClock {
     steps: u64,
 }
 
-fn check_ppm(ppm: f64) -> Result<f64, ClockError> {
+/// Checks a drift or frequency correction: a number within ±[`MAX_DRIFT_PPM`]. The one rule for every
+/// flag and message that sets one.
+pub fn check_drift_ppm(ppm: f64) -> Result<f64, ClockError> {
     if ppm.is_finite() && ppm.abs() <= MAX_DRIFT_PPM { Ok(ppm) } else { Err(ClockError::DriftOutOfRange(ppm)) }
 }
 
@@ -94,7 +97,7 @@ fn check_offset(offset: f64) -> Result<(), ClockError> {
 impl VirtualClock {
     /// Starts a clock at host time `host` with the configured offset and drift.
     pub fn new(config: ClockConfig, host: i64) -> Result<Self, ClockError> {
-        check_ppm(config.drift_ppm)?;
+        check_drift_ppm(config.drift_ppm)?;
         if !(config.max_slew_ppm.is_finite() && config.max_slew_ppm > 0.0 && config.max_slew_ppm <= MAX_SLEW_PPM) {
             return Err(ClockError::SlewRateOutOfRange(config.max_slew_ppm));
         }
@@ -193,7 +196,7 @@ impl VirtualClock {
 
     /// Sets the frequency correction (ppm) the clock applies from `host` on, e.g. a drift estimate negated.
     pub fn set_frequency_correction(&mut self, host: i64, ppm: f64) -> Result<(), ClockError> {
-        check_ppm(ppm)?;
+        check_drift_ppm(ppm)?;
         self.reanchor(host);
         self.frequency_correction_ppm = ppm;
         Ok(())

@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use crate::live_clock::{ClockSet, ClockSetError};
+use super::{ClockSet, ClockSetError};
 use crate::proto::clock::clock_server::Clock;
 use crate::proto::clock::{ReadRequest, ReadResponse};
 use crate::proto::nanos_to_timestamp;

@@ -1,10 +1,11 @@
 //! The election state machines on the in-memory network: every failure the issue tracker names, with
-//! the safety invariants checked after every event (see [`super::sim`]).
+//! the safety invariants checked after every event (see [`synclab_harness::sim`]).
 
 use std::time::Duration;
 
-use super::sim::{Sim, SimConfig};
-use super::*;
+use synclab_core::Named;
+use synclab_core::election::*;
+use synclab_harness::sim::{self, Sim, SimConfig};
 
 const SETTLE: Duration = Duration::from_secs(5);
 
@@ -42,20 +43,6 @@ fn describe(sim: &Sim) -> String {
 }
 
 const BOTH: [Algorithm; 2] = [Algorithm::Bully, Algorithm::Ring];
-
-#[test]
-fn terms_are_owned_by_one_node_each() {
-    let members = [2, 5, 9];
-    for term in 0..30 {
-        let owner = owner(&members, term);
-        assert_eq!(members[(term % 3) as usize], owner);
-    }
-    for (id, after, want) in [(2, 0, 3), (5, 0, 1), (9, 0, 2), (9, 2, 5), (2, 3, 6), (5, 4, 7), (5, 6, 7)] {
-        let term = next_owned_term(&members, id, after);
-        assert_eq!(term, want, "next term of {id} after {after}");
-        assert_eq!(owner(&members, term), id);
-    }
-}
 
 #[test]
 fn a_fresh_group_elects_its_highest_id() {
@@ -352,20 +339,6 @@ fn bad_messages_are_refused_without_changing_state() {
         assert!(node.drain().is_empty());
     }
 }
-
-#[test]
-fn configs_are_checked() {
-    let hb = ms(50);
-    let to = ms(200);
-    assert_eq!(Config::new(0, [0, 1], hb, to), Err(ConfigError::ZeroId));
-    assert_eq!(Config::new(1, [1, 2, 2], hb, to), Err(ConfigError::Duplicate(2)));
-    assert_eq!(Config::new(3, [1, 2], hb, to), Err(ConfigError::NotMember(3)));
-    assert!(matches!(Config::new(1, [1, 2], to, to), Err(ConfigError::HeartbeatNotBelowTimeout { .. })));
-    assert_eq!(Config::new(2, [2, 1], hb, to).unwrap().members, vec![1, 2]);
-}
-
-
-
 
 /// Random crashes, restarts, pauses, cuts and loss, for a long simulated while: never two coordinators
 /// in a term, no term going back, and a settled group once the chaos stops.

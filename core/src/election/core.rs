@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Config, Count, Counters, Envelope, Kind, Message, NodeId, Rejection, Reply, Role, Term, next_owned_term, owner};
+use super::{GroupConfig, Count, Counters, Envelope, Kind, Message, NodeId, Rejection, Reply, Role, Term, next_owned_term, owner};
 
 /// The last election a node took part in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct ElectionTiming {
 /// Term, role, coordinator, heartbeat timers, counters and outbox.
 #[derive(Debug, Clone)]
 pub struct Core {
-    config: Config,
+    config: GroupConfig,
     term: Term,
     role: Role,
     coordinator: Option<NodeId>,
@@ -34,7 +34,7 @@ pub struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(config: Config, term: Term) -> Self {
+    pub(crate) fn new(config: GroupConfig, term: Term) -> Self {
         Self {
             config,
             term,
@@ -51,7 +51,7 @@ impl Core {
     }
 
     /// The node's settings.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &GroupConfig {
         &self.config
     }
     /// This node's id.
@@ -234,13 +234,14 @@ impl Core {
         None
     }
 
-    /// When [`Core::tick`] next has work.
-    pub(crate) fn next_wakeup(&self) -> Duration {
+    /// When [`Core::tick`] next has work; `None`: no timer of its own runs (an election's deadline
+    /// belongs to the algorithm).
+    pub(crate) fn next_wakeup(&self) -> Option<Duration> {
         match self.role {
-            Role::Follower if self.coordinator.is_none() => Duration::ZERO,
-            Role::Follower => self.next_heartbeat.min(self.last_heard + self.config.timeout),
-            Role::Coordinator => self.next_heartbeat,
-            Role::Candidate | Role::Waiting => Duration::MAX,
+            Role::Follower if self.coordinator.is_none() => Some(Duration::ZERO),
+            Role::Follower => Some(self.next_heartbeat.min(self.last_heard + self.config.timeout)),
+            Role::Coordinator => Some(self.next_heartbeat),
+            Role::Candidate | Role::Waiting => None,
         }
     }
 

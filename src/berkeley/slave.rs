@@ -8,18 +8,20 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::berkeley::FrequencyEstimator;
-use crate::clock::AdjustmentKind;
-use crate::clock_service::ClockService;
-use crate::client::{ClientError, channel, with_deadline};
-use crate::live_clock::{ClockSet, LiveClock, host_now};
+use synclab_core::berkeley::FrequencyEstimator;
+use synclab_core::clock::AdjustmentKind;
+use synclab_core::duration::format_nanos;
+
+use crate::clock::{ClockService, ClockSet, LiveClock, host_now};
+use crate::cristian::TimeServer;
+use crate::lock::lock;
 use crate::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
 use crate::proto::berkeley::berkeley_slave_server::{BerkeleySlave, BerkeleySlaveServer};
 use crate::proto::berkeley::{AdjustRequest, AdjustResponse, RegisterRequest, RegisterResponse};
 use crate::proto::clock::clock_server::ClockServer;
 use crate::proto::time::time_service_server::TimeServiceServer;
+use crate::rpc::{RpcError, channel, request, with_deadline};
 use crate::server::{ServerError, base_routes};
-use crate::time_service::TimeServer;
 
 /// Largest frequency correction a slave learns, in ppm: real oscillators are within a few hundred.
 const MAX_CORRECTION_PPM: f64 = 1000.0;
@@ -47,21 +49,21 @@ impl BerkeleySlave for SlaveService {
         if by.unsigned_abs() > self.max_adjustment_nanos.unsigned_abs() {
             return Err(Status::invalid_argument(format!(
                 "an adjustment of {} is beyond the ±{} this slave accepts (--max-adjustment)",
-                crate::duration::format_nanos(by as f64),
-                crate::duration::format_nanos(self.max_adjustment_nanos as f64).trim_start_matches('+')
+                format_nanos(by as f64),
+                format_nanos(self.max_adjustment_nanos as f64).trim_start_matches('+')
             )));
         }
         let kind = self.clock.adjust(by).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let stepped = kind == AdjustmentKind::Step;
         let ppm = {
-            let mut estimator = self.estimator.lock().unwrap_or_else(|p| p.into_inner());
+            let mut estimator = lock(&self.estimator);
             estimator.observe(host_now(), by as f64, stepped)
         };
         self.clock.with(|c, host| c.set_frequency_correction(host, ppm)).map_err(|e| Status::internal(e.to_string()))?;
         tracing::info!(
             clock = %self.clock.name(),
             round,
-            adjustment = %crate::duration::format_nanos(by as f64),
+            adjustment = %format_nanos(by as f64),
             stepped,
             frequency_correction_ppm = ppm,
             true_offset_us = self.clock.settled_offset() / 1e3,
@@ -84,11 +86,10 @@ pub async fn routes(clock: LiveClock, max_adjustment_nanos: i64) -> Result<tonic
 }
 
 /// Registers once.
-pub async fn register(master: &str, name: &str, advertise: &str, timeout: Duration) -> Result<RegisterResponse, ClientError> {
+pub async fn register(master: &str, name: &str, advertise: &str, timeout: Duration) -> Result<RegisterResponse, RpcError> {
     let mut client = BerkeleyMasterClient::new(channel(master, timeout)?);
-    let mut request = Request::new(RegisterRequest { name: name.to_string(), address: advertise.to_string() });
-    request.set_timeout(timeout);
-    with_deadline(master, timeout, client.register(request)).await
+    let message = RegisterRequest { name: name.to_string(), address: advertise.to_string() };
+    with_deadline(master, timeout, client.register(request(message, timeout))).await
 }
 
 /// Keeps the slave registered until `stop` turns true: retries with backoff (100 ms doubling to 5 s)

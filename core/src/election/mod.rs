@@ -1,0 +1,480 @@
+//! Leader election, sans-I/O: the [`bully`] and [`ring`] state machines behind one interface, [`Machine`].
+//!
+//! A state machine takes requests from peers ([`Machine::on_request`]), the outcome of its own sends
+//! ([`Machine::on_reply`]) and timer ticks ([`Machine::tick`]), always with the time passed in, and
+//! leaves the messages it wants sent in its outbox ([`Machine::drain`]). It never touches a socket,
+//! a clock or a thread: the `synclab` crate's election node feeds it from gRPC, and the
+//! `synclab-harness` crate's simulator from an in-memory network.
+//!
+//! The caller's contract, as raft-rs's `Ready` orders it: after every event, store
+//! [`Core::term`] if it rose, and only then send what [`Machine::drain`] returns or answer with the
+//! [`Reply`] the event gave.
+//!
+//! Every message carries a term. Each term has one possible owner ([`owner`]): with the group's ids
+//! sorted, the node of rank `r` may only claim terms `t` with `t % n == r`. A node only ever raises its
+//! term, refuses announcements older than its term, and a coordinator steps down when it sees a higher
+//! one. So no two nodes are ever coordinator in the same term, whatever the network loses.
+
+pub mod bully;
+pub mod ring;
+
+mod core;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use self::core::{Core, ElectionTiming};
+
+/// A node's id: a positive integer, unique in its group.
+pub type NodeId = u64;
+/// An epoch: every coordinator rules for one term, and terms only grow.
+pub type Term = u64;
+
+/// Which election algorithm a group runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Garcia-Molina's Bully algorithm: the highest live id bullies its way to coordinator.
+    Bully,
+    /// The Ring algorithm: an election message collects the live ids once around the ring.
+    Ring,
+}
+
+impl crate::Named for Algorithm {
+    const ALL: &'static [Self] = &[Algorithm::Bully, Algorithm::Ring];
+
+    /// The name used in flags, logs and `GetState`.
+    fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Bully => "bully",
+            Algorithm::Ring => "ring",
+        }
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(crate::Named::as_str(*self))
+    }
+}
+
+/// What a node does now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a coordinator (or, briefly, knows none and is about to run an election).
+    Follower,
+    /// Runs an election.
+    Candidate,
+    /// Bully: a higher node answered OK; waits for its announcement.
+    Waiting,
+    /// Is the coordinator.
+    Coordinator,
+}
+
+impl Role {
+    /// Lower-case name for logs and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Waiting => "waiting",
+            Role::Coordinator => "coordinator",
+        }
+    }
+}
+
+/// A protocol message, as a request from one node to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Bully: "I hold an election" (to every higher id); the reply is the OK answer.
+    Election { term: Term },
+    /// Bully: "I am the coordinator of `term`".
+    Coordinator { term: Term },
+    /// The heartbeat: the sender's term and the coordinator it follows.
+    Alive { term: Term, coordinator: Option<NodeId> },
+    /// Ring: the election message, with the ids collected so far (initiator first).
+    RingElection { term: Term, initiator: NodeId, ids: Vec<NodeId> },
+    /// Ring: the coordinator announcement.
+    RingCoordinator { term: Term, coordinator: NodeId, initiator: NodeId },
+}
+
+impl Message {
+    /// The message's type, for counters.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Election { .. } => Kind::Election,
+            Message::Coordinator { .. } => Kind::Coordinator,
+            Message::Alive { .. } => Kind::Alive,
+            Message::RingElection { .. } => Kind::RingElection,
+            Message::RingCoordinator { .. } => Kind::RingCoordinator,
+        }
+    }
+
+    /// The term the message carries.
+    pub fn term(&self) -> Term {
+        match self {
+            Message::Election { term }
+            | Message::Coordinator { term }
+            | Message::Alive { term, .. }
+            | Message::RingElection { term, .. }
+            | Message::RingCoordinator { term, .. } => *term,
+        }
+    }
+}
+
+/// Message types, for counters. `Ok` is the Bully algorithm's OK answer (an Election reply that said ok).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Election,
+    Ok,
+    Coordinator,
+    Alive,
+    RingElection,
+    RingCoordinator,
+}
+
+impl Kind {
+    /// Every kind, in display order.
+    pub const ALL: [Kind; 6] = [Kind::Election, Kind::Ok, Kind::Coordinator, Kind::Alive, Kind::RingElection, Kind::RingCoordinator];
+
+    /// The name used in `GetState` and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Election => "Election",
+            Kind::Ok => "Ok",
+            Kind::Coordinator => "Coordinator",
+            Kind::Alive => "Alive",
+            Kind::RingElection => "RingElection",
+            Kind::RingCoordinator => "RingCoordinator",
+        }
+    }
+}
+
+/// The answer to every protocol message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// The receiver's term after handling the message.
+    pub term: Term,
+    /// The coordinator the receiver follows.
+    pub coordinator: Option<NodeId>,
+    /// Election: OK. Coordinator announcements: accepted (false: stale). Otherwise true.
+    pub ok: bool,
+}
+
+/// A message a state machine wants sent. `tag` is opaque: hand it back with the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub to: NodeId,
+    pub message: Message,
+    pub tag: u64,
+}
+
+/// Why a send produced no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The peer could not be reached or did not answer before the deadline: it counts as dead.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The peer refused the message as malformed.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// A message refused as malformed or misdirected. The receiver's state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The sender is not in this node's group.
+    #[error("node {0} is not a member of this group")]
+    UnknownSender(NodeId),
+    /// A node named itself as the sender.
+    #[error("node {0} does not send messages to itself")]
+    FromSelf(NodeId),
+    /// A message of the other algorithm.
+    #[error("{kind} is not a message of the {algorithm} algorithm this group runs")]
+    WrongAlgorithm { kind: &'static str, algorithm: Algorithm },
+    /// Bully election messages only go up.
+    #[error("election messages go to higher ids: {from} is not below {to}")]
+    ElectionFromHigher { from: NodeId, to: NodeId },
+    /// A coordinator claimed a term it does not own.
+    #[error("term {term} belongs to node {owner}, not to node {claimed}")]
+    NotOwner { term: Term, owner: NodeId, claimed: NodeId },
+    /// A ring election message without ids.
+    #[error("the ring election message carries no ids")]
+    EmptyRing,
+    /// A ring message naming a node outside the group.
+    #[error("the ring message names node {0}, which is not a member of this group")]
+    UnknownMember(NodeId),
+    /// A ring election message whose ids are not a proper path (initiator first, sender last, no repeats).
+    #[error("malformed ring election message: {0}")]
+    MalformedRing(String),
+}
+
+/// A group configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("node ids must be positive; 0 is not an id")]
+    ZeroId,
+    #[error("node {0} is listed twice")]
+    Duplicate(NodeId),
+    #[error("this node's id {0} is not in the group")]
+    NotMember(NodeId),
+    #[error("the heartbeat ({heartbeat:?}) must be shorter than the timeout ({timeout:?})")]
+    HeartbeatNotBelowTimeout { heartbeat: Duration, timeout: Duration },
+    #[error("{0} must be positive")]
+    ZeroDuration(&'static str),
+}
+
+/// A node's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// This node.
+    pub id: NodeId,
+    /// Every member of the group, this node included, sorted.
+    pub members: Vec<NodeId>,
+    /// How often a follower sends `Alive` to its coordinator (and the coordinator to every follower).
+    pub heartbeat: Duration,
+    /// Silence from the coordinator after which a follower suspects it and runs an election.
+    pub timeout: Duration,
+    /// How long an election may take before it is started again: Bully waits this long for the
+    /// announcement after an OK, Ring for its message to come back.
+    pub election_timeout: Duration,
+}
+
+impl GroupConfig {
+    /// Checks a group: positive, distinct ids including `id`, and a heartbeat below the timeout. The
+    /// election timeout defaults to twice the timeout.
+    pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>, heartbeat: Duration, timeout: Duration) -> Result<Self, ConfigError> {
+        let mut sorted: Vec<NodeId> = members.into_iter().collect();
+        sorted.sort_unstable();
+        if sorted.first() == Some(&0) || id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Duplicate(w[0]));
+        }
+        if sorted.binary_search(&id).is_err() {
+            return Err(ConfigError::NotMember(id));
+        }
+        if heartbeat.is_zero() {
+            return Err(ConfigError::ZeroDuration("the heartbeat"));
+        }
+        if heartbeat >= timeout {
+            return Err(ConfigError::HeartbeatNotBelowTimeout { heartbeat, timeout });
+        }
+        Ok(Self { id, members: sorted, heartbeat, timeout, election_timeout: timeout * 2 })
+    }
+
+    /// Whether `id` is in the group.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.members.binary_search(&id).is_ok()
+    }
+}
+
+/// The one node that may be coordinator in `term`: the member of rank `term % n`.
+pub fn owner(members: &[NodeId], term: Term) -> NodeId {
+    members[(term % members.len() as u64) as usize]
+}
+
+/// The smallest term above `after` that `id` owns.
+pub fn next_owned_term(members: &[NodeId], id: NodeId, after: Term) -> Term {
+    let n = members.len() as u64;
+    let rank = members.iter().position(|&m| m == id).expect("id is a member") as u64;
+    let first = after + 1;
+    first + (rank + n - first % n) % n
+}
+
+/// Messages of one kind a node sent, received, failed to send and refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Count {
+    pub sent: u64,
+    pub received: u64,
+    pub failed: u64,
+    pub rejected: u64,
+}
+
+/// A node's counters by message kind.
+pub type Counters = BTreeMap<Kind, Count>;
+
+/// A Bully or a Ring state machine, behind one interface.
+#[derive(Debug, Clone)]
+pub enum Machine {
+    Bully(bully::Bully),
+    Ring(ring::Ring),
+}
+
+impl Machine {
+    /// A node of `algorithm` that has seen terms up to `term` (from its state file).
+    pub fn new(algorithm: Algorithm, config: GroupConfig, term: Term) -> Self {
+        match algorithm {
+            Algorithm::Bully => Machine::Bully(bully::Bully::new(config, term)),
+            Algorithm::Ring => Machine::Ring(ring::Ring::new(config, term)),
+        }
+    }
+
+    /// Which algorithm this is.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Machine::Bully(_) => Algorithm::Bully,
+            Machine::Ring(_) => Algorithm::Ring,
+        }
+    }
+
+    /// The state every algorithm shares: term, role, coordinator, counters.
+    pub fn core(&self) -> &Core {
+        match self {
+            Machine::Bully(m) => &m.core,
+            Machine::Ring(m) => &m.core,
+        }
+    }
+
+    fn core_mut(&mut self) -> &mut Core {
+        match self {
+            Machine::Bully(m) => &mut m.core,
+            Machine::Ring(m) => &mut m.core,
+        }
+    }
+
+    /// The node (re)starts: it runs an election.
+    pub fn start(&mut self, now: Duration) {
+        self.hold_election(now, "startup");
+    }
+
+    /// Runs an election now, whatever the node's state (as on suspicion).
+    pub fn hold_election(&mut self, now: Duration, reason: &str) {
+        match self {
+            Machine::Bully(m) => m.start_election(now, reason.into()),
+            Machine::Ring(m) => m.start_election(now, reason.into()),
+        }
+    }
+
+    /// Timers: heartbeats, suspicion, election deadlines.
+    pub fn tick(&mut self, now: Duration) {
+        match self {
+            Machine::Bully(m) => m.tick(now),
+            Machine::Ring(m) => m.tick(now),
+        }
+    }
+
+    /// When [`Machine::tick`] next has something to do; `None` when no timer runs (the node waits for
+    /// messages alone).
+    pub fn next_wakeup(&self) -> Option<Duration> {
+        let deadline = match self {
+            Machine::Bully(m) => m.deadline(),
+            Machine::Ring(m) => m.deadline(),
+        };
+        match (self.core().next_wakeup(), deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A message from `from`. A [`Rejection`] leaves the state untouched (only the counter moves).
+    pub fn on_request(&mut self, now: Duration, from: NodeId, message: Message) -> Result<Reply, Rejection> {
+        let kind = message.kind();
+        if let Err(e) = self.check(from, &message) {
+            self.core_mut().count(kind, |c| c.rejected += 1);
+            return Err(e);
+        }
+        self.core_mut().count(kind, |c| c.received += 1);
+        let reply = match self {
+            Machine::Bully(m) => m.on_request(now, from, message),
+            Machine::Ring(m) => m.on_request(now, from, message),
+        };
+        if !reply.ok {
+            self.core_mut().count(kind, |c| c.rejected += 1);
+        }
+        Ok(reply)
+    }
+
+    /// The outcome of a send this machine asked for.
+    pub fn on_reply(&mut self, now: Duration, envelope: Envelope, result: Result<Reply, SendError>) {
+        match self {
+            Machine::Bully(m) => m.on_reply(now, envelope, result),
+            Machine::Ring(m) => m.on_reply(now, envelope, result),
+        }
+    }
+
+    /// Takes the messages to send.
+    pub fn drain(&mut self) -> Vec<Envelope> {
+        self.core_mut().drain()
+    }
+
+    /// Checks what every message must satisfy before the algorithm sees it.
+    fn check(&self, from: NodeId, message: &Message) -> Result<(), Rejection> {
+        let core = self.core();
+        let config = core.config();
+        if from == config.id {
+            return Err(Rejection::FromSelf(from));
+        }
+        if !config.is_member(from) {
+            return Err(Rejection::UnknownSender(from));
+        }
+        let algorithm = self.algorithm();
+        let wrong = Err(Rejection::WrongAlgorithm { kind: message.kind().as_str(), algorithm });
+        match (algorithm, message) {
+            (_, Message::Alive { coordinator: Some(c), .. }) if !config.is_member(*c) => Err(Rejection::UnknownMember(*c)),
+            (_, Message::Alive { .. }) => Ok(()),
+            (Algorithm::Bully, Message::Election { .. }) if from > config.id => {
+                Err(Rejection::ElectionFromHigher { from, to: config.id })
+            }
+            (Algorithm::Bully, Message::Election { .. }) => Ok(()),
+            (Algorithm::Bully, Message::Coordinator { term }) => core.check_owner(*term, from),
+            (Algorithm::Ring, Message::RingElection { initiator, ids, .. }) => {
+                let Some(&first) = ids.first() else { return Err(Rejection::EmptyRing) };
+                if let Some(&stranger) = ids.iter().find(|&&i| !config.is_member(i)) {
+                    return Err(Rejection::UnknownMember(stranger));
+                }
+                if first != *initiator {
+                    return Err(Rejection::MalformedRing(format!("the initiator {initiator} is not the first id {first}")));
+                }
+                if ids.last() != Some(&from) {
+                    return Err(Rejection::MalformedRing(format!("the sender {from} is not the last id")));
+                }
+                let mut seen = ids.clone();
+                seen.sort_unstable();
+                if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
+                    return Err(Rejection::MalformedRing(format!("id {} appears twice", w[0])));
+                }
+                Ok(())
+            }
+            (Algorithm::Ring, Message::RingCoordinator { term, coordinator, initiator }) => {
+                for id in [*coordinator, *initiator] {
+                    if !config.is_member(id) {
+                        return Err(Rejection::UnknownMember(id));
+                    }
+                }
+                core.check_owner(*term, *coordinator)
+            }
+            _ => wrong,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_are_owned_by_one_node_each() {
+        let members = [2, 5, 9];
+        for term in 0..30 {
+            let owner = owner(&members, term);
+            assert_eq!(members[(term % 3) as usize], owner);
+        }
+        for (id, after, want) in [(2, 0, 3), (5, 0, 1), (9, 0, 2), (9, 2, 5), (2, 3, 6), (5, 4, 7), (5, 6, 7)] {
+            let term = next_owned_term(&members, id, after);
+            assert_eq!(term, want, "next term of {id} after {after}");
+            assert_eq!(owner(&members, term), id);
+        }
+    }
+
+    #[test]
+    fn configs_are_checked() {
+        let hb = Duration::from_millis(50);
+        let to = Duration::from_millis(200);
+        assert_eq!(GroupConfig::new(0, [0, 1], hb, to), Err(ConfigError::ZeroId));
+        assert_eq!(GroupConfig::new(1, [1, 2, 2], hb, to), Err(ConfigError::Duplicate(2)));
+        assert_eq!(GroupConfig::new(3, [1, 2], hb, to), Err(ConfigError::NotMember(3)));
+        assert!(matches!(GroupConfig::new(1, [1, 2], to, to), Err(ConfigError::HeartbeatNotBelowTimeout { .. })));
+        assert_eq!(GroupConfig::new(2, [2, 1], hb, to).unwrap().members, vec![1, 2]);
+    }
+}

@@ -1,0 +1,38 @@
+//! synclab's algorithms, with no I/O: no sockets, no clocks of their own, no threads, no sleeps.
+//!
+//! Time comes in as arguments and what is to be sent goes out as values, so every rule here is exactly
+//! testable and the same code runs in the services, in the in-memory simulator and in the fuzzers.
+//!
+//! - [`clock`]: the virtual clock every synclab process keeps (host time plus offset, drift and the
+//!   corrections applied), whose error is therefore always known.
+//! - [`duration`]: signed durations as people type and read them.
+//! - [`cristian`]: the offset arithmetic of Cristian's algorithm and NTP's four-timestamp refinement.
+//! - [`berkeley`]: the Berkeley round (the largest agreeing set, relative adjustments) and the
+//!   frequency estimator slaves learn their drift with.
+//! - [`election`]: the Bully and Ring state machines: requests, replies and timer ticks in, messages out.
+//! - [`name`]: what a clock or member name may be.
+//!
+//! The gRPC services in the `synclab` crate are thin shells that feed these with real time and real
+//! messages.
+
+pub mod berkeley;
+pub mod clock;
+pub mod cristian;
+pub mod duration;
+pub mod election;
+pub mod name;
+
+/// An enum whose values have fixed lower-case names, as flags, logs and messages spell them (e.g.
+/// `bully`, `ring`). The command line parses them with one generic parser.
+pub trait Named: Sized + Copy + 'static {
+    /// Every value, in the order help texts list them.
+    const ALL: &'static [Self];
+
+    /// The value's name.
+    fn as_str(self) -> &'static str;
+
+    /// The value with this name, if any.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.as_str() == name)
+    }
+}

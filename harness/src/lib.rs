@@ -1,0 +1,10 @@
+//! Test support for synclab, kept out of the product's API.
+//!
+//! - [`sim`]: a deterministic in-memory network for the election state machines of `synclab_core`:
+//!   latency, per-link delay, loss, crashes, restarts, pauses and cut-off nodes, with the safety
+//!   invariants checked after every event.
+//! - [`cluster`]: real election nodes (`synclab::election::ElectionNode`) in one process, each a gRPC
+//!   server on its own loopback port, for the integration tests and the benchmarks.
+
+pub mod cluster;
+pub mod sim;

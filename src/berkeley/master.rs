@@ -1,0 +1,404 @@
+//! The Berkeley master: keeps the group's membership, runs the rounds and serves
+//! `synclab.berkeley.v1.BerkeleyMaster` to slaves and observers.
+//!
+//! A round has four steps, each its own function: read every member concurrently (`read_all`),
+//! plan with `synclab_core::berkeley::plan_round`, send each member its adjustment
+//! (`send_adjustments`), and correct the master's own clock (`correct_self`).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use futures::{Stream, StreamExt};
+use synclab_core::berkeley::{Exclusion, FrequencyEstimator, Reading, RoundPlan, plan_round};
+use synclab_core::clock::AdjustmentKind;
+use synclab_core::cristian::{CristianError, Estimator, estimate};
+use synclab_core::duration::format_nanos;
+use synclab_core::name::{NameError, check_name};
+use tokio::sync::{broadcast, watch};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::clock::{ClockService, ClockSet, LiveClock, host_now};
+use crate::cristian::{CristianClient, SyncError};
+use crate::lock::lock;
+use crate::proto::berkeley::berkeley_master_server::{BerkeleyMaster, BerkeleyMasterServer};
+use crate::proto::berkeley::berkeley_slave_client::BerkeleySlaveClient;
+use crate::proto::berkeley::{
+    AdjustRequest, Member, MemberResult, RegisterRequest, RegisterResponse, Round, StatusRequest, StatusResponse, WatchRoundsRequest,
+};
+use crate::proto::clock::clock_server::ClockServer;
+use crate::proto::nanos_to_timestamp;
+use crate::rpc::{RpcError, channel, request, with_deadline};
+use crate::server::{ServerError, base_routes};
+
+/// How a master runs its rounds.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// Time between rounds.
+    pub interval: Duration,
+    /// Clocks within this of each other agree.
+    pub tolerance_nanos: f64,
+    /// Exchanges per slave per round (the minimum round trip is kept).
+    pub samples: usize,
+    /// Deadline for reading one slave (all its samples) and for one adjustment.
+    pub timeout: Duration,
+    /// A member that misses more rounds in a row than this is dropped.
+    pub max_missed: u32,
+}
+
+/// Why a registration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The name breaks the naming rule.
+    #[error("invalid name {name:?}: {source}")]
+    BadName { name: String, source: NameError },
+    /// The address cannot be dialled.
+    #[error(transparent)]
+    BadAddress(RpcError),
+    /// A live member holds the name at another address.
+    #[error("'{name}' is registered from {holder} and answering; a slave restarted elsewhere can take the name once that one misses a round")]
+    NameTaken { name: String, holder: String },
+}
+
+impl From<RegisterError> for Status {
+    fn from(e: RegisterError) -> Self {
+        match e {
+            RegisterError::NameTaken { .. } => Status::already_exists(e.to_string()),
+            RegisterError::BadName { .. } | RegisterError::BadAddress(_) => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+/// Why a member could not be read this round.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// An exchange failed.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// The member's samples did not all come back within the deadline.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The samples gave no estimate.
+    #[error(transparent)]
+    Estimate(#[from] CristianError),
+}
+
+struct MemberState {
+    address: String,
+    missed: u32,
+    /// Rounds it has answered since it (re)joined.
+    answered: u64,
+    time: CristianClient,
+    slave: BerkeleySlaveClient<Channel>,
+}
+
+/// One member as a round sees it: its name and the clients to read and adjust it.
+#[derive(Clone)]
+struct Polled {
+    name: String,
+    time: CristianClient,
+    slave: BerkeleySlaveClient<Channel>,
+}
+
+#[derive(Default)]
+struct Group {
+    members: BTreeMap<String, MemberState>,
+    rounds: u64,
+    last_round: Option<Round>,
+}
+
+/// A Berkeley master.
+pub struct Master {
+    config: MasterConfig,
+    clock: LiveClock,
+    estimator: Mutex<FrequencyEstimator>,
+    group: Mutex<Group>,
+    rounds_tx: broadcast::Sender<Round>,
+}
+
+impl Master {
+    /// A master running rounds on `clock`.
+    pub fn new(clock: LiveClock, config: MasterConfig) -> Arc<Self> {
+        let (rounds_tx, _) = broadcast::channel(64);
+        let estimator = Mutex::new(FrequencyEstimator::new(0.5, 1000.0, 1_000_000_000));
+        Arc::new(Self { config, clock, estimator, group: Mutex::default(), rounds_tx })
+    }
+
+    /// The master's clock.
+    pub fn clock(&self) -> &LiveClock {
+        &self.clock
+    }
+
+    /// The time between rounds.
+    pub fn interval(&self) -> Duration {
+        self.config.interval
+    }
+
+    /// Adds a member, or updates the address of one that registers again; returns whether the name was
+    /// known. A name that a live member (one that answered the last round) holds at another address is
+    /// refused: two slaves under one name would take turns being polled. Once the holder misses a round,
+    /// the name can be taken over.
+    pub fn register(&self, name: &str, address: &str) -> Result<bool, RegisterError> {
+        check_name(name).map_err(|source| RegisterError::BadName { name: name.to_string(), source })?;
+        let mut group = lock(&self.group);
+        if let Some(member) = group.members.get_mut(name) {
+            if member.address == address {
+                return Ok(true);
+            }
+            if member.missed == 0 && member.answered > 0 {
+                return Err(RegisterError::NameTaken { name: name.to_string(), holder: member.address.clone() });
+            }
+        }
+        let time = CristianClient::new(address, self.config.timeout).map_err(RegisterError::BadAddress)?;
+        let slave = BerkeleySlaveClient::new(channel(address, self.config.timeout).map_err(RegisterError::BadAddress)?);
+        let member = MemberState { address: address.to_string(), missed: 0, answered: 0, time, slave };
+        let rejoined = group.members.insert(name.to_string(), member).is_some();
+        tracing::info!(member = name, address, rejoined, "member registered");
+        Ok(rejoined)
+    }
+
+    /// The current members.
+    pub fn members(&self) -> Vec<Member> {
+        let group = lock(&self.group);
+        group.members.iter().map(|(name, m)| Member { name: name.clone(), address: m.address.clone(), missed_rounds: m.missed }).collect()
+    }
+
+    /// The last completed round.
+    pub fn last_round(&self) -> Option<Round> {
+        lock(&self.group).last_round.clone()
+    }
+
+    /// Every round from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Round> {
+        self.rounds_tx.subscribe()
+    }
+
+    /// Runs one round and returns what it did.
+    pub async fn run_round(&self) -> Round {
+        let started = Instant::now();
+        let started_clock = self.clock.now();
+        let (number, members) = self.begin_round();
+        let (mut results, readings) = self.read_all(&members).await;
+        let mut round = Round { number, started: Some(nanos_to_timestamp(started_clock)), master_included: true, ..Default::default() };
+        match plan_round(&readings, self.config.tolerance_nanos) {
+            Ok(plan) => {
+                self.send_adjustments(number, &members, &plan, &mut results).await;
+                self.correct_self(&plan);
+                round.average_nanos = plan.average_nanos.round() as i64;
+                round.master_adjustment_nanos = plan.master_adjustment_nanos.round() as i64;
+                round.master_included = plan.master_included;
+            }
+            // Names are unique and readings finite, so planning cannot fail; a failure is reported.
+            Err(e) => tracing::error!(round = number, error = %e, "cannot plan the round"),
+        }
+        round.members = results;
+        round.duration_nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.finish(round)
+    }
+
+    /// Numbers the round and takes the members to poll.
+    fn begin_round(&self) -> (u64, Vec<Polled>) {
+        let mut group = lock(&self.group);
+        group.rounds += 1;
+        let members = group
+            .members
+            .iter()
+            .map(|(name, m)| Polled { name: name.clone(), time: m.time.clone(), slave: m.slave.clone() })
+            .collect();
+        (group.rounds, members)
+    }
+
+    /// Reads every member concurrently: a result per member, and the readings of those that answered.
+    async fn read_all(&self, members: &[Polled]) -> (Vec<MemberResult>, Vec<Reading>) {
+        let reads = join_all(members.iter().map(|m| self.read(m.time.clone()))).await;
+        let mut results = Vec::with_capacity(members.len());
+        let mut readings = Vec::with_capacity(members.len());
+        for (member, read) in members.iter().zip(reads) {
+            let mut result = MemberResult { name: member.name.clone(), ..Default::default() };
+            match read {
+                Ok((offset, bound)) => {
+                    result.answered = true;
+                    result.offset_nanos = offset.round() as i64;
+                    result.error_bound_nanos = bound.round() as u64;
+                    readings.push(Reading { member: member.name.clone(), offset_nanos: offset });
+                }
+                Err(e) => result.reason = format!("skipped: {e}"),
+            }
+            results.push(result);
+        }
+        (results, readings)
+    }
+
+    /// Reads one member: `samples` exchanges within one deadline; its offset from the master and bound.
+    async fn read(&self, mut client: CristianClient) -> Result<(f64, f64), ReadError> {
+        let samples = self.config.samples.max(1);
+        let reading = async {
+            let mut exchanges = Vec::with_capacity(samples);
+            for _ in 0..samples {
+                exchanges.push(client.sample(&self.clock).await?.exchange);
+            }
+            let est = estimate(&exchanges, Estimator::Ntp, 0)?;
+            Ok((est.offset_nanos, est.error_bound_nanos))
+        };
+        match tokio::time::timeout(self.config.timeout, reading).await {
+            Ok(result) => result,
+            Err(_) => Err(ReadError::Timeout(self.config.timeout)),
+        }
+    }
+
+    /// Sends every planned adjustment concurrently and records the outcome in `results`.
+    async fn send_adjustments(&self, round: u64, members: &[Polled], plan: &RoundPlan, results: &mut [MemberResult]) {
+        let timeout = self.config.timeout;
+        let sends = plan.adjustments.iter().map(|a| {
+            let slave = members.iter().find(|m| m.name == a.member).map(|m| m.slave.clone());
+            let by = a.by_nanos.round() as i64;
+            async move {
+                let mut slave = slave?;
+                let call = slave.adjust(request(AdjustRequest { adjustment_nanos: by, round }, timeout));
+                Some(with_deadline(&a.member, timeout, call).await)
+            }
+        });
+        let sent = join_all(sends).await;
+        for (a, outcome) in plan.adjustments.iter().zip(sent) {
+            let Some(result) = results.iter_mut().find(|r| r.name == a.member) else { continue };
+            result.adjustment_nanos = a.by_nanos.round() as i64;
+            if let Some(Exclusion::OutsideTolerance { distance_nanos }) = &a.excluded {
+                result.excluded = true;
+                result.reason = format!("outside the tolerance by {}", format_nanos(*distance_nanos).trim_start_matches('+'));
+            }
+            match outcome {
+                Some(Ok(_)) => result.adjusted = true,
+                Some(Err(e)) => result.reason = format!("adjustment failed: {e}"),
+                None => {}
+            }
+        }
+    }
+
+    /// The master's own correction, and what it teaches about its own frequency.
+    fn correct_self(&self, plan: &RoundPlan) {
+        let by = plan.master_adjustment_nanos.round() as i64;
+        match self.clock.adjust(by) {
+            Ok(kind) => {
+                let ppm = lock(&self.estimator).observe(host_now(), by as f64, kind == AdjustmentKind::Step);
+                if let Err(e) = self.clock.with(|c, host| c.set_frequency_correction(host, ppm)) {
+                    tracing::warn!(error = %e, "cannot set the master's frequency correction");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot correct the master's own clock"),
+        }
+    }
+
+    /// Updates the members' miss counts (dropping those that missed too many), records the round and
+    /// tells the watchers.
+    fn finish(&self, round: Round) -> Round {
+        {
+            let mut group = lock(&self.group);
+            for r in &round.members {
+                let drop = match group.members.get_mut(&r.name) {
+                    Some(m) if r.answered => {
+                        m.missed = 0;
+                        m.answered += 1;
+                        false
+                    }
+                    Some(m) => {
+                        m.missed += 1;
+                        m.missed > self.config.max_missed
+                    }
+                    None => false,
+                };
+                if drop {
+                    group.members.remove(&r.name);
+                    tracing::warn!(member = %r.name, missed = self.config.max_missed + 1, "member dropped after missing rounds");
+                }
+            }
+            group.last_round = Some(round.clone());
+        }
+        let answered = round.members.iter().filter(|m| m.answered).count();
+        let excluded: Vec<&str> = round.members.iter().filter(|m| m.excluded).map(|m| m.name.as_str()).collect();
+        tracing::info!(
+            round = round.number,
+            members = round.members.len(),
+            answered,
+            average = %format_nanos(round.average_nanos as f64),
+            ?excluded,
+            duration_ms = round.duration_nanos as f64 / 1e6,
+            "round done"
+        );
+        // Nobody watching is fine.
+        let _ = self.rounds_tx.send(round.clone());
+        round
+    }
+
+    /// Runs rounds every interval until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate: give slaves one interval to register
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            self.run_round().await;
+        }
+    }
+}
+
+/// `BerkeleyMaster` over a [`Master`].
+#[derive(Clone)]
+pub struct MasterService {
+    master: Arc<Master>,
+    name: String,
+}
+
+impl MasterService {
+    /// Serves `master` under `name`.
+    pub fn new(master: Arc<Master>, name: impl Into<String>) -> Self {
+        Self { master, name: name.into() }
+    }
+}
+
+type RoundStream = Pin<Box<dyn Stream<Item = Result<Round, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl BerkeleyMaster for MasterService {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        let RegisterRequest { name, address } = request.into_inner();
+        let rejoined = self.master.register(&name, &address)?;
+        Ok(Response::new(RegisterResponse {
+            master: self.name.clone(),
+            round_interval_nanos: u64::try_from(self.master.interval().as_nanos()).unwrap_or(u64::MAX),
+            rejoined,
+        }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(StatusResponse { master: self.name.clone(), members: self.master.members(), last_round: self.master.last_round() }))
+    }
+
+    type WatchRoundsStream = RoundStream;
+
+    async fn watch_rounds(&self, _: Request<WatchRoundsRequest>) -> Result<Response<RoundStream>, Status> {
+        let rounds = tokio_stream::wrappers::BroadcastStream::new(self.master.subscribe()).filter_map(|r| async move {
+            // A watcher too slow for the rounds misses some; it is not cut off.
+            r.ok().map(Ok)
+        });
+        Ok(Response::new(Box::pin(rounds)))
+    }
+}
+
+/// Everything a master serves: `BerkeleyMaster` under `name`, `Clock/Read` for its clock, health (all
+/// SERVING) and reflection.
+pub async fn routes(master: Arc<Master>, name: &str) -> Result<tonic::service::Routes, ServerError> {
+    let (mut routes, health) = base_routes()?;
+    let clock = master.clock().clone();
+    routes
+        .add_service(BerkeleyMasterServer::new(MasterService::new(master, name)))
+        .add_service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))));
+    health.set_serving::<BerkeleyMasterServer<MasterService>>().await;
+    health.set_serving::<ClockServer<ClockService>>().await;
+    Ok(routes.routes())
+}

@@ -1,0 +1,238 @@
+//! Every flag parser and validator of synclab's binaries, in one place.
+//!
+//! The settings every service shares are named alike everywhere: `--clock-offset`,
+//! `--clock-drift-ppm`, `--step-threshold`, `--max-slew-ppm`, `--log-format`, `--log-level`
+//! ([`ClockArgs`], [`LogArgs`]). Each flag falls back to an environment variable `SYNCLAB_<FLAG>`
+//! (what docker-compose.yml sets). The parsers return a message without the flag's name; clap adds it,
+//! so every error names its flag.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use synclab_core::Named;
+use synclab_core::clock::{ClockConfig, MAX_OFFSET_NANOS, MAX_SLEW_PPM, check_drift_ppm};
+use synclab_core::duration::{parse_positive, parse_signed_nanos};
+use synclab_core::election::NodeId;
+use synclab_core::name::check_name;
+
+use crate::telemetry::LogFormat;
+
+/// How this process's virtual clock starts and is adjusted.
+#[derive(Debug, Clone, Args)]
+pub struct ClockArgs {
+    /// Initial offset of this node's virtual clock from true time, e.g. +2.5s, -300ms, 0.
+    #[arg(long, env = "SYNCLAB_CLOCK_OFFSET", value_name = "OFFSET", default_value = "0", value_parser = parse_offset, allow_hyphen_values = true)]
+    pub clock_offset: i64,
+    /// Frequency error of this node's virtual clock in ppm (positive runs fast), within ±100000.
+    #[arg(long, env = "SYNCLAB_CLOCK_DRIFT_PPM", value_name = "PPM", default_value_t = 0.0, value_parser = parse_drift, allow_hyphen_values = true)]
+    pub clock_drift_ppm: f64,
+    /// Corrections at least this large step the clock; smaller ones slew it.
+    #[arg(long, env = "SYNCLAB_STEP_THRESHOLD", value_name = "DURATION", default_value = "128ms", value_parser = parse_nonnegative_nanos)]
+    pub step_threshold: i64,
+    /// Rate at which slews are applied, in ppm (at most 500000).
+    #[arg(long, env = "SYNCLAB_MAX_SLEW_PPM", value_name = "PPM", default_value_t = 500.0, value_parser = parse_slew)]
+    pub max_slew_ppm: f64,
+}
+
+impl ClockArgs {
+    /// The clock configuration these flags describe.
+    pub fn config(&self) -> ClockConfig {
+        ClockConfig {
+            offset_nanos: self.clock_offset,
+            drift_ppm: self.clock_drift_ppm,
+            step_threshold_nanos: self.step_threshold,
+            max_slew_ppm: self.max_slew_ppm,
+        }
+    }
+}
+
+/// How this process logs.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "SYNCLAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. info, debug, synclab=trace.
+    #[arg(long, env = "SYNCLAB_LOG_LEVEL", value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Parses a clock offset: a signed duration within the ±10 years a clock may be off.
+pub fn parse_offset(text: &str) -> Result<i64, String> {
+    let nanos = parse_signed_nanos(text).map_err(|e| e.to_string())?;
+    if nanos.unsigned_abs() > MAX_OFFSET_NANOS as u64 {
+        return Err(format!("'{text}' is beyond the ±10 years a clock may be off"));
+    }
+    Ok(nanos)
+}
+
+/// Parses a duration of zero or more, in nanoseconds (a threshold, a dispersion).
+pub fn parse_nonnegative_nanos(text: &str) -> Result<i64, String> {
+    let nanos = parse_signed_nanos(text).map_err(|e| e.to_string())?;
+    if nanos < 0 {
+        return Err(format!("'{text}' is negative"));
+    }
+    Ok(nanos)
+}
+
+/// Parses a strictly positive duration, in nanoseconds (a largest adjustment).
+pub fn parse_positive_nanos(text: &str) -> Result<i64, String> {
+    match parse_signed_nanos(text) {
+        Ok(n) if n > 0 => Ok(n),
+        Ok(_) => Err(format!("'{text}' must be positive")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_number(text: &str) -> Result<f64, String> {
+    text.trim().parse().map_err(|_| format!("'{text}' is not a number"))
+}
+
+/// Parses a drift in ppm, by the clock's own rule (`synclab_core::clock::check_drift_ppm`).
+pub fn parse_drift(text: &str) -> Result<f64, String> {
+    check_drift_ppm(parse_number(text)?).map_err(|e| e.to_string())
+}
+
+/// Parses a slew rate in ppm: positive, at most 500000.
+pub fn parse_slew(text: &str) -> Result<f64, String> {
+    let ppm = parse_number(text)?;
+    if !(ppm.is_finite() && ppm > 0.0 && ppm <= MAX_SLEW_PPM) {
+        return Err(format!("{text} ppm must be positive and at most {MAX_SLEW_PPM} ppm"));
+    }
+    Ok(ppm)
+}
+
+/// Parses a positive duration (intervals, timeouts).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_positive(text).map_err(|e| e.to_string())
+}
+
+/// Parses a name (of a clock, a device, a Berkeley member) by the one naming rule.
+pub fn parse_name(text: &str) -> Result<String, String> {
+    check_name(text).map_err(|e| e.to_string())?;
+    Ok(text.to_string())
+}
+
+/// A parser for an enum with fixed names (`synclab_core::Named`): clap lists the names in the help
+/// and in the error for any other value.
+pub fn named<T: Named + Clone + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::ALL.iter().map(|v| v.as_str())).try_map(|name: String| T::from_name(&name).ok_or(name))
+}
+
+/// A device to sync: its name and, optionally, its own wrong clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    pub name: String,
+    pub offset: Option<i64>,
+    pub drift_ppm: Option<f64>,
+}
+
+/// Parses `--device`: `NAME` or `NAME=OFFSET[/DRIFT_PPM]`, e.g. `mobile=+3s/40`.
+pub fn parse_device(text: &str) -> Result<Device, String> {
+    let (name, clock) = match text.split_once('=') {
+        Some((name, clock)) => (name.trim(), Some(clock)),
+        None => (text.trim(), None),
+    };
+    check_name(name).map_err(|e| format!("device name '{name}': {e}"))?;
+    let mut device = Device { name: name.to_string(), offset: None, drift_ppm: None };
+    if let Some(clock) = clock {
+        let (offset, drift) = match clock.split_once('/') {
+            Some((o, d)) => (o, Some(d)),
+            None => (clock, None),
+        };
+        device.offset = Some(parse_offset(offset).map_err(|e| format!("device '{name}': {e}"))?);
+        if let Some(d) = drift {
+            device.drift_ppm = Some(parse_drift(d).map_err(|e| format!("device '{name}': drift {e}"))?);
+        }
+    }
+    Ok(device)
+}
+
+/// Parses `NAME=HOST:PORT` (where to reach a named member).
+pub fn parse_member(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, addr)) if !name.is_empty() && !addr.is_empty() => Ok((name.to_string(), addr.to_string())),
+        _ => Err(format!("'{text}' is not NAME=HOST:PORT")),
+    }
+}
+
+/// Parses a node id: a positive integer that fits the wire's `int64`.
+pub fn parse_id(text: &str) -> Result<NodeId, String> {
+    match text.trim().parse::<i128>() {
+        Ok(n) if n > 0 && n <= i64::MAX as i128 => Ok(n as NodeId),
+        Ok(n) if n > 0 => Err(format!("node id {n} is too large")),
+        Ok(n) => Err(format!("node id {n} is not positive")),
+        Err(_) => Err(format!("node id '{text}' is not a number")),
+    }
+}
+
+/// Parses `--peers`: `ID=HOST:PORT` entries separated by commas, e.g. `1=node-1:50054,2=node-2:50054`.
+/// Ids are positive and listed once.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut peers = BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((id, addr)) = entry.split_once('=') else {
+            return Err(format!("'{entry}' is not ID=HOST:PORT"));
+        };
+        let id = parse_id(id).map_err(|e| format!("'{entry}': {e}"))?;
+        let addr = addr.trim();
+        if addr.is_empty() || !addr.contains(':') {
+            return Err(format!("'{entry}': the address must be HOST:PORT"));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(format!("node {id} is listed twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("no peers given".into());
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_with_their_own_clocks() {
+        assert_eq!(parse_device("laptop"), Ok(Device { name: "laptop".into(), offset: None, drift_ppm: None }));
+        assert_eq!(parse_device("mobile=+3s/40"), Ok(Device { name: "mobile".into(), offset: Some(3_000_000_000), drift_ppm: Some(40.0) }));
+        for bad in ["a b", "x=+1q", "x=1s/1e9", "x=1s/abc", "=1s", "x=11000d"] {
+            assert!(parse_device(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn peers_and_ids_parse_strictly() {
+        let peers = parse_peers("1=a:1, 2=b:2").unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[&2], "b:2");
+        for (bad, why) in [
+            ("1=a:1,2", "'2' is not ID=HOST:PORT"),
+            ("1=a:1,1=b:2", "node 1 is listed twice"),
+            ("1=a:1,-2=b:2", "node id -2 is not positive"),
+            ("1=a:1,2=nohost", "HOST:PORT"),
+            ("", "no peers"),
+            ("9223372036854775808=a:1", "too large"),
+        ] {
+            let err = parse_peers(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn rates_and_offsets_keep_the_clock_s_limits() {
+        assert_eq!(parse_drift("-30"), Ok(-30.0));
+        assert!(parse_drift("100001").is_err());
+        assert!(parse_drift("NaN").is_err());
+        assert!(parse_slew("0").is_err());
+        assert!(parse_slew("500001").is_err());
+        assert_eq!(parse_offset("-1.7s"), Ok(-1_700_000_000));
+        assert!(parse_offset("5").is_err());
+        assert_eq!(parse_positive_nanos("1h"), Ok(3_600_000_000_000));
+        assert!(parse_positive_nanos("0").is_err());
+        assert!(parse_nonnegative_nanos("-1ns").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! Cristian's algorithm over gRPC: the time server ([`service`]) and the client that syncs a device's
+//! clock against it ([`client`]). The arithmetic is `synclab_core::cristian`.
+
+pub mod client;
+pub mod service;
+
+pub use client::{CristianClient, Sample, SyncError, SyncReport};
+pub use service::{TimeServer, routes};

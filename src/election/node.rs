@@ -1,0 +1,379 @@
+//! An election node: the thin I/O shell around a `synclab_core::election::Machine`.
+//!
+//! It serves `synclab.election.v1.ElectionService`, feeds the machine the requests that arrive, the
+//! outcome of every message it sends (each RPC has a deadline shorter than the suspicion timeout; an
+//! unreachable peer counts as dead for that message) and its timers. After every event it stores a raised
+//! term in the state file ([`super::state`]) and only then sends the machine's messages or answers: a
+//! term no message has revealed yet is one a restarted node cannot claim twice.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::Stream;
+use synclab_core::election::{Algorithm, ConfigError, Envelope, GroupConfig, Machine, NodeId, Reply, Role, SendError, Term};
+use tokio::sync::{Notify, watch};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::convert::{Incoming, Outgoing, Timeline, node_state, reply_from_wire, wire_reply};
+use super::state::{StateError, StateFile};
+use crate::lock::lock;
+use crate::proto::election as pb;
+use crate::proto::election::election_service_client::ElectionServiceClient;
+use crate::proto::election::election_service_server::{ElectionService, ElectionServiceServer};
+use crate::rpc::{RpcError, channel, request, with_deadline};
+use crate::server::{ServerError, base_routes};
+
+/// Why a node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The group does not work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The RPC deadline is not below the timeout.
+    #[error("--rpc-timeout ({rpc:?}) must be shorter than --timeout ({timeout:?})")]
+    RpcTimeout { rpc: Duration, timeout: Duration },
+    /// A peer's address is unusable.
+    #[error("peer {id}: {source}")]
+    PeerAddress { id: NodeId, source: RpcError },
+    /// The state file could not be read.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Serving failed.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// A node's settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Every member's address, by id, this node included (its own entry is not dialled).
+    pub peers: BTreeMap<NodeId, String>,
+    pub algorithm: Algorithm,
+    pub heartbeat: Duration,
+    pub timeout: Duration,
+    /// Deadline of every message to a peer; below `timeout`.
+    pub rpc_timeout: Duration,
+    /// Where the term is kept across restarts; `None` keeps it in memory only.
+    pub state_dir: Option<PathBuf>,
+}
+
+struct Inner {
+    machine: Machine,
+    /// The term last written to the state file.
+    saved: Term,
+}
+
+/// What one event left to do once the machine has handled it.
+struct Effects {
+    outbox: Vec<Envelope>,
+    /// A raised term to store before anything else leaves.
+    store: Option<Term>,
+    /// The new observers' view, if role, term or coordinator changed.
+    changed: Option<pb::NodeState>,
+}
+
+struct Shared {
+    id: NodeId,
+    algorithm: Algorithm,
+    inner: Mutex<Inner>,
+    /// One event at a time, from the machine through the state file to the network.
+    turn: tokio::sync::Mutex<()>,
+    timeline: Timeline,
+    clients: BTreeMap<NodeId, ElectionServiceClient<Channel>>,
+    members: Vec<pb::Member>,
+    addresses: BTreeMap<NodeId, String>,
+    rpc_timeout: Duration,
+    state: Option<StateFile>,
+    /// The observers' view, republished when role, term or coordinator change.
+    leader: watch::Sender<pb::NodeState>,
+    /// Wakes the timer loop when the machine's next deadline may have moved.
+    wake: Notify,
+    /// A frozen node (as `docker pause` freezes a container): it handles nothing until thawed.
+    frozen: watch::Sender<bool>,
+    /// Set when the node stops: answers still in flight change nothing and send nothing.
+    halted: AtomicBool,
+}
+
+/// A running node's handle: its gRPC service, its timer loop, and test hooks.
+#[derive(Clone)]
+pub struct ElectionNode {
+    shared: Arc<Shared>,
+}
+
+impl ElectionNode {
+    /// A node with its term loaded from the state file. Call [`ElectionNode::run`] to start it.
+    pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
+        if config.rpc_timeout >= config.timeout {
+            return Err(NodeError::RpcTimeout { rpc: config.rpc_timeout, timeout: config.timeout });
+        }
+        let group = GroupConfig::new(config.id, config.peers.keys().copied(), config.heartbeat, config.timeout)?;
+        let state = config.state_dir.as_deref().map(|dir| StateFile::new(dir, config.id));
+        let term = match &state {
+            Some(state) => state.load()?,
+            None => 0,
+        };
+        let mut clients = BTreeMap::new();
+        for (&id, addr) in config.peers.iter().filter(|(id, _)| **id != config.id) {
+            let channel = channel(addr, config.rpc_timeout).map_err(|source| NodeError::PeerAddress { id, source })?;
+            clients.insert(id, ElectionServiceClient::new(channel));
+        }
+        let members = config
+            .peers
+            .iter()
+            .map(|(&id, address)| pb::Member { id: super::convert::wire_id(id), address: address.clone() })
+            .collect();
+        let machine = Machine::new(config.algorithm, group, term);
+        let timeline = Timeline::start();
+        let shared = Arc::new(Shared {
+            id: config.id,
+            algorithm: config.algorithm,
+            inner: Mutex::new(Inner { machine, saved: term }),
+            turn: tokio::sync::Mutex::new(()),
+            timeline,
+            clients,
+            members,
+            addresses: config.peers.clone(),
+            rpc_timeout: config.rpc_timeout,
+            state,
+            leader: watch::channel(pb::NodeState::default()).0,
+            wake: Notify::new(),
+            frozen: watch::channel(false).0,
+            halted: AtomicBool::new(false),
+        });
+        let node = Self { shared };
+        let snapshot = node.snapshot();
+        node.shared.leader.send_replace(snapshot);
+        tracing::info!(id = config.id, algorithm = %config.algorithm, term, "election node ready");
+        Ok(node)
+    }
+
+    /// The gRPC service, for a server's routes.
+    pub fn service(&self) -> ElectionServiceServer<ElectionNode> {
+        ElectionServiceServer::new(self.clone())
+    }
+
+    /// Runs the node until `stop` turns true: an election at start, then heartbeats and suspicion.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        self.event(|m, now| m.start(now)).await;
+        loop {
+            let next = self.lock().machine.next_wakeup();
+            // With no timer running the loop still looks in once a second; messages wake it sooner.
+            let sleep = next.map_or(Duration::from_secs(1), |at| at.saturating_sub(self.now()));
+            let sleep = sleep.clamp(Duration::from_millis(1), Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.shared.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            self.thawed().await;
+            if let Err(e) = self.apply(|m, now| m.tick(now)).await {
+                tracing::error!(error = %e, "cannot store the term; messages held back");
+            }
+        }
+        self.shared.halted.store(true, Ordering::SeqCst);
+        tracing::info!(id = self.shared.id, "election node stopped");
+    }
+
+    /// Freezes or thaws the node, as `docker pause` / `unpause` do to a container: while frozen it
+    /// answers nothing (callers hit their deadline) and its timers do not fire.
+    pub fn set_frozen(&self, frozen: bool) {
+        self.shared.frozen.send_replace(frozen);
+    }
+
+    /// Makes the node hold an election now, as if it had just suspected its coordinator (for experiments
+    /// that choose the initiator).
+    pub async fn hold_election(&self) {
+        self.event(|m, now| m.hold_election(now, "asked to")).await;
+    }
+
+    /// The node's state as `GetState` reports it.
+    pub fn snapshot(&self) -> pb::NodeState {
+        self.describe(&self.lock().machine)
+    }
+
+    fn now(&self) -> Duration {
+        self.shared.timeline.now()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.shared.inner)
+    }
+
+    fn describe(&self, machine: &Machine) -> pb::NodeState {
+        node_state(self.shared.id, self.shared.algorithm, machine, &self.shared.members, &self.shared.timeline)
+    }
+
+    async fn thawed(&self) {
+        if !*self.shared.frozen.borrow() {
+            return;
+        }
+        let mut frozen = self.shared.frozen.subscribe();
+        let _ = frozen.wait_for(|f| !*f).await;
+    }
+
+    /// Feeds the machine an event from outside the timer loop ([`Self::apply`]), then wakes the loop:
+    /// the machine's next deadline may have moved. A failure to store the term is logged.
+    async fn event(&self, event: impl FnOnce(&mut Machine, Duration)) {
+        if let Err(e) = self.apply(event).await {
+            tracing::error!(error = %e, "cannot store the term; messages held back");
+        }
+        self.shared.wake.notify_one();
+    }
+
+    /// Feeds the machine one event, then, in this order: stores a raised term, publishes the new state,
+    /// sends the outbox, and returns the event's result. If the term cannot be stored nothing leaves:
+    /// the outbox is dropped and the caller gets the error instead of the result (a request fails).
+    async fn apply<T>(&self, event: impl FnOnce(&mut Machine, Duration) -> T) -> Result<T, StateError> {
+        let _turn = self.shared.turn.lock().await;
+        let (result, effects) = {
+            let mut inner = self.lock();
+            let before = leader_key(&inner.machine);
+            let result = event(&mut inner.machine, self.now());
+            let outbox = inner.machine.drain();
+            let term = inner.machine.core().term();
+            let store = (term > inner.saved).then_some(term);
+            let changed = (leader_key(&inner.machine) != before).then(|| self.describe(&inner.machine));
+            (result, Effects { outbox, store, changed })
+        };
+        if let Some(term) = effects.store {
+            self.store(term).await?;
+            self.lock().saved = term;
+        }
+        if let Some(state) = effects.changed {
+            tracing::info!(id = self.shared.id, role = role_name(state.role), term = state.term, coordinator = state.coordinator, "state changed");
+            self.shared.leader.send_replace(state);
+        }
+        if !self.shared.halted.load(Ordering::SeqCst) {
+            for envelope in effects.outbox {
+                self.send(envelope);
+            }
+        }
+        Ok(result)
+    }
+
+    /// Writes `term` to the state file (if the node has one), off the async runtime.
+    async fn store(&self, term: Term) -> Result<(), StateError> {
+        let Some(state) = self.shared.state.clone() else { return Ok(()) };
+        let path = state.path().to_path_buf();
+        match tokio::task::spawn_blocking(move || state.save(term)).await {
+            Ok(result) => result,
+            Err(e) => Err(StateError { path, reason: format!("the writer failed: {e}") }),
+        }
+    }
+
+    fn send(&self, envelope: Envelope) {
+        let Some(client) = self.shared.clients.get(&envelope.to).cloned() else {
+            tracing::warn!(to = envelope.to, "no address for node");
+            return;
+        };
+        let node = self.clone();
+        tokio::spawn(async move {
+            let result = node.call(client, &envelope).await;
+            if let Err(e) = &result {
+                tracing::debug!(to = envelope.to, kind = envelope.message.kind().as_str(), error = %e, "send failed");
+            }
+            node.thawed().await;
+            node.event(|m, now| m.on_reply(now, envelope, result)).await;
+        });
+    }
+
+    async fn call(&self, mut client: ElectionServiceClient<Channel>, envelope: &Envelope) -> Result<Reply, SendError> {
+        let timeout = self.shared.rpc_timeout;
+        let addr = self.shared.addresses.get(&envelope.to).map(String::as_str).unwrap_or("?");
+        let answer = match Outgoing::new(self.shared.id, envelope.message.clone()) {
+            Outgoing::Election(m) => with_deadline(addr, timeout, client.election(request(m, timeout))).await,
+            Outgoing::Coordinator(m) => with_deadline(addr, timeout, client.coordinator(request(m, timeout))).await,
+            Outgoing::Alive(m) => with_deadline(addr, timeout, client.alive(request(m, timeout))).await,
+            Outgoing::RingElection(m) => with_deadline(addr, timeout, client.ring_election(request(m, timeout))).await,
+            Outgoing::RingCoordinator(m) => with_deadline(addr, timeout, client.ring_coordinator(request(m, timeout))).await,
+        };
+        match answer {
+            Ok(reply) => Ok(reply_from_wire(reply)),
+            Err(RpcError::Rpc { code: tonic::Code::InvalidArgument, message, .. }) => Err(SendError::Refused(message)),
+            Err(e) => Err(SendError::Unreachable(e.to_string())),
+        }
+    }
+
+    /// Handles a protocol request: checks it, feeds it to the machine, answers once the term is stored.
+    async fn handle(&self, request: impl Incoming) -> Result<Response<pb::Reply>, Status> {
+        self.thawed().await;
+        if self.shared.halted.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("the node is stopping"));
+        }
+        let from = super::convert::to_id(request.from(), "from")?;
+        let message = request.message()?;
+        let kind = message.kind();
+        let outcome = self.apply(|m, now| m.on_request(now, from, message)).await;
+        self.shared.wake.notify_one();
+        match outcome {
+            Ok(Ok(reply)) => Ok(Response::new(wire_reply(reply))),
+            Ok(Err(rejection)) => {
+                tracing::warn!(id = self.shared.id, from, kind = kind.as_str(), reason = %rejection, "refused a message");
+                Err(Status::invalid_argument(rejection.to_string()))
+            }
+            Err(e) => Err(Status::unavailable(format!("cannot store the term, so this message is not answered: {e}"))),
+        }
+    }
+}
+
+fn leader_key(machine: &Machine) -> (Role, Term, Option<NodeId>) {
+    let core = machine.core();
+    (core.role(), core.term(), core.coordinator())
+}
+
+fn role_name(role: i32) -> &'static str {
+    pb::Role::try_from(role).map_or("?", |r| r.as_str_name())
+}
+
+type StateStream = Pin<Box<dyn Stream<Item = Result<pb::NodeState, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ElectionService for ElectionNode {
+    async fn election(&self, request: Request<pb::ElectionRequest>) -> Result<Response<pb::Reply>, Status> {
+        self.handle(request.into_inner()).await
+    }
+
+    async fn coordinator(&self, request: Request<pb::CoordinatorRequest>) -> Result<Response<pb::Reply>, Status> {
+        self.handle(request.into_inner()).await
+    }
+
+    async fn alive(&self, request: Request<pb::AliveRequest>) -> Result<Response<pb::Reply>, Status> {
+        self.handle(request.into_inner()).await
+    }
+
+    async fn ring_election(&self, request: Request<pb::RingElectionRequest>) -> Result<Response<pb::Reply>, Status> {
+        self.handle(request.into_inner()).await
+    }
+
+    async fn ring_coordinator(&self, request: Request<pb::RingCoordinatorRequest>) -> Result<Response<pb::Reply>, Status> {
+        self.handle(request.into_inner()).await
+    }
+
+    async fn get_state(&self, _request: Request<pb::GetStateRequest>) -> Result<Response<pb::NodeState>, Status> {
+        self.thawed().await;
+        // After any event in progress, so the answer shows no term that is not stored yet.
+        let _turn = self.shared.turn.lock().await;
+        Ok(Response::new(self.snapshot()))
+    }
+
+    type WatchLeaderStream = StateStream;
+
+    async fn watch_leader(&self, _request: Request<pb::WatchLeaderRequest>) -> Result<Response<Self::WatchLeaderStream>, Status> {
+        let stream = tokio_stream::wrappers::WatchStream::new(self.shared.leader.subscribe());
+        Ok(Response::new(Box::pin(futures::StreamExt::map(stream, Ok))))
+    }
+}
+
+/// Everything a node serves: `ElectionService`, health and reflection.
+pub async fn routes(node: &ElectionNode) -> Result<tonic::service::Routes, ServerError> {
+    let (mut routes, health) = base_routes()?;
+    routes.add_service(node.service());
+    health.set_serving::<ElectionServiceServer<ElectionNode>>().await;
+    Ok(routes.routes())
+}
