@@ -65,10 +65,10 @@ fn start_slaves(specs: &[(String, i64, f64)]) -> Slaves {
         let config = ClockConfig { offset_nanos: *offset, drift_ppm: *drift, step_threshold_nanos: MS, max_slew_ppm: MAX_SLEW_PPM };
         let clock = LiveClock::new(name.as_str(), config).unwrap();
         let addr = runtime.block_on(async {
-            let routes = synclab::berkeley::slave::routes(clock.clone(), 3600 * SEC).await.unwrap();
+            let server = synclab::berkeley::slave::server(clock.clone(), 3600 * SEC).await.unwrap();
             let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            tokio::spawn(synclab::server::serve(listener, routes, futures::future::pending()));
+            tokio::spawn(server.serve(listener, synclab::server::Stop::never()));
             addr
         });
         clocks.push(clock);

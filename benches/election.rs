@@ -202,10 +202,10 @@ async fn steady(span: Duration) {
     let bully = cluster(Algorithm::Bully, 5, "steady").await;
     let ring = cluster(Algorithm::Ring, 5, "steady").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = [bully.states(), ring.states()];
+    let before = [bully.states().await, ring.states().await];
     let start = Instant::now();
     tokio::time::sleep(span).await;
-    let after = [bully.states(), ring.states()];
+    let after = [bully.states().await, ring.states().await];
     println!("steady state, 5 nodes, {:.0} s, defaults (heartbeat 50 ms, timeout 200 ms):", start.elapsed().as_secs_f64());
     for (i, name) in ["bully", "ring"].iter().enumerate() {
         let terms: Vec<(u64, u64)> = before[i].values().zip(after[i].values()).map(|(b, a)| (b.term, a.term)).collect();
@@ -252,11 +252,11 @@ async fn messages() {
             tokio::time::sleep(300 * MS).await;
             let survivors: Vec<NodeId> = (1..n).collect();
             c.stop(n).await;
-            let before = tally(&c.states());
+            let before = tally(&c.states().await);
             c.node(initiator).unwrap().hold_election().await;
             c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.expect("agreement");
             tokio::time::sleep(timers[1]).await;
-            let after = tally(&c.states());
+            let after = tally(&c.states().await);
             let delta = |k: &str| {
                 let (s1, r1, f1) = after.get(k).copied().unwrap_or_default();
                 let (s0, r0, f0) = before.get(k).copied().unwrap_or_default();
@@ -300,7 +300,7 @@ async fn scale(trials: usize) {
                 let died = host_now();
                 c.stop(n).await;
                 c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.expect("failover");
-                let states: Vec<pb::NodeState> = c.states().into_values().collect();
+                let states: Vec<pb::NodeState> = c.states().await.into_values().collect();
                 samples.push(split(died, &states).expect("complete"));
                 c.restart(n).await.expect("restart");
             }

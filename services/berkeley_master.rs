@@ -12,7 +12,8 @@ use std::time::Duration;
 use synclab::berkeley::master::{self, Master, MasterConfig};
 use synclab::cli::{ClockArgs, LogArgs, parse_duration, parse_name};
 use synclab::clock::LiveClock;
-use synclab::{server, telemetry};
+use synclab::server::{self, Stop};
+use synclab::telemetry;
 
 /// The master clock of the Berkeley algorithm.
 #[derive(Debug, Parser)]
@@ -59,12 +60,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let master = Master::new(clock.clone(), config);
     let listener = server::bind(&args.listen).await?;
-    let routes = master::routes(master.clone(), &args.name).await?;
+    let stop = Stop::on_signal();
+    let server = master::server(master.clone(), &args.name, stop.clone()).await?;
     tracing::info!(addr = %listener.local_addr()?, interval = ?args.interval, tolerance = ?args.tolerance, "berkeley master listening");
 
-    let stop = server::stop_on_signal();
     let rounds = tokio::spawn(master.run(stop.clone()));
-    server::serve(listener, routes, server::stopped(stop)).await?;
+    server.serve(listener, stop).await?;
     rounds.await.context("the round loop failed")?;
     tracing::info!("berkeley master stopped");
     Ok(())

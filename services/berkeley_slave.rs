@@ -10,7 +10,8 @@ use clap::Parser;
 use synclab::berkeley::slave;
 use synclab::cli::{ClockArgs, LogArgs, parse_duration, parse_name, parse_positive_nanos};
 use synclab::clock::LiveClock;
-use synclab::{server, telemetry};
+use synclab::server::{self, Stop};
+use synclab::telemetry;
 
 /// A slave clock of the Berkeley algorithm.
 #[derive(Debug, Parser)]
@@ -52,12 +53,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = server::bind(&args.listen).await?;
     let port = listener.local_addr()?.port();
     let advertise = args.advertise.clone().unwrap_or_else(|| format!("{}:{port}", host_name()));
-    let routes = slave::routes(clock, args.max_adjustment).await?;
+    let server = slave::server(clock, args.max_adjustment).await?;
     tracing::info!(name = %args.name, addr = %listener.local_addr()?, %advertise, master = %args.master, "berkeley slave listening");
 
-    let stop = server::stop_on_signal();
+    let stop = Stop::on_signal();
     tokio::spawn(slave::keep_registered(args.master.clone(), args.name.clone(), advertise, args.timeout, stop.clone()));
-    server::serve(listener, routes, server::stopped(stop)).await?;
+    server.serve(listener, stop).await?;
     tracing::info!("berkeley slave stopped");
     Ok(())
 }

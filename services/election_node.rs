@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use synclab::cli::{LogArgs, named, parse_duration, parse_id, parse_peers};
 use synclab::election::{ElectionNode, NodeConfig};
-use synclab::{server, telemetry};
+use synclab::server::{self, Stop};
+use synclab::telemetry;
 use synclab_core::election::{Algorithm, NodeId};
 
 /// A node of a leader election.
@@ -64,10 +65,10 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let listener = server::bind(&args.listen).await?;
     tracing::info!(id = args.id, algorithm = %args.algorithm, addr = %listener.local_addr()?, "election node listening");
-    let routes = synclab::election::routes(&node).await?;
-    let stop = server::stop_on_signal();
+    let server = synclab::election::server(&node).await?;
+    let stop = Stop::on_signal();
     let running = tokio::spawn(node.run(stop.clone()));
-    server::serve(listener, routes, server::stopped(stop)).await?;
+    server.serve(listener, stop).await?;
     let _ = running.await;
     Ok(())
 }

@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use synclab::cli::{ClockArgs, LogArgs, parse_nonnegative_nanos};
 use synclab::clock::LiveClock;
-use synclab::{cristian, server, telemetry};
+use synclab::server::{self, Stop};
+use synclab::{cristian, telemetry};
 use synclab_core::duration::format_nanos;
 
 /// synclab's time server for Cristian's algorithm.
@@ -49,7 +50,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
     let listener = server::bind(&args.listen).await?;
-    let routes = cristian::routes(clock, args.root_dispersion.unsigned_abs()).await?;
+    let server = cristian::server(clock, args.root_dispersion.unsigned_abs()).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         name = %args.name,
@@ -57,7 +58,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         clock_drift_ppm = args.clock.clock_drift_ppm,
         "time server listening"
     );
-    server::serve(listener, routes, server::shutdown_signal()).await?;
+    server.serve(listener, Stop::on_signal()).await?;
     tracing::info!("time server stopped");
     Ok(())
 }

@@ -7,16 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use synclab::berkeley::master::{Master, MasterConfig, MasterService};
-use synclab_core::clock::ClockConfig;
-use synclab::clock::ClockService;
-use synclab::clock::{ClockSet, LiveClock};
-use synclab::proto::clock::clock_server::ClockServer;
+use synclab::berkeley::master::{Master, MasterConfig};
+use synclab::clock::LiveClock;
 use synclab::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
-use synclab::proto::berkeley::berkeley_master_server::BerkeleyMasterServer;
 use synclab::proto::berkeley::berkeley_slave_client::BerkeleySlaveClient;
 use synclab::proto::berkeley::{AdjustRequest, RegisterRequest, StatusRequest, WatchRoundsRequest};
-use tokio::sync::{oneshot, watch};
+use synclab::server::{Stop, StopHandle};
+use synclab_core::clock::ClockConfig;
 use tonic::Code;
 
 const MS: i64 = 1_000_000;
@@ -25,17 +22,15 @@ const SEC: i64 = 1_000_000_000;
 /// A server task that stops when dropped.
 struct Serving {
     addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
+    _stop: StopHandle,
 }
 
-async fn serve(routes: tonic::service::Routes, addr: &str) -> Serving {
+async fn serve(server: synclab::server::Server, addr: &str, stop: (StopHandle, Stop)) -> Serving {
     let listener = synclab::server::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(synclab::server::serve(listener, routes, async move {
-        let _ = stopped.await;
-    }));
-    Serving { addr, _stop: stop }
+    let (handle, stop) = stop;
+    tokio::spawn(server.serve(listener, stop));
+    Serving { addr, _stop: handle }
 }
 
 struct Slave {
@@ -51,8 +46,8 @@ fn group_clock(offset_nanos: i64, drift_ppm: f64) -> ClockConfig {
 
 async fn start_slave(name: &'static str, offset: i64, drift_ppm: f64) -> Slave {
     let clock = LiveClock::new(name, group_clock(offset, drift_ppm)).unwrap();
-    let routes = synclab::berkeley::slave::routes(clock.clone(), 3600 * SEC).await.unwrap();
-    let server = serve(routes, "127.0.0.1:0").await;
+    let server = synclab::berkeley::slave::server(clock.clone(), 3600 * SEC).await.unwrap();
+    let server = serve(server, "127.0.0.1:0", Stop::new()).await;
     Slave { name, clock, server: Some(server) }
 }
 
@@ -62,12 +57,10 @@ fn config(interval: Duration) -> MasterConfig {
 
 async fn start_master(interval: Duration, addr: &str) -> (Arc<Master>, Serving) {
     let clock = LiveClock::new("berkeley-master", group_clock(0, 0.0)).unwrap();
-    let master = Master::new(clock.clone(), config(interval));
-    let (mut routes, _) = synclab::server::base_routes().unwrap();
-    routes
-        .add_service(BerkeleyMasterServer::new(MasterService::new(master.clone(), "berkeley-master")))
-        .add_service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))));
-    let server = serve(routes.routes(), addr).await;
+    let master = Master::new(clock, config(interval));
+    let (handle, stop) = Stop::new();
+    let server = synclab::berkeley::master::server(master.clone(), "berkeley-master", stop.clone()).await.unwrap();
+    let server = serve(server, addr, (handle, stop)).await;
     (master, server)
 }
 
@@ -171,7 +164,7 @@ async fn slaves_register_themselves_and_find_a_restarted_master() {
     let (master, server) = start_master(Duration::from_millis(200), "127.0.0.1:0").await;
     let addr = server.addr.to_string();
     let slaves = four_lines().await;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = Stop::new();
     for s in &slaves {
         let advertise = s.server.as_ref().unwrap().addr.to_string();
         tokio::spawn(synclab::berkeley::slave::keep_registered(addr.clone(), s.name.into(), advertise, Duration::from_millis(300), stop_rx.clone()));
@@ -186,7 +179,7 @@ async fn slaves_register_themselves_and_find_a_restarted_master() {
     wait_for(|| master.members().len() == 4, "all four registered again").await;
     let round = master.run_round().await;
     assert!(round.members.iter().all(|m| m.answered && m.adjusted), "{round:?}");
-    let _ = stop_tx.send(true);
+    stop_tx.stop();
 }
 
 async fn wait_for(done: impl Fn() -> bool, what: &str) {

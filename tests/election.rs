@@ -26,8 +26,8 @@ struct Observer {
 }
 
 impl Observer {
-    fn look(&mut self, cluster: &LocalCluster) {
-        for (_, s) in cluster.states() {
+    async fn look(&mut self, cluster: &LocalCluster) {
+        for (_, s) in cluster.states().await {
             let last = self.last_term.entry(s.id).or_default();
             assert!(s.term >= *last, "node {}'s term went back from {last} to {}", s.id, s.term);
             *last = s.term;
@@ -41,7 +41,7 @@ impl Observer {
     async fn watch_for(&mut self, cluster: &LocalCluster, span: Duration) {
         let end = tokio::time::Instant::now() + span;
         while tokio::time::Instant::now() < end {
-            self.look(cluster);
+            self.look(cluster).await;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -49,12 +49,15 @@ impl Observer {
 
 async fn agree(cluster: &LocalCluster, observer: &mut Observer, ids: &[NodeId], coordinator: NodeId) -> u64 {
     let term = cluster.wait_for_agreement(ids, coordinator, LIMIT).await;
-    observer.look(cluster);
-    term.unwrap_or_else(|| panic!("{ids:?} never agreed on {coordinator}: {:?}", summary(cluster)))
+    observer.look(cluster).await;
+    match term {
+        Some(term) => term,
+        None => panic!("{ids:?} never agreed on {coordinator}: {:?}", summary(cluster).await),
+    }
 }
 
-fn summary(cluster: &LocalCluster) -> Vec<(i64, i32, u64, i64)> {
-    cluster.states().values().map(|s| (s.id, s.role, s.term, s.coordinator)).collect()
+async fn summary(cluster: &LocalCluster) -> Vec<(i64, i32, u64, i64)> {
+    cluster.states().await.values().map(|s| (s.id, s.role, s.term, s.coordinator)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +77,7 @@ async fn failover_and_takeover() {
         cluster.restart(5).await.expect("restarts");
         let t5b = agree(&cluster, &mut observer, &[1, 2, 3, 4, 5], 5).await;
         assert!(t5b > t4, "{algorithm}: {t5b} <= {t4}");
-        let state = cluster.node(5).unwrap().snapshot();
+        let state = cluster.node(5).unwrap().snapshot().await;
         let election = state.last_election.expect("node 5 ran an election");
         assert_eq!(election.reason, "startup");
         assert!(election.finished.is_some());
@@ -96,7 +99,7 @@ async fn a_frozen_coordinator_steps_down_when_it_thaws() {
         let t3 = agree(&cluster, &mut observer, &[1, 2, 3], 3).await;
         assert!(t3 > t4);
         // Node 4 still believes it rules its old term: one coordinator per term all the same.
-        assert_eq!(cluster.node(4).unwrap().snapshot().term, t4);
+        assert_eq!(cluster.node(4).unwrap().snapshot().await.term, t4);
 
         // unpause: node 4 learns the newer term, steps down, and (the highest live id) takes over.
         cluster.freeze(4, false);
@@ -153,7 +156,7 @@ async fn bad_messages_get_a_clear_error_and_change_nothing() {
         observer.watch_for(&cluster, Duration::from_millis(300)).await;
         let term = agree(&cluster, &mut observer, &[1, 2, 3], 3).await;
         let mut client = ElectionServiceClient::connect(format!("http://{}", cluster.address(2))).await.unwrap();
-        let before = cluster.node(2).unwrap().snapshot();
+        let before = cluster.node(2).unwrap().snapshot().await;
 
         let alive = |from: i64, coordinator: i64| pb::AliveRequest { from, term, coordinator };
         let cases: Vec<(tonic::Status, &str)> = vec![
@@ -197,7 +200,7 @@ async fn bad_messages_get_a_clear_error_and_change_nothing() {
             // The stale term's owner is the receiver itself (or the wrong sender): refused outright.
             assert_eq!(reply.unwrap_err().code(), tonic::Code::InvalidArgument);
         }
-        let after = cluster.node(2).unwrap().snapshot();
+        let after = cluster.node(2).unwrap().snapshot().await;
         assert_eq!((after.term, after.coordinator, after.role), (before.term, before.coordinator, before.role));
         let rejected: u64 = after.messages.iter().map(|m| m.rejected).sum();
         assert!(rejected >= 6, "{:?}", after.messages);

@@ -6,17 +6,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use synclab::election::state::StateError;
 use synclab::election::{ElectionNode, NodeConfig, NodeError, agreement};
 use synclab::proto::election as pb;
+use synclab::server::{Stop, StopHandle};
 use synclab_core::election::{Algorithm, NodeId};
 
 struct Running {
     node: ElectionNode,
-    stop: watch::Sender<bool>,
+    stop: StopHandle,
     server: JoinHandle<()>,
     runner: JoinHandle<()>,
 }
@@ -90,18 +90,22 @@ impl LocalCluster {
     }
 
     /// The state of every running node, by id.
-    pub fn states(&self) -> BTreeMap<NodeId, pb::NodeState> {
-        self.running.iter().map(|(&id, r)| (id, r.node.snapshot())).collect()
+    pub async fn states(&self) -> BTreeMap<NodeId, pb::NodeState> {
+        let mut states = BTreeMap::new();
+        for (&id, r) in &self.running {
+            states.insert(id, r.node.snapshot().await);
+        }
+        states
     }
 
     async fn launch(&mut self, id: NodeId, listener: tokio::net::TcpListener) -> Result<(), NodeError> {
         let node = ElectionNode::new(NodeConfig { id, ..self.template.clone() })?;
-        let routes = synclab::election::routes(&node).await?;
-        let (stop, stopped) = watch::channel(false);
+        let server = synclab::election::server(&node).await?;
+        let (stop, stopped) = Stop::new();
         let server = tokio::spawn({
             let stopped = stopped.clone();
             async move {
-                if let Err(e) = synclab::server::serve(listener, routes, synclab::server::stopped(stopped)).await {
+                if let Err(e) = server.serve(listener, stopped).await {
                     tracing::warn!(id, error = %e, "node server failed");
                 }
             }
@@ -115,7 +119,7 @@ impl LocalCluster {
     pub async fn stop(&mut self, id: NodeId) {
         if let Some(r) = self.running.remove(&id) {
             r.node.set_frozen(false);
-            let _ = r.stop.send(true);
+            r.stop.stop();
             let _ = r.runner.await;
             if tokio::time::timeout(Duration::from_secs(2), r.server).await.is_err() {
                 tracing::warn!(id, "node server did not stop within 2 s");
@@ -142,7 +146,10 @@ impl LocalCluster {
     pub async fn wait_for_agreement(&self, ids: &[NodeId], coordinator: NodeId, limit: Duration) -> Option<u64> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let states: Vec<pb::NodeState> = ids.iter().filter_map(|id| self.node(*id)).map(|n| n.snapshot()).collect();
+            let mut states = Vec::with_capacity(ids.len());
+            for node in ids.iter().filter_map(|id| self.node(*id)) {
+                states.push(node.snapshot().await);
+            }
             if states.len() == ids.len() && agreed(&states, coordinator) {
                 return Some(states[0].term);
             }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use synclab_core::Named;
 use synclab_core::election::*;
 use synclab_harness::sim::{self, Sim, SimConfig};
 

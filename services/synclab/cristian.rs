@@ -9,7 +9,8 @@ use synclab::cli::{ClockArgs, Device, LogArgs, named, parse_device, parse_durati
 use synclab::clock::{ClockService, ClockSet, LiveClock};
 use synclab::cristian::{CristianClient, SyncError, SyncReport};
 use synclab::proto::clock::clock_server::ClockServer;
-use synclab::{server, telemetry};
+use synclab::server::{self, Services, Stop};
+use synclab::telemetry;
 use synclab_core::clock::AdjustmentKind;
 use synclab_core::cristian::Estimator;
 use synclab_core::duration::format_nanos;
@@ -168,29 +169,32 @@ async fn sync_once(clients: &mut [CristianClient], clocks: &[LiveClock], args: &
 }
 
 /// Serves the devices' clocks (`Clock/Read`) and health, NOT_SERVING until the first sync succeeds.
-async fn serve_clocks(
-    listen: &str,
-    clocks: &[LiveClock],
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<(tokio::task::JoinHandle<Result<(), server::ServerError>>, HealthReporter)> {
+async fn serve_clocks(listen: &str, clocks: &[LiveClock], stop: Stop) -> anyhow::Result<(tokio::task::JoinHandle<Result<(), server::ServerError>>, HealthReporter)> {
     let listener = server::bind(listen).await?;
-    let (mut routes, reporter) = server::base_routes()?;
-    routes.add_service(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec()))));
+    let server = Services::new().add(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec())))).build().await?;
+    let reporter = server.health();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     tracing::info!(addr = %listener.local_addr()?, "serving Clock/Read and health");
-    Ok((tokio::spawn(server::serve(listener, routes.routes(), server::stopped(stop))), reporter))
+    Ok((tokio::spawn(server.serve(listener, stop)), reporter))
 }
 
 /// Syncs every `interval` until SIGTERM (or `--count` syncs), logging each sync. Until every device
 /// has synced once it retries sooner (doubling from 100 ms up to the interval), so a client started
 /// before its server syncs as soon as the server is up.
 async fn sync_every(interval: Duration, clients: &mut [CristianClient], clocks: &[LiveClock], args: &CristianArgs) -> anyhow::Result<ExitCode> {
-    let stop_rx = server::stop_on_signal();
+    let (stop_handle, stop_rx) = Stop::new();
+    tokio::spawn({
+        let stop_handle = stop_handle.clone();
+        async move {
+            server::shutdown_signal().await;
+            stop_handle.stop();
+        }
+    });
     let serving = match &args.listen {
         Some(listen) => Some(serve_clocks(listen, clocks, stop_rx.clone()).await?),
         None => None,
     };
-    let mut stop = stop_rx.clone();
+    let stop = stop_rx.clone();
     let mut rounds = 0u64;
     let mut all_synced = false;
     let mut next = tokio::time::Instant::now();
@@ -198,7 +202,7 @@ async fn sync_every(interval: Duration, clients: &mut [CristianClient], clocks: 
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
-            _ = stop.wait_for(|s| *s) => break,
+            () = stop.wait() => break,
         }
         let mut ok = true;
         for (result, clock) in sync_all(clients, clocks, args).await.iter().zip(clocks) {
@@ -231,8 +235,7 @@ async fn sync_every(interval: Duration, clients: &mut [CristianClient], clocks: 
     }
     if let Some((task, _)) = serving {
         // Stop the server too when the loop ended by --count.
-        drop(stop_rx);
-        task.abort();
+        stop_handle.stop();
         let _ = task.await;
     }
     tracing::info!(rounds, "stopped");

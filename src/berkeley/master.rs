@@ -6,18 +6,17 @@
 //! (`send_adjustments`), and correct the master's own clock (`correct_self`).
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use synclab_core::berkeley::{Exclusion, FrequencyEstimator, Reading, RoundPlan, plan_round};
 use synclab_core::clock::AdjustmentKind;
 use synclab_core::cristian::{CristianError, Estimator, estimate};
 use synclab_core::duration::format_nanos;
 use synclab_core::name::{NameError, check_name};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -32,7 +31,7 @@ use crate::proto::berkeley::{
 use crate::proto::clock::clock_server::ClockServer;
 use crate::proto::nanos_to_timestamp;
 use crate::rpc::{RpcError, channel, request, with_deadline};
-use crate::server::{ServerError, base_routes};
+use crate::server::{Server, ServerError, Services, Stop, Watched, WatchStream, Watchers};
 
 /// How a master runs its rounds.
 #[derive(Debug, Clone)]
@@ -333,14 +332,14 @@ impl Master {
     }
 
     /// Runs rounds every interval until `stop` turns true.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, stop: Stop) {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate: give slaves one interval to register
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = stop.wait_for(|s| *s) => return,
+                () = stop.wait() => return,
             }
             self.run_round().await;
         }
@@ -352,16 +351,16 @@ impl Master {
 pub struct MasterService {
     master: Arc<Master>,
     name: String,
+    watchers: Watchers,
+    stop: Stop,
 }
 
 impl MasterService {
-    /// Serves `master` under `name`.
-    pub fn new(master: Arc<Master>, name: impl Into<String>) -> Self {
-        Self { master, name: name.into() }
+    /// Serves `master` under `name`; at most `watchers` open `WatchRounds` streams, ended at `stop`.
+    pub fn new(master: Arc<Master>, name: impl Into<String>, watchers: Watchers, stop: Stop) -> Self {
+        Self { master, name: name.into(), watchers, stop }
     }
 }
-
-type RoundStream = Pin<Box<dyn Stream<Item = Result<Round, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl BerkeleyMaster for MasterService {
@@ -379,26 +378,26 @@ impl BerkeleyMaster for MasterService {
         Ok(Response::new(StatusResponse { master: self.name.clone(), members: self.master.members(), last_round: self.master.last_round() }))
     }
 
-    type WatchRoundsStream = RoundStream;
+    type WatchRoundsStream = WatchStream<Round>;
 
-    async fn watch_rounds(&self, _: Request<WatchRoundsRequest>) -> Result<Response<RoundStream>, Status> {
-        let rounds = tokio_stream::wrappers::BroadcastStream::new(self.master.subscribe()).filter_map(|r| async move {
-            // A watcher too slow for the rounds misses some; it is not cut off.
-            r.ok().map(Ok)
+    async fn watch_rounds(&self, _: Request<WatchRoundsRequest>) -> Result<Response<WatchStream<Round>>, Status> {
+        let rounds = tokio_stream::wrappers::BroadcastStream::new(self.master.subscribe()).map(|r| match r {
+            Ok(round) => Watched::Item(round),
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => Watched::Lagged(missed),
         });
-        Ok(Response::new(Box::pin(rounds)))
+        Ok(Response::new(self.watchers.stream(rounds, self.stop.clone())?))
     }
 }
 
-/// Everything a master serves: `BerkeleyMaster` under `name`, `Clock/Read` for its clock, health (all
-/// SERVING) and reflection.
-pub async fn routes(master: Arc<Master>, name: &str) -> Result<tonic::service::Routes, ServerError> {
-    let (mut routes, health) = base_routes()?;
+/// Everything a master serves: `BerkeleyMaster` under `name`, `Clock/Read` for its clock, health and
+/// reflection. Watch streams end when `stop` is set.
+pub async fn server(master: Arc<Master>, name: &str, stop: Stop) -> Result<Server, ServerError> {
+    let services = Services::new();
+    let watchers = Watchers::new(services.limits().max_watchers);
     let clock = master.clock().clone();
-    routes
-        .add_service(BerkeleyMasterServer::new(MasterService::new(master, name)))
-        .add_service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))));
-    health.set_serving::<BerkeleyMasterServer<MasterService>>().await;
-    health.set_serving::<ClockServer<ClockService>>().await;
-    Ok(routes.routes())
+    services
+        .add(BerkeleyMasterServer::new(MasterService::new(master, name, watchers, stop)))
+        .add(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))))
+        .build()
+        .await
 }

@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use synclab_core::berkeley::FrequencyEstimator;
@@ -21,7 +20,7 @@ use crate::proto::berkeley::{AdjustRequest, AdjustResponse, RegisterRequest, Reg
 use crate::proto::clock::clock_server::ClockServer;
 use crate::proto::time::time_service_server::TimeServiceServer;
 use crate::rpc::{RpcError, channel, request, with_deadline};
-use crate::server::{ServerError, base_routes};
+use crate::server::{Server, ServerError, Services, Stop};
 
 /// Largest frequency correction a slave learns, in ppm: real oscillators are within a few hundred.
 const MAX_CORRECTION_PPM: f64 = 1000.0;
@@ -75,14 +74,13 @@ impl BerkeleySlave for SlaveService {
 
 /// Everything a slave serves: its clock over `TimeService` (for the master's reads), `Clock/Read`,
 /// `BerkeleySlave`, health and reflection.
-pub async fn routes(clock: LiveClock, max_adjustment_nanos: i64) -> Result<tonic::service::Routes, ServerError> {
-    let (mut routes, health) = base_routes()?;
-    routes
-        .add_service(TimeServiceServer::new(TimeServer::new(clock.clone(), 0)))
-        .add_service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock.clone()]))))
-        .add_service(BerkeleySlaveServer::new(SlaveService::new(clock, max_adjustment_nanos)));
-    health.set_serving::<BerkeleySlaveServer<SlaveService>>().await;
-    Ok(routes.routes())
+pub async fn server(clock: LiveClock, max_adjustment_nanos: i64) -> Result<Server, ServerError> {
+    Services::new()
+        .add(TimeServiceServer::new(TimeServer::new(clock.clone(), 0)))
+        .add(ClockServer::new(ClockService::new(ClockSet::new(vec![clock.clone()]))))
+        .add(BerkeleySlaveServer::new(SlaveService::new(clock, max_adjustment_nanos)))
+        .build()
+        .await
 }
 
 /// Registers once.
@@ -95,7 +93,7 @@ pub async fn register(master: &str, name: &str, advertise: &str, timeout: Durati
 /// Keeps the slave registered until `stop` turns true: retries with backoff (100 ms doubling to 5 s)
 /// until the master answers, then registers again every round interval, so a master that restarted and
 /// forgot its members has this one back within a round.
-pub async fn keep_registered(master: String, name: String, advertise: String, timeout: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn keep_registered(master: String, name: String, advertise: String, timeout: Duration, stop: Stop) {
     let mut backoff = Duration::from_millis(100);
     let mut registered = false;
     loop {
@@ -122,7 +120,7 @@ pub async fn keep_registered(master: String, name: String, advertise: String, ti
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            () = stop.wait() => return,
         }
     }
 }

@@ -5,4 +5,4 @@ pub mod client;
 pub mod service;
 
 pub use client::{CristianClient, Sample, SyncError, SyncReport};
-pub use service::{TimeServer, routes};
+pub use service::{TimeServer, server};

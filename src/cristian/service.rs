@@ -11,6 +11,7 @@ use crate::net::ConnectionInfo;
 use crate::proto::clock::clock_server::ClockServer;
 use crate::proto::time::baseline_time_service_server::BaselineTimeServiceServer;
 use crate::proto::time::time_service_server::TimeServiceServer;
+use crate::server::{Server, ServerError, Services};
 
 /// Answers `GetTime` from a virtual clock.
 #[derive(Debug, Clone)]
@@ -68,16 +69,13 @@ impl BaselineTimeService for TimeServer {
 }
 
 /// Everything a time server serves: the time service and its baseline, `Clock/Read` for its clock,
-/// health (all SERVING) and reflection.
-pub async fn routes(clock: LiveClock, root_dispersion_nanos: u64) -> Result<tonic::service::Routes, crate::server::ServerError> {
-    let (mut routes, health) = crate::server::base_routes()?;
+/// health and reflection.
+pub async fn server(clock: LiveClock, root_dispersion_nanos: u64) -> Result<Server, ServerError> {
     let time = TimeServer::new(clock.clone(), root_dispersion_nanos);
-    routes
-        .add_service(TimeServiceServer::new(time.clone()))
-        .add_service(BaselineTimeServiceServer::new(time))
-        .add_service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))));
-    health.set_serving::<TimeServiceServer<TimeServer>>().await;
-    health.set_serving::<BaselineTimeServiceServer<TimeServer>>().await;
-    health.set_serving::<ClockServer<ClockService>>().await;
-    Ok(routes.routes())
+    Services::new()
+        .add(TimeServiceServer::new(time.clone()))
+        .add(BaselineTimeServiceServer::new(time))
+        .add(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))))
+        .build()
+        .await
 }

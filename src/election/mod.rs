@@ -8,7 +8,7 @@ pub mod state;
 
 use synclab_core::election::{NodeId, Term};
 
-pub use node::{ElectionNode, NodeConfig, NodeError, routes};
+pub use node::{ElectionNode, NodeConfig, NodeError, server};
 
 use crate::proto::election as pb;
 

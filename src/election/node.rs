@@ -8,12 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::StreamExt;
 use synclab_core::election::{Algorithm, ConfigError, Envelope, GroupConfig, Machine, NodeId, Reply, Role, SendError, Term};
 use tokio::sync::{Notify, watch};
 use tonic::transport::Channel;
@@ -26,7 +24,7 @@ use crate::proto::election as pb;
 use crate::proto::election::election_service_client::ElectionServiceClient;
 use crate::proto::election::election_service_server::{ElectionService, ElectionServiceServer};
 use crate::rpc::{RpcError, channel, request, with_deadline};
-use crate::server::{ServerError, base_routes};
+use crate::server::{Limits, Server, ServerError, Services, Stop, StopHandle, Watched, WatchStream, Watchers};
 
 /// Why a node cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +94,11 @@ struct Shared {
     wake: Notify,
     /// A frozen node (as `docker pause` freezes a container): it handles nothing until thawed.
     frozen: watch::Sender<bool>,
-    /// Set when the node stops: answers still in flight change nothing and send nothing.
-    halted: AtomicBool,
+    /// Set when the node stops: answers still in flight change nothing and send nothing, and watch
+    /// streams end.
+    halt: StopHandle,
+    halted: Stop,
+    watchers: Watchers,
 }
 
 /// A running node's handle: its gRPC service, its timer loop, and test hooks.
@@ -130,6 +131,7 @@ impl ElectionNode {
             .collect();
         let machine = Machine::new(config.algorithm, group, term);
         let timeline = Timeline::start();
+        let (halt, halted) = Stop::new();
         let shared = Arc::new(Shared {
             id: config.id,
             algorithm: config.algorithm,
@@ -144,11 +146,13 @@ impl ElectionNode {
             leader: watch::channel(pb::NodeState::default()).0,
             wake: Notify::new(),
             frozen: watch::channel(false).0,
-            halted: AtomicBool::new(false),
+            halt,
+            halted,
+            watchers: Watchers::new(Limits::default().max_watchers),
         });
         let node = Self { shared };
-        let snapshot = node.snapshot();
-        node.shared.leader.send_replace(snapshot);
+        let state = node.describe(&node.lock().machine);
+        node.shared.leader.send_replace(state);
         tracing::info!(id = config.id, algorithm = %config.algorithm, term, "election node ready");
         Ok(node)
     }
@@ -159,7 +163,7 @@ impl ElectionNode {
     }
 
     /// Runs the node until `stop` turns true: an election at start, then heartbeats and suspicion.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, stop: Stop) {
         self.event(|m, now| m.start(now)).await;
         loop {
             let next = self.lock().machine.next_wakeup();
@@ -169,14 +173,14 @@ impl ElectionNode {
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.shared.wake.notified() => {}
-                _ = stop.wait_for(|s| *s) => break,
+                () = stop.wait() => break,
             }
             self.thawed().await;
             if let Err(e) = self.apply(|m, now| m.tick(now)).await {
                 tracing::error!(error = %e, "cannot store the term; messages held back");
             }
         }
-        self.shared.halted.store(true, Ordering::SeqCst);
+        self.shared.halt.stop();
         tracing::info!(id = self.shared.id, "election node stopped");
     }
 
@@ -192,8 +196,10 @@ impl ElectionNode {
         self.event(|m, now| m.hold_election(now, "asked to")).await;
     }
 
-    /// The node's state as `GetState` reports it.
-    pub fn snapshot(&self) -> pb::NodeState {
+    /// The node's state as `GetState` reports it: after any event in progress, so it shows no term
+    /// that is not stored yet, and matches what `WatchLeader` has published.
+    pub async fn snapshot(&self) -> pb::NodeState {
+        let _turn = self.shared.turn.lock().await;
         self.describe(&self.lock().machine)
     }
 
@@ -249,7 +255,7 @@ impl ElectionNode {
             tracing::info!(id = self.shared.id, role = role_name(state.role), term = state.term, coordinator = state.coordinator, "state changed");
             self.shared.leader.send_replace(state);
         }
-        if !self.shared.halted.load(Ordering::SeqCst) {
+        if !self.shared.halted.is_stopping() {
             for envelope in effects.outbox {
                 self.send(envelope);
             }
@@ -303,7 +309,7 @@ impl ElectionNode {
     /// Handles a protocol request: checks it, feeds it to the machine, answers once the term is stored.
     async fn handle(&self, request: impl Incoming) -> Result<Response<pb::Reply>, Status> {
         self.thawed().await;
-        if self.shared.halted.load(Ordering::SeqCst) {
+        if self.shared.halted.is_stopping() {
             return Err(Status::unavailable("the node is stopping"));
         }
         let from = super::convert::to_id(request.from(), "from")?;
@@ -331,8 +337,6 @@ fn role_name(role: i32) -> &'static str {
     pb::Role::try_from(role).map_or("?", |r| r.as_str_name())
 }
 
-type StateStream = Pin<Box<dyn Stream<Item = Result<pb::NodeState, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl ElectionService for ElectionNode {
     async fn election(&self, request: Request<pb::ElectionRequest>) -> Result<Response<pb::Reply>, Status> {
@@ -357,23 +361,19 @@ impl ElectionService for ElectionNode {
 
     async fn get_state(&self, _request: Request<pb::GetStateRequest>) -> Result<Response<pb::NodeState>, Status> {
         self.thawed().await;
-        // After any event in progress, so the answer shows no term that is not stored yet.
-        let _turn = self.shared.turn.lock().await;
-        Ok(Response::new(self.snapshot()))
+        Ok(Response::new(self.snapshot().await))
     }
 
-    type WatchLeaderStream = StateStream;
+    type WatchLeaderStream = WatchStream<pb::NodeState>;
 
     async fn watch_leader(&self, _request: Request<pb::WatchLeaderRequest>) -> Result<Response<Self::WatchLeaderStream>, Status> {
-        let stream = tokio_stream::wrappers::WatchStream::new(self.shared.leader.subscribe());
-        Ok(Response::new(Box::pin(futures::StreamExt::map(stream, Ok))))
+        // A watch channel keeps only the latest state: a slow watcher skips states, never piles them up.
+        let states = tokio_stream::wrappers::WatchStream::new(self.shared.leader.subscribe()).map(Watched::Item);
+        Ok(Response::new(self.shared.watchers.stream(states, self.shared.halted.clone())?))
     }
 }
 
 /// Everything a node serves: `ElectionService`, health and reflection.
-pub async fn routes(node: &ElectionNode) -> Result<tonic::service::Routes, ServerError> {
-    let (mut routes, health) = base_routes()?;
-    routes.add_service(node.service());
-    health.set_serving::<ElectionServiceServer<ElectionNode>>().await;
-    Ok(routes.routes())
+pub async fn server(node: &ElectionNode) -> Result<Server, ServerError> {
+    Services::new().add(node.service()).build().await
 }

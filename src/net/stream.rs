@@ -13,10 +13,14 @@ use tonic::transport::server::Connected;
 
 use super::frame::FrameScanner;
 use super::stamps::{ServerStamps, Stamper};
+use crate::server::connections::Tracked;
 
 /// A TCP connection that stamps the ends of messages as they pass.
 #[derive(Debug)]
 pub struct StampedStream<S = ServerStamps> {
+    /// The connection's place in its server's registry. First, so it is dropped (and the registry
+    /// forgets the socket) before `inner` closes the socket.
+    tracked: Option<Tracked>,
     inner: TcpStream,
     read_scanner: FrameScanner,
     write_scanner: FrameScanner,
@@ -42,7 +46,7 @@ impl<S: Stamper> StampedStream<S> {
             }
         }
         let (read_scanner, write_scanner) = S::scanners();
-        Self { inner, read_scanner, write_scanner, stamps }
+        Self { tracked: None, inner, read_scanner, write_scanner, stamps }
     }
 
     /// Advances past the `n` bytes of `bufs` written; stamps with `before` (taken before the write's
@@ -58,6 +62,13 @@ impl<S: Stamper> StampedStream<S> {
         if ends {
             self.stamps.wrote_end(before);
         }
+    }
+}
+
+impl StampedStream<ServerStamps> {
+    /// A server's connection, with fresh stamps, that reports its activity to its server's registry.
+    pub(crate) fn tracked(inner: TcpStream, tracked: Tracked) -> Self {
+        Self { tracked: Some(tracked), ..Self::new(inner) }
     }
 }
 
@@ -109,8 +120,12 @@ impl<S: Stamper> AsyncRead for StampedStream<S> {
         };
         if buf.filled().len() > before {
             let at = S::now();
-            if this.read_scanner.scan(&buf.filled()[before..]) {
+            let ended = this.read_scanner.scan(&buf.filled()[before..]);
+            if ended {
                 this.stamps.read_end(at, kernel_stamp.map(S::from_kernel));
+            }
+            if let Some(tracked) = &this.tracked {
+                tracked.touch(ended);
             }
         }
         Poll::Ready(Ok(()))

@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 
 use synclab_core::clock::ClockConfig;
 use synclab::clock::LiveClock;
-use tokio::sync::oneshot;
+use synclab::server::{Stop, StopHandle};
 
 /// A time server running in this process on 127.0.0.1:0; stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub clock: LiveClock,
-    _stop: oneshot::Sender<()>,
+    _stop: StopHandle,
 }
 
 impl TestServer {
@@ -25,11 +25,9 @@ impl TestServer {
         let clock = LiveClock::new("time-server", config).unwrap();
         let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let routes = synclab::cristian::routes(clock.clone(), 0).await.unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(synclab::server::serve(listener, routes, async move {
-            let _ = stopped.await;
-        }));
+        let server = synclab::cristian::server(clock.clone(), 0).await.unwrap();
+        let (stop, stopped) = Stop::new();
+        tokio::spawn(server.serve(listener, stopped));
         Self { addr, clock, _stop: stop }
     }
 

@@ -1,0 +1,157 @@
+//! A tower layer in front of every synclab service: it refuses a request body as soon as its bytes pass
+//! the limit (RESOURCE_EXHAUSTED, what gRPC clients expect for an oversized message, before any
+//! decoding), and it keeps error messages short, so no status ever echoes more than a prefix of what a
+//! client sent.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame};
+use tonic::Status;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+/// Longest `grpc-message` a response carries, in bytes (percent-encoded).
+pub const MAX_STATUS_MESSAGE: usize = 512;
+
+/// The layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Guard {
+    pub max_request_bytes: usize,
+}
+
+impl<S> Layer<S> for Guard {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Guarded<S> {
+        Guarded { inner, max_request_bytes: self.max_request_bytes }
+    }
+}
+
+/// A service behind the guard.
+#[derive(Debug, Clone)]
+pub struct Guarded<S> {
+    inner: S,
+    max_request_bytes: usize,
+}
+
+impl<S> Service<http::Request<Body>> for Guarded<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let limit = self.max_request_bytes;
+        let request = request.map(|body| Body::new(Limited { inner: body, seen: 0, limit }));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = response.await?;
+            shorten_message(response.headers_mut());
+            Ok(response)
+        })
+    }
+}
+
+/// A request body that fails once more than `limit` bytes have come.
+struct Limited {
+    inner: Body,
+    seen: usize,
+    limit: usize,
+}
+
+impl HttpBody for Limited {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.seen > self.limit {
+            return Poll::Ready(None);
+        }
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            self.seen = self.seen.saturating_add(data.len());
+            if self.seen > self.limit {
+                let limit = self.limit;
+                return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                    "request larger than {limit} bytes refused (synclab's messages are small)"
+                )))));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.seen > self.limit || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Cuts a `grpc-message` header (trailers-only responses, which is how every refused call ends) to
+/// [`MAX_STATUS_MESSAGE`] bytes, at a boundary that keeps the percent-encoding whole.
+fn shorten_message(headers: &mut http::HeaderMap) {
+    let Some(value) = headers.get("grpc-message") else { return };
+    let bytes = value.as_bytes();
+    if bytes.len() <= MAX_STATUS_MESSAGE {
+        return;
+    }
+    let mut cut = MAX_STATUS_MESSAGE - 3;
+    // Do not split a %XX escape.
+    if let Some(p) = bytes[cut.saturating_sub(2)..cut].iter().rposition(|&b| b == b'%') {
+        cut = cut - 2 + p;
+    }
+    let mut short = bytes[..cut].to_vec();
+    short.extend_from_slice(b"...");
+    if let Ok(value) = http::HeaderValue::from_bytes(&short) {
+        headers.insert("grpc-message", value);
+    }
+}
+
+/// At most `max` characters of `text`, for an error message that names what a client sent: long input
+/// is cut and its length given instead.
+pub fn excerpt(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}... ({} bytes)", &text[..end], text.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_without_breaking_an_escape() {
+        let mut headers = http::HeaderMap::new();
+        let long = "%41".repeat(400);
+        headers.insert("grpc-message", http::HeaderValue::from_str(&long).unwrap());
+        shorten_message(&mut headers);
+        let cut = headers["grpc-message"].to_str().unwrap();
+        assert!(cut.len() <= MAX_STATUS_MESSAGE, "{}", cut.len());
+        assert!(cut.ends_with("%41..."), "{cut}");
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-message", http::HeaderValue::from_static("short"));
+        shorten_message(&mut headers);
+        assert_eq!(headers["grpc-message"], "short");
+    }
+
+    #[test]
+    fn excerpts_keep_a_prefix_and_say_how_long() {
+        assert_eq!(excerpt("KMC", 8), "KMC");
+        assert_eq!(excerpt(&"x".repeat(100), 4), "xxxx... (100 bytes)");
+        assert_eq!(excerpt("ééééé", 2), "éé... (10 bytes)");
+    }
+}

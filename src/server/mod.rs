@@ -1,0 +1,222 @@
+//! What every synclab server shares, built in one place ([`Services`] → [`Server`]):
+//!
+//! - a listener whose connections stamp requests and answers at the socket ([`crate::net`]);
+//! - the limits of [`Limits`]: request size (RESOURCE_EXHAUSTED past it, before decoding), streams per
+//!   connection, flow-control windows, a per-request timeout, HTTP/2 keepalive, closing connections
+//!   that stay silent or grow old, a cap on connections and on watch streams;
+//! - gRPC reflection (v1 and v1alpha) listing exactly the services this process serves, and
+//!   `grpc.health.v1`, SERVING while it runs;
+//! - a shutdown that never hangs: on [`Stop`] health turns NOT_SERVING, watch streams end with
+//!   UNAVAILABLE, calls in flight get [`Limits::shutdown_grace`], and then every connection is closed.
+
+pub(crate) mod connections;
+pub mod guard;
+pub mod limits;
+pub mod stop;
+pub mod watch;
+
+use std::convert::Infallible;
+use std::io;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::{Routes, RoutesBuilder};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+pub use guard::excerpt;
+pub use limits::Limits;
+pub use stop::{Stop, StopHandle, shutdown_signal};
+pub use watch::{Watched, Watchers, WatchStream};
+
+use crate::net::StampedStream;
+use connections::Registry;
+
+/// Why a server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+    /// The reflection service could not be built from the descriptors.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed while serving.
+    #[error("server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds `addr` (e.g. `0.0.0.0:50051`, or port 0 for any free port).
+pub async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr: addr.to_string(), source })
+}
+
+/// The services one process serves, before it serves them.
+pub struct Services {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    limits: Limits,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Services {
+    /// No services yet, with the default [`Limits`].
+    pub fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+
+    /// No services yet, with other limits.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self { routes: RoutesBuilder::default(), names: Vec::new(), limits }
+    }
+
+    /// The limits the server will apply (services that stream read `max_watchers` here).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Adds a service. Reflection lists it, and health reports it SERVING.
+    pub fn add<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Adds reflection (of the added services and health) and health; every added service, and the
+    /// server as a whole, starts SERVING.
+    pub async fn build(mut self) -> Result<Server, ServerError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let health_name = <tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> as NamedService>::NAME;
+        let configure = || {
+            let builder = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name(health_name);
+            self.names.iter().fold(builder, |b, name| b.with_service_name(*name))
+        };
+        let v1 = configure().build_v1()?;
+        let v1alpha = configure().build_v1alpha()?;
+        self.routes.add_service(health_service).add_service(v1).add_service(v1alpha);
+        for name in &self.names {
+            health.set_service_status(*name, ServingStatus::Serving).await;
+        }
+        Ok(Server { routes: self.routes.routes(), health, names: self.names, limits: self.limits })
+    }
+}
+
+/// A process's services, ready to serve.
+pub struct Server {
+    routes: Routes,
+    health: HealthReporter,
+    names: Vec<&'static str>,
+    limits: Limits,
+}
+
+impl Server {
+    /// The health reporter (e.g. to report NOT_SERVING until a first sync).
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves on `listener` until `stop`: then health turns NOT_SERVING, no connection is accepted,
+    /// calls in flight have the shutdown grace to finish, and every connection still open is closed.
+    pub async fn serve(self, listener: TcpListener, stop: Stop) -> Result<(), ServerError> {
+        let Server { routes, health, names, limits } = self;
+        let registry = Registry::new();
+        let reaper = tokio::spawn({
+            let (registry, limits) = (registry.clone(), limits.clone());
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let closed = registry.reap(limits.first_bytes_timeout, limits.idle_timeout);
+                    if closed > 0 {
+                        tracing::debug!(closed, "closed silent connections");
+                    }
+                }
+            }
+        });
+        let graceful = {
+            let stop = stop.clone();
+            async move {
+                stop.wait().await;
+                health.set_service_status("", ServingStatus::NotServing).await;
+                for name in names {
+                    health.set_service_status(name, ServingStatus::NotServing).await;
+                }
+            }
+        };
+        let server = tonic::transport::Server::builder()
+            .timeout(limits.request_timeout)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .initial_stream_window_size(limits.stream_window)
+            .initial_connection_window_size(limits.connection_window)
+            .http2_adaptive_window(Some(false))
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .http2_max_header_list_size(limits.max_header_bytes)
+            .http2_max_pending_accept_reset_streams(Some(32))
+            .max_connection_age(limits.max_connection_age)
+            .max_connection_age_grace(limits.request_timeout)
+            .layer(guard::Guard { max_request_bytes: limits.max_request_bytes })
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming(listener, registry.clone(), limits.max_connections), graceful);
+        let deadline = async {
+            stop.wait().await;
+            tokio::time::sleep(limits.shutdown_grace).await;
+            let closed = registry.close_all();
+            if closed > 0 {
+                tracing::info!(closed, "closed the connections still open after the shutdown grace");
+            }
+            // The connections' tasks see their sockets closed at once; give them a moment to end.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let result = tokio::select! {
+            result = server => result.map_err(ServerError::from),
+            () = deadline => Ok(()),
+        };
+        reaper.abort();
+        result
+    }
+}
+
+/// Accepts connections from a listener as [`StampedStream`]s, registered with `registry` (which closes
+/// the least recently used one at `max_connections`). A failed accept (e.g. out of file descriptors)
+/// is logged and retried rather than ending the server.
+fn incoming(listener: TcpListener, registry: Registry, max_connections: usize) -> impl Stream<Item = io::Result<StampedStream>> {
+    futures::stream::unfold((listener, registry), move |(listener, registry)| async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                    let tracked = registry.admit(&stream, max_connections);
+                    let stream = StampedStream::tracked(stream, tracked);
+                    return Some((Ok(stream), (listener, registry)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+}
