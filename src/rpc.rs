@@ -43,6 +43,11 @@ impl RpcError {
     }
 }
 
+/// How often a client's connection is PINGed, and how long the answer may take before the connection
+/// is dropped (the next call dials again).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Turns `host:port` or a URL into a URL tonic can dial.
 pub fn server_url(addr: &str) -> String {
     if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") }
@@ -60,7 +65,14 @@ pub(crate) fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, RpcErr
     if endpoint.uri().host().is_none_or(str::is_empty) || endpoint.uri().port_u16().is_none() {
         return Err(RpcError::BadAddress { addr: addr.to_string(), reason: "a host and a port are needed".into() });
     }
-    Ok(endpoint.connect_timeout(timeout).timeout(timeout).tcp_nodelay(true))
+    // HTTP/2 PINGs find a connection whose peer went away without closing it, even between calls.
+    Ok(endpoint
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
 }
 
 /// Runs `call` with a deadline: the gRPC timeout header for the server and a local timer for a server

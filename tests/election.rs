@@ -158,26 +158,26 @@ async fn bad_messages_get_a_clear_error_and_change_nothing() {
         let mut client = ElectionServiceClient::connect(format!("http://{}", cluster.address(2))).await.unwrap();
         let before = cluster.node(2).unwrap().snapshot().await;
 
-        let alive = |from: i64, coordinator: i64| pb::AliveRequest { from, term, coordinator };
+        let alive = |from: i64, coordinator: i64| pb::AliveRequest { from, term, coordinator, to: 0 };
         let cases: Vec<(tonic::Status, &str)> = vec![
             (client.alive(alive(-3, 3)).await.unwrap_err(), "not a node id"),
             (client.alive(alive(0, 3)).await.unwrap_err(), "not a node id"),
             (client.alive(alive(9, 3)).await.unwrap_err(), "not a member"),
             (client.alive(alive(2, 3)).await.unwrap_err(), "itself"),
             (client.alive(alive(1, 12)).await.unwrap_err(), "not a member"),
-            (client.ring_election(pb::RingElectionRequest { from: 1, term, initiator: 1, ids: vec![] }).await.unwrap_err(), ""),
+            (client.ring_election(pb::RingElectionRequest { from: 1, term, initiator: 1, ids: vec![], to: 0 }).await.unwrap_err(), ""),
         ];
         for (status, why) in cases {
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
             assert!(status.message().contains(why), "{status:?}");
         }
         if algorithm == Algorithm::Ring {
-            let status = client.ring_election(pb::RingElectionRequest { from: 1, term, initiator: 1, ids: vec![] }).await.unwrap_err();
+            let status = client.ring_election(pb::RingElectionRequest { from: 1, term, initiator: 1, ids: vec![], to: 0 }).await.unwrap_err();
             assert!(status.message().contains("no ids"), "{status:?}");
-            let status = client.election(pb::ElectionRequest { from: 1, term }).await.unwrap_err();
+            let status = client.election(pb::ElectionRequest { from: 1, term, to: 0 }).await.unwrap_err();
             assert!(status.message().contains("not a message of the ring"), "{status:?}");
         } else {
-            let status = client.election(pb::ElectionRequest { from: 3, term }).await.unwrap_err();
+            let status = client.election(pb::ElectionRequest { from: 3, term, to: 0 }).await.unwrap_err();
             assert!(status.message().contains("go to higher ids"), "{status:?}");
         }
         // A stale announcement is answered with the current term, and refused.
@@ -185,11 +185,11 @@ async fn bad_messages_get_a_clear_error_and_change_nothing() {
         let reply = match algorithm {
             Algorithm::Bully => {
                 let owner = (stale % 3) as i64 + 1;
-                client.coordinator(pb::CoordinatorRequest { from: owner, term: stale }).await
+                client.coordinator(pb::CoordinatorRequest { from: owner, term: stale, to: 0 }).await
             }
             Algorithm::Ring => {
                 let owner = (stale % 3) as i64 + 1;
-                client.ring_coordinator(pb::RingCoordinatorRequest { from: 1, term: stale, coordinator: owner, initiator: 1 }).await
+                client.ring_coordinator(pb::RingCoordinatorRequest { from: 1, term: stale, coordinator: owner, initiator: 1, to: 0 }).await
             }
         };
         if let Ok(reply) = reply {

@@ -306,7 +306,7 @@ fn bad_messages_are_refused_without_changing_state() {
             Algorithm::Bully => vec![
                 (4, Message::Election { term }, "go to higher ids"),
                 // Term + 1 is owned by someone else than node 2 in most cases; find one node 2 does not own.
-                (2, Message::Coordinator { term: next_owned_term(&[1, 2, 3, 4, 5], 4, term) }, "belongs to node 4"),
+                (2, Message::Coordinator { term: next_owned_term(&[1, 2, 3, 4, 5], 4, term).unwrap() }, "belongs to node 4"),
             ],
             Algorithm::Ring => vec![
                 (2, Message::RingElection { term, initiator: 2, ids: vec![] }, "no ids"),
@@ -314,7 +314,7 @@ fn bad_messages_are_refused_without_changing_state() {
                 (2, Message::RingElection { term, initiator: 1, ids: vec![1, 2, 1, 2] }, "twice"),
                 (2, Message::RingElection { term, initiator: 4, ids: vec![1, 2] }, "not the first"),
                 (2, Message::RingElection { term, initiator: 1, ids: vec![1, 4] }, "not the last"),
-                (2, Message::RingCoordinator { term: next_owned_term(&[1, 2, 3, 4, 5], 4, term), coordinator: 2, initiator: 2 }, "belongs to node 4"),
+                (2, Message::RingCoordinator { term: next_owned_term(&[1, 2, 3, 4, 5], 4, term).unwrap(), coordinator: 2, initiator: 2 }, "belongs to node 4"),
             ],
         };
         for (from, message, why) in algorithm_cases {
@@ -325,7 +325,7 @@ fn bad_messages_are_refused_without_changing_state() {
         assert!(node.drain().is_empty(), "a refused message made the node send something");
 
         // A stale announcement is answered (so the sender learns the term) but changes nothing.
-        let stale_term = next_owned_term(&[1, 2, 3, 4, 5], 4, 0);
+        let stale_term = next_owned_term(&[1, 2, 3, 4, 5], 4, 0).unwrap();
         assert!(stale_term < term);
         let stale = match algorithm {
             Algorithm::Bully => Message::Coordinator { term: stale_term },

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use synclab_core::Named;
-use synclab_core::election::{Algorithm, Machine, Message, NodeId, Reply, Role};
+use synclab_core::election::{Algorithm, MAX_MEMBERS, Machine, Message, NodeId, Reply, Role};
 use tonic::Status;
 
 use crate::proto::election as pb;
@@ -34,10 +34,12 @@ pub fn wire_optional_id(id: Option<NodeId>) -> i64 {
     id.map_or(0, wire_id)
 }
 
-/// The request's sender and message.
+/// The request's sender, receiver and message.
 pub trait Incoming {
     /// The sender's id as sent.
     fn from(&self) -> i64;
+    /// The receiver's id as sent; 0: unspecified.
+    fn to(&self) -> i64;
     /// The message, or why it is not one.
     fn message(&self) -> Result<Message, Status>;
 }
@@ -45,6 +47,9 @@ pub trait Incoming {
 impl Incoming for pb::ElectionRequest {
     fn from(&self) -> i64 {
         self.from
+    }
+    fn to(&self) -> i64 {
+        self.to
     }
     fn message(&self) -> Result<Message, Status> {
         Ok(Message::Election { term: self.term })
@@ -55,6 +60,9 @@ impl Incoming for pb::CoordinatorRequest {
     fn from(&self) -> i64 {
         self.from
     }
+    fn to(&self) -> i64 {
+        self.to
+    }
     fn message(&self) -> Result<Message, Status> {
         Ok(Message::Coordinator { term: self.term })
     }
@@ -63,6 +71,9 @@ impl Incoming for pb::CoordinatorRequest {
 impl Incoming for pb::AliveRequest {
     fn from(&self) -> i64 {
         self.from
+    }
+    fn to(&self) -> i64 {
+        self.to
     }
     fn message(&self) -> Result<Message, Status> {
         let coordinator = match self.coordinator {
@@ -77,8 +88,16 @@ impl Incoming for pb::RingElectionRequest {
     fn from(&self) -> i64 {
         self.from
     }
+    fn to(&self) -> i64 {
+        self.to
+    }
     fn message(&self) -> Result<Message, Status> {
         let initiator = to_id(self.initiator, "initiator")?;
+        // Checked before anything else is done with them: a ring never carries more ids than a group
+        // may have members.
+        if self.ids.len() > MAX_MEMBERS {
+            return Err(Status::invalid_argument(format!("{} ids: a ring message carries at most {MAX_MEMBERS}", self.ids.len())));
+        }
         let ids = self.ids.iter().map(|&i| to_id(i, "ids")).collect::<Result<Vec<_>, _>>()?;
         Ok(Message::RingElection { term: self.term, initiator, ids })
     }
@@ -87,6 +106,9 @@ impl Incoming for pb::RingElectionRequest {
 impl Incoming for pb::RingCoordinatorRequest {
     fn from(&self) -> i64 {
         self.from
+    }
+    fn to(&self) -> i64 {
+        self.to
     }
     fn message(&self) -> Result<Message, Status> {
         let coordinator = to_id(self.coordinator, "coordinator")?;
@@ -105,34 +127,36 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
-    /// The request for `message`, sent by `from`.
-    pub fn new(from: NodeId, message: Message) -> Self {
-        let from = wire_id(from);
+    /// The request for `message`, sent by `from` to `to`.
+    pub fn new(from: NodeId, to: NodeId, message: Message) -> Self {
+        let (from, to) = (wire_id(from), wire_id(to));
         match message {
-            Message::Election { term } => Outgoing::Election(pb::ElectionRequest { from, term }),
-            Message::Coordinator { term } => Outgoing::Coordinator(pb::CoordinatorRequest { from, term }),
+            Message::Election { term } => Outgoing::Election(pb::ElectionRequest { from, term, to }),
+            Message::Coordinator { term } => Outgoing::Coordinator(pb::CoordinatorRequest { from, term, to }),
             Message::Alive { term, coordinator } => {
-                Outgoing::Alive(pb::AliveRequest { from, term, coordinator: wire_optional_id(coordinator) })
+                Outgoing::Alive(pb::AliveRequest { from, term, coordinator: wire_optional_id(coordinator), to })
             }
             Message::RingElection { term, initiator, ids } => Outgoing::RingElection(pb::RingElectionRequest {
                 from,
                 term,
                 initiator: wire_id(initiator),
                 ids: ids.into_iter().map(wire_id).collect(),
+                to,
             }),
             Message::RingCoordinator { term, coordinator, initiator } => Outgoing::RingCoordinator(pb::RingCoordinatorRequest {
                 from,
                 term,
                 coordinator: wire_id(coordinator),
                 initiator: wire_id(initiator),
+                to,
             }),
         }
     }
 }
 
-/// A machine's reply for the wire.
-pub fn wire_reply(reply: Reply) -> pb::Reply {
-    pb::Reply { term: reply.term, coordinator: wire_optional_id(reply.coordinator), ok: reply.ok }
+/// A machine's reply for the wire, from node `from`.
+pub fn wire_reply(from: NodeId, reply: Reply) -> pb::Reply {
+    pb::Reply { term: reply.term, coordinator: wire_optional_id(reply.coordinator), ok: reply.ok, from: wire_id(from) }
 }
 
 /// A reply from the wire.

@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod node;
+pub mod peer;
 pub mod state;
 
 use synclab_core::election::{NodeId, Term};

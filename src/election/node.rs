@@ -12,18 +12,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use synclab_core::election::{Algorithm, ConfigError, Envelope, GroupConfig, Machine, NodeId, Reply, Role, SendError, Term};
+use synclab_core::election::{Algorithm, ConfigError, Envelope, GroupConfig, Machine, NodeId, Role, Term};
 use tokio::sync::{Notify, watch};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::convert::{Incoming, Outgoing, Timeline, node_state, reply_from_wire, wire_reply};
+use super::convert::{Incoming, Timeline, node_state, wire_id, wire_reply};
+use super::peer::Peer;
 use super::state::{StateError, StateFile};
 use crate::lock::lock;
 use crate::proto::election as pb;
-use crate::proto::election::election_service_client::ElectionServiceClient;
 use crate::proto::election::election_service_server::{ElectionService, ElectionServiceServer};
-use crate::rpc::{RpcError, channel, request, with_deadline};
+use crate::rpc::RpcError;
 use crate::server::{Limits, Server, ServerError, Services, Stop, StopHandle, Watched, WatchStream, Watchers};
 
 /// Why a node cannot start.
@@ -83,10 +82,8 @@ struct Shared {
     /// One event at a time, from the machine through the state file to the network.
     turn: tokio::sync::Mutex<()>,
     timeline: Timeline,
-    clients: BTreeMap<NodeId, ElectionServiceClient<Channel>>,
+    peers: BTreeMap<NodeId, Arc<Peer>>,
     members: Vec<pb::Member>,
-    addresses: BTreeMap<NodeId, String>,
-    rpc_timeout: Duration,
     state: Option<StateFile>,
     /// The observers' view, republished when role, term or coordinator change.
     leader: watch::Sender<pb::NodeState>,
@@ -119,15 +116,15 @@ impl ElectionNode {
             Some(state) => state.load()?,
             None => 0,
         };
-        let mut clients = BTreeMap::new();
+        let mut peers = BTreeMap::new();
         for (&id, addr) in config.peers.iter().filter(|(id, _)| **id != config.id) {
-            let channel = channel(addr, config.rpc_timeout).map_err(|source| NodeError::PeerAddress { id, source })?;
-            clients.insert(id, ElectionServiceClient::new(channel));
+            let peer = Peer::new(id, addr, config.rpc_timeout).map_err(|source| NodeError::PeerAddress { id, source })?;
+            peers.insert(id, Arc::new(peer));
         }
         let members = config
             .peers
             .iter()
-            .map(|(&id, address)| pb::Member { id: super::convert::wire_id(id), address: address.clone() })
+            .map(|(&id, address)| pb::Member { id: wire_id(id), address: address.clone() })
             .collect();
         let machine = Machine::new(config.algorithm, group, term);
         let timeline = Timeline::start();
@@ -138,10 +135,8 @@ impl ElectionNode {
             inner: Mutex::new(Inner { machine, saved: term }),
             turn: tokio::sync::Mutex::new(()),
             timeline,
-            clients,
+            peers,
             members,
-            addresses: config.peers.clone(),
-            rpc_timeout: config.rpc_timeout,
             state,
             leader: watch::channel(pb::NodeState::default()).0,
             wake: Notify::new(),
@@ -274,13 +269,13 @@ impl ElectionNode {
     }
 
     fn send(&self, envelope: Envelope) {
-        let Some(client) = self.shared.clients.get(&envelope.to).cloned() else {
+        let Some(peer) = self.shared.peers.get(&envelope.to).cloned() else {
             tracing::warn!(to = envelope.to, "no address for node");
             return;
         };
         let node = self.clone();
         tokio::spawn(async move {
-            let result = node.call(client, &envelope).await;
+            let result = peer.call(node.shared.id, envelope.message.clone()).await;
             if let Err(e) = &result {
                 tracing::debug!(to = envelope.to, kind = envelope.message.kind().as_str(), error = %e, "send failed");
             }
@@ -289,28 +284,18 @@ impl ElectionNode {
         });
     }
 
-    async fn call(&self, mut client: ElectionServiceClient<Channel>, envelope: &Envelope) -> Result<Reply, SendError> {
-        let timeout = self.shared.rpc_timeout;
-        let addr = self.shared.addresses.get(&envelope.to).map(String::as_str).unwrap_or("?");
-        let answer = match Outgoing::new(self.shared.id, envelope.message.clone()) {
-            Outgoing::Election(m) => with_deadline(addr, timeout, client.election(request(m, timeout))).await,
-            Outgoing::Coordinator(m) => with_deadline(addr, timeout, client.coordinator(request(m, timeout))).await,
-            Outgoing::Alive(m) => with_deadline(addr, timeout, client.alive(request(m, timeout))).await,
-            Outgoing::RingElection(m) => with_deadline(addr, timeout, client.ring_election(request(m, timeout))).await,
-            Outgoing::RingCoordinator(m) => with_deadline(addr, timeout, client.ring_coordinator(request(m, timeout))).await,
-        };
-        match answer {
-            Ok(reply) => Ok(reply_from_wire(reply)),
-            Err(RpcError::Rpc { code: tonic::Code::InvalidArgument, message, .. }) => Err(SendError::Refused(message)),
-            Err(e) => Err(SendError::Unreachable(e.to_string())),
-        }
-    }
-
     /// Handles a protocol request: checks it, feeds it to the machine, answers once the term is stored.
     async fn handle(&self, request: impl Incoming) -> Result<Response<pb::Reply>, Status> {
         self.thawed().await;
         if self.shared.halted.is_stopping() {
             return Err(Status::unavailable("the node is stopping"));
+        }
+        let to = request.to();
+        if to != 0 && to != wire_id(self.shared.id) {
+            return Err(Status::failed_precondition(format!(
+                "this is node {}, not node {to}: the message reached the wrong node (has an address changed?)",
+                self.shared.id
+            )));
         }
         let from = super::convert::to_id(request.from(), "from")?;
         let message = request.message()?;
@@ -318,7 +303,7 @@ impl ElectionNode {
         let outcome = self.apply(|m, now| m.on_request(now, from, message)).await;
         self.shared.wake.notify_one();
         match outcome {
-            Ok(Ok(reply)) => Ok(Response::new(wire_reply(reply))),
+            Ok(Ok(reply)) => Ok(Response::new(wire_reply(self.shared.id, reply))),
             Ok(Err(rejection)) => {
                 tracing::warn!(id = self.shared.id, from, kind = kind.as_str(), reason = %rejection, "refused a message");
                 Err(Status::invalid_argument(rejection.to_string()))

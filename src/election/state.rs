@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use synclab_core::election::{NodeId, Term};
+use synclab_core::election::{MAX_TERM, NodeId, Term};
 
 /// Why the state file could not be read or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +36,15 @@ impl StateFile {
         StateError { path: self.path.clone(), reason: reason.to_string() }
     }
 
+    /// A file that cannot be trusted. Starting this node alone from term 0 could claim a term twice, so
+    /// the way out is to start the whole group afresh.
+    fn damaged(&self, reason: impl std::fmt::Display) -> StateError {
+        self.error(format!(
+            "{reason}; the file is damaged: stop every node of the group and remove all their state files \
+             (with compose: `docker compose down --volumes`) to start the group afresh"
+        ))
+    }
+
     /// The saved term; 0 if there is no file yet. A file that does not parse stops the node: starting
     /// from 0 could claim a term again.
     pub fn load(&self) -> Result<Term, StateError> {
@@ -44,12 +53,16 @@ impl StateFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(self.error(e)),
         };
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| self.error(format!("not JSON: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| self.damaged(format!("not JSON: {e}")))?;
         let id = value.get("id").and_then(|v| v.as_u64());
         if id != Some(self.id) {
-            return Err(self.error(format!("belongs to node {id:?}, not {}", self.id)));
+            return Err(self.damaged(format!("it belongs to node {id:?}, not {}", self.id)));
         }
-        value.get("term").and_then(|v| v.as_u64()).ok_or_else(|| self.error("has no term"))
+        let term = value.get("term").and_then(|v| v.as_u64()).ok_or_else(|| self.damaged("it has no term"))?;
+        if term > MAX_TERM {
+            return Err(self.damaged(format!("it holds term {term}, beyond the largest valid term {MAX_TERM}")));
+        }
+        Ok(term)
     }
 
     /// Saves `term` durably: a new file, synced, renamed over the old one, and the directory synced, so
@@ -96,10 +109,17 @@ mod tests {
     fn a_damaged_or_foreign_file_is_refused_with_its_path() {
         let dir = dir("damaged");
         let file = StateFile::new(&dir, 3);
-        for (text, why) in [("{", "not JSON"), (r#"{"id":4,"term":1}"#, "belongs to node Some(4)"), (r#"{"id":3}"#, "has no term")] {
+        let cases = [
+            ("{", "not JSON"),
+            (r#"{"id":4,"term":1}"#, "belongs to node Some(4)"),
+            (r#"{"id":3}"#, "has no term"),
+            (r#"{"id":3,"term":18446744073709551615}"#, "beyond the largest valid term"),
+            (r#"{"id":3,"term":-1}"#, "has no term"),
+        ];
+        for (text, why) in cases {
             std::fs::write(file.path(), text).unwrap();
-            let err = file.load().unwrap_err();
-            assert!(err.to_string().contains(why) && err.to_string().contains("election-node-3.json"), "{err}");
+            let err = file.load().unwrap_err().to_string();
+            assert!(err.contains(why) && err.contains("election-node-3.json") && err.contains("down --volumes"), "{err}");
         }
     }
 }

@@ -56,7 +56,11 @@ impl Bully {
         self.pending.clear();
         self.tags.clear();
         self.deadline = None;
-        let term = self.core.next_term_for(self.core.id());
+        let Some(term) = self.core.next_term_for(self.core.id()) else {
+            // Try again after an election timeout rather than at every tick.
+            self.deadline = Some(now + self.core.config().election_timeout);
+            return;
+        };
         self.core.rule(now, term);
         let lower: Vec<NodeId> = self.core.others().filter(|&m| m < self.core.id()).collect();
         for peer in lower {

@@ -106,11 +106,10 @@ impl Core {
 
     /// Refuses a claim of `term` by anyone but its owner.
     pub(crate) fn check_owner(&self, term: Term, claimed: NodeId) -> Result<(), Rejection> {
-        let owner = owner(&self.config.members, term);
-        if owner != claimed {
-            return Err(Rejection::NotOwner { term, owner, claimed });
+        match owner(&self.config.members, term) {
+            Some(owner) if owner == claimed => Ok(()),
+            owner => Err(Rejection::NotOwner { term, owner: owner.unwrap_or(0), claimed }),
         }
-        Ok(())
     }
 
     /// Learns of `term` (and who rules it, if the message says). A higher term replaces ours: we follow
@@ -156,7 +155,7 @@ impl Core {
 
     /// Claims `term` (ours: an election we ran or a ring announcement naming us) and rules it.
     pub(crate) fn rule(&mut self, now: Duration, term: Term) {
-        debug_assert_eq!(owner(&self.config.members, term), self.config.id);
+        debug_assert_eq!(owner(&self.config.members, term), Some(self.config.id));
         self.term = term;
         self.role = Role::Coordinator;
         self.coordinator = Some(self.config.id);
@@ -166,9 +165,14 @@ impl Core {
         tracing::info!(id = self.config.id, term, "coordinator");
     }
 
-    /// The term this node claims when it wins: the next one it owns above everything it has seen.
-    pub(crate) fn next_term_for(&self, id: NodeId) -> Term {
-        next_owned_term(&self.config.members, id, self.term)
+    /// The term `id` claims when it wins: the next one it owns above everything this node has seen;
+    /// `None` if none is left below [`super::MAX_TERM`] (only forged terms lead there).
+    pub(crate) fn next_term_for(&self, id: NodeId) -> Option<Term> {
+        let term = next_owned_term(&self.config.members, id, self.term);
+        if term.is_none() {
+            tracing::error!(id = self.config.id, term = self.term, "no term left to claim below the largest valid term");
+        }
+        term
     }
 
     /// Records that an election started (unless one is already running) and sets the role.

@@ -30,6 +30,19 @@ pub type NodeId = u64;
 /// An epoch: every coordinator rules for one term, and terms only grow.
 pub type Term = u64;
 
+/// The largest term any message may carry (2^53, also the largest integer a JSON number holds exactly).
+/// A group that elects a coordinator every millisecond reaches it after 285 000 years; a larger term can
+/// only be forged or corrupt, and is refused.
+pub const MAX_TERM: Term = 1 << 53;
+
+/// How far above a node's own term a request's term may be. A node that far behind (a million terms:
+/// weeks of elections at their fastest) learns the group's term from the replies to its own messages
+/// instead, so no single request can throw a node's term arbitrarily far ahead.
+pub const MAX_TERM_JUMP: Term = 1 << 20;
+
+/// The most members a group may have.
+pub const MAX_MEMBERS: usize = 1024;
+
 /// Which election algorithm a group runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -206,6 +219,12 @@ pub enum Rejection {
     /// A ring election message whose ids are not a proper path (initiator first, sender last, no repeats).
     #[error("malformed ring election message: {0}")]
     MalformedRing(String),
+    /// A term beyond [`MAX_TERM`].
+    #[error("term {0} is beyond the largest valid term ({MAX_TERM})")]
+    TermTooLarge(Term),
+    /// A term implausibly far above this node's.
+    #[error("term {term} is more than {MAX_TERM_JUMP} above this node's term {current}; refused as implausible")]
+    TermJump { term: Term, current: Term },
 }
 
 /// A group configuration that cannot work.
@@ -221,6 +240,8 @@ pub enum ConfigError {
     HeartbeatNotBelowTimeout { heartbeat: Duration, timeout: Duration },
     #[error("{0} must be positive")]
     ZeroDuration(&'static str),
+    #[error("a group has at most {MAX_MEMBERS} members, not {0}")]
+    TooManyMembers(usize),
 }
 
 /// A node's settings.
@@ -243,7 +264,10 @@ impl GroupConfig {
     /// Checks a group: positive, distinct ids including `id`, and a heartbeat below the timeout. The
     /// election timeout defaults to twice the timeout.
     pub fn new(id: NodeId, members: impl IntoIterator<Item = NodeId>, heartbeat: Duration, timeout: Duration) -> Result<Self, ConfigError> {
-        let mut sorted: Vec<NodeId> = members.into_iter().collect();
+        let mut sorted: Vec<NodeId> = members.into_iter().take(MAX_MEMBERS + 1).collect();
+        if sorted.len() > MAX_MEMBERS {
+            return Err(ConfigError::TooManyMembers(sorted.len()));
+        }
         sorted.sort_unstable();
         if sorted.first() == Some(&0) || id == 0 {
             return Err(ConfigError::ZeroId);
@@ -269,17 +293,21 @@ impl GroupConfig {
     }
 }
 
-/// The one node that may be coordinator in `term`: the member of rank `term % n`.
-pub fn owner(members: &[NodeId], term: Term) -> NodeId {
-    members[(term % members.len() as u64) as usize]
+/// The one node that may be coordinator in `term`: the member of rank `term % n` (`None` for an empty
+/// group, which a [`GroupConfig`] never is).
+pub fn owner(members: &[NodeId], term: Term) -> Option<NodeId> {
+    let n = u64::try_from(members.len()).ok().filter(|&n| n > 0)?;
+    members.get(usize::try_from(term % n).ok()?).copied()
 }
 
-/// The smallest term above `after` that `id` owns.
-pub fn next_owned_term(members: &[NodeId], id: NodeId, after: Term) -> Term {
-    let n = members.len() as u64;
-    let rank = members.iter().position(|&m| m == id).expect("id is a member") as u64;
-    let first = after + 1;
-    first + (rank + n - first % n) % n
+/// The smallest term above `after` that `id` owns; `None` if `id` is not a member or that term would
+/// pass [`MAX_TERM`].
+pub fn next_owned_term(members: &[NodeId], id: NodeId, after: Term) -> Option<Term> {
+    let n = u64::try_from(members.len()).ok().filter(|&n| n > 0)?;
+    let rank = u64::try_from(members.iter().position(|&m| m == id)?).ok()?;
+    let first = after.checked_add(1)?;
+    let term = first.checked_add((rank + n - first % n) % n)?;
+    (term <= MAX_TERM).then_some(term)
 }
 
 /// Messages of one kind a node sent, received, failed to send and refused.
@@ -385,8 +413,13 @@ impl Machine {
         Ok(reply)
     }
 
-    /// The outcome of a send this machine asked for.
+    /// The outcome of a send this machine asked for. A reply whose term is beyond [`MAX_TERM`] counts as
+    /// a refusal.
     pub fn on_reply(&mut self, now: Duration, envelope: Envelope, result: Result<Reply, SendError>) {
+        let result = match result {
+            Ok(reply) if reply.term > MAX_TERM => Err(SendError::Refused(Rejection::TermTooLarge(reply.term).to_string())),
+            other => other,
+        };
         match self {
             Machine::Bully(m) => m.on_reply(now, envelope, result),
             Machine::Ring(m) => m.on_reply(now, envelope, result),
@@ -407,6 +440,13 @@ impl Machine {
         }
         if !config.is_member(from) {
             return Err(Rejection::UnknownSender(from));
+        }
+        let term = message.term();
+        if term > MAX_TERM {
+            return Err(Rejection::TermTooLarge(term));
+        }
+        if term > core.term().saturating_add(MAX_TERM_JUMP) {
+            return Err(Rejection::TermJump { term, current: core.term() });
         }
         let algorithm = self.algorithm();
         let wrong = Err(Rejection::WrongAlgorithm { kind: message.kind().as_str(), algorithm });
@@ -458,12 +498,12 @@ mod tests {
         let members = [2, 5, 9];
         for term in 0..30 {
             let owner = owner(&members, term);
-            assert_eq!(members[(term % 3) as usize], owner);
+            assert_eq!(Some(members[(term % 3) as usize]), owner);
         }
         for (id, after, want) in [(2, 0, 3), (5, 0, 1), (9, 0, 2), (9, 2, 5), (2, 3, 6), (5, 4, 7), (5, 6, 7)] {
-            let term = next_owned_term(&members, id, after);
+            let term = next_owned_term(&members, id, after).unwrap();
             assert_eq!(term, want, "next term of {id} after {after}");
-            assert_eq!(owner(&members, term), id);
+            assert_eq!(owner(&members, term), Some(id));
         }
     }
 

@@ -83,7 +83,7 @@ impl Ring {
     fn complete(&mut self, now: Duration, term: Term, ids: &[NodeId]) {
         self.core.observe(now, term, None);
         let coordinator = ids.iter().copied().max().unwrap_or(self.core.id()).max(self.core.id());
-        let term = self.core.next_term_for(coordinator);
+        let Some(term) = self.core.next_term_for(coordinator) else { return };
         self.accept(now, term, coordinator);
         self.announced = Some((term, coordinator, self.core.id()));
         let message = Message::RingCoordinator { term, coordinator, initiator: self.core.id() };
