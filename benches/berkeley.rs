@@ -15,7 +15,10 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use synclab::berkeley::master::{Master, MasterConfig};
+use synclab::berkeley::slave::Slave;
 use synclab_core::clock::ClockConfig;
 use synclab::clock::LiveClock;
 use synclab::proto::time::GetTimeRequest;
@@ -54,18 +57,32 @@ fn options() -> Options {
 struct Slaves {
     clocks: Vec<LiveClock>,
     addrs: Vec<String>,
+    slaves: Vec<Arc<Slave>>,
     _runtime: tokio::runtime::Runtime,
+}
+
+impl Slaves {
+    /// Makes every slave a member of `master`, as a registration over the network would: the master
+    /// learns each slave's claim, each slave the master's epoch.
+    fn enrol(&self, master: &Master, names: impl IntoIterator<Item = String>) {
+        for (i, name) in names.into_iter().enumerate() {
+            master.register(&name, &self.addrs[i], &self.slaves[i].claim()).unwrap();
+            self.slaves[i].registered(master.epoch());
+        }
+    }
 }
 
 fn start_slaves(specs: &[(String, i64, f64)]) -> Slaves {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let mut clocks = Vec::new();
     let mut addrs = Vec::new();
+    let mut slaves = Vec::new();
     for (name, offset, drift) in specs {
         let config = ClockConfig { offset_nanos: *offset, drift_ppm: *drift, step_threshold_nanos: MS, max_slew_ppm: MAX_SLEW_PPM };
         let clock = LiveClock::new(name.as_str(), config).unwrap();
+        let slave = Slave::new(clock.clone(), 3600 * SEC).unwrap();
         let addr = runtime.block_on(async {
-            let server = synclab::berkeley::slave::server(clock.clone(), 3600 * SEC).await.unwrap();
+            let server = slave.server().await.unwrap();
             let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tokio::spawn(server.serve(listener, synclab::server::Stop::never()));
@@ -73,8 +90,9 @@ fn start_slaves(specs: &[(String, i64, f64)]) -> Slaves {
         });
         clocks.push(clock);
         addrs.push(addr.to_string());
+        slaves.push(slave);
     }
-    Slaves { clocks, addrs, _runtime: runtime }
+    Slaves { clocks, addrs, slaves, _runtime: runtime }
 }
 
 /// max − min of the true offsets, read at (nearly) one instant.
@@ -106,11 +124,9 @@ fn synclab_run(o: &Options) -> (Vec<(usize, f64)>, f64, f64) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _in_runtime = rt.enter(); // channels start their workers on the runtime they are made in
     let clock = master_clock(MASTER_DRIFT_PPM);
-    let config = MasterConfig { interval: o.interval, tolerance_nanos: SEC as f64, samples: 8, timeout: Duration::from_secs(1), max_missed: 3 };
+    let config = MasterConfig { interval: o.interval, tolerance_nanos: SEC as f64, samples: 8, timeout: Duration::from_secs(1), max_missed: 3, max_members: 8 };
     let master = Master::new(clock.clone(), config);
-    for (i, (name, _, _)) in four_lines().iter().enumerate() {
-        master.register(name, &slaves.addrs[i]).unwrap();
-    }
+    slaves.enrol(&master, four_lines().into_iter().map(|(name, _, _)| name));
     let good: Vec<&LiveClock> = slaves.clocks.iter().filter(|c| c.name() != "TAPMI").chain([&clock]).collect();
     let mut at = Vec::new();
     let mut holdover = 0.0f64;
@@ -184,11 +200,9 @@ fn scale_run(n: usize) -> (Vec<f64>, Vec<(usize, f64)>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _in_runtime = rt.enter(); // channels start their workers on the runtime they are made in
     let clock = master_clock(0.0);
-    let config = MasterConfig { interval: Duration::from_secs(1), tolerance_nanos: SEC as f64, samples: 4, timeout: Duration::from_secs(2), max_missed: 3 };
+    let config = MasterConfig { interval: Duration::from_secs(1), tolerance_nanos: SEC as f64, samples: 4, timeout: Duration::from_secs(2), max_missed: 3, max_members: 1024 };
     let master = Master::new(clock.clone(), config);
-    for (i, (name, _, _)) in specs.iter().enumerate() {
-        master.register(name, &slaves.addrs[i]).unwrap();
-    }
+    slaves.enrol(&master, specs.iter().map(|(name, _, _)| name.clone()));
     let all: Vec<&LiveClock> = slaves.clocks.iter().chain([&clock]).collect();
     let mut durations = Vec::new();
     let mut at = Vec::new();

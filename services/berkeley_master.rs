@@ -40,6 +40,9 @@ struct Args {
     /// A slave that misses more rounds in a row than this is dropped (it rejoins by registering again).
     #[arg(long, env = "SYNCLAB_MAX_MISSED", default_value_t = 3)]
     max_missed: u32,
+    /// Members at most; a new name beyond them is refused (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "SYNCLAB_MAX_MEMBERS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    max_members: u16,
     #[command(flatten)]
     clock: ClockArgs,
     #[command(flatten)]
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         samples: args.samples.into(),
         timeout: args.timeout,
         max_missed: args.max_missed,
+        max_members: args.max_members.into(),
     };
     let master = Master::new(clock.clone(), config);
     let listener = server::bind(&args.listen).await?;

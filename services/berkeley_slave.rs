@@ -7,8 +7,9 @@
 use std::time::Duration;
 
 use clap::Parser;
-use synclab::berkeley::slave;
-use synclab::cli::{ClockArgs, LogArgs, parse_duration, parse_name, parse_positive_nanos};
+use anyhow::Context as _;
+use synclab::berkeley::slave::Slave;
+use synclab::cli::{ClockArgs, LogArgs, parse_address, parse_duration, parse_name, parse_positive_nanos};
 use synclab::clock::LiveClock;
 use synclab::server::{self, Stop};
 use synclab::telemetry;
@@ -27,7 +28,7 @@ struct Args {
     #[arg(long, env = "SYNCLAB_LISTEN", default_value = "0.0.0.0:50053")]
     listen: String,
     /// The address the master dials, host:port (default: this host's name and the listen port).
-    #[arg(long, env = "SYNCLAB_ADVERTISE")]
+    #[arg(long, env = "SYNCLAB_ADVERTISE", value_parser = parse_address)]
     advertise: Option<String>,
     /// Largest adjustment accepted from the master; larger ones are refused.
     #[arg(long, env = "SYNCLAB_MAX_ADJUSTMENT", value_name = "DURATION", default_value = "1h", value_parser = parse_positive_nanos)]
@@ -53,11 +54,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = server::bind(&args.listen).await?;
     let port = listener.local_addr()?.port();
     let advertise = args.advertise.clone().unwrap_or_else(|| format!("{}:{port}", host_name()));
-    let server = slave::server(clock, args.max_adjustment).await?;
+    synclab_core::name::check_address(&advertise).with_context(|| format!("invalid value '{advertise}' for '--advertise'"))?;
+    let slave = Slave::new(clock, args.max_adjustment).context("cannot choose the slave's claim")?;
+    let server = slave.server().await?;
     tracing::info!(name = %args.name, addr = %listener.local_addr()?, %advertise, master = %args.master, "berkeley slave listening");
 
     let stop = Stop::on_signal();
-    tokio::spawn(slave::keep_registered(args.master.clone(), args.name.clone(), advertise, args.timeout, stop.clone()));
+    tokio::spawn(slave.keep_registered(args.master.clone(), args.name.clone(), advertise, args.timeout, stop.clone()));
     server.serve(listener, stop).await?;
     tracing::info!("berkeley slave stopped");
     Ok(())

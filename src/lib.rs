@@ -23,6 +23,7 @@ pub mod election;
 mod lock;
 pub mod net;
 pub mod proto;
+pub mod random;
 pub mod rpc;
 pub mod server;
 pub mod telemetry;

@@ -33,3 +33,52 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
     };
     result.map_err(|e| TelemetryError::AlreadySet(e.to_string()))
 }
+
+/// Refused requests, counted by kind and logged sparingly: the first of each kind at once, then at most
+/// one line per kind per period with how many more there were. A flood of bad requests costs a few log
+/// lines, not one line each.
+#[derive(Debug)]
+pub struct Refusals {
+    what: &'static str,
+    period: std::time::Duration,
+    tallies: std::sync::Mutex<std::collections::BTreeMap<&'static str, Tally>>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    total: u64,
+    unlogged: u64,
+    last_logged: Option<std::time::Instant>,
+}
+
+impl Refusals {
+    /// Refusals of `what` (e.g. "election message"), summarized every 10 s.
+    pub fn new(what: &'static str) -> Self {
+        Self { what, period: std::time::Duration::from_secs(10), tallies: Default::default() }
+    }
+
+    /// Counts a refusal of kind `kind` (a fixed string, e.g. "unknown sender"); logs it if it is the
+    /// first of its kind or the period has passed since the kind was last logged.
+    pub fn refused(&self, kind: &'static str, detail: &dyn std::fmt::Display) {
+        let mut tallies = crate::lock::lock(&self.tallies);
+        let tally = tallies.entry(kind).or_default();
+        tally.total += 1;
+        tally.unlogged += 1;
+        let due = tally.last_logged.is_none_or(|at| at.elapsed() >= self.period);
+        if due {
+            let (what, n, total) = (self.what, tally.unlogged, tally.total);
+            if total == 1 {
+                tracing::warn!(%what, kind, %detail, "refused");
+            } else {
+                tracing::warn!(%what, kind, refused = n, total, latest = %detail, "refused (summary since the last line of this kind)");
+            }
+            tally.unlogged = 0;
+            tally.last_logged = Some(std::time::Instant::now());
+        }
+    }
+
+    /// How many refusals of each kind so far.
+    pub fn totals(&self) -> Vec<(&'static str, u64)> {
+        crate::lock::lock(&self.tallies).iter().map(|(k, t)| (*k, t.total)).collect()
+    }
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use synclab::berkeley::master::{Master, MasterConfig};
+use synclab::berkeley::slave::Slave;
 use synclab::clock::LiveClock;
 use synclab::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
 use synclab::proto::berkeley::berkeley_slave_client::BerkeleySlaveClient;
@@ -33,10 +34,22 @@ async fn serve(server: synclab::server::Server, addr: &str, stop: (StopHandle, S
     Serving { addr, _stop: handle }
 }
 
-struct Slave {
+struct TestSlave {
     name: &'static str,
     clock: LiveClock,
+    slave: Arc<Slave>,
     server: Option<Serving>,
+}
+
+impl TestSlave {
+    fn addr(&self) -> String {
+        self.server.as_ref().unwrap().addr.to_string()
+    }
+
+    /// Registers with the master at `master` (as the slave's own loop does, once).
+    async fn join(&self, master: &Serving) -> bool {
+        self.slave.register(&master.addr.to_string(), self.name, &self.addr(), Duration::from_secs(1)).await.unwrap().rejoined
+    }
 }
 
 /// Clocks as compose runs them: corrections of 1 ms or more stepped, smaller ones slewed at 5%.
@@ -44,15 +57,15 @@ fn group_clock(offset_nanos: i64, drift_ppm: f64) -> ClockConfig {
     ClockConfig { offset_nanos, drift_ppm, step_threshold_nanos: MS, max_slew_ppm: 50_000.0 }
 }
 
-async fn start_slave(name: &'static str, offset: i64, drift_ppm: f64) -> Slave {
+async fn start_slave(name: &'static str, offset: i64, drift_ppm: f64) -> TestSlave {
     let clock = LiveClock::new(name, group_clock(offset, drift_ppm)).unwrap();
-    let server = synclab::berkeley::slave::server(clock.clone(), 3600 * SEC).await.unwrap();
-    let server = serve(server, "127.0.0.1:0", Stop::new()).await;
-    Slave { name, clock, server: Some(server) }
+    let slave = Slave::new(clock.clone(), 3600 * SEC).unwrap();
+    let server = serve(slave.server().await.unwrap(), "127.0.0.1:0", Stop::new()).await;
+    TestSlave { name, clock, slave, server: Some(server) }
 }
 
 fn config(interval: Duration) -> MasterConfig {
-    MasterConfig { interval, tolerance_nanos: SEC as f64, samples: 4, timeout: Duration::from_millis(300), max_missed: 2 }
+    MasterConfig { interval, tolerance_nanos: SEC as f64, samples: 4, timeout: Duration::from_millis(300), max_missed: 2, max_members: 8 }
 }
 
 async fn start_master(interval: Duration, addr: &str) -> (Arc<Master>, Serving) {
@@ -79,7 +92,7 @@ fn allowed_spread(round: &synclab::proto::berkeley::Round) -> f64 {
 }
 
 /// The four production lines, TAPMI's clock five minutes out.
-async fn four_lines() -> Vec<Slave> {
+async fn four_lines() -> Vec<TestSlave> {
     vec![
         start_slave("KMC", 400 * MS, 60.0).await,
         start_slave("MIT", -300 * MS, -100.0).await,
@@ -93,7 +106,7 @@ async fn four_lines_converge_and_the_wild_clock_is_left_out_of_the_average() {
     let (master, server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
     let slaves = four_lines().await;
     for s in &slaves {
-        master.register(s.name, &s.server.as_ref().unwrap().addr.to_string()).unwrap();
+        s.join(&server).await;
     }
     let round = master.run_round().await;
     assert_eq!(round.members.len(), 4);
@@ -115,7 +128,7 @@ async fn four_lines_converge_and_the_wild_clock_is_left_out_of_the_average() {
     assert!(spread(&clocks) <= allowed_spread(&round), "spread {} ns after round 4: {round:?}", spread(&clocks));
 
     // The same through every node's Clock/Read, as an observer sees it.
-    let mut addrs: Vec<String> = slaves.iter().map(|s| s.server.as_ref().unwrap().addr.to_string()).collect();
+    let mut addrs: Vec<String> = slaves.iter().map(TestSlave::addr).collect();
     addrs.push(server.addr.to_string());
     tokio::time::sleep(Duration::from_millis(50)).await; // the last round's slews done
     let mut offsets = Vec::new();
@@ -128,10 +141,10 @@ async fn four_lines_converge_and_the_wild_clock_is_left_out_of_the_average() {
 
 #[tokio::test]
 async fn a_slave_that_dies_is_skipped_then_dropped_and_rejoins_when_back() {
-    let (master, _server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
+    let (master, server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
     let mut slaves = four_lines().await;
     for s in &slaves {
-        master.register(s.name, &s.server.as_ref().unwrap().addr.to_string()).unwrap();
+        s.join(&server).await;
     }
     master.run_round().await;
     // MIT's server goes away: rounds go on without waiting for it longer than the deadline.
@@ -152,7 +165,7 @@ async fn a_slave_that_dies_is_skipped_then_dropped_and_rejoins_when_back() {
     }
     // MIT restarts (new address, its clock wrong again) and registers again: it is back and corrected.
     let mit = start_slave("MIT", -700 * MS, -100.0).await;
-    assert!(!master.register("MIT", &mit.server.as_ref().unwrap().addr.to_string()).unwrap(), "dropped, so it joins anew");
+    assert!(!mit.join(&server).await, "dropped, so it joins anew");
     let round = master.run_round().await;
     assert!(round.members.iter().find(|m| m.name == "MIT").unwrap().adjusted);
     let clocks: Vec<&LiveClock> = [&slaves[0].clock, &mit.clock, &slaves[3].clock, master.clock()].into();
@@ -166,8 +179,8 @@ async fn slaves_register_themselves_and_find_a_restarted_master() {
     let slaves = four_lines().await;
     let (stop_tx, stop_rx) = Stop::new();
     for s in &slaves {
-        let advertise = s.server.as_ref().unwrap().addr.to_string();
-        tokio::spawn(synclab::berkeley::slave::keep_registered(addr.clone(), s.name.into(), advertise, Duration::from_millis(300), stop_rx.clone()));
+        let task = s.slave.clone().keep_registered(addr.clone(), s.name.into(), s.addr(), Duration::from_millis(300), stop_rx.clone());
+        tokio::spawn(task);
     }
     wait_for(|| master.members().len() == 4, "all four registered").await;
 
@@ -191,44 +204,120 @@ async fn wait_for(done: impl Fn() -> bool, what: &str) {
 }
 
 #[tokio::test]
-async fn bad_registrations_and_adjustments_are_refused_without_harm() {
+async fn bad_registrations_are_refused_without_harm() {
     let (master, server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
     let mut client = BerkeleyMasterClient::new(synclab::rpc::channel(&server.addr.to_string(), Duration::from_secs(1)).unwrap());
-    for (name, address) in [("", "127.0.0.1:1"), ("a b", "127.0.0.1:1"), (&*"x".repeat(65), "127.0.0.1:1"), ("KMC", "not an address")] {
-        let status = client.register(RegisterRequest { name: name.into(), address: address.into() }).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{name:?} {address:?}: {status:?}");
+    let claim = vec![7u8; 32];
+    let register = |name: &str, address: &str, claim: &[u8]| RegisterRequest { name: name.into(), address: address.into(), claim: claim.to_vec() };
+    let long = "x".repeat(10_000);
+    let cases = [
+        register("", "127.0.0.1:1", &claim),
+        register("a b", "127.0.0.1:1", &claim),
+        register(&long, "127.0.0.1:1", &claim),
+        register("KMC", "not an address", &claim),
+        register("KMC", &format!("{long}:1"), &claim),
+        register("KMC", "127.0.0.1:0", &claim),
+        register("KMC", "127.0.0.1:1", &[1; 8]),
+        register("KMC", "127.0.0.1:1", &[]),
+    ];
+    for request in cases {
+        let what = format!("{:?} {:?} {} bytes of claim", synclab::server::excerpt(&request.name, 10), synclab::server::excerpt(&request.address, 20), request.claim.len());
+        let status = client.register(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(status.message().len() < 300, "{what}: the error echoes the input: {} bytes", status.message().len());
     }
+    // Past the request size limit the request is refused before it is decoded.
+    let status = client.register(register(&"x".repeat(100_000), "127.0.0.1:1", &claim)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(master.members().is_empty(), "nothing refused was added");
+
     // Registering twice is a re-registration, not a second member.
     let slave = start_slave("KMC", 0, 0.0).await;
-    let addr = slave.server.as_ref().unwrap().addr.to_string();
-    assert!(!client.register(RegisterRequest { name: "KMC".into(), address: addr.clone() }).await.unwrap().into_inner().rejoined);
-    assert!(client.register(RegisterRequest { name: "KMC".into(), address: addr.clone() }).await.unwrap().into_inner().rejoined);
+    let addr = slave.addr();
+    assert!(!slave.join(&server).await);
+    assert!(slave.join(&server).await);
     assert_eq!(master.members().len(), 1);
-    let status = client.status(StatusRequest {}).await.unwrap().into_inner();
-    assert_eq!(status.members.len(), 1);
-    // Once KMC answers rounds, another slave cannot take its name from elsewhere.
-    master.run_round().await;
-    let status = client.register(RegisterRequest { name: "KMC".into(), address: "127.0.0.1:9".into() }).await.unwrap_err();
-    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
-    assert_eq!(master.members()[0].address, addr, "the live member keeps its name and address");
+    assert_eq!(client.status(StatusRequest {}).await.unwrap().into_inner().members.len(), 1);
 
-    // A slave refuses an adjustment beyond its bound (1 h here) and keeps its clock.
-    let mut slave_client = BerkeleySlaveClient::new(synclab::rpc::channel(&addr, Duration::from_secs(1)).unwrap());
-    let before = slave.clock.read();
-    let status = slave_client.adjust(AdjustRequest { adjustment_nanos: 2 * 3600 * SEC, round: 1 }).await.unwrap_err();
+    // Once KMC answers rounds, another slave cannot take its name, from elsewhere or from its address.
+    master.run_round().await;
+    for address in ["127.0.0.1:9", addr.as_str()] {
+        let status = client.register(register("KMC", address, &claim)).await.unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    }
+    assert_eq!(master.members()[0].address, addr, "the live member keeps its name and address");
+}
+
+#[tokio::test]
+async fn a_slave_takes_only_its_masters_adjustments_once() {
+    let (master, server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
+    let slave = start_slave("KMC", 0, 0.0).await;
+    let mut client = BerkeleySlaveClient::new(synclab::rpc::channel(&slave.addr(), Duration::from_secs(1)).unwrap());
+    let hour = 3600 * SEC;
+    let adjust = |by: i64, round: u64, epoch: u64, claim: Vec<u8>| AdjustRequest { adjustment_nanos: by, round, epoch, claim };
+
+    // Before it has registered, nothing is taken.
+    let status = client.adjust(adjust(hour, 1, master.epoch(), slave.slave.claim())).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    slave.join(&server).await;
+
+    // A forged adjustment (no claim, or someone else's) is refused, whatever its round and epoch.
+    for claim in [vec![], vec![0; 32], vec![7; 64]] {
+        let status = client.adjust(adjust(hour, 99, master.epoch(), claim)).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    // With the claim but another master's epoch: refused.
+    let status = client.adjust(adjust(hour, 99, master.epoch() ^ 1, slave.slave.claim())).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    // Beyond --max-adjustment: refused.
+    let status = client.adjust(adjust(2 * hour, 99, master.epoch(), slave.slave.claim())).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("--max-adjustment"), "{}", status.message());
-    let after = slave.clock.read();
-    assert_eq!(after.adjustments, before.adjustments);
-    assert!((after.true_offset - before.true_offset).abs() < 1e6, "the clock was moved: {before:?} -> {after:?}");
+    assert_eq!(slave.clock.read().adjustments, 0, "no refused adjustment touched the clock");
+    assert!(slave.clock.read().true_offset.abs() < 1e6);
+
+    // The master's own rounds are taken, each once; a replay of an applied round is refused.
+    let round = master.run_round().await;
+    assert!(round.members[0].adjusted, "{round:?}");
+    let applied = slave.clock.read().adjustments;
+    for replay in [round.number, round.number - 1, 0] {
+        let status = client.adjust(adjust(hour, replay, master.epoch(), slave.slave.claim())).await.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "round {replay}: {status:?}");
+    }
+    assert_eq!(slave.clock.read().adjustments, applied);
+    assert!(slave.clock.read().true_offset.abs() < 1e6, "the clock was moved");
+    assert!(master.run_round().await.members[0].adjusted);
+}
+
+#[tokio::test]
+async fn a_member_that_refuses_its_adjustments_is_dropped_and_the_group_stays_bounded() {
+    // Fake members pointing at a time server: it answers the reads, but no adjustment.
+    let time_server = common::TestServer::start().await;
+    let (master, server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
+    let mut client = BerkeleyMasterClient::new(synclab::rpc::channel(&server.addr.to_string(), Duration::from_secs(1)).unwrap());
+    for i in 0..8 {
+        let request = RegisterRequest { name: format!("FAKE{i}"), address: time_server.url(), claim: vec![i; 32] };
+        client.register(request).await.unwrap();
+    }
+    // The group is full (max_members = 8 here): a ninth name is refused.
+    let status = client.register(RegisterRequest { name: "NINTH".into(), address: time_server.url(), claim: vec![9; 32] }).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    for _ in 0..3 {
+        let round = master.run_round().await;
+        assert!(round.members.iter().all(|m| m.answered && !m.adjusted), "{round:?}");
+    }
+    assert!(master.members().is_empty(), "members that never took an adjustment are dropped: {:?}", master.members());
+    // And then a real slave finds room.
+    let slave = start_slave("KMC", 0, 0.0).await;
+    slave.join(&server).await;
+    assert!(master.run_round().await.members[0].adjusted);
 }
 
 #[tokio::test]
 async fn watchers_see_every_round() {
     let (master, server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
     let slave = start_slave("SOLS", 200 * MS, 0.0).await;
-    master.register("SOLS", &slave.server.as_ref().unwrap().addr.to_string()).unwrap();
+    slave.join(&server).await;
     let mut client = BerkeleyMasterClient::new(synclab::rpc::channel(&server.addr.to_string(), Duration::from_secs(5)).unwrap());
     let mut rounds = client.watch_rounds(WatchRoundsRequest {}).await.unwrap().into_inner();
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -15,7 +15,7 @@ use synclab_core::berkeley::{Exclusion, FrequencyEstimator, Reading, RoundPlan, 
 use synclab_core::clock::AdjustmentKind;
 use synclab_core::cristian::{CristianError, Estimator, estimate};
 use synclab_core::duration::format_nanos;
-use synclab_core::name::{NameError, check_name};
+use synclab_core::name::{AddressError, NameError, check_address, check_name};
 use tokio::sync::broadcast;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -31,7 +31,8 @@ use crate::proto::berkeley::{
 use crate::proto::clock::clock_server::ClockServer;
 use crate::proto::nanos_to_timestamp;
 use crate::rpc::{RpcError, channel, request, with_deadline};
-use crate::server::{Server, ServerError, Services, Stop, Watched, WatchStream, Watchers};
+use crate::server::{Server, ServerError, Services, Stop, Watched, WatchStream, Watchers, excerpt};
+use crate::telemetry::Refusals;
 
 /// How a master runs its rounds.
 #[derive(Debug, Clone)]
@@ -46,27 +47,58 @@ pub struct MasterConfig {
     pub timeout: Duration,
     /// A member that misses more rounds in a row than this is dropped.
     pub max_missed: u32,
+    /// Members at most; a new name beyond them is refused.
+    pub max_members: usize,
 }
+
+/// The shortest and longest claim a slave may register with, in bytes.
+pub const MIN_CLAIM_LEN: usize = 16;
+pub const MAX_CLAIM_LEN: usize = 64;
 
 /// Why a registration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
-    /// The name breaks the naming rule.
+    /// The name breaks the naming rule (`name` is an excerpt of what was sent).
     #[error("invalid name {name:?}: {source}")]
     BadName { name: String, source: NameError },
-    /// The address cannot be dialled.
+    /// The address breaks the address rule (`address` is an excerpt).
+    #[error("invalid address {address:?}: {source}")]
+    BadAddress { address: String, source: AddressError },
+    /// The address passes the rule but cannot be dialled.
     #[error(transparent)]
-    BadAddress(RpcError),
-    /// A live member holds the name at another address.
-    #[error("'{name}' is registered from {holder} and answering; a slave restarted elsewhere can take the name once that one misses a round")]
+    Undialable(RpcError),
+    /// The claim is too short or too long.
+    #[error("a claim is {MIN_CLAIM_LEN} to {MAX_CLAIM_LEN} bytes, not {0}")]
+    BadClaim(usize),
+    /// The group has as many members as it may.
+    #[error("the group is full ({0} members); a member that stops answering is dropped after a few rounds")]
+    Full(usize),
+    /// Another slave holds the name.
+    #[error("'{name}' belongs to the slave at {holder}; another slave can take the name once that one has been dropped, or, at the same address, once it misses a round")]
     NameTaken { name: String, holder: String },
+}
+
+impl RegisterError {
+    /// A fixed name for the kind of refusal, for counters and log summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegisterError::BadName { .. } => "bad name",
+            RegisterError::BadAddress { .. } | RegisterError::Undialable(_) => "bad address",
+            RegisterError::BadClaim(_) => "bad claim",
+            RegisterError::Full(_) => "group full",
+            RegisterError::NameTaken { .. } => "name taken",
+        }
+    }
 }
 
 impl From<RegisterError> for Status {
     fn from(e: RegisterError) -> Self {
         match e {
             RegisterError::NameTaken { .. } => Status::already_exists(e.to_string()),
-            RegisterError::BadName { .. } | RegisterError::BadAddress(_) => Status::invalid_argument(e.to_string()),
+            RegisterError::Full(_) => Status::resource_exhausted(e.to_string()),
+            RegisterError::BadName { .. } | RegisterError::BadAddress { .. } | RegisterError::Undialable(_) | RegisterError::BadClaim(_) => {
+                Status::invalid_argument(e.to_string())
+            }
         }
     }
 }
@@ -87,17 +119,28 @@ pub enum ReadError {
 
 struct MemberState {
     address: String,
+    /// The secret the member registered with; its adjustments carry it.
+    claim: Vec<u8>,
+    /// Rounds in a row it missed: did not answer, or did not take its adjustment.
     missed: u32,
-    /// Rounds it has answered since it (re)joined.
+    /// Rounds it has completed since it (re)joined.
     answered: u64,
     time: CristianClient,
     slave: BerkeleySlaveClient<Channel>,
 }
 
-/// One member as a round sees it: its name and the clients to read and adjust it.
+impl MemberState {
+    /// It completed the last round, and every round since it joined counts.
+    fn in_good_standing(&self) -> bool {
+        self.missed == 0 && self.answered > 0
+    }
+}
+
+/// One member as a round sees it: its name, its claim and the clients to read and adjust it.
 #[derive(Clone)]
 struct Polled {
     name: String,
+    claim: Vec<u8>,
     time: CristianClient,
     slave: BerkeleySlaveClient<Channel>,
 }
@@ -112,6 +155,8 @@ struct Group {
 /// A Berkeley master.
 pub struct Master {
     config: MasterConfig,
+    /// This incarnation of the master, chosen at random at start.
+    epoch: u64,
     clock: LiveClock,
     estimator: Mutex<FrequencyEstimator>,
     group: Mutex<Group>,
@@ -123,7 +168,8 @@ impl Master {
     pub fn new(clock: LiveClock, config: MasterConfig) -> Arc<Self> {
         let (rounds_tx, _) = broadcast::channel(64);
         let estimator = Mutex::new(FrequencyEstimator::new(0.5, 1000.0, 1_000_000_000));
-        Arc::new(Self { config, clock, estimator, group: Mutex::default(), rounds_tx })
+        let epoch = crate::random::nonce();
+        Arc::new(Self { config, epoch, clock, estimator, group: Mutex::default(), rounds_tx })
     }
 
     /// The master's clock.
@@ -136,24 +182,37 @@ impl Master {
         self.config.interval
     }
 
-    /// Adds a member, or updates the address of one that registers again; returns whether the name was
-    /// known. A name that a live member (one that answered the last round) holds at another address is
-    /// refused: two slaves under one name would take turns being polled. Once the holder misses a round,
-    /// the name can be taken over.
-    pub fn register(&self, name: &str, address: &str) -> Result<bool, RegisterError> {
-        check_name(name).map_err(|source| RegisterError::BadName { name: name.to_string(), source })?;
-        let mut group = lock(&self.group);
-        if let Some(member) = group.members.get_mut(name) {
-            if member.address == address {
-                return Ok(true);
-            }
-            if member.missed == 0 && member.answered > 0 {
-                return Err(RegisterError::NameTaken { name: name.to_string(), holder: member.address.clone() });
-            }
+    /// This master's epoch (adjustments carry it).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Adds a member, or updates the address of one that registers again with its claim; returns
+    /// whether the name was known. Name, address and claim are checked before anything else.
+    ///
+    /// A name belongs to the claim that registered it. Another claim may take it only once the holder
+    /// has been dropped, or, at the holder's own address, once the holder has missed a round (a slave
+    /// restarted in place). So a live slave's name cannot be taken over, and a briefly silent one's
+    /// cannot be locked away from it: whoever takes a silent slave's address must also take its
+    /// adjustments, which only the slave at that address can accept.
+    pub fn register(&self, name: &str, address: &str, claim: &[u8]) -> Result<bool, RegisterError> {
+        check_name(name).map_err(|source| RegisterError::BadName { name: excerpt(name, 64), source })?;
+        check_address(address).map_err(|source| RegisterError::BadAddress { address: excerpt(address, 64), source })?;
+        if !(MIN_CLAIM_LEN..=MAX_CLAIM_LEN).contains(&claim.len()) {
+            return Err(RegisterError::BadClaim(claim.len()));
         }
-        let time = CristianClient::new(address, self.config.timeout).map_err(RegisterError::BadAddress)?;
-        let slave = BerkeleySlaveClient::new(channel(address, self.config.timeout).map_err(RegisterError::BadAddress)?);
-        let member = MemberState { address: address.to_string(), missed: 0, answered: 0, time, slave };
+        let mut group = lock(&self.group);
+        match group.members.get(name) {
+            Some(member) if member.claim == claim && member.address == address => return Ok(true),
+            Some(member) if member.claim == claim => {}
+            Some(member) if !member.in_good_standing() && member.address == address => {}
+            Some(member) => return Err(RegisterError::NameTaken { name: name.to_string(), holder: member.address.clone() }),
+            None if group.members.len() >= self.config.max_members => return Err(RegisterError::Full(self.config.max_members)),
+            None => {}
+        }
+        let time = CristianClient::new(address, self.config.timeout).map_err(RegisterError::Undialable)?;
+        let slave = BerkeleySlaveClient::new(channel(address, self.config.timeout).map_err(RegisterError::Undialable)?);
+        let member = MemberState { address: address.to_string(), claim: claim.to_vec(), missed: 0, answered: 0, time, slave };
         let rejoined = group.members.insert(name.to_string(), member).is_some();
         tracing::info!(member = name, address, rejoined, "member registered");
         Ok(rejoined)
@@ -182,20 +241,24 @@ impl Master {
         let (number, members) = self.begin_round();
         let (mut results, readings) = self.read_all(&members).await;
         let mut round = Round { number, started: Some(nanos_to_timestamp(started_clock)), master_included: true, ..Default::default() };
-        match plan_round(&readings, self.config.tolerance_nanos) {
+        let planned = match plan_round(&readings, self.config.tolerance_nanos) {
             Ok(plan) => {
                 self.send_adjustments(number, &members, &plan, &mut results).await;
                 self.correct_self(&plan);
                 round.average_nanos = plan.average_nanos.round() as i64;
                 round.master_adjustment_nanos = plan.master_adjustment_nanos.round() as i64;
                 round.master_included = plan.master_included;
+                true
             }
             // Names are unique and readings finite, so planning cannot fail; a failure is reported.
-            Err(e) => tracing::error!(round = number, error = %e, "cannot plan the round"),
-        }
+            Err(e) => {
+                tracing::error!(round = number, error = %e, "cannot plan the round");
+                false
+            }
+        };
         round.members = results;
         round.duration_nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.finish(round)
+        self.finish(round, planned)
     }
 
     /// Numbers the round and takes the members to poll.
@@ -205,7 +268,7 @@ impl Master {
         let members = group
             .members
             .iter()
-            .map(|(name, m)| Polled { name: name.clone(), time: m.time.clone(), slave: m.slave.clone() })
+            .map(|(name, m)| Polled { name: name.clone(), claim: m.claim.clone(), time: m.time.clone(), slave: m.slave.clone() })
             .collect();
         (group.rounds, members)
     }
@@ -250,13 +313,13 @@ impl Master {
 
     /// Sends every planned adjustment concurrently and records the outcome in `results`.
     async fn send_adjustments(&self, round: u64, members: &[Polled], plan: &RoundPlan, results: &mut [MemberResult]) {
-        let timeout = self.config.timeout;
+        let (timeout, epoch) = (self.config.timeout, self.epoch);
         let sends = plan.adjustments.iter().map(|a| {
-            let slave = members.iter().find(|m| m.name == a.member).map(|m| m.slave.clone());
+            let member = members.iter().find(|m| m.name == a.member).cloned();
             let by = a.by_nanos.round() as i64;
             async move {
-                let mut slave = slave?;
-                let call = slave.adjust(request(AdjustRequest { adjustment_nanos: by, round }, timeout));
+                let Polled { mut slave, claim, .. } = member?;
+                let call = slave.adjust(request(AdjustRequest { adjustment_nanos: by, round, epoch, claim }, timeout));
                 Some(with_deadline(&a.member, timeout, call).await)
             }
         });
@@ -291,13 +354,15 @@ impl Master {
     }
 
     /// Updates the members' miss counts (dropping those that missed too many), records the round and
-    /// tells the watchers.
-    fn finish(&self, round: Round) -> Round {
+    /// tells the watchers. A member completed the round if it answered and took its adjustment: one that
+    /// answers reads but refuses adjustments is not a slave of this master, whatever it points at.
+    fn finish(&self, round: Round, planned: bool) -> Round {
         {
             let mut group = lock(&self.group);
             for r in &round.members {
+                let completed = r.answered && (r.adjusted || !planned);
                 let drop = match group.members.get_mut(&r.name) {
-                    Some(m) if r.answered => {
+                    Some(m) if completed => {
                         m.missed = 0;
                         m.answered += 1;
                         false
@@ -353,24 +418,28 @@ pub struct MasterService {
     name: String,
     watchers: Watchers,
     stop: Stop,
+    refusals: Arc<Refusals>,
 }
 
 impl MasterService {
     /// Serves `master` under `name`; at most `watchers` open `WatchRounds` streams, ended at `stop`.
     pub fn new(master: Arc<Master>, name: impl Into<String>, watchers: Watchers, stop: Stop) -> Self {
-        Self { master, name: name.into(), watchers, stop }
+        Self { master, name: name.into(), watchers, stop, refusals: Arc::new(Refusals::new("registration")) }
     }
 }
 
 #[tonic::async_trait]
 impl BerkeleyMaster for MasterService {
     async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
-        let RegisterRequest { name, address } = request.into_inner();
-        let rejoined = self.master.register(&name, &address)?;
+        let RegisterRequest { name, address, claim } = request.into_inner();
+        let rejoined = self.master.register(&name, &address, &claim).inspect_err(|e| {
+            self.refusals.refused(e.kind(), &format_args!("{}: {e}", excerpt(&name, 64)));
+        })?;
         Ok(Response::new(RegisterResponse {
             master: self.name.clone(),
             round_interval_nanos: u64::try_from(self.master.interval().as_nanos()).unwrap_or(u64::MAX),
             rejoined,
+            epoch: self.master.epoch(),
         }))
     }
 

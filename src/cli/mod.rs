@@ -150,6 +150,12 @@ pub fn parse_device(text: &str) -> Result<Device, String> {
     Ok(device)
 }
 
+/// Parses an address others dial: `HOST:PORT` (`synclab_core::name::check_address`).
+pub fn parse_address(text: &str) -> Result<String, String> {
+    synclab_core::name::check_address(text).map_err(|e| e.to_string())?;
+    Ok(text.to_string())
+}
+
 /// Parses `NAME=HOST:PORT` (where to reach a named member).
 pub fn parse_member(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {

@@ -23,6 +23,7 @@ use crate::lock::lock;
 use crate::proto::election as pb;
 use crate::proto::election::election_service_server::{ElectionService, ElectionServiceServer};
 use crate::rpc::RpcError;
+use crate::telemetry::Refusals;
 use crate::server::{Limits, Server, ServerError, Services, Stop, StopHandle, Watched, WatchStream, Watchers};
 
 /// Why a node cannot start.
@@ -96,6 +97,8 @@ struct Shared {
     halt: StopHandle,
     halted: Stop,
     watchers: Watchers,
+    /// Refused messages, counted and logged sparingly.
+    refusals: Refusals,
 }
 
 /// A running node's handle: its gRPC service, its timer loop, and test hooks.
@@ -144,6 +147,7 @@ impl ElectionNode {
             halt,
             halted,
             watchers: Watchers::new(Limits::default().max_watchers),
+            refusals: Refusals::new("election message"),
         });
         let node = Self { shared };
         let state = node.describe(&node.lock().machine);
@@ -305,7 +309,7 @@ impl ElectionNode {
         match outcome {
             Ok(Ok(reply)) => Ok(Response::new(wire_reply(self.shared.id, reply))),
             Ok(Err(rejection)) => {
-                tracing::warn!(id = self.shared.id, from, kind = kind.as_str(), reason = %rejection, "refused a message");
+                self.shared.refusals.refused(rejection.kind(), &format_args!("{} from {from}: {rejection}", kind.as_str()));
                 Err(Status::invalid_argument(rejection.to_string()))
             }
             Err(e) => Err(Status::unavailable(format!("cannot store the term, so this message is not answered: {e}"))),

@@ -128,7 +128,7 @@ impl Bully {
             }
             Message::Coordinator { term } => {
                 if term < self.core.term() {
-                    tracing::warn!(id = self.core.id(), from, term, current = self.core.term(), "refused a stale Coordinator");
+                    tracing::debug!(id = self.core.id(), from, term, current = self.core.term(), "refused a stale Coordinator");
                     return self.core.reply(false);
                 }
                 self.core.observe(now, term, Some(from));

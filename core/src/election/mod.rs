@@ -227,6 +227,24 @@ pub enum Rejection {
     TermJump { term: Term, current: Term },
 }
 
+impl Rejection {
+    /// A fixed name for the kind of refusal, for counters and log summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::UnknownSender(_) => "unknown sender",
+            Rejection::FromSelf(_) => "sender is the receiver",
+            Rejection::WrongAlgorithm { .. } => "wrong algorithm",
+            Rejection::ElectionFromHigher { .. } => "election from a higher id",
+            Rejection::NotOwner { .. } => "term not owned",
+            Rejection::EmptyRing => "empty ring",
+            Rejection::UnknownMember(_) => "unknown member",
+            Rejection::MalformedRing(_) => "malformed ring",
+            Rejection::TermTooLarge(_) => "term too large",
+            Rejection::TermJump { .. } => "implausible term",
+        }
+    }
+}
+
 /// A group configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

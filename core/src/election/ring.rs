@@ -156,7 +156,7 @@ impl Ring {
             }
             Message::RingCoordinator { term, coordinator, initiator } => {
                 if term < self.core.term() {
-                    tracing::warn!(id, from, term, current = self.core.term(), "refused a stale RingCoordinator");
+                    tracing::debug!(id, from, term, current = self.core.term(), "refused a stale RingCoordinator");
                     return self.core.reply(false);
                 }
                 if initiator == id || self.announced == Some((term, coordinator, initiator)) {
