@@ -30,6 +30,8 @@ struct SimNode {
     health: Health,
     /// Cut off from every other node (its timers still run).
     cut: bool,
+    /// Receives but cannot send: its requests and its replies are lost (a one-way link).
+    mute: bool,
     /// Bumped on restart, so replies meant for the old process are dropped.
     incarnation: u64,
     /// The term in its "state file".
@@ -94,6 +96,10 @@ pub struct Sim {
     /// Requests a live node received and accepted, by kind.
     delivered: BTreeMap<Kind, u64>,
     violations: Vec<Violation>,
+    /// Elections each node took part in.
+    elections: BTreeMap<NodeId, u64>,
+    /// When each node's last election started, at the last check, to count them.
+    election_starts: BTreeMap<NodeId, Duration>,
 }
 
 impl Sim {
@@ -104,7 +110,7 @@ impl Sim {
             .iter()
             .map(|&id| {
                 let machine = Machine::new(algorithm, Self::node_config(&config, id, &ids), 0);
-                (id, SimNode { machine, health: Health::Down, cut: false, incarnation: 0, disk_term: 0 })
+                (id, SimNode { machine, health: Health::Down, cut: false, mute: false, incarnation: 0, disk_term: 0 })
             })
             .collect();
         let rng = config.seed.max(1);
@@ -122,6 +128,8 @@ impl Sim {
             sent: BTreeMap::new(),
             delivered: BTreeMap::new(),
             violations: Vec::new(),
+            elections: BTreeMap::new(),
+            election_starts: BTreeMap::new(),
         };
         sim.schedule(Duration::ZERO, Event::Tick);
         sim
@@ -192,6 +200,17 @@ impl Sim {
     /// Cuts a node off from all others (its messages time out both ways), or restores it.
     pub fn set_cut(&mut self, id: NodeId, cut: bool) {
         self.nodes.get_mut(&id).expect("known node").cut = cut;
+    }
+
+    /// Makes a node mute (it receives and handles messages, but nothing it sends arrives: its own
+    /// requests and its replies are lost), or restores it.
+    pub fn set_mute(&mut self, id: NodeId, mute: bool) {
+        self.nodes.get_mut(&id).expect("known node").mute = mute;
+    }
+
+    /// How many elections a node has taken part in so far (started, or been drawn into).
+    pub fn elections(&self, id: NodeId) -> u64 {
+        self.elections.get(&id).copied().unwrap_or(0)
     }
 
     /// Adds `delay` to every message from `from` to `to`.
@@ -332,7 +351,7 @@ impl Sim {
                     self.schedule(self.now + self.config.latency, Event::Reply { to: from, incarnation, envelope, result });
                     return;
                 }
-                if !self.reachable(to) || self.nodes[&from].cut || self.lost() {
+                if !self.reachable(to) || self.nodes[&from].cut || self.nodes[&from].mute || self.lost() {
                     let result = Err(SendError::Unreachable(format!("no answer from node {to}")));
                     self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
                     return;
@@ -348,7 +367,7 @@ impl Sim {
                 }
                 self.flush(to);
                 let result = result.map_err(|e| SendError::Refused(e.to_string()));
-                if self.lost() {
+                if self.nodes[&to].mute || self.lost() {
                     let result = Err(SendError::Unreachable(format!("the answer from node {to} was lost")));
                     self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
                 } else {
@@ -388,6 +407,11 @@ impl Sim {
     fn check(&mut self) {
         for (&id, node) in &self.nodes {
             let core = node.machine.core();
+            if let Some(started) = core.last_election().map(|e| e.started)
+                && self.election_starts.insert(id, started) != Some(started)
+            {
+                *self.elections.entry(id).or_default() += 1;
+            }
             if core.term() < node.disk_term {
                 self.violations.push(Violation::TermWentBack { id, from: node.disk_term, to: core.term() });
             }

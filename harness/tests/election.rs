@@ -401,3 +401,23 @@ fn late_election_messages_do_not_restart_the_election() {
     assert!(elections <= n * (n - 1) / 2, "{elections} election messages");
     assert_eq!(sim.violations(), &[] as &[sim::Violation]);
 }
+
+/// A node that can receive but not send (a one-way link): it cannot win anyone over, but it must not
+/// churn through elections either, and the rest of the group must stay settled under its coordinator.
+#[test]
+fn a_mute_node_does_not_churn_the_group() {
+    for algorithm in BOTH {
+        for mute in [3, 5] {
+            let mut sim = started(algorithm, 5);
+            sim.set_mute(mute, true);
+            let before: Vec<u64> = (1..=5).map(|id| sim.elections(id)).collect();
+            sim.run_for(Duration::from_secs(30));
+            let elections: Vec<u64> = (1..=5).map(|id| sim.elections(id) - before[id as usize - 1]).collect();
+            eprintln!("{algorithm}: with node {mute} mute, elections per node in 30 s: {elections:?}");
+            assert!(elections.iter().all(|&e| e <= 30), "{algorithm}: with node {mute} mute, elections per node in 30 s: {elections:?}");
+            assert_eq!(sim.violations(), &[] as &[sim::Violation]);
+            sim.set_mute(mute, false);
+            assert_settled_on(&mut sim, 5);
+        }
+    }
+}
