@@ -46,6 +46,10 @@ struct Args {
     /// dead for that message.
     #[arg(long, env = "SYNCLAB_RPC_TIMEOUT", value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
     rpc_timeout: Duration,
+    /// When the line to the coordinator breaks, how long it has to answer a probe before this node holds
+    /// an election (at most --rpc-timeout).
+    #[arg(long, env = "SYNCLAB_PROBE_TIMEOUT", value_name = "DURATION", default_value = "25ms", value_parser = parse_duration)]
+    probe_timeout: Duration,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -61,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         heartbeat: args.heartbeat,
         timeout: args.timeout,
         rpc_timeout: args.rpc_timeout,
+        probe_timeout: args.probe_timeout,
         state_dir: args.state_dir.clone(),
     })?;
     let listener = server::bind(&args.listen).await?;

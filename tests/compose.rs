@@ -328,3 +328,65 @@ fn election_scenario_in_compose() {
         assert!(logs.contains("stepping down"), "node 4 never logged stepping down:\n{logs}");
     }
 }
+
+/// The host's real time in ns: containers share the kernel clock, so it compares with their timestamps.
+fn now_nanos() -> i64 {
+    synclab::clock::host_now()
+}
+
+/// A timestamp grpcurl printed (RFC 3339), in ns since the epoch.
+fn timestamp(v: &serde_json::Value) -> i64 {
+    let text = v.as_str().unwrap_or_else(|| panic!("not a timestamp: {v}"));
+    let t = humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+}
+
+fn container_ip(container: &str, network: &str) -> String {
+    let format = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+    ok(Command::new("docker").args(["inspect", "-f", &format, container])).trim().to_string()
+}
+
+/// Nodes 4 and 5 are cut off (`docker network disconnect`) and come back with each other's old addresses,
+/// so every connection the others had to them now leads to the wrong node. Messages name their receiver,
+/// so a node that gets one meant for another refuses it, and the sender dials again: the group settles
+/// on node 5 within a second of the heal, by the nodes' own clocks.
+#[test]
+fn a_partition_healed_with_swapped_addresses_settles() {
+    if !tools_available() {
+        return;
+    }
+    // A network with a subnet of its own, so the nodes can be given chosen addresses when they return.
+    let subnet = format!("172.30.{}.0/24", 16 + std::process::id() % 200);
+    let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/e2e-partition-{}.yml", std::process::id()));
+    std::fs::write(&overlay, format!("networks:\n  default:\n    ipam:\n      config:\n        - subnet: {subnet}\n")).unwrap();
+    let files = format!("docker-compose.yml:{}", overlay.display());
+    let ports = ["SYNCLAB_NODE_1_PORT", "SYNCLAB_NODE_2_PORT", "SYNCLAB_NODE_3_PORT", "SYNCLAB_NODE_4_PORT", "SYNCLAB_NODE_5_PORT"];
+    let (project, ports) = Project::new("partition", &ports, &[("COMPOSE_FILE", &files)]);
+    let services = ["node-1", "node-2", "node-3", "node-4", "node-5"];
+    ok(project.compose().args(["up", "-d"]).args(services));
+    project.wait_healthy(&services);
+    let mut probe = ElectionProbe { ports: ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
+    probe.agree(&[1, 2, 3, 4, 5], 5);
+
+    let network = format!("{}_default", project.name);
+    let (c4, c5) = (project.container("node-4"), project.container("node-5"));
+    let (ip4, ip5) = (container_ip(&c4, &network), container_ip(&c5, &network));
+    for c in [&c4, &c5] {
+        ok(Command::new("docker").args(["network", "disconnect", &network, c]));
+    }
+    let t3 = probe.agree(&[1, 2, 3], 3);
+
+    // Back, swapped: node 4 at node 5's old address and node 5 at node 4's.
+    ok(Command::new("docker").args(["network", "connect", "--ip", &ip5, "--alias", "node-4", &network, &c4]));
+    ok(Command::new("docker").args(["network", "connect", "--ip", &ip4, "--alias", "node-5", &network, &c5]));
+    let healed = now_nanos();
+    assert_eq!((container_ip(&c4, &network), container_ip(&c5, &network)), (ip5.clone(), ip4.clone()), "the addresses were not swapped");
+    let t5 = probe.agree(&[1, 2, 3, 4, 5], 5);
+    assert!(t5 > t3, "{t5} <= {t3}");
+    // When each node learned its coordinator, by its own clock.
+    let settled = (1..=5).map(|n| timestamp(&probe.state(n)["coordinatorSince"])).max().unwrap();
+    let took = (settled - healed) as f64 / 1e6;
+    eprintln!("settled {took:.1} ms after the heal (swapped addresses)");
+    assert!(took <= 1000.0, "the group took {took:.1} ms to settle after the heal");
+    let _ = std::fs::remove_file(&overlay);
+}

@@ -60,6 +60,7 @@ impl LocalCluster {
             heartbeat,
             timeout,
             rpc_timeout,
+            probe_timeout: rpc_timeout.min(Duration::from_millis(25)),
             state_dir: Some(state_dir),
         };
         let mut cluster = Self { template, addresses, running: BTreeMap::new() };

@@ -3,6 +3,7 @@
 //! ([`convert`]), and what observers conclude from the nodes' states ([`agreement`]).
 
 pub mod convert;
+mod line;
 pub mod node;
 pub mod peer;
 pub mod state;

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, watch};
 use tonic::{Request, Response, Status};
 
 use super::convert::{Incoming, Timeline, node_state, wire_id, wire_reply};
+use super::line;
 use super::peer::Peer;
 use super::state::{StateError, StateFile};
 use crate::lock::lock;
@@ -35,6 +36,9 @@ pub enum NodeError {
     /// The RPC deadline is not below the timeout.
     #[error("--rpc-timeout ({rpc:?}) must be shorter than --timeout ({timeout:?})")]
     RpcTimeout { rpc: Duration, timeout: Duration },
+    /// The probe timeout is longer than the RPC deadline.
+    #[error("--probe-timeout ({probe:?}) must not be longer than --rpc-timeout ({rpc:?})")]
+    ProbeTimeout { probe: Duration, rpc: Duration },
     /// A peer's address is unusable.
     #[error("peer {id}: {source}")]
     PeerAddress { id: NodeId, source: RpcError },
@@ -57,6 +61,9 @@ pub struct NodeConfig {
     pub timeout: Duration,
     /// Deadline of every message to a peer; below `timeout`.
     pub rpc_timeout: Duration,
+    /// How long a coordinator whose line broke has to answer a probe before it counts as dead; at most
+    /// `rpc_timeout`.
+    pub probe_timeout: Duration,
     /// Where the term is kept across restarts; `None` keeps it in memory only.
     pub state_dir: Option<PathBuf>,
 }
@@ -99,6 +106,14 @@ struct Shared {
     watchers: Watchers,
     /// Refused messages, counted and logged sparingly.
     refusals: Refusals,
+    /// Turns true when the node stops: a coordinator says goodbye on its followers' lines.
+    leave: StopHandle,
+    leaving: Stop,
+    /// Open lines from followers (this node as coordinator).
+    lines: Watchers,
+    /// The line this node keeps to its coordinator: (coordinator, term, the task holding it).
+    following: Mutex<Option<(NodeId, Term, tokio::task::JoinHandle<()>)>>,
+    probe_timeout: Duration,
 }
 
 /// A running node's handle: its gRPC service, its timer loop, and test hooks.
@@ -112,6 +127,9 @@ impl ElectionNode {
     pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
         if config.rpc_timeout >= config.timeout {
             return Err(NodeError::RpcTimeout { rpc: config.rpc_timeout, timeout: config.timeout });
+        }
+        if config.probe_timeout > config.rpc_timeout {
+            return Err(NodeError::ProbeTimeout { probe: config.probe_timeout, rpc: config.rpc_timeout });
         }
         let group = GroupConfig::new(config.id, config.peers.keys().copied(), config.heartbeat, config.timeout)?;
         let state = config.state_dir.as_deref().map(|dir| StateFile::new(dir, config.id));
@@ -132,6 +150,7 @@ impl ElectionNode {
         let machine = Machine::new(config.algorithm, group, term);
         let timeline = Timeline::start();
         let (halt, halted) = Stop::new();
+        let (leave, leaving) = Stop::new();
         let shared = Arc::new(Shared {
             id: config.id,
             algorithm: config.algorithm,
@@ -148,6 +167,11 @@ impl ElectionNode {
             halted,
             watchers: Watchers::new(Limits::default().max_watchers),
             refusals: Refusals::new("election message"),
+            leave,
+            leaving,
+            lines: Watchers::new(config.peers.len().max(1) * 4),
+            following: Mutex::new(None),
+            probe_timeout: config.probe_timeout,
         });
         let node = Self { shared };
         let state = node.describe(&node.lock().machine);
@@ -179,8 +203,44 @@ impl ElectionNode {
                 tracing::error!(error = %e, "cannot store the term; messages held back");
             }
         }
+        // A coordinator says goodbye on its followers' lines, so they elect at once.
+        self.shared.leave.stop();
+        if let Some((_, _, task)) = lock(&self.shared.following).take() {
+            task.abort();
+        }
         self.shared.halt.stop();
         tracing::info!(id = self.shared.id, "election node stopped");
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// The line to `coordinator` broke and it does not answer, or it said goodbye: hold an election if
+    /// this node still follows it.
+    pub(super) async fn lost_coordinator(&self, coordinator: NodeId, why: &str) {
+        self.event(|m, now| m.coordinator_lost(now, coordinator, why)).await;
+    }
+
+    /// Keeps a line to the coordinator this node follows (and only to it), per its published state.
+    fn refollow(&self, state: &pb::NodeState) {
+        let target = (state.role == pb::Role::Follower as i32 && state.coordinator > 0 && state.coordinator != wire_id(self.shared.id))
+            .then(|| (state.coordinator as NodeId, state.term));
+        let mut following = lock(&self.shared.following);
+        if following.as_ref().map(|(c, t, _)| (*c, *t)) == target {
+            return;
+        }
+        if let Some((_, _, task)) = following.take() {
+            task.abort();
+        }
+        if let Some((coordinator, term)) = target
+            && let Some(peer) = self.shared.peers.get(&coordinator).cloned()
+            && !self.shared.halted.is_stopping()
+        {
+            let task = tokio::spawn(line::follow(self.clone(), peer, coordinator, term, self.shared.probe_timeout));
+            *following = Some((coordinator, term, task));
+        }
     }
 
     /// Freezes or thaws the node, as `docker pause` / `unpause` do to a container: while frozen it
@@ -252,6 +312,7 @@ impl ElectionNode {
         }
         if let Some(state) = effects.changed {
             tracing::info!(id = self.shared.id, role = role_name(state.role), term = state.term, coordinator = state.coordinator, "state changed");
+            self.refollow(&state);
             self.shared.leader.send_replace(state);
         }
         if !self.shared.halted.is_stopping() {
@@ -303,6 +364,9 @@ impl ElectionNode {
         }
         let from = super::convert::to_id(request.from(), "from")?;
         let message = request.message()?;
+        if let Some(peer) = self.shared.peers.get(&from) {
+            peer.mark_up();
+        }
         let kind = message.kind();
         let outcome = self.apply(|m, now| m.on_request(now, from, message)).await;
         self.shared.wake.notify_one();
@@ -351,6 +415,22 @@ impl ElectionService for ElectionNode {
     async fn get_state(&self, _request: Request<pb::GetStateRequest>) -> Result<Response<pb::NodeState>, Status> {
         self.thawed().await;
         Ok(Response::new(self.snapshot().await))
+    }
+
+    type FollowStream = WatchStream<pb::FollowEvent>;
+
+    async fn follow(&self, request: Request<pb::FollowRequest>) -> Result<Response<Self::FollowStream>, Status> {
+        let r = request.into_inner();
+        if r.to != 0 && r.to != wire_id(self.shared.id) {
+            return Err(Status::failed_precondition(format!("this is node {}, not node {}", self.shared.id, r.to)));
+        }
+        let from = super::convert::to_id(r.from, "from")?;
+        if !self.shared.peers.contains_key(&from) {
+            return Err(Status::invalid_argument(format!("node {from} is not a member of this group")));
+        }
+        let permit = self.shared.lines.admit()?;
+        let line = line::coordinator_line(self.shared.id, self.shared.leader.subscribe(), self.shared.leaving.clone(), permit);
+        Ok(Response::new(Box::pin(line)))
     }
 
     type WatchLeaderStream = WatchStream<pb::NodeState>;

@@ -392,6 +392,16 @@ impl Machine {
         }
     }
 
+    /// The line to the coordinator `coordinator` broke and the coordinator did not answer a probe, or it
+    /// said goodbye: if this node follows it, it holds an election now instead of waiting for the
+    /// suspicion timeout. `why` is the reason recorded for the election.
+    pub fn coordinator_lost(&mut self, now: Duration, coordinator: NodeId, why: &str) {
+        let core = self.core();
+        if core.role() == Role::Follower && core.coordinator() == Some(coordinator) {
+            self.hold_election(now, &format!("coordinator {coordinator} {why}"));
+        }
+    }
+
     /// Timers: heartbeats, suspicion, election deadlines.
     pub fn tick(&mut self, now: Duration) {
         match self {
