@@ -5,16 +5,18 @@
 # Machines without a registry use scripts/build-images instead, which builds the same binaries on the host
 # and copies them into an image FROM scratch (docker/offline.Dockerfile): see README.md.
 #
-# The binaries are static (glibc with +crt-static; glibc 2.34+ resolves host names with its built-in
-# files and DNS modules), so the runtime image holds nothing but them.
+# One binary runs every service (invoked under a service's name: the links). It is static (glibc with
+# +crt-static; glibc 2.34+ resolves host names with its built-in files and DNS modules), so the runtime
+# image holds nothing but it.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN triple="$(uname -m)-unknown-linux-gnu" \
- && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --bins --target "$triple" \
+ && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --bin synclab --target "$triple" \
  && mkdir -p /out \
- && for bin in synclab time-server berkeley-master berkeley-slave election-node; do cp "target/$triple/release/$bin" /out/; done \
+ && cp "target/$triple/release/synclab" /out/ \
+ && for service in time-server berkeley-master berkeley-slave election-node; do ln -s synclab "/out/$service"; done \
  && mkdir -p /state
 
 FROM scratch

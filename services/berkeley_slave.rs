@@ -46,9 +46,13 @@ fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+/// Runs the berkeley slave (the `berkeley-slave` binary, or `synclab` invoked under that name).
+pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    synclab::server::current_thread_runtime()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init(args.log.log_format, &args.log.log_level)?;
     let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
     let listener = server::bind(&args.listen).await?;

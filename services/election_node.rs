@@ -54,9 +54,13 @@ struct Args {
     log: LogArgs,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+/// Runs the election node (the `election-node` binary, or `synclab` invoked under that name).
+pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    synclab::server::current_thread_runtime()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     telemetry::init(args.log.log_format, &args.log.log_level)?;
     let node = ElectionNode::new(NodeConfig {
         id: args.id,

@@ -1,4 +1,9 @@
-//! `synclab`: the user CLI. Syncs clocks with Cristian's algorithm, checks health, reads clocks.
+//! `synclab`: the user CLI. Syncs clocks with Cristian's algorithm, checks health, reads clocks, follows
+//! the Berkeley and election groups.
+//!
+//! It is also every service, busybox-style: invoked under a service's name (`time-server`,
+//! `berkeley-master`, `berkeley-slave`, `election-node`, e.g. through a link), it runs that service. The
+//! container image holds this one binary and those links.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +13,15 @@ use synclab::cli::parse_duration;
 use synclab::proto::{format_rfc3339, timestamp_to_nanos};
 use synclab::rpc::{check_health, read_clock};
 use synclab_core::duration::format_nanos;
+
+#[path = "berkeley_master.rs"]
+mod berkeley_master;
+#[path = "berkeley_slave.rs"]
+mod berkeley_slave;
+#[path = "election_node.rs"]
+mod election_node;
+#[path = "time_server.rs"]
+mod time_server;
 
 #[path = "synclab/berkeley.rs"]
 mod berkeley;
@@ -67,7 +81,29 @@ struct ClockReadArgs {
     json: bool,
 }
 
+/// The service this binary runs when invoked under its name.
+fn service(invoked_as: &std::ffi::OsStr) -> Option<fn() -> anyhow::Result<()>> {
+    let name = std::path::Path::new(invoked_as).file_name()?.to_str()?;
+    match name {
+        "time-server" => Some(time_server::main),
+        "berkeley-master" => Some(berkeley_master::main),
+        "berkeley-slave" => Some(berkeley_slave::main),
+        "election-node" => Some(election_node::main),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
+    if let Some(run) = std::env::args_os().next().and_then(|arg0| service(&arg0)) {
+        // As the service's own binary would end: its error and status 1.
+        return match run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:?}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -35,7 +35,8 @@ struct Args {
     log: LogArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the time server (the `time-server` binary, or `synclab` invoked under that name).
+pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.log.log_format, &args.log.log_level)?;
     let runtime = if args.worker_threads == 0 {
