@@ -11,12 +11,13 @@ use tokio::task::JoinHandle;
 use synclab::election::state::StateError;
 use synclab::election::{ElectionNode, NodeConfig, NodeError, agreement};
 use synclab::proto::election as pb;
-use synclab::server::{Stop, StopHandle};
+use synclab::server::{Connections, Stop, StopHandle};
 use synclab_core::election::{Algorithm, NodeId};
 
 struct Running {
     node: ElectionNode,
     stop: StopHandle,
+    connections: Connections,
     server: JoinHandle<()>,
     runner: JoinHandle<()>,
 }
@@ -102,6 +103,7 @@ impl LocalCluster {
     async fn launch(&mut self, id: NodeId, listener: tokio::net::TcpListener) -> Result<(), NodeError> {
         let node = ElectionNode::new(NodeConfig { id, ..self.template.clone() })?;
         let server = synclab::election::server(&node).await?;
+        let connections = server.connections();
         let (stop, stopped) = Stop::new();
         let server = tokio::spawn({
             let stopped = stopped.clone();
@@ -112,11 +114,26 @@ impl LocalCluster {
             }
         });
         let runner = tokio::spawn(node.clone().run(stopped));
-        self.running.insert(id, Running { node, stop, server, runner });
+        self.running.insert(id, Running { node, stop, connections, server, runner });
         Ok(())
     }
 
-    /// Stops node `id` (as if its container were killed): its server and timers end.
+    /// Kills node `id` (as `docker kill` does): no goodbye, every connection closed at once.
+    pub async fn kill(&mut self, id: NodeId) {
+        if let Some(r) = self.running.remove(&id) {
+            r.node.crash_on_stop();
+            r.node.set_frozen(false);
+            r.stop.stop();
+            r.connections.close_all();
+            let _ = r.runner.await;
+            if tokio::time::timeout(Duration::from_secs(2), r.server).await.is_err() {
+                tracing::warn!(id, "node server did not stop within 2 s");
+            }
+        }
+    }
+
+    /// Stops node `id` (as `docker stop` does): a coordinator says goodbye, then its server and timers
+    /// end.
     pub async fn stop(&mut self, id: NodeId) {
         if let Some(r) = self.running.remove(&id) {
             r.node.set_frozen(false);

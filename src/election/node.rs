@@ -114,6 +114,8 @@ struct Shared {
     /// The line this node keeps to its coordinator: (coordinator, term, the task holding it).
     following: Mutex<Option<(NodeId, Term, tokio::task::JoinHandle<()>)>>,
     probe_timeout: Duration,
+    /// Set to stop as a crash does: without a goodbye (for experiments).
+    crashed: std::sync::atomic::AtomicBool,
 }
 
 /// A running node's handle: its gRPC service, its timer loop, and test hooks.
@@ -172,6 +174,7 @@ impl ElectionNode {
             lines: Watchers::new(config.peers.len().max(1) * 4),
             following: Mutex::new(None),
             probe_timeout: config.probe_timeout,
+            crashed: std::sync::atomic::AtomicBool::new(false),
         });
         let node = Self { shared };
         let state = node.describe(&node.lock().machine);
@@ -203,8 +206,10 @@ impl ElectionNode {
                 tracing::error!(error = %e, "cannot store the term; messages held back");
             }
         }
-        // A coordinator says goodbye on its followers' lines, so they elect at once.
-        self.shared.leave.stop();
+        // A coordinator says goodbye on its followers' lines, so they elect at once (a crash says nothing).
+        if !self.shared.crashed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.shared.leave.stop();
+        }
         if let Some((_, _, task)) = lock(&self.shared.following).take() {
             task.abort();
         }
@@ -241,6 +246,11 @@ impl ElectionNode {
             let task = tokio::spawn(line::follow(self.clone(), peer, coordinator, term, self.shared.probe_timeout));
             *following = Some((coordinator, term, task));
         }
+    }
+
+    /// Makes the node's coming stop a crash: no goodbye to its followers (as `docker kill` would).
+    pub fn crash_on_stop(&self) {
+        self.shared.crashed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Freezes or thaws the node, as `docker pause` / `unpause` do to a container: while frozen it

@@ -122,7 +122,7 @@ impl Services {
         for name in &self.names {
             health.set_service_status(*name, ServingStatus::Serving).await;
         }
-        Ok(Server { routes: self.routes.routes(), health, names: self.names, limits: self.limits })
+        Ok(Server { routes: self.routes.routes(), health, names: self.names, limits: self.limits, registry: Registry::new() })
     }
 }
 
@@ -132,9 +132,26 @@ pub struct Server {
     health: HealthReporter,
     names: Vec<&'static str>,
     limits: Limits,
+    registry: Registry,
+}
+
+/// Closes every connection of a server at once, as a crash of its process would (for experiments).
+#[derive(Debug, Clone)]
+pub struct Connections(Registry);
+
+impl Connections {
+    /// Closes every connection the server holds now; returns how many.
+    pub fn close_all(&self) -> usize {
+        self.0.close_all()
+    }
 }
 
 impl Server {
+    /// The server's connections, to close them all at once.
+    pub fn connections(&self) -> Connections {
+        Connections(self.registry.clone())
+    }
+
     /// The health reporter (e.g. to report NOT_SERVING until a first sync).
     pub fn health(&self) -> HealthReporter {
         self.health.clone()
@@ -143,8 +160,7 @@ impl Server {
     /// Serves on `listener` until `stop`: then health turns NOT_SERVING, no connection is accepted,
     /// calls in flight have the shutdown grace to finish, and every connection still open is closed.
     pub async fn serve(self, listener: TcpListener, stop: Stop) -> Result<(), ServerError> {
-        let Server { routes, health, names, limits } = self;
-        let registry = Registry::new();
+        let Server { routes, health, names, limits, registry } = self;
         let reaper = tokio::spawn({
             let (registry, limits) = (registry.clone(), limits.clone());
             async move {
