@@ -3,8 +3,10 @@
 //!     cargo bench --bench election -- [--mode all|failover|steady|messages|scale] [--trials 25] [--steady 10m]
 //!
 //! - failover (compose, needs the image: scripts/build-images): five nodes with the defaults (heartbeat
-//!   50 ms, timeout 200 ms, RPC deadline 100 ms); each trial kills the coordinator's container and waits
-//!   until every survivor follows one new coordinator, then starts it again and waits for its takeover.
+//!   50 ms, timeout 200 ms, RPC deadline 100 ms, probe 25 ms); each trial takes the coordinator's
+//!   container away (`docker kill`, `docker stop` or `docker pause`) and waits until every survivor
+//!   follows one new coordinator, then brings it back and waits for its takeover. Each failover says which
+//!   path detected the death: the broken line (connection), the coordinator's goodbye, or the timeout.
 //!   Times come from the nodes' own timestamps (GetState) and the container's death time (docker inspect
 //!   State.FinishedAt): one kernel clock, so they compare exactly. Detection = death → first suspicion;
 //!   election = first suspicion → first node to know the winner; announcement = that → last survivor to know.
@@ -56,6 +58,32 @@ fn stats(xs: &[f64]) -> (f64, f64, f64) {
 
 fn ts(t: &Option<prost_types::Timestamp>) -> Option<i64> {
     timestamp_to_nanos(t.as_ref(), "t").ok()
+}
+
+/// Which path detected a failover: the first survivor to suspect says why.
+fn path(died: i64, states: &[pb::NodeState]) -> &'static str {
+    let first = states
+        .iter()
+        .filter_map(|s| s.last_election.as_ref())
+        .filter_map(|e| Some((ts(&e.started)?, e.reason.as_str())))
+        .filter(|(t, _)| *t >= died)
+        .min_by_key(|(t, _)| *t);
+    match first.map(|(_, reason)| reason) {
+        Some(r) if r.contains("lost its connection") => "connection",
+        Some(r) if r.contains("said goodbye") => "goodbye",
+        Some(r) if r.contains("silent") => "timeout",
+        Some(_) => "other",
+        None => "?",
+    }
+}
+
+fn print_paths(paths: &[&str]) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in paths {
+        *counts.entry(p).or_default() += 1;
+    }
+    let text: Vec<String> = counts.iter().map(|(p, n)| format!("{p} {n}")).collect();
+    println!("  detected by: {}", text.join(", "));
 }
 
 /// Splits one failover from the survivors' states: (detection, election, announcement, total) in ms.
@@ -139,7 +167,25 @@ fn docker_time(container: &str, field: &str) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
 }
 
-async fn failover(trials: usize) {
+/// How a trial takes the coordinator's container away, and brings it back.
+#[derive(Clone, Copy)]
+enum Fault {
+    Kill,
+    Stop,
+    Pause,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Stop => "stop",
+            Fault::Pause => "pause",
+        }
+    }
+}
+
+async fn failover(trials: usize, faults: &[Fault]) {
     for (algorithm, files) in [("bully", "docker-compose.yml"), ("ring", "docker-compose.yml:docker-compose.ring.yml")] {
         let compose = Compose { project: format!("synclab-bench-{algorithm}"), files, ports: (50171..=50175).collect() };
         let _ = compose.cmd().args(["down", "--volumes", "--timeout", "2"]).output();
@@ -147,24 +193,45 @@ async fn failover(trials: usize) {
         let all = [1, 2, 3, 4, 5];
         compose.wait_agreed(&all, 5).await;
         let id5 = compose.container(5);
-        let (mut failovers, mut takeovers) = (Vec::new(), Vec::new());
-        for _ in 0..trials {
-            compose.wait_agreed(&all, 5).await;
-            tokio::time::sleep(300 * MS).await;
-            Command::new("docker").args(["kill", &id5]).output().unwrap();
-            let states = compose.wait_agreed(&[1, 2, 3, 4], 4).await;
-            let died = docker_time(&id5, "FinishedAt");
-            failovers.push(split(died, &states).expect("a complete failover"));
-            tokio::time::sleep(300 * MS).await;
-            Command::new("docker").args(["start", &id5]).output().unwrap();
-            let states = compose.wait_agreed(&all, 5).await;
-            let started = docker_time(&id5, "StartedAt");
-            let last = states.iter().filter_map(|s| ts(&s.coordinator_since)).max().unwrap();
-            takeovers.push((last - started) as f64 / 1e6);
+        for &fault in faults {
+            let (mut failovers, mut takeovers, mut paths) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..trials {
+                compose.wait_agreed(&all, 5).await;
+                tokio::time::sleep(300 * MS).await;
+                let before = host_now();
+                match fault {
+                    Fault::Kill => Command::new("docker").args(["kill", &id5]).output().unwrap(),
+                    Fault::Stop => Command::new("docker").args(["stop", "--time", "5", &id5]).output().unwrap(),
+                    Fault::Pause => Command::new("docker").args(["pause", &id5]).output().unwrap(),
+                };
+                let states = compose.wait_agreed(&[1, 2, 3, 4], 4).await;
+                // Kill: the engine's record of the death. Stop: SIGTERM is sent when the command starts.
+                // Pause: the container is frozen when the command starts.
+                let died = match fault {
+                    Fault::Kill => docker_time(&id5, "FinishedAt"),
+                    Fault::Stop | Fault::Pause => before,
+                };
+                failovers.push(split(died, &states).expect("a complete failover"));
+                paths.push(path(died, &states));
+                tokio::time::sleep(300 * MS).await;
+                let back = host_now();
+                match fault {
+                    Fault::Kill | Fault::Stop => Command::new("docker").args(["start", &id5]).output().unwrap(),
+                    Fault::Pause => Command::new("docker").args(["unpause", &id5]).output().unwrap(),
+                };
+                let states = compose.wait_agreed(&all, 5).await;
+                let started = match fault {
+                    Fault::Kill | Fault::Stop => docker_time(&id5, "StartedAt"),
+                    Fault::Pause => back,
+                };
+                let last = states.iter().filter_map(|s| ts(&s.coordinator_since)).max().unwrap();
+                takeovers.push((last - started) as f64 / 1e6);
+            }
+            print_split(&format!("failover, {algorithm}, compose, 5 nodes (docker {} the coordinator)", fault.name()), &failovers);
+            print_paths(&paths);
+            let (median, p99, max) = stats(&takeovers);
+            println!("  takeover once it is back (→ all 5 follow it): median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
         }
-        print_split(&format!("failover, {algorithm}, compose, 5 nodes (kill the coordinator's container)"), &failovers);
-        let (median, p99, max) = stats(&takeovers);
-        println!("  takeover after `docker start` (container start → all 5 follow it): median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
         compose.run(&["down", "--volumes", "--timeout", "2"]);
     }
 }
@@ -290,22 +357,31 @@ async fn messages() {
 async fn scale(trials: usize) {
     for n in [50u64, 100] {
         for algorithm in [Algorithm::Bully, Algorithm::Ring] {
-            let mut c = cluster(algorithm, n, "scale").await;
-            let survivors: Vec<NodeId> = (1..n).collect();
-            let all: Vec<NodeId> = (1..=n).collect();
-            let mut samples = Vec::new();
-            for _ in 0..trials {
-                c.wait_for_agreement(&all, n, Duration::from_secs(30)).await.expect("settled");
-                tokio::time::sleep(300 * MS).await;
-                let died = host_now();
-                c.stop(n).await;
-                c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.expect("failover");
-                let states: Vec<pb::NodeState> = c.states().await.into_values().collect();
-                samples.push(split(died, &states).expect("complete"));
-                c.restart(n).await.expect("restart");
+            for kill in [true, false] {
+                let mut c = cluster(algorithm, n, "scale").await;
+                let survivors: Vec<NodeId> = (1..n).collect();
+                let all: Vec<NodeId> = (1..=n).collect();
+                let (mut samples, mut paths) = (Vec::new(), Vec::new());
+                for _ in 0..trials {
+                    c.wait_for_agreement(&all, n, Duration::from_secs(30)).await.expect("settled");
+                    tokio::time::sleep(300 * MS).await;
+                    let died = host_now();
+                    if kill {
+                        c.kill(n).await;
+                    } else {
+                        c.stop(n).await;
+                    }
+                    c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.expect("failover");
+                    let states: Vec<pb::NodeState> = c.states().await.into_values().collect();
+                    samples.push(split(died, &states).expect("complete"));
+                    paths.push(path(died, &states));
+                    c.restart(n).await.expect("restart");
+                }
+                let how = if kill { "kill the coordinator: no goodbye, connections closed" } else { "stop the coordinator: it says goodbye" };
+                print_split(&format!("scale, {algorithm}, {n} nodes in one process ({how})"), &samples);
+                print_paths(&paths);
+                c.shutdown().await;
             }
-            print_split(&format!("scale, {algorithm}, {n} nodes in one process (stop the coordinator)"), &samples);
-            c.shutdown().await;
         }
     }
 }
@@ -318,7 +394,12 @@ fn main() {
         println!("synclab election benchmark, {date}");
         let all = o.mode == "all";
         if all || o.mode == "failover" {
-            failover(o.trials).await;
+            failover(o.trials, &[Fault::Kill, Fault::Stop, Fault::Pause]).await;
+        }
+        for (mode, fault) in [("failover-kill", Fault::Kill), ("failover-stop", Fault::Stop), ("failover-pause", Fault::Pause)] {
+            if o.mode == mode {
+                failover(o.trials, &[fault]).await;
+            }
         }
         if all || o.mode == "messages" {
             messages().await;
