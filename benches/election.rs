@@ -31,10 +31,12 @@ struct Options {
     mode: String,
     trials: usize,
     steady: Duration,
+    /// The election stagger for the scale trials (zero: the textbook).
+    stagger: Duration,
 }
 
 fn options() -> Options {
-    let mut o = Options { mode: "all".into(), trials: 25, steady: Duration::from_secs(600) };
+    let mut o = Options { mode: "all".into(), trials: 25, steady: Duration::from_secs(600), stagger: Duration::ZERO };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     for pair in args.chunks(2) {
         let value = pair.get(1).unwrap_or_else(|| panic!("{} needs a value", pair[0]));
@@ -42,6 +44,7 @@ fn options() -> Options {
             "--mode" => o.mode = value.clone(),
             "--trials" => o.trials = value.parse().expect("--trials: a number"),
             "--steady" => o.steady = synclab_core::duration::parse_positive(value).expect("--steady: a duration"),
+            "--stagger" => o.stagger = synclab_core::duration::parse_positive(value).expect("--stagger: a duration"),
             other => panic!("unknown option {other}"),
         }
     }
@@ -354,11 +357,17 @@ async fn messages() {
     }
 }
 
-async fn scale(trials: usize) {
+async fn scale(trials: usize, stagger: Duration) {
     for n in [50u64, 100] {
         for algorithm in [Algorithm::Bully, Algorithm::Ring] {
             for kill in [true, false] {
-                let mut c = cluster(algorithm, n, "scale").await;
+                let dir = std::env::temp_dir().join(format!("synclab-bench-scale-{algorithm}-{n}-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                let [heartbeat, timeout, rpc] = DEFAULTS;
+                let mut c = LocalCluster::start_with(algorithm, n, heartbeat, timeout, rpc, dir, |node| node.election_stagger = stagger)
+                    .await
+                    .expect("cluster");
+                c.wait_for_agreement(&c.ids(), n, Duration::from_secs(60)).await.expect("the cluster settles");
                 let survivors: Vec<NodeId> = (1..n).collect();
                 let all: Vec<NodeId> = (1..=n).collect();
                 let (mut samples, mut paths) = (Vec::new(), Vec::new());
@@ -378,7 +387,8 @@ async fn scale(trials: usize) {
                     c.restart(n).await.expect("restart");
                 }
                 let how = if kill { "kill the coordinator: no goodbye, connections closed" } else { "stop the coordinator: it says goodbye" };
-                print_split(&format!("scale, {algorithm}, {n} nodes in one process ({how})"), &samples);
+                let stagger = if stagger.is_zero() { String::new() } else { format!(", election stagger {stagger:?}") };
+                print_split(&format!("scale, {algorithm}, {n} nodes in one process ({how}{stagger})"), &samples);
                 print_paths(&paths);
                 c.shutdown().await;
             }
@@ -405,7 +415,7 @@ fn main() {
             messages().await;
         }
         if all || o.mode == "scale" {
-            scale(o.trials.min(10)).await;
+            scale(o.trials.min(10), o.stagger).await;
         }
         if all || o.mode == "steady" {
             steady(o.steady).await;

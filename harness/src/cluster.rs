@@ -45,6 +45,19 @@ impl LocalCluster {
         rpc_timeout: Duration,
         state_dir: PathBuf,
     ) -> Result<Self, NodeError> {
+        Self::start_with(algorithm, n, heartbeat, timeout, rpc_timeout, state_dir, |_| {}).await
+    }
+
+    /// As [`LocalCluster::start`], with `configure` applied to every node's settings.
+    pub async fn start_with(
+        algorithm: Algorithm,
+        n: u64,
+        heartbeat: Duration,
+        timeout: Duration,
+        rpc_timeout: Duration,
+        state_dir: PathBuf,
+        configure: impl Fn(&mut NodeConfig),
+    ) -> Result<Self, NodeError> {
         let mut listeners = BTreeMap::new();
         let mut addresses = BTreeMap::new();
         for id in 1..=n {
@@ -62,8 +75,11 @@ impl LocalCluster {
             timeout,
             rpc_timeout,
             probe_timeout: rpc_timeout.min(Duration::from_millis(25)),
+            election_stagger: Duration::ZERO,
             state_dir: Some(state_dir),
         };
+        let mut template = template;
+        configure(&mut template);
         let mut cluster = Self { template, addresses, running: BTreeMap::new() };
         for (id, listener) in listeners {
             cluster.launch(id, listener).await?;

@@ -60,6 +60,8 @@ pub struct SimConfig {
     pub seed: u64,
     pub heartbeat: Duration,
     pub timeout: Duration,
+    /// Elections staggered by rank (zero: off).
+    pub election_stagger: Duration,
 }
 
 impl Default for SimConfig {
@@ -72,6 +74,7 @@ impl Default for SimConfig {
             seed: 1,
             heartbeat: Duration::from_millis(50),
             timeout: Duration::from_millis(200),
+            election_stagger: Duration::ZERO,
         }
     }
 }
@@ -136,7 +139,9 @@ impl Sim {
     }
 
     fn node_config(config: &SimConfig, id: NodeId, ids: &[NodeId]) -> GroupConfig {
-        GroupConfig::new(id, ids.iter().copied(), config.heartbeat, config.timeout).expect("valid group")
+        GroupConfig::new(id, ids.iter().copied(), config.heartbeat, config.timeout)
+            .expect("valid group")
+            .with_election_stagger(config.election_stagger)
     }
 
     /// The current simulated time.

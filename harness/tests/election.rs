@@ -421,3 +421,22 @@ fn a_mute_node_does_not_churn_the_group() {
         }
     }
 }
+
+/// With the election stagger on (beyond the textbook, off by default), a large Bully group that loses
+/// its coordinator holds far fewer elections, and elects the same node.
+#[test]
+fn staggered_elections_elect_the_same_node_with_fewer_messages() {
+    let n = 30;
+    let mut counts = Vec::new();
+    for stagger in [Duration::ZERO, ms(2)] {
+        let mut sim = Sim::new(Algorithm::Bully, n, SimConfig { election_stagger: stagger, ..SimConfig::default() });
+        sim.start_all();
+        assert!(sim.run_until_settled(SETTLE).is_some());
+        sim.reset_counts();
+        sim.kill(n);
+        assert_settled_on(&mut sim, n - 1);
+        counts.push(sim.sent().get(&Kind::Election).copied().unwrap_or(0));
+    }
+    eprintln!("Election messages after the coordinator's death, n = {n}: without stagger {}, with {}", counts[0], counts[1]);
+    assert!(counts[1] * 4 < counts[0], "the stagger saved too little: {counts:?}");
+}

@@ -109,6 +109,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     parse_positive(text).map_err(|e| e.to_string())
 }
 
+/// Parses a duration of zero or more (a delay that may be off).
+pub fn parse_nonnegative_duration(text: &str) -> Result<Duration, String> {
+    parse_nonnegative_nanos(text).map(|n| Duration::from_nanos(n.unsigned_abs()))
+}
+
 /// Parses a name (of a clock, a device, a Berkeley member) by the one naming rule.
 pub fn parse_name(text: &str) -> Result<String, String> {
     check_name(text).map_err(|e| e.to_string())?;

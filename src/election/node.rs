@@ -64,6 +64,9 @@ pub struct NodeConfig {
     /// How long a coordinator whose line broke has to answer a probe before it counts as dead; at most
     /// `rpc_timeout`.
     pub probe_timeout: Duration,
+    /// Elections staggered by rank after a coordinator's death (zero: off, as the textbook has it; see
+    /// `synclab_core::election::GroupConfig::election_stagger`).
+    pub election_stagger: Duration,
     /// Where the term is kept across restarts; `None` keeps it in memory only.
     pub state_dir: Option<PathBuf>,
 }
@@ -133,7 +136,8 @@ impl ElectionNode {
         if config.probe_timeout > config.rpc_timeout {
             return Err(NodeError::ProbeTimeout { probe: config.probe_timeout, rpc: config.rpc_timeout });
         }
-        let group = GroupConfig::new(config.id, config.peers.keys().copied(), config.heartbeat, config.timeout)?;
+        let group = GroupConfig::new(config.id, config.peers.keys().copied(), config.heartbeat, config.timeout)?
+            .with_election_stagger(config.election_stagger);
         let state = config.state_dir.as_deref().map(|dir| StateFile::new(dir, config.id));
         let term = match &state {
             Some(state) => state.load()?,

@@ -28,6 +28,8 @@ pub struct Core {
     last_heard: Duration,
     next_heartbeat: Duration,
     election: Option<ElectionTiming>,
+    /// An election due later (staggered by rank), and why.
+    deferred: Option<(Duration, String)>,
     counters: Counters,
     outbox: Vec<Envelope>,
     next_tag: u64,
@@ -44,6 +46,7 @@ impl Core {
             last_heard: Duration::ZERO,
             next_heartbeat: Duration::ZERO,
             election: None,
+            deferred: None,
             counters: Kind::ALL.iter().map(|&k| (k, Count::default())).collect(),
             outbox: Vec::new(),
             next_tag: 0,
@@ -136,8 +139,30 @@ impl Core {
         true
     }
 
+    /// The coordinator is dead (`reason`): the election to hold now, or `None` when it is deferred by
+    /// the election stagger (it then comes from [`Core::tick`] when due, unless a coordinator announces
+    /// itself first).
+    pub(crate) fn suspect(&mut self, now: Duration, reason: String) -> Option<String> {
+        let stagger = self.config.election_stagger;
+        if stagger.is_zero() {
+            return Some(reason);
+        }
+        let above = self.config.members.iter().filter(|&&m| m > self.config.id).count();
+        let steps = u32::try_from(above.saturating_sub(1)).unwrap_or(u32::MAX);
+        let due = now.saturating_add(stagger.saturating_mul(steps));
+        if due <= now {
+            self.deferred = None;
+            return Some(reason);
+        }
+        if self.deferred.as_ref().is_none_or(|(at, _)| due < *at) {
+            self.deferred = Some((due, reason));
+        }
+        None
+    }
+
     /// Follows `coordinator` in the current term.
     pub(crate) fn follow(&mut self, now: Duration, coordinator: NodeId) {
+        self.deferred = None;
         self.last_heard = now;
         if self.role == Role::Follower && self.coordinator == Some(coordinator) {
             return;
@@ -156,6 +181,7 @@ impl Core {
     /// Claims `term` (ours: an election we ran or a ring announcement naming us) and rules it.
     pub(crate) fn rule(&mut self, now: Duration, term: Term) {
         debug_assert_eq!(owner(&self.config.members, term), Some(self.config.id));
+        self.deferred = None;
         self.term = term;
         self.role = Role::Coordinator;
         self.coordinator = Some(self.config.id);
@@ -214,9 +240,15 @@ impl Core {
     pub(crate) fn tick(&mut self, now: Duration) -> Option<String> {
         match self.role {
             Role::Follower => {
+                if self.deferred.as_ref().is_some_and(|(at, _)| now >= *at) {
+                    return self.deferred.take().map(|(_, reason)| reason);
+                }
                 let Some(coordinator) = self.coordinator else { return Some("no coordinator".into()) };
                 if now.saturating_sub(self.last_heard) >= self.config.timeout {
-                    return Some(format!("coordinator {coordinator} silent"));
+                    if self.deferred.is_some() {
+                        return None;
+                    }
+                    return self.suspect(now, format!("coordinator {coordinator} silent"));
                 }
                 if now >= self.next_heartbeat {
                     self.next_heartbeat = now + self.config.heartbeat;
@@ -243,6 +275,8 @@ impl Core {
     pub(crate) fn next_wakeup(&self) -> Option<Duration> {
         match self.role {
             Role::Follower if self.coordinator.is_none() => Some(Duration::ZERO),
+            // A deferred election is all that is left to do (the coordinator is dead).
+            Role::Follower if self.deferred.is_some() => self.deferred.as_ref().map(|(at, _)| *at),
             Role::Follower => Some(self.next_heartbeat.min(self.last_heard + self.config.timeout)),
             Role::Coordinator => Some(self.next_heartbeat),
             Role::Candidate | Role::Waiting => None,
