@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
 use crate::clock::LiveClock;
-use crate::net::{ClientStamps, StampedStream};
+use crate::net::{ClientStamps, StampedStream, TimedTcp};
 use crate::proto::time::GetTimeRequest;
 use crate::proto::time::time_service_client::TimeServiceClient;
 use crate::proto::{TimestampError, format_rfc3339, nanos_to_timestamp, timestamp_to_nanos};
@@ -131,7 +131,7 @@ impl CristianClient {
                     .await
                     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))??;
                 stream.set_nodelay(true)?;
-                Ok::<_, io::Error>(TokioIo::new(StampedStream::with_stamps(stream, stamps)))
+                Ok::<_, io::Error>(TokioIo::new(StampedStream::with_stamps(TimedTcp::<ClientStamps>::new(stream), stamps)))
             }
         });
         let channel = endpoint.connect_with_connector_lazy(connector);

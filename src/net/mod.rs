@@ -31,8 +31,10 @@
 pub mod frame;
 #[cfg(target_os = "linux")]
 mod linux;
+pub mod socket;
 pub mod stamps;
 pub mod stream;
 
+pub use socket::{TimedTcp, Transport};
 pub use stamps::{ClientStamps, SentAnswer, ServerStamps, Stamper};
-pub use stream::{ConnectionInfo, StampedStream};
+pub use stream::{ConnectionInfo, PlainServerStream, StampedStream};

@@ -12,7 +12,7 @@ use crate::lock::lock;
 /// What one side of a connection does when a stream's last frame passes.
 pub trait Stamper: Send + Sync + 'static {
     /// The clock this side stamps with.
-    type Stamp: Copy;
+    type Stamp: Copy + Send + Sync + Unpin + 'static;
     /// Reads that clock.
     fn now() -> Self::Stamp;
     /// The stamp for a kernel receive timestamp (host real time, ns since the epoch).

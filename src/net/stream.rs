@@ -1,5 +1,6 @@
-//! A TCP connection that stamps the ends of messages as they pass, with the kernel's receive timestamps
-//! where the platform gives them.
+//! A connection that stamps the ends of messages as they pass: the HTTP/2 frames are followed in the
+//! bytes the application reads and writes (above TLS, when there is TLS), and a read that completes a
+//! message is stamped with the socket's arrival time beneath ([`super::socket::Transport`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,41 +13,42 @@ use tokio::net::TcpStream;
 use tonic::transport::server::Connected;
 
 use super::frame::FrameScanner;
+use super::socket::{TimedTcp, Transport};
 use super::stamps::{ServerStamps, Stamper};
 use crate::server::connections::Tracked;
 
-/// A TCP connection that stamps the ends of messages as they pass.
+/// The plaintext server connection.
+pub type PlainServerStream = StampedStream<ServerStamps, TimedTcp<ServerStamps>>;
+
+/// A connection that stamps the ends of messages as they pass.
 #[derive(Debug)]
-pub struct StampedStream<S = ServerStamps> {
-    /// The connection's place in its server's registry. First, so it is dropped (and the registry
-    /// forgets the socket) before `inner` closes the socket.
-    tracked: Option<Tracked>,
-    inner: TcpStream,
+pub struct StampedStream<S: Stamper, IO> {
+    inner: IO,
     read_scanner: FrameScanner,
     write_scanner: FrameScanner,
     stamps: Arc<S>,
+    /// The peer's identity: the Common Name of its TLS certificate (none in plaintext).
+    identity: Option<Arc<str>>,
 }
 
-impl<S: Stamper + Default> StampedStream<S> {
-    /// Wraps a connection with fresh stamps.
+impl<S: Stamper + Default> StampedStream<S, TimedTcp<S>> {
+    /// Wraps a plaintext TCP connection with fresh stamps.
     pub fn new(inner: TcpStream) -> Self {
-        Self::with_stamps(inner, Arc::default())
+        Self::with_stamps(TimedTcp::new(inner), Arc::default())
     }
 }
 
-impl<S: Stamper> StampedStream<S> {
-    /// Wraps a connection, stamping into `stamps`. On Linux it asks the kernel to timestamp what the
-    /// connection receives; where it cannot, reads are stamped as they return.
-    pub fn with_stamps(inner: TcpStream, stamps: Arc<S>) -> Self {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            if let Err(e) = super::linux::enable(inner.as_raw_fd()) {
-                tracing::debug!(error = %e, "no kernel receive timestamps; stamping reads in user space");
-            }
-        }
+impl<S: Stamper, IO: Transport<Stamp = S::Stamp>> StampedStream<S, IO> {
+    /// Wraps a connection, stamping into `stamps`.
+    pub fn with_stamps(inner: IO, stamps: Arc<S>) -> Self {
         let (read_scanner, write_scanner) = S::scanners();
-        Self { tracked: None, inner, read_scanner, write_scanner, stamps }
+        Self { inner, read_scanner, write_scanner, stamps, identity: None }
+    }
+
+    /// Notes the peer's identity (from its TLS certificate).
+    pub fn with_identity(mut self, identity: Option<Arc<str>>) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// Advances past the `n` bytes of `bufs` written; stamps with `before` (taken before the write's
@@ -65,10 +67,11 @@ impl<S: Stamper> StampedStream<S> {
     }
 }
 
-impl StampedStream<ServerStamps> {
-    /// A server's connection, with fresh stamps, that reports its activity to its server's registry.
+impl PlainServerStream {
+    /// A server's plaintext connection, with fresh stamps, that reports its activity to its server's
+    /// registry.
     pub(crate) fn tracked(inner: TcpStream, tracked: Tracked) -> Self {
-        Self { tracked: Some(tracked), ..Self::new(inner) }
+        Self::with_stamps(TimedTcp::tracked(inner, tracked), Arc::default())
     }
 }
 
@@ -79,60 +82,35 @@ pub struct ConnectionInfo {
     pub remote_addr: Option<SocketAddr>,
     /// The connection's stamps.
     pub stamps: Arc<ServerStamps>,
+    /// The caller's identity: its TLS certificate's Common Name; `None` in plaintext.
+    pub identity: Option<Arc<str>>,
 }
 
-impl Connected for StampedStream<ServerStamps> {
+impl<IO: Transport<Stamp = i64>> Connected for StampedStream<ServerStamps, IO> {
     type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> ConnectionInfo {
-        ConnectionInfo { remote_addr: self.inner.peer_addr().ok(), stamps: self.stamps.clone() }
+        ConnectionInfo { remote_addr: self.inner.peer_addr(), stamps: self.stamps.clone(), identity: self.identity.clone() }
     }
 }
 
-impl<S: Stamper> AsyncRead for StampedStream<S> {
+impl<S: Stamper, IO: Transport<Stamp = S::Stamp>> AsyncRead for StampedStream<S, IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
-        #[cfg(target_os = "linux")]
-        let kernel_stamp = {
-            use std::os::fd::AsRawFd;
-            let fd = this.inner.as_raw_fd();
-            loop {
-                std::task::ready!(this.inner.poll_read_ready(cx))?;
-                // SAFETY: `recv` writes only initialized bytes, and says how many.
-                let unfilled = unsafe { buf.unfilled_mut() };
-                match this.inner.try_io(tokio::io::Interest::READABLE, || super::linux::recv(fd, unfilled)) {
-                    Ok((n, stamp)) => {
-                        // SAFETY: the kernel initialized the first `n` bytes of the unfilled part.
-                        unsafe { buf.assume_init(n) };
-                        buf.advance(n);
-                        break stamp;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if buf.filled().len() > before && this.read_scanner.scan(&buf.filled()[before..]) {
+            // What was read arrived no later than the socket's last read returned.
+            if let Some((at, kernel)) = this.inner.last_arrival() {
+                this.stamps.read_end(at, kernel);
             }
-        };
-        #[cfg(not(target_os = "linux"))]
-        let kernel_stamp: Option<i64> = {
-            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-            None
-        };
-        if buf.filled().len() > before {
-            let at = S::now();
-            let ended = this.read_scanner.scan(&buf.filled()[before..]);
-            if ended {
-                this.stamps.read_end(at, kernel_stamp.map(S::from_kernel));
-            }
-            if let Some(tracked) = &this.tracked {
-                tracked.touch(ended);
-            }
+            this.inner.request_seen();
         }
         Poll::Ready(Ok(()))
     }
 }
 
-impl<S: Stamper> AsyncWrite for StampedStream<S> {
+impl<S: Stamper, IO: Transport<Stamp = S::Stamp>> AsyncWrite for StampedStream<S, IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let at = S::now();
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
@@ -163,4 +141,3 @@ impl<S: Stamper> AsyncWrite for StampedStream<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
-

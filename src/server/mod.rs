@@ -32,7 +32,7 @@ pub use limits::Limits;
 pub use stop::{Stop, StopHandle, shutdown_signal};
 pub use watch::{Watched, Watchers, WatchStream};
 
-use crate::net::StampedStream;
+use crate::net::PlainServerStream;
 use connections::Registry;
 
 /// Why a server could not start or stopped.
@@ -221,7 +221,7 @@ impl Server {
 /// Accepts connections from a listener as [`StampedStream`]s, registered with `registry` (which closes
 /// the least recently used one at `max_connections`). A failed accept (e.g. out of file descriptors)
 /// is logged and retried rather than ending the server.
-fn incoming(listener: TcpListener, registry: Registry, max_connections: usize) -> impl Stream<Item = io::Result<StampedStream>> {
+fn incoming(listener: TcpListener, registry: Registry, max_connections: usize) -> impl Stream<Item = io::Result<PlainServerStream>> {
     futures::stream::unfold((listener, registry), move |(listener, registry)| async move {
         loop {
             match listener.accept().await {
@@ -230,7 +230,7 @@ fn incoming(listener: TcpListener, registry: Registry, max_connections: usize) -
                         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                     }
                     let tracked = registry.admit(&stream, max_connections);
-                    let stream = StampedStream::tracked(stream, tracked);
+                    let stream = PlainServerStream::tracked(stream, tracked);
                     return Some((Ok(stream), (listener, registry)));
                 }
                 Err(e) => {

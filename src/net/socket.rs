@@ -1,0 +1,173 @@
+//! The TCP socket beneath everything: it notes when each read returned (and the kernel's receive
+//! timestamp of what it read), whatever runs above it. With TLS above it, a message's end is recognised
+//! in the decrypted bytes, but its arrival is this socket's: [`Transport::last_arrival`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::stamps::Stamper;
+use crate::server::connections::Tracked;
+
+/// What a connection's byte stream tells [`super::StampedStream`] beyond its bytes.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The clock reads are stamped with.
+    type Stamp: Copy;
+    /// When the last read from the socket returned, and the kernel's receive timestamp of what it
+    /// read (when the kernel gives one).
+    fn last_arrival(&self) -> Option<(Self::Stamp, Option<Self::Stamp>)>;
+    /// A request ended in what was just read (for the server's idle-connection bookkeeping).
+    fn request_seen(&self);
+    /// The peer's address.
+    fn peer_addr(&self) -> Option<SocketAddr>;
+}
+
+/// A TCP socket that notes when its reads return.
+#[derive(Debug)]
+pub struct TimedTcp<S: Stamper> {
+    /// The connection's place in its server's registry. First, so it is dropped (and the registry
+    /// forgets the socket) before `inner` closes the socket.
+    tracked: Option<Tracked>,
+    inner: TcpStream,
+    last: Option<(S::Stamp, Option<S::Stamp>)>,
+}
+
+impl<S: Stamper> TimedTcp<S> {
+    /// Wraps a socket. On Linux it asks the kernel to timestamp what the socket receives; where it
+    /// cannot, reads are stamped as they return.
+    pub fn new(inner: TcpStream) -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            if let Err(e) = super::linux::enable(inner.as_raw_fd()) {
+                tracing::debug!(error = %e, "no kernel receive timestamps; stamping reads in user space");
+            }
+        }
+        Self { tracked: None, inner, last: None }
+    }
+
+    /// A server's socket, which reports its activity to the server's registry.
+    pub(crate) fn tracked(inner: TcpStream, tracked: Tracked) -> Self {
+        Self { tracked: Some(tracked), ..Self::new(inner) }
+    }
+
+    /// The socket.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.inner
+    }
+}
+
+impl<S: Stamper> Transport for TimedTcp<S> {
+    type Stamp = S::Stamp;
+
+    fn last_arrival(&self) -> Option<(S::Stamp, Option<S::Stamp>)> {
+        self.last
+    }
+
+    fn request_seen(&self) {
+        if let Some(tracked) = &self.tracked {
+            tracked.touch(true);
+        }
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr().ok()
+    }
+}
+
+impl<S: Stamper> AsyncRead for TimedTcp<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        #[cfg(target_os = "linux")]
+        let kernel_stamp = {
+            use std::os::fd::AsRawFd;
+            let fd = this.inner.as_raw_fd();
+            loop {
+                std::task::ready!(this.inner.poll_read_ready(cx))?;
+                // SAFETY: `recv` writes only initialized bytes, and says how many.
+                let unfilled = unsafe { buf.unfilled_mut() };
+                match this.inner.try_io(tokio::io::Interest::READABLE, || super::linux::recv(fd, unfilled)) {
+                    Ok((n, stamp)) => {
+                        // SAFETY: the kernel initialized the first `n` bytes of the unfilled part.
+                        unsafe { buf.assume_init(n) };
+                        buf.advance(n);
+                        break stamp;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        };
+        #[cfg(not(target_os = "linux"))]
+        let kernel_stamp: Option<i64> = {
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            None
+        };
+        if buf.filled().len() > before {
+            this.last = Some((S::now(), kernel_stamp.map(S::from_kernel)));
+            if let Some(tracked) = &this.tracked {
+                tracked.touch(false);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: Stamper> AsyncWrite for TimedTcp<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: Stamper> Transport for tokio_rustls::server::TlsStream<TimedTcp<S>> {
+    type Stamp = S::Stamp;
+
+    fn last_arrival(&self) -> Option<(S::Stamp, Option<S::Stamp>)> {
+        self.get_ref().0.last_arrival()
+    }
+
+    fn request_seen(&self) {
+        self.get_ref().0.request_seen();
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.get_ref().0.peer_addr()
+    }
+}
+
+impl<S: Stamper> Transport for tokio_rustls::client::TlsStream<TimedTcp<S>> {
+    type Stamp = S::Stamp;
+
+    fn last_arrival(&self) -> Option<(S::Stamp, Option<S::Stamp>)> {
+        self.get_ref().0.last_arrival()
+    }
+
+    fn request_seen(&self) {
+        self.get_ref().0.request_seen();
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.get_ref().0.peer_addr()
+    }
+}
