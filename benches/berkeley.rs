@@ -80,7 +80,7 @@ fn start_slaves(specs: &[(String, i64, f64)]) -> Slaves {
     for (name, offset, drift) in specs {
         let config = ClockConfig { offset_nanos: *offset, drift_ppm: *drift, step_threshold_nanos: MS, max_slew_ppm: MAX_SLEW_PPM };
         let clock = LiveClock::new(name.as_str(), config).unwrap();
-        let slave = Slave::new(clock.clone(), 3600 * SEC).unwrap();
+        let slave = Slave::new(clock.clone(), 3600 * SEC, synclab::rpc::Dialer::plaintext()).unwrap();
         let addr = runtime.block_on(async {
             let server = slave.server().await.unwrap();
             let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
@@ -124,7 +124,7 @@ fn synclab_run(o: &Options) -> (Vec<(usize, f64)>, f64, f64) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _in_runtime = rt.enter(); // channels start their workers on the runtime they are made in
     let clock = master_clock(MASTER_DRIFT_PPM);
-    let config = MasterConfig { interval: o.interval, tolerance_nanos: SEC as f64, samples: 8, timeout: Duration::from_secs(1), max_missed: 3, max_members: 8 };
+    let config = MasterConfig { interval: o.interval, tolerance_nanos: SEC as f64, samples: 8, timeout: Duration::from_secs(1), max_missed: 3, max_members: 8, dialer: synclab::rpc::Dialer::plaintext() };
     let master = Master::new(clock.clone(), config);
     slaves.enrol(&master, four_lines().into_iter().map(|(name, _, _)| name));
     let good: Vec<&LiveClock> = slaves.clocks.iter().filter(|c| c.name() != "TAPMI").chain([&clock]).collect();
@@ -200,7 +200,7 @@ fn scale_run(n: usize) -> (Vec<f64>, Vec<(usize, f64)>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _in_runtime = rt.enter(); // channels start their workers on the runtime they are made in
     let clock = master_clock(0.0);
-    let config = MasterConfig { interval: Duration::from_secs(1), tolerance_nanos: SEC as f64, samples: 4, timeout: Duration::from_secs(2), max_missed: 3, max_members: 1024 };
+    let config = MasterConfig { interval: Duration::from_secs(1), tolerance_nanos: SEC as f64, samples: 4, timeout: Duration::from_secs(2), max_missed: 3, max_members: 1024, dialer: synclab::rpc::Dialer::plaintext() };
     let master = Master::new(clock.clone(), config);
     slaves.enrol(&master, specs.iter().map(|(name, _, _)| name.clone()));
     let all: Vec<&LiveClock> = slaves.clocks.iter().chain([&clock]).collect();

@@ -10,7 +10,7 @@ use clap::Parser;
 use std::time::Duration;
 
 use synclab::berkeley::master::{self, Master, MasterConfig};
-use synclab::cli::{ClockArgs, LogArgs, parse_duration, parse_name};
+use synclab::cli::{ClockArgs, LogArgs, TlsArgs, parse_duration, parse_name};
 use synclab::clock::LiveClock;
 use synclab::server::{self, Stop};
 use synclab::telemetry;
@@ -46,6 +46,8 @@ struct Args {
     #[command(flatten)]
     clock: ClockArgs,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -65,6 +67,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         timeout: args.timeout,
         max_missed: args.max_missed,
         max_members: args.max_members.into(),
+        dialer: args.tls.dialer()?,
     };
     let master = Master::new(clock.clone(), config);
     let listener = server::bind(&args.listen).await?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use std::collections::BTreeMap;
 
-use synclab::cli::{LogArgs, named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
+use synclab::cli::{LogArgs, TlsArgs, named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
 use synclab::election::{ElectionNode, NodeConfig};
 use synclab::server::{self, Stop};
 use synclab::telemetry;
@@ -56,6 +56,8 @@ struct Args {
     #[arg(long, env = "SYNCLAB_ELECTION_STAGGER", value_name = "DURATION", default_value = "0", value_parser = parse_nonnegative_duration)]
     election_stagger: Duration,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -77,6 +79,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         probe_timeout: args.probe_timeout,
         election_stagger: args.election_stagger,
         state_dir: args.state_dir.clone(),
+        tls: args.tls.load()?,
     })?;
     let listener = server::bind(&args.listen).await?;
     tracing::info!(id = args.id, algorithm = %args.algorithm, addr = %listener.local_addr()?, "election node listening");

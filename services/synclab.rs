@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use synclab::cli::parse_duration;
+use synclab::cli::{TlsArgs, parse_duration};
 use synclab::proto::{format_rfc3339, timestamp_to_nanos};
 use synclab::rpc::{check_health, read_clock};
 use synclab_core::duration::format_nanos;
@@ -50,6 +50,21 @@ enum Command {
     Berkeley(berkeley::BerkeleyArgs),
     /// Follow an election group: `status` once, `watch` on every change.
     Election(election::ElectionArgs),
+    /// Make a lab CA and a certificate and key for each name (every compose service, observer and lab
+    /// when none is given), for mutual TLS.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CertsArgs {
+    /// The folder to write ca.pem, ca.key, NAME.pem and NAME.key into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: std::path::PathBuf,
+    /// Replace an existing CA (and so invalidate every certificate it signed) instead of reusing it.
+    #[arg(long)]
+    new_ca: bool,
+    /// The identities to make certificates for (each certificate's Common Name).
+    names: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +78,8 @@ struct HealthArgs {
     /// Deadline of the check.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +96,8 @@ struct ClockReadArgs {
     /// Print the reading as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// The service this binary runs when invoked under its name.
@@ -104,6 +123,13 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Output piped into `head` and the like ends the process quietly, as it does other Unix tools,
+    // instead of failing a write and panicking.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -119,6 +145,7 @@ fn main() -> ExitCode {
             Command::Clock(args) => clock(args).await,
             Command::Berkeley(args) => berkeley::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Election(args) => election::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Certs(args) => certs(args),
         }
     });
     match result {
@@ -130,8 +157,22 @@ fn main() -> ExitCode {
     }
 }
 
+fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
+    let made = synclab::tls::certs::make(&args.out, &args.names, args.new_ca)?;
+    let dir = args.out.display();
+    if made.new_ca {
+        println!("created the CA: {dir}/ca.pem (its key {dir}/ca.key: keep it apart from the services)");
+    } else {
+        println!("kept the CA in {dir}/ca.pem (--new-ca replaces it)");
+    }
+    for name in &made.names {
+        println!("{name}: {dir}/{name}.pem, {dir}/{name}.key");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn healthcheck(args: HealthArgs) -> anyhow::Result<ExitCode> {
-    match check_health(&args.addr, &args.service, args.timeout).await {
+    match check_health(&args.tls.dialer()?, &args.addr, &args.service, args.timeout).await {
         Ok(status) if status == tonic_health::pb::health_check_response::ServingStatus::Serving => Ok(ExitCode::SUCCESS),
         Ok(status) => {
             eprintln!("{}: {}", args.addr, status.as_str_name());
@@ -145,7 +186,7 @@ async fn healthcheck(args: HealthArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn clock(args: ClockReadArgs) -> anyhow::Result<ExitCode> {
-    let r = read_clock(&args.addr, &args.name, args.timeout).await?;
+    let r = read_clock(&args.tls.dialer()?, &args.addr, &args.name, args.timeout).await?;
     if args.json {
         let value = serde_json::json!({
             "clock": r.clock,

@@ -6,7 +6,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use synclab::cli::{ClockArgs, LogArgs, parse_nonnegative_nanos};
+use synclab::cli::{ClockArgs, LogArgs, TlsArgs, parse_nonnegative_nanos};
 use synclab::clock::LiveClock;
 use synclab::server::{self, Stop};
 use synclab::{cristian, telemetry};
@@ -32,6 +32,8 @@ struct Args {
     #[command(flatten)]
     clock: ClockArgs,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -51,7 +53,8 @@ pub fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
     let listener = server::bind(&args.listen).await?;
-    let server = cristian::server(clock, args.root_dispersion.unsigned_abs()).await?;
+    let tls = args.tls.load()?;
+    let server = cristian::server(clock, args.root_dispersion.unsigned_abs(), tls.as_ref()).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         name = %args.name,

@@ -27,3 +27,4 @@ pub mod random;
 pub mod rpc;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

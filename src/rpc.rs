@@ -2,15 +2,21 @@
 //! every call, so a dead or stalled server costs a timeout, never a hang. Also the two probes every
 //! server answers: health and `Clock/Read`.
 
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::net::{ClientIo, ClientStamps, MaybeTls, StampedStream, TimedTcp};
 use crate::proto::clock::clock_client::ClockClient;
+use crate::tls::Tls;
 use crate::proto::clock::{ReadRequest, ReadResponse};
 
 /// Why a call to a synclab server failed.
@@ -53,10 +59,89 @@ pub fn server_url(addr: &str) -> String {
     if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") }
 }
 
-/// A channel to `addr` that connects on first use (and reconnects after failures), with `timeout` as the
-/// connect timeout and the deadline of every call made on it.
+/// A plaintext channel to `addr` (see [`Dialer::channel`]).
 pub fn channel(addr: &str, timeout: Duration) -> Result<Channel, RpcError> {
-    Ok(endpoint(addr, timeout)?.connect_lazy())
+    Dialer::plaintext().channel(addr, timeout)
+}
+
+/// How a process dials: plaintext, or mutual TLS presenting its own certificate.
+#[derive(Debug, Clone, Default)]
+pub struct Dialer {
+    tls: Option<Tls>,
+}
+
+impl Dialer {
+    /// Dials in plaintext.
+    pub fn plaintext() -> Self {
+        Self { tls: None }
+    }
+
+    /// Dials over TLS when `tls` is given, else in plaintext.
+    pub fn new(tls: Option<Tls>) -> Self {
+        Self { tls }
+    }
+
+    /// The TLS it dials with, if any.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// A channel to `addr` that connects on first use (and reconnects after failures), with `timeout`
+    /// as the connect timeout and the deadline of every call made on it.
+    pub fn channel(&self, addr: &str, timeout: Duration) -> Result<Channel, RpcError> {
+        let endpoint = endpoint(addr, timeout)?;
+        Ok(match &self.tls {
+            None => endpoint.connect_lazy(),
+            Some(tls) => {
+                let config = tls.client_config();
+                endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
+                    let config = config.clone();
+                    async move {
+                        let tcp = connect_tcp(&uri, timeout).await?;
+                        let tls = tls_handshake(config, &uri, tcp, timeout).await?;
+                        Ok::<_, io::Error>(TokioIo::new(tls))
+                    }
+                }))
+            }
+        })
+    }
+
+    /// Connects to `uri` for a client that stamps its messages at the socket: TCP, then TLS if this
+    /// dialer has it, the stamping layer above.
+    pub(crate) async fn connect_stamped(&self, uri: &Uri, timeout: Duration, stamps: Arc<ClientStamps>) -> io::Result<StampedStream<ClientStamps, ClientIo>> {
+        let tcp = TimedTcp::<ClientStamps>::new(connect_tcp(uri, timeout).await?);
+        let io = match &self.tls {
+            None => MaybeTls::Plain(tcp),
+            Some(tls) => MaybeTls::Tls(Box::new(tls_handshake(tls.client_config(), uri, tcp, timeout).await?)),
+        };
+        Ok(StampedStream::with_stamps(io, stamps))
+    }
+}
+
+/// A TCP connection to the host and port of `uri`, within `timeout`, with Nagle off.
+async fn connect_tcp(uri: &Uri, timeout: Duration) -> io::Result<TcpStream> {
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = uri.port_u16().unwrap_or(80);
+    let stream = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The client side of a TLS handshake with the server named in `uri` (its certificate must name that
+/// host), within `timeout`.
+async fn tls_handshake<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    config: Arc<rustls::ClientConfig>,
+    uri: &Uri,
+    io: IO,
+    timeout: Duration,
+) -> io::Result<tokio_rustls::client::TlsStream<IO>> {
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
+    let name = rustls_pki_types::ServerName::try_from(host).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    tokio::time::timeout(timeout, tokio_rustls::TlsConnector::from(config).connect(name, io))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("TLS handshake timed out after {timeout:?}")))?
 }
 
 pub(crate) fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, RpcError> {
@@ -96,16 +181,16 @@ pub fn request<T>(message: T, timeout: Duration) -> Request<T> {
 }
 
 /// Asks `addr` for its health (`service` empty for the server as a whole).
-pub async fn check_health(addr: &str, service: &str, timeout: Duration) -> Result<ServingStatus, RpcError> {
-    let mut client = HealthClient::new(channel(addr, timeout)?);
+pub async fn check_health(dialer: &Dialer, addr: &str, service: &str, timeout: Duration) -> Result<ServingStatus, RpcError> {
+    let mut client = HealthClient::new(dialer.channel(addr, timeout)?);
     let req = request(HealthCheckRequest { service: service.to_string() }, timeout);
     let answer = with_deadline(addr, timeout, client.check(req)).await?;
     Ok(ServingStatus::try_from(answer.status).unwrap_or(ServingStatus::Unknown))
 }
 
 /// Reads the clock named `clock` (empty: the only one) at `addr`, with its ground truth.
-pub async fn read_clock(addr: &str, clock: &str, timeout: Duration) -> Result<ReadResponse, RpcError> {
-    let mut client = ClockClient::new(channel(addr, timeout)?);
+pub async fn read_clock(dialer: &Dialer, addr: &str, clock: &str, timeout: Duration) -> Result<ReadResponse, RpcError> {
+    let mut client = ClockClient::new(dialer.channel(addr, timeout)?);
     let req = request(ReadRequest { clock: clock.to_string() }, timeout);
     with_deadline(addr, timeout, client.read(req)).await
 }

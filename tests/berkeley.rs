@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use synclab::berkeley::master::{Master, MasterConfig};
 use synclab::berkeley::slave::Slave;
 use synclab::clock::LiveClock;
+use synclab::rpc::Dialer;
 use synclab::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
 use synclab::proto::berkeley::berkeley_slave_client::BerkeleySlaveClient;
 use synclab::proto::berkeley::{AdjustRequest, RegisterRequest, StatusRequest, WatchRoundsRequest};
@@ -59,13 +60,13 @@ fn group_clock(offset_nanos: i64, drift_ppm: f64) -> ClockConfig {
 
 async fn start_slave(name: &'static str, offset: i64, drift_ppm: f64) -> TestSlave {
     let clock = LiveClock::new(name, group_clock(offset, drift_ppm)).unwrap();
-    let slave = Slave::new(clock.clone(), 3600 * SEC).unwrap();
+    let slave = Slave::new(clock.clone(), 3600 * SEC, Dialer::plaintext()).unwrap();
     let server = serve(slave.server().await.unwrap(), "127.0.0.1:0", Stop::new()).await;
     TestSlave { name, clock, slave, server: Some(server) }
 }
 
 fn config(interval: Duration) -> MasterConfig {
-    MasterConfig { interval, tolerance_nanos: SEC as f64, samples: 4, timeout: Duration::from_millis(300), max_missed: 2, max_members: 8 }
+    MasterConfig { interval, tolerance_nanos: SEC as f64, samples: 4, timeout: Duration::from_millis(300), max_missed: 2, max_members: 8, dialer: Dialer::plaintext() }
 }
 
 async fn start_master(interval: Duration, addr: &str) -> (Arc<Master>, Serving) {
@@ -133,7 +134,7 @@ async fn four_lines_converge_and_the_wild_clock_is_left_out_of_the_average() {
     tokio::time::sleep(Duration::from_millis(50)).await; // the last round's slews done
     let mut offsets = Vec::new();
     for addr in &addrs {
-        offsets.push(synclab::rpc::read_clock(addr, "", Duration::from_secs(1)).await.unwrap().true_offset_nanos as f64);
+        offsets.push(synclab::rpc::read_clock(&synclab::rpc::Dialer::plaintext(), addr, "", Duration::from_secs(1)).await.unwrap().true_offset_nanos as f64);
     }
     let observed = offsets.iter().copied().fold(f64::MIN, f64::max) - offsets.iter().copied().fold(f64::MAX, f64::min);
     assert!(observed <= allowed_spread(&round), "Clock/Read shows offsets {offsets:?} after {round:?}");

@@ -78,14 +78,14 @@ async fn a_server_with_a_wrong_clock_is_followed() {
 async fn the_server_serves_ground_truth_health_and_both_reflection_versions() {
     let server = TestServer::start().await;
     let timeout = Duration::from_secs(2);
-    let reading = read_clock(&server.url(), "", timeout).await.unwrap();
+    let reading = read_clock(&synclab::rpc::Dialer::plaintext(), &server.url(), "", timeout).await.unwrap();
     assert_eq!(reading.clock, "time-server");
     assert_eq!(reading.true_offset_nanos, 0);
-    let err = read_clock(&server.url(), "nope", timeout).await.unwrap_err();
+    let err = read_clock(&synclab::rpc::Dialer::plaintext(), &server.url(), "nope", timeout).await.unwrap_err();
     assert!(matches!(err, RpcError::Rpc { code: Code::NotFound, .. }), "{err}");
 
     for service in ["", "synclab.time.v1.TimeService", "synclab.clock.v1.Clock"] {
-        assert_eq!(check_health(&server.url(), service, timeout).await.unwrap(), ServingStatus::Serving, "{service}");
+        assert_eq!(check_health(&synclab::rpc::Dialer::plaintext(), &server.url(), service, timeout).await.unwrap(), ServingStatus::Serving, "{service}");
     }
 
     let channel = synclab::rpc::channel(&server.url(), timeout).unwrap();
@@ -216,7 +216,7 @@ async fn an_unreachable_server_is_a_clear_error() {
     let err = client.sync(&device, 8, Estimator::Ntp).await.unwrap_err();
     assert!(matches!(err, SyncError::Rpc(RpcError::Unreachable { .. })), "{err}");
     assert!(err.to_string().contains(&port.to_string()), "{err}");
-    assert_eq!(check_health(&format!("127.0.0.1:{port}"), "", Duration::from_millis(500)).await.is_err(), true);
+    assert_eq!(check_health(&synclab::rpc::Dialer::plaintext(), &format!("127.0.0.1:{port}"), "", Duration::from_millis(500)).await.is_err(), true);
 }
 
 #[test]

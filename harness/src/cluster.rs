@@ -77,6 +77,7 @@ impl LocalCluster {
             probe_timeout: rpc_timeout.min(Duration::from_millis(25)),
             election_stagger: Duration::ZERO,
             state_dir: Some(state_dir),
+            tls: None,
         };
         let mut template = template;
         configure(&mut template);

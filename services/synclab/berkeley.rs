@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use synclab::cli::{parse_duration, parse_member};
-use synclab::rpc::{channel, read_clock, request};
+use synclab::cli::{TlsArgs, parse_duration, parse_member};
+use synclab::rpc::Dialer;
+use synclab::rpc::{read_clock, request};
 use synclab_core::duration::format_nanos;
 use synclab::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
 use synclab::proto::berkeley::{Round, StatusRequest, StatusResponse, WatchRoundsRequest};
@@ -27,6 +28,8 @@ pub struct BerkeleyArgs {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -38,12 +41,13 @@ enum BerkeleyCommand {
 }
 
 pub async fn run(args: BerkeleyArgs) -> anyhow::Result<()> {
-    let mut client = BerkeleyMasterClient::new(channel(&args.master, args.timeout)?);
+    let dialer = args.tls.dialer()?;
+    let mut client = BerkeleyMasterClient::new(dialer.channel(&args.master, args.timeout)?);
     let overrides: HashMap<String, String> = args.members.iter().cloned().collect();
     match args.command {
         BerkeleyCommand::Status => {
             let status = client.status(request(StatusRequest {}, args.timeout)).await.map_err(|s| anyhow::anyhow!("{}: {}", args.master, s.message()))?.into_inner();
-            show(&args, &overrides, &status, status.last_round.as_ref()).await;
+            show(&args, &dialer, &overrides, &status, status.last_round.as_ref()).await;
         }
         BerkeleyCommand::Watch => {
             let mut rounds = client
@@ -53,7 +57,7 @@ pub async fn run(args: BerkeleyArgs) -> anyhow::Result<()> {
                 .into_inner();
             while let Some(round) = rounds.message().await.map_err(|s| anyhow::anyhow!("{}: {}", args.master, s.message()))? {
                 let status = client.status(request(StatusRequest {}, args.timeout)).await.map(|r| r.into_inner()).unwrap_or_default();
-                show(&args, &overrides, &status, Some(&round)).await;
+                show(&args, &dialer, &overrides, &status, Some(&round)).await;
             }
         }
     }
@@ -61,14 +65,14 @@ pub async fn run(args: BerkeleyArgs) -> anyhow::Result<()> {
 }
 
 /// A clock's true offset, read where it can be reached.
-async fn true_offset(addr: &str, timeout: Duration) -> Option<i64> {
-    read_clock(addr, "", timeout).await.ok().map(|r| r.true_offset_nanos)
+async fn true_offset(dialer: &Dialer, addr: &str, timeout: Duration) -> Option<i64> {
+    read_clock(dialer, addr, "", timeout).await.ok().map(|r| r.true_offset_nanos)
 }
 
-async fn show(args: &BerkeleyArgs, overrides: &HashMap<String, String>, status: &StatusResponse, round: Option<&Round>) {
+async fn show(args: &BerkeleyArgs, dialer: &Dialer, overrides: &HashMap<String, String>, status: &StatusResponse, round: Option<&Round>) {
     let mut rows = vec![(status.master.clone(), args.master.clone())];
     rows.extend(status.members.iter().map(|m| (m.name.clone(), overrides.get(&m.name).cloned().unwrap_or_else(|| m.address.clone()))));
-    let offsets = futures::future::join_all(rows.iter().map(|(_, addr)| true_offset(addr, args.timeout))).await;
+    let offsets = futures::future::join_all(rows.iter().map(|(_, addr)| true_offset(dialer, addr, args.timeout))).await;
     let result = |name: &str| round.and_then(|r| r.members.iter().find(|m| m.name == name));
     if args.json {
         let clocks: Vec<serde_json::Value> = rows

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::join_all;
-use synclab::cli::{ClockArgs, Device, LogArgs, named, parse_device, parse_duration};
+use synclab::cli::{ClockArgs, Device, LogArgs, TlsArgs, named, parse_device, parse_duration};
 use synclab::clock::{ClockService, ClockSet, LiveClock};
 use synclab::cristian::{CristianClient, SyncError, SyncReport};
 use synclab::proto::clock::clock_server::ClockServer;
@@ -50,6 +50,8 @@ pub struct CristianArgs {
     json: bool,
     #[command(flatten)]
     clock: ClockArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -134,9 +136,10 @@ async fn sync_all(clients: &mut [CristianClient], clocks: &[LiveClock], args: &C
 pub async fn run(args: CristianArgs) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log.log_format, &args.log.log_level)?;
     let clocks = device_clocks(&args)?;
+    let dialer = args.tls.dialer()?;
     let mut clients = Vec::new();
     for _ in &clocks {
-        clients.push(CristianClient::new(&args.server, args.timeout).context("invalid value for '--server'")?);
+        clients.push(CristianClient::dial(&args.server, args.timeout, &dialer).context("invalid value for '--server'")?);
     }
     match args.interval {
         None => sync_once(&mut clients, &clocks, &args).await,
@@ -169,9 +172,14 @@ async fn sync_once(clients: &mut [CristianClient], clocks: &[LiveClock], args: &
 }
 
 /// Serves the devices' clocks (`Clock/Read`) and health, NOT_SERVING until the first sync succeeds.
-async fn serve_clocks(listen: &str, clocks: &[LiveClock], stop: Stop) -> anyhow::Result<(tokio::task::JoinHandle<Result<(), server::ServerError>>, HealthReporter)> {
+async fn serve_clocks(
+    listen: &str,
+    clocks: &[LiveClock],
+    tls: Option<&synclab::tls::Tls>,
+    stop: Stop,
+) -> anyhow::Result<(tokio::task::JoinHandle<Result<(), server::ServerError>>, HealthReporter)> {
     let listener = server::bind(listen).await?;
-    let server = Services::new().add(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec())))).build().await?;
+    let server = Services::new().tls(tls).add(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec())))).build().await?;
     let reporter = server.health();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     tracing::info!(addr = %listener.local_addr()?, "serving Clock/Read and health");
@@ -191,7 +199,7 @@ async fn sync_every(interval: Duration, clients: &mut [CristianClient], clocks: 
         }
     });
     let serving = match &args.listen {
-        Some(listen) => Some(serve_clocks(listen, clocks, stop_rx.clone()).await?),
+        Some(listen) => Some(serve_clocks(listen, clocks, args.tls.load()?.as_ref(), stop_rx.clone()).await?),
         None => None,
     };
     let stop = stop_rx.clone();

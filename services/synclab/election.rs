@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use synclab::cli::parse_duration;
+use synclab::cli::{TlsArgs, parse_duration};
+use synclab::rpc::Dialer;
 use synclab::election::agreement;
-use synclab::rpc::{channel, request};
+use synclab::rpc::request;
 use synclab::proto::election::election_service_client::ElectionServiceClient;
 use synclab::proto::election::{GetStateRequest, NodeState, Role};
 use synclab::proto::{format_rfc3339, timestamp_to_nanos};
@@ -32,6 +33,8 @@ pub struct ElectionArgs {
     /// Print one JSON object per line instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -45,10 +48,10 @@ enum ElectionCommand {
 /// One node's answer, or why there is none.
 type Answer = (String, Result<NodeState, String>);
 
-async fn poll(args: &ElectionArgs) -> Vec<Answer> {
+async fn poll(args: &ElectionArgs, dialer: &Dialer) -> Vec<Answer> {
     let calls = args.nodes.iter().map(|addr| async move {
         let result = async {
-            let mut client = ElectionServiceClient::new(channel(addr, args.timeout).map_err(|e| e.to_string())?);
+            let mut client = ElectionServiceClient::new(dialer.channel(addr, args.timeout).map_err(|e| e.to_string())?);
             match tokio::time::timeout(args.timeout, client.get_state(request(GetStateRequest {}, args.timeout))).await {
                 Ok(Ok(state)) => Ok(state.into_inner()),
                 Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
@@ -62,9 +65,10 @@ async fn poll(args: &ElectionArgs) -> Vec<Answer> {
 }
 
 pub async fn run(args: ElectionArgs) -> anyhow::Result<()> {
+    let dialer = args.tls.dialer()?;
     match args.command {
         ElectionCommand::Status => {
-            let answers = poll(&args).await;
+            let answers = poll(&args, &dialer).await;
             if answers.iter().all(|(_, r)| r.is_err()) {
                 let (addr, err) = &answers[0];
                 anyhow::bail!("no node answered (e.g. {addr}: {})", err.as_ref().err().map_or("", String::as_str));
@@ -74,7 +78,7 @@ pub async fn run(args: ElectionArgs) -> anyhow::Result<()> {
         ElectionCommand::Watch => {
             let mut last = None;
             loop {
-                let answers = poll(&args).await;
+                let answers = poll(&args, &dialer).await;
                 let key: Vec<Option<(i32, u64, i64)>> =
                     answers.iter().map(|(_, r)| r.as_ref().ok().map(|s| (s.role, s.term, s.coordinator))).collect();
                 if last.as_ref() != Some(&key) {

@@ -30,7 +30,8 @@ use crate::proto::berkeley::{
 };
 use crate::proto::clock::clock_server::ClockServer;
 use crate::proto::nanos_to_timestamp;
-use crate::rpc::{RpcError, channel, request, with_deadline};
+use crate::rpc::{Dialer, RpcError, request, with_deadline};
+use crate::tls::authz::{Allowed, authorize};
 use crate::server::{Server, ServerError, Services, Stop, Watched, WatchStream, Watchers, excerpt};
 use crate::telemetry::Refusals;
 
@@ -49,6 +50,8 @@ pub struct MasterConfig {
     pub max_missed: u32,
     /// Members at most; a new name beyond them is refused.
     pub max_members: usize,
+    /// How the master dials its members (plaintext or TLS); with TLS it also serves over TLS.
+    pub dialer: Dialer,
 }
 
 /// The shortest and longest claim a slave may register with, in bytes.
@@ -210,8 +213,9 @@ impl Master {
             None if group.members.len() >= self.config.max_members => return Err(RegisterError::Full(self.config.max_members)),
             None => {}
         }
-        let time = CristianClient::new(address, self.config.timeout).map_err(RegisterError::Undialable)?;
-        let slave = BerkeleySlaveClient::new(channel(address, self.config.timeout).map_err(RegisterError::Undialable)?);
+        let dialer = &self.config.dialer;
+        let time = CristianClient::dial(address, self.config.timeout, dialer).map_err(RegisterError::Undialable)?;
+        let slave = BerkeleySlaveClient::new(dialer.channel(address, self.config.timeout).map_err(RegisterError::Undialable)?);
         let member = MemberState { address: address.to_string(), claim: claim.to_vec(), missed: 0, answered: 0, time, slave };
         let rejoined = group.members.insert(name.to_string(), member).is_some();
         tracing::info!(member = name, address, rejoined, "member registered");
@@ -431,6 +435,7 @@ impl MasterService {
 #[tonic::async_trait]
 impl BerkeleyMaster for MasterService {
     async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        authorize(&request, "BerkeleyMaster/Register", Allowed::Slave(&request.get_ref().name))?;
         let RegisterRequest { name, address, claim } = request.into_inner();
         let rejoined = self.master.register(&name, &address, &claim).inspect_err(|e| {
             self.refusals.refused(e.kind(), &format_args!("{}: {e}", excerpt(&name, 64)));
@@ -461,7 +466,7 @@ impl BerkeleyMaster for MasterService {
 /// Everything a master serves: `BerkeleyMaster` under `name`, `Clock/Read` for its clock, health and
 /// reflection. Watch streams end when `stop` is set.
 pub async fn server(master: Arc<Master>, name: &str, stop: Stop) -> Result<Server, ServerError> {
-    let services = Services::new();
+    let services = Services::new().tls(master.config.dialer.tls());
     let watchers = Watchers::new(services.limits().max_watchers);
     let clock = master.clock().clone();
     services

@@ -24,7 +24,8 @@ use crate::proto::berkeley::{AdjustRequest, AdjustResponse, RegisterRequest, Reg
 use crate::proto::clock::clock_server::ClockServer;
 use crate::proto::time::time_service_server::TimeServiceServer;
 use crate::random::{same_secret, secret};
-use crate::rpc::{RpcError, channel, request, with_deadline};
+use crate::rpc::{Dialer, RpcError, request, with_deadline};
+use crate::tls::authz::{Allowed, authorize};
 use crate::server::{Server, ServerError, Services, Stop};
 use crate::telemetry::Refusals;
 
@@ -95,6 +96,8 @@ struct Session {
 #[derive(Debug)]
 pub struct Slave {
     clock: LiveClock,
+    /// How it dials its master (plaintext or TLS); with TLS it also serves over TLS.
+    dialer: Dialer,
     max_adjustment_nanos: i64,
     session: Mutex<Session>,
     estimator: Mutex<FrequencyEstimator>,
@@ -104,10 +107,11 @@ pub struct Slave {
 impl Slave {
     /// A slave correcting `clock`, refusing adjustments larger than `max_adjustment_nanos`. It chooses
     /// its claim now, from the operating system's randomness.
-    pub fn new(clock: LiveClock, max_adjustment_nanos: i64) -> Result<Arc<Self>, getrandom::Error> {
+    pub fn new(clock: LiveClock, max_adjustment_nanos: i64, dialer: Dialer) -> Result<Arc<Self>, getrandom::Error> {
         let session = Session { claim: secret()?, epoch: None, last_round: 0 };
         Ok(Arc::new(Self {
             clock,
+            dialer,
             max_adjustment_nanos,
             session: Mutex::new(session),
             estimator: Mutex::new(FrequencyEstimator::new(0.5, MAX_CORRECTION_PPM, 1_000_000_000)),
@@ -176,6 +180,7 @@ impl Slave {
     /// `BerkeleySlave`, health and reflection.
     pub async fn server(self: &Arc<Self>) -> Result<Server, ServerError> {
         Services::new()
+            .tls(self.dialer.tls())
             .add(TimeServiceServer::new(TimeServer::new(self.clock.clone(), 0)))
             .add(ClockServer::new(ClockService::new(ClockSet::new(vec![self.clock.clone()]))))
             .add(BerkeleySlaveServer::new(SlaveService { slave: self.clone() }))
@@ -185,7 +190,7 @@ impl Slave {
 
     /// Registers once with `master` as `name`, reachable at `advertise`.
     pub async fn register(&self, master: &str, name: &str, advertise: &str, timeout: Duration) -> Result<RegisterResponse, RpcError> {
-        let mut client = BerkeleyMasterClient::new(channel(master, timeout)?);
+        let mut client = BerkeleyMasterClient::new(self.dialer.channel(master, timeout)?);
         let message = RegisterRequest { name: name.to_string(), address: advertise.to_string(), claim: self.claim() };
         let answer = with_deadline(master, timeout, client.register(request(message, timeout))).await?;
         self.registered(answer.epoch);
@@ -237,6 +242,7 @@ pub struct SlaveService {
 #[tonic::async_trait]
 impl BerkeleySlave for SlaveService {
     async fn adjust(&self, request: Request<AdjustRequest>) -> Result<Response<AdjustResponse>, Status> {
+        authorize(&request, "BerkeleySlave/Adjust", Allowed::Identity("berkeley-master"))?;
         let request = request.into_inner();
         match self.slave.adjust(&request) {
             Ok(answer) => Ok(Response::new(answer)),

@@ -48,6 +48,34 @@ impl ClockArgs {
     }
 }
 
+/// Mutual TLS: all three, or none (plaintext).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// The lab CA's certificate (PEM): peers must present a certificate it signed. With --tls-cert and
+    /// --tls-key, turns on mutual TLS (without all three: plaintext).
+    #[arg(long, env = "SYNCLAB_TLS_CA", value_name = "FILE", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// This process's certificate (PEM); its Common Name is the identity peers see.
+    #[arg(long, env = "SYNCLAB_TLS_CERT", value_name = "FILE", global = true)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// This process's private key (PEM).
+    #[arg(long, env = "SYNCLAB_TLS_KEY", value_name = "FILE", global = true)]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// Loads and checks the TLS files: `None` when no flag is given; an error naming the file and the
+    /// problem (or the flags missing) otherwise.
+    pub fn load(&self) -> Result<Option<crate::tls::Tls>, crate::tls::TlsError> {
+        crate::tls::Tls::from_flags(self.tls_ca.as_deref(), self.tls_cert.as_deref(), self.tls_key.as_deref())
+    }
+
+    /// A dialer for these flags.
+    pub fn dialer(&self) -> Result<crate::rpc::Dialer, crate::tls::TlsError> {
+        Ok(crate::rpc::Dialer::new(self.load()?))
+    }
+}
+
 /// How this process logs.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {

@@ -4,7 +4,6 @@
 //! are the times the request left and the answer arrived at the socket, and it pairs each exchange with
 //! the answer's real transmit time that the server reports in its next answer (NTP's interleaved mode).
 
-use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,15 +11,14 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use synclab_core::clock::{AdjustmentKind, ClockError};
 use synclab_core::cristian::{CristianError, Estimate, Estimator, Exchange, estimate};
-use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
 use crate::clock::LiveClock;
-use crate::net::{ClientStamps, StampedStream, TimedTcp};
+use crate::net::ClientStamps;
 use crate::proto::time::GetTimeRequest;
 use crate::proto::time::time_service_client::TimeServiceClient;
 use crate::proto::{TimestampError, format_rfc3339, nanos_to_timestamp, timestamp_to_nanos};
-use crate::rpc::{RpcError, endpoint, request, with_deadline};
+use crate::rpc::{Dialer, RpcError, endpoint, request, with_deadline};
 
 /// Why a sync failed. Nothing is applied to the clock when it does.
 #[derive(Debug, thiserror::Error)]
@@ -117,22 +115,21 @@ pub struct CristianClient {
 }
 
 impl CristianClient {
-    /// A client of the time server at `server` (`host:port` or URL); `timeout` bounds every call.
+    /// A plaintext client of the time server at `server` (`host:port` or URL); `timeout` bounds every
+    /// call.
     pub fn new(server: &str, timeout: Duration) -> Result<Self, RpcError> {
+        Self::dial(server, timeout, &Dialer::plaintext())
+    }
+
+    /// A client of the time server at `server` that dials with `dialer` (plaintext or TLS; either way
+    /// the stamps are taken at the socket, beneath TLS, and the message ends found above it).
+    pub fn dial(server: &str, timeout: Duration, dialer: &Dialer) -> Result<Self, RpcError> {
         let endpoint = endpoint(server, timeout)?;
         let stamps = Arc::new(ClientStamps::default());
-        let connector_stamps = stamps.clone();
+        let (connector_stamps, dialer) = (stamps.clone(), dialer.clone());
         let connector = tower::service_fn(move |uri: tonic::transport::Uri| {
-            let stamps = connector_stamps.clone();
-            async move {
-                let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
-                let port = uri.port_u16().unwrap_or(80);
-                let stream = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {timeout:?}")))??;
-                stream.set_nodelay(true)?;
-                Ok::<_, io::Error>(TokioIo::new(StampedStream::with_stamps(TimedTcp::<ClientStamps>::new(stream), stamps)))
-            }
+            let (stamps, dialer) = (connector_stamps.clone(), dialer.clone());
+            async move { Ok::<_, std::io::Error>(TokioIo::new(dialer.connect_stamped(&uri, timeout, stamps).await?)) }
         });
         let channel = endpoint.connect_with_connector_lazy(connector);
         Ok(Self { server: server.to_string(), client: TimeServiceClient::new(channel), timeout, stamps })

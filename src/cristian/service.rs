@@ -12,6 +12,7 @@ use crate::proto::clock::clock_server::ClockServer;
 use crate::proto::time::baseline_time_service_server::BaselineTimeServiceServer;
 use crate::proto::time::time_service_server::TimeServiceServer;
 use crate::server::{Server, ServerError, Services};
+use crate::tls::Tls;
 
 /// Answers `GetTime` from a virtual clock.
 #[derive(Debug, Clone)]
@@ -70,9 +71,10 @@ impl BaselineTimeService for TimeServer {
 
 /// Everything a time server serves: the time service and its baseline, `Clock/Read` for its clock,
 /// health and reflection.
-pub async fn server(clock: LiveClock, root_dispersion_nanos: u64) -> Result<Server, ServerError> {
+pub async fn server(clock: LiveClock, root_dispersion_nanos: u64, tls: Option<&Tls>) -> Result<Server, ServerError> {
     let time = TimeServer::new(clock.clone(), root_dispersion_nanos);
     Services::new()
+        .tls(tls)
         .add(TimeServiceServer::new(time.clone()))
         .add(BaselineTimeServiceServer::new(time))
         .add(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))))

@@ -23,7 +23,9 @@ use super::state::{StateError, StateFile};
 use crate::lock::lock;
 use crate::proto::election as pb;
 use crate::proto::election::election_service_server::{ElectionService, ElectionServiceServer};
-use crate::rpc::RpcError;
+use crate::rpc::{Dialer, RpcError};
+use crate::tls::Tls;
+use crate::tls::authz::{Allowed, authorize};
 use crate::telemetry::Refusals;
 use crate::server::{Limits, Server, ServerError, Services, Stop, StopHandle, Watched, WatchStream, Watchers};
 
@@ -69,6 +71,8 @@ pub struct NodeConfig {
     pub election_stagger: Duration,
     /// Where the term is kept across restarts; `None` keeps it in memory only.
     pub state_dir: Option<PathBuf>,
+    /// Mutual TLS for serving and dialing; `None`: plaintext.
+    pub tls: Option<Tls>,
 }
 
 struct Inner {
@@ -117,6 +121,7 @@ struct Shared {
     /// The line this node keeps to its coordinator: (coordinator, term, the task holding it).
     following: Mutex<Option<(NodeId, Term, tokio::task::JoinHandle<()>)>>,
     probe_timeout: Duration,
+    tls: Option<Tls>,
     /// Set to stop as a crash does: without a goodbye (for experiments).
     crashed: std::sync::atomic::AtomicBool,
 }
@@ -145,7 +150,8 @@ impl ElectionNode {
         };
         let mut peers = BTreeMap::new();
         for (&id, addr) in config.peers.iter().filter(|(id, _)| **id != config.id) {
-            let peer = Peer::new(id, addr, config.rpc_timeout).map_err(|source| NodeError::PeerAddress { id, source })?;
+            let dialer = Dialer::new(config.tls.clone());
+            let peer = Peer::new(id, addr, config.rpc_timeout, dialer).map_err(|source| NodeError::PeerAddress { id, source })?;
             peers.insert(id, Arc::new(peer));
         }
         let members = config
@@ -178,6 +184,7 @@ impl ElectionNode {
             lines: Watchers::new(config.peers.len().max(1) * 4),
             following: Mutex::new(None),
             probe_timeout: config.probe_timeout,
+            tls: config.tls.clone(),
             crashed: std::sync::atomic::AtomicBool::new(false),
         });
         let node = Self { shared };
@@ -363,8 +370,12 @@ impl ElectionNode {
         });
     }
 
-    /// Handles a protocol request: checks it, feeds it to the machine, answers once the term is stored.
-    async fn handle(&self, request: impl Incoming) -> Result<Response<pb::Reply>, Status> {
+    /// Handles a protocol request: checks it (its sender's identity too, with TLS), feeds it to the
+    /// machine, answers once the term is stored.
+    async fn handle<T: Incoming>(&self, request: Request<T>, rpc: &str) -> Result<Response<pb::Reply>, Status> {
+        let from = super::convert::to_id(request.get_ref().from(), "from")?;
+        authorize(&request, rpc, Allowed::Node(from))?;
+        let request = request.into_inner();
         self.thawed().await;
         if self.shared.halted.is_stopping() {
             return Err(Status::unavailable("the node is stopping"));
@@ -376,7 +387,6 @@ impl ElectionNode {
                 self.shared.id
             )));
         }
-        let from = super::convert::to_id(request.from(), "from")?;
         let message = request.message()?;
         if let Some(peer) = self.shared.peers.get(&from) {
             peer.mark_up();
@@ -407,23 +417,23 @@ fn role_name(role: i32) -> &'static str {
 #[tonic::async_trait]
 impl ElectionService for ElectionNode {
     async fn election(&self, request: Request<pb::ElectionRequest>) -> Result<Response<pb::Reply>, Status> {
-        self.handle(request.into_inner()).await
+        self.handle(request, "ElectionService/Election").await
     }
 
     async fn coordinator(&self, request: Request<pb::CoordinatorRequest>) -> Result<Response<pb::Reply>, Status> {
-        self.handle(request.into_inner()).await
+        self.handle(request, "ElectionService/Coordinator").await
     }
 
     async fn alive(&self, request: Request<pb::AliveRequest>) -> Result<Response<pb::Reply>, Status> {
-        self.handle(request.into_inner()).await
+        self.handle(request, "ElectionService/Alive").await
     }
 
     async fn ring_election(&self, request: Request<pb::RingElectionRequest>) -> Result<Response<pb::Reply>, Status> {
-        self.handle(request.into_inner()).await
+        self.handle(request, "ElectionService/RingElection").await
     }
 
     async fn ring_coordinator(&self, request: Request<pb::RingCoordinatorRequest>) -> Result<Response<pb::Reply>, Status> {
-        self.handle(request.into_inner()).await
+        self.handle(request, "ElectionService/RingCoordinator").await
     }
 
     async fn get_state(&self, _request: Request<pb::GetStateRequest>) -> Result<Response<pb::NodeState>, Status> {
@@ -434,11 +444,12 @@ impl ElectionService for ElectionNode {
     type FollowStream = WatchStream<pb::FollowEvent>;
 
     async fn follow(&self, request: Request<pb::FollowRequest>) -> Result<Response<Self::FollowStream>, Status> {
+        let from = super::convert::to_id(request.get_ref().from, "from")?;
+        authorize(&request, "ElectionService/Follow", Allowed::Node(from))?;
         let r = request.into_inner();
         if r.to != 0 && r.to != wire_id(self.shared.id) {
             return Err(Status::failed_precondition(format!("this is node {}, not node {}", self.shared.id, r.to)));
         }
-        let from = super::convert::to_id(r.from, "from")?;
         if !self.shared.peers.contains_key(&from) {
             return Err(Status::invalid_argument(format!("node {from} is not a member of this group")));
         }
@@ -458,5 +469,5 @@ impl ElectionService for ElectionNode {
 
 /// Everything a node serves: `ElectionService`, health and reflection.
 pub async fn server(node: &ElectionNode) -> Result<Server, ServerError> {
-    Services::new().add(node.service()).build().await
+    Services::new().tls(node.shared.tls.as_ref()).add(node.service()).build().await
 }

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use super::convert::{Outgoing, reply_from_wire, wire_id};
 use crate::lock::lock;
 use crate::proto::election::election_service_client::ElectionServiceClient;
-use crate::rpc::{RpcError, channel, request, with_deadline};
+use crate::rpc::{Dialer, RpcError, request, with_deadline};
 
 /// Deadlines missed in a row after which the connection is dropped and dialled again.
 pub const REDIAL_AFTER_MISSES: u32 = 2;
@@ -34,6 +34,7 @@ pub struct Peer {
     id: NodeId,
     address: String,
     timeout: Duration,
+    dialer: Dialer,
     client: Mutex<ElectionServiceClient<Channel>>,
     misses: AtomicU32,
     /// Until when the peer counts as down, and why.
@@ -42,9 +43,10 @@ pub struct Peer {
 
 impl Peer {
     /// A link to node `id` at `address`; every call has `timeout` as its deadline.
-    pub fn new(id: NodeId, address: &str, timeout: Duration) -> Result<Self, RpcError> {
-        let client = ElectionServiceClient::new(channel(address, timeout)?);
-        Ok(Self { id, address: address.to_string(), timeout, client: Mutex::new(client), misses: AtomicU32::new(0), down: Mutex::new(None) })
+    pub fn new(id: NodeId, address: &str, timeout: Duration, dialer: Dialer) -> Result<Self, RpcError> {
+        let client = ElectionServiceClient::new(dialer.channel(address, timeout)?);
+        let (address, client, misses, down) = (address.to_string(), Mutex::new(client), AtomicU32::new(0), Mutex::new(None));
+        Ok(Self { id, address, timeout, dialer, client, misses, down })
     }
 
     /// The peer is down (`why`): election messages to it fail at once for [`DOWN_FOR`].
@@ -82,7 +84,7 @@ impl Peer {
 
     /// Drops the connection and dials the peer's address again (resolving its name again).
     pub fn redial(&self, why: &str) {
-        match channel(&self.address, self.timeout) {
+        match self.dialer.channel(&self.address, self.timeout) {
             Ok(channel) => {
                 *lock(&self.client) = ElectionServiceClient::new(channel);
                 tracing::debug!(peer = self.id, address = %self.address, why, "dialling the peer again");

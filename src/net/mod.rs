@@ -35,6 +35,6 @@ pub mod socket;
 pub mod stamps;
 pub mod stream;
 
-pub use socket::{TimedTcp, Transport};
+pub use socket::{ClientIo, MaybeTls, ServerIo, TimedTcp, Transport};
 pub use stamps::{ClientStamps, SentAnswer, ServerStamps, Stamper};
-pub use stream::{ConnectionInfo, PlainServerStream, StampedStream};
+pub use stream::{ConnectionInfo, ServerStream, StampedStream};

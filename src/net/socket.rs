@@ -171,3 +171,84 @@ impl<S: Stamper> Transport for tokio_rustls::client::TlsStream<TimedTcp<S>> {
         self.get_ref().0.peer_addr()
     }
 }
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    type Stamp = T::Stamp;
+
+    fn last_arrival(&self) -> Option<(T::Stamp, Option<T::Stamp>)> {
+        (**self).last_arrival()
+    }
+
+    fn request_seen(&self) {
+        (**self).request_seen()
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        (**self).peer_addr()
+    }
+}
+
+/// A connection that is plaintext or TLS, decided when it is made.
+#[derive(Debug)]
+pub enum MaybeTls<P, T> {
+    Plain(P),
+    Tls(T),
+}
+
+macro_rules! either {
+    ($self:expr, $inner:ident => $body:expr) => {
+        match $self {
+            MaybeTls::Plain($inner) => $body,
+            MaybeTls::Tls($inner) => $body,
+        }
+    };
+}
+
+impl<P: Transport, T: Transport<Stamp = P::Stamp>> Transport for MaybeTls<P, T> {
+    type Stamp = P::Stamp;
+
+    fn last_arrival(&self) -> Option<(P::Stamp, Option<P::Stamp>)> {
+        either!(self, io => io.last_arrival())
+    }
+
+    fn request_seen(&self) {
+        either!(self, io => io.request_seen())
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        either!(self, io => io.peer_addr())
+    }
+}
+
+impl<P: AsyncRead + Unpin, T: AsyncRead + Unpin> AsyncRead for MaybeTls<P, T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        either!(self.get_mut(), io => Pin::new(io).poll_read(cx, buf))
+    }
+}
+
+impl<P: AsyncWrite + Unpin, T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<P, T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        either!(self.get_mut(), io => Pin::new(io).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        either!(self.get_mut(), io => Pin::new(io).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        either!(self, io => io.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self.get_mut(), io => Pin::new(io).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either!(self.get_mut(), io => Pin::new(io).poll_shutdown(cx))
+    }
+}
+
+/// A server's connection beneath its HTTP/2 frames: plaintext or TLS.
+pub type ServerIo = MaybeTls<TimedTcp<super::ServerStamps>, Box<tokio_rustls::server::TlsStream<TimedTcp<super::ServerStamps>>>>;
+/// A client's connection beneath its HTTP/2 frames: plaintext or TLS.
+pub type ClientIo = MaybeTls<TimedTcp<super::ClientStamps>, Box<tokio_rustls::client::TlsStream<TimedTcp<super::ClientStamps>>>>;

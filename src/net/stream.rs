@@ -13,12 +13,12 @@ use tokio::net::TcpStream;
 use tonic::transport::server::Connected;
 
 use super::frame::FrameScanner;
-use super::socket::{TimedTcp, Transport};
+use super::socket::{MaybeTls, ServerIo, TimedTcp, Transport};
 use super::stamps::{ServerStamps, Stamper};
 use crate::server::connections::Tracked;
 
-/// The plaintext server connection.
-pub type PlainServerStream = StampedStream<ServerStamps, TimedTcp<ServerStamps>>;
+/// A server's connection, plaintext or TLS.
+pub type ServerStream = StampedStream<ServerStamps, ServerIo>;
 
 /// A connection that stamps the ends of messages as they pass.
 #[derive(Debug)]
@@ -67,11 +67,16 @@ impl<S: Stamper, IO: Transport<Stamp = S::Stamp>> StampedStream<S, IO> {
     }
 }
 
-impl PlainServerStream {
+impl ServerStream {
     /// A server's plaintext connection, with fresh stamps, that reports its activity to its server's
     /// registry.
-    pub(crate) fn tracked(inner: TcpStream, tracked: Tracked) -> Self {
-        Self::with_stamps(TimedTcp::tracked(inner, tracked), Arc::default())
+    pub(crate) fn plain(inner: TcpStream, tracked: Tracked) -> Self {
+        Self::with_stamps(MaybeTls::Plain(TimedTcp::tracked(inner, tracked)), Arc::default())
+    }
+
+    /// A server's TLS connection, its handshake done, from a caller with `identity`.
+    pub(crate) fn tls(inner: tokio_rustls::server::TlsStream<TimedTcp<ServerStamps>>, identity: Option<Arc<str>>) -> Self {
+        Self::with_stamps(MaybeTls::Tls(Box::new(inner)), Arc::default()).with_identity(identity)
     }
 }
 

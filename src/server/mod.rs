@@ -17,9 +17,10 @@ pub mod watch;
 
 use std::convert::Infallible;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -32,7 +33,7 @@ pub use limits::Limits;
 pub use stop::{Stop, StopHandle, shutdown_signal};
 pub use watch::{Watched, Watchers, WatchStream};
 
-use crate::net::PlainServerStream;
+use crate::net::ServerStream;
 use connections::Registry;
 
 /// Why a server could not start or stopped.
@@ -64,6 +65,7 @@ pub struct Services {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
     limits: Limits,
+    tls: Option<crate::tls::Tls>,
 }
 
 impl Default for Services {
@@ -80,7 +82,13 @@ impl Services {
 
     /// No services yet, with other limits.
     pub fn with_limits(limits: Limits) -> Self {
-        Self { routes: RoutesBuilder::default(), names: Vec::new(), limits }
+        Self { routes: RoutesBuilder::default(), names: Vec::new(), limits, tls: None }
+    }
+
+    /// Serves over mutual TLS (a client certificate from the CA required) when `tls` is given.
+    pub fn tls(mut self, tls: Option<&crate::tls::Tls>) -> Self {
+        self.tls = tls.cloned();
+        self
     }
 
     /// The limits the server will apply (services that stream read `max_watchers` here).
@@ -122,7 +130,7 @@ impl Services {
         for name in &self.names {
             health.set_service_status(*name, ServingStatus::Serving).await;
         }
-        Ok(Server { routes: self.routes.routes(), health, names: self.names, limits: self.limits, registry: Registry::new() })
+        Ok(Server { routes: self.routes.routes(), health, names: self.names, limits: self.limits, registry: Registry::new(), tls: self.tls })
     }
 }
 
@@ -133,6 +141,7 @@ pub struct Server {
     names: Vec<&'static str>,
     limits: Limits,
     registry: Registry,
+    tls: Option<crate::tls::Tls>,
 }
 
 /// Closes every connection of a server at once, as a crash of its process would (for experiments).
@@ -160,7 +169,7 @@ impl Server {
     /// Serves on `listener` until `stop`: then health turns NOT_SERVING, no connection is accepted,
     /// calls in flight have the shutdown grace to finish, and every connection still open is closed.
     pub async fn serve(self, listener: TcpListener, stop: Stop) -> Result<(), ServerError> {
-        let Server { routes, health, names, limits, registry } = self;
+        let Server { routes, health, names, limits, registry, tls } = self;
         let reaper = tokio::spawn({
             let (registry, limits) = (registry.clone(), limits.clone());
             async move {
@@ -198,7 +207,15 @@ impl Server {
             .max_connection_age_grace(limits.request_timeout)
             .layer(guard::Guard { max_request_bytes: limits.max_request_bytes })
             .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming(listener, registry.clone(), limits.max_connections), graceful);
+            .serve_with_incoming_shutdown(
+                match tls {
+                    None => incoming(listener, registry.clone(), limits.max_connections).boxed(),
+                    Some(tls) => {
+                        incoming_tls(listener, registry.clone(), limits.max_connections, tls.server_config(), limits.first_bytes_timeout).boxed()
+                    }
+                },
+                graceful,
+            );
         let deadline = async {
             stop.wait().await;
             tokio::time::sleep(limits.shutdown_grace).await;
@@ -218,10 +235,10 @@ impl Server {
     }
 }
 
-/// Accepts connections from a listener as [`StampedStream`]s, registered with `registry` (which closes
+/// Accepts connections from a listener as [`ServerStream`]s, registered with `registry` (which closes
 /// the least recently used one at `max_connections`). A failed accept (e.g. out of file descriptors)
 /// is logged and retried rather than ending the server.
-fn incoming(listener: TcpListener, registry: Registry, max_connections: usize) -> impl Stream<Item = io::Result<PlainServerStream>> {
+fn incoming(listener: TcpListener, registry: Registry, max_connections: usize) -> impl Stream<Item = io::Result<ServerStream>> {
     futures::stream::unfold((listener, registry), move |(listener, registry)| async move {
         loop {
             match listener.accept().await {
@@ -230,8 +247,7 @@ fn incoming(listener: TcpListener, registry: Registry, max_connections: usize) -
                         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
                     }
                     let tracked = registry.admit(&stream, max_connections);
-                    let stream = PlainServerStream::tracked(stream, tracked);
-                    return Some((Ok(stream), (listener, registry)));
+                    return Some((Ok(ServerStream::plain(stream, tracked)), (listener, registry)));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -240,4 +256,58 @@ fn incoming(listener: TcpListener, registry: Registry, max_connections: usize) -
             }
         }
     })
+}
+
+/// TLS handshakes in progress at most; more connections wait for one to finish.
+const MAX_HANDSHAKES: usize = 64;
+
+/// As [`incoming`], with a TLS handshake (client certificate required) before a connection is handed
+/// on. Handshakes run beside the accept loop, each bounded by `handshake_timeout`, so a slow or silent
+/// client delays nobody else; a refused handshake is counted and summarized in the log.
+fn incoming_tls(
+    listener: TcpListener,
+    registry: Registry,
+    max_connections: usize,
+    tls: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+) -> impl Stream<Item = io::Result<ServerStream>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<ServerStream>(MAX_HANDSHAKES);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let refusals = Arc::new(crate::telemetry::Refusals::new("TLS handshake"));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let (stream, _) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            let tracked = registry.admit(&stream, max_connections);
+            let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
+            let (acceptor, tx, refusals) = (acceptor.clone(), tx.clone(), refusals.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let socket = crate::net::TimedTcp::tracked(stream, tracked);
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
+                    Ok(Ok(tls)) => {
+                        let identity = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::common_name);
+                        let _ = tx.send(ServerStream::tls(tls, identity.map(Arc::from))).await;
+                    }
+                    Ok(Err(e)) => refusals.refused("handshake failed", &e),
+                    Err(_) => refusals.refused("handshake timed out", &format_args!("no handshake within {handshake_timeout:?}")),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok)
 }

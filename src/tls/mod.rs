@@ -1,0 +1,181 @@
+//! Mutual TLS: every service presents a certificate signed by the lab's CA and requires one from its
+//! callers; the caller's identity is its certificate's Common Name, and [`authz`] says what each
+//! identity may do. Plaintext stays the lab's default; three flags (`--tls-ca`, `--tls-cert`,
+//! `--tls-key`) turn this on.
+//!
+//! Everything is checked at start-up, so a mistake stops the process with the file and the problem
+//! named: a half-given set, an unreadable or malformed file, a key that is not the certificate's, a
+//! certificate that has expired, is not valid yet, has no Common Name, or was not signed by the CA.
+
+pub mod authz;
+pub mod certs;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+/// The ALPN protocol gRPC speaks.
+const ALPN_H2: &[u8] = b"h2";
+
+/// Where a process's TLS material is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA whose signature every peer's certificate must carry (PEM).
+    pub ca: PathBuf,
+    /// This process's certificate (PEM; the first is its own, any others the chain).
+    pub cert: PathBuf,
+    /// This process's private key (PEM).
+    pub key: PathBuf,
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Some of the three flags are given, not all.
+    #[error("{given} given without {missing}: TLS needs --tls-ca, --tls-cert and --tls-key together")]
+    Incomplete { given: String, missing: String },
+    /// A file cannot be read.
+    #[error("{}: cannot read it: {source}", path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
+    /// A file is read but wrong.
+    #[error("{}: {problem}", path.display())]
+    Bad { path: PathBuf, problem: String },
+}
+
+fn bad(path: &Path, problem: impl Into<String>) -> TlsError {
+    TlsError::Bad { path: path.to_path_buf(), problem: problem.into() }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Unreadable { path: path.to_path_buf(), source })
+}
+
+/// The PEM certificates in `path` (at least one).
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(path, format!("not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad(path, "holds no certificate (expected -----BEGIN CERTIFICATE-----)"));
+    }
+    Ok(certs)
+}
+
+/// The Common Name of a certificate's subject.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let name = parsed.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(name)
+}
+
+/// Checks a certificate is valid now: not expired, not before its time.
+fn check_validity(path: &Path, cert: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| bad(path, format!("not an X.509 certificate: {e}")))?;
+    let validity = parsed.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if now > validity.not_after {
+        return Err(bad(path, format!("the certificate expired on {}", validity.not_after)));
+    }
+    if now < validity.not_before {
+        return Err(bad(path, format!("the certificate is not valid until {}", validity.not_before)));
+    }
+    Ok(())
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A process's TLS: its identity, and the configurations it serves and dials with.
+#[derive(Clone)]
+pub struct Tls {
+    identity: Arc<str>,
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("identity", &self.identity).finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// From the three flags: `None` when none is given, an error when only some are.
+    pub fn from_flags(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Tls>, TlsError> {
+        let named = [("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)];
+        let given: Vec<&str> = named.iter().filter(|(_, p)| p.is_some()).map(|(n, _)| *n).collect();
+        let missing: Vec<&str> = named.iter().filter(|(_, p)| p.is_none()).map(|(n, _)| *n).collect();
+        match (ca, cert, key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => {
+                Tls::load(&TlsFiles { ca: ca.to_path_buf(), cert: cert.to_path_buf(), key: key.to_path_buf() }).map(Some)
+            }
+            _ => Err(TlsError::Incomplete { given: given.join(" and "), missing: missing.join(" and ") }),
+        }
+    }
+
+    /// Loads and checks the files, and builds the configurations.
+    pub fn load(files: &TlsFiles) -> Result<Tls, TlsError> {
+        let provider = provider();
+        let mut roots = RootCertStore::empty();
+        for ca in certificates(&files.ca)? {
+            check_validity(&files.ca, &ca)?;
+            roots.add(ca).map_err(|e| bad(&files.ca, format!("not a usable CA certificate: {e}")))?;
+        }
+        let roots = Arc::new(roots);
+        let chain = certificates(&files.cert)?;
+        check_validity(&files.cert, &chain[0])?;
+        let identity: Arc<str> = common_name(&chain[0]).ok_or_else(|| bad(&files.cert, "the certificate has no Common Name (the identity)"))?.into();
+        let key_pem = read(&files.key)?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(&files.key, format!("not a PEM private key: {e}")))?;
+        rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider)
+            .map_err(|e| bad(&files.key, format!("not the key of the certificate in {}: {e}", files.cert.display())))?;
+
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| bad(&files.ca, format!("cannot verify clients with it: {e}")))?;
+        // The process's own certificate must be one its peers accept.
+        let intermediates = &chain[1..];
+        verifier
+            .verify_client_cert(&chain[0], intermediates, UnixTime::now())
+            .map_err(|e| bad(&files.cert, format!("not accepted under the CA in {}: {e}", files.ca.display())))?;
+
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&files.cert, e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| bad(&files.key, e.to_string()))?;
+        server.alpn_protocols = vec![ALPN_H2.to_vec()];
+        let mut client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&files.cert, e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| bad(&files.key, e.to_string()))?;
+        client.alpn_protocols = vec![ALPN_H2.to_vec()];
+        Ok(Tls { identity, server: Arc::new(server), client: Arc::new(client) })
+    }
+
+    /// This process's identity (its certificate's Common Name).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The configuration to serve with (client certificates required).
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.server.clone()
+    }
+
+    /// The configuration to dial with (this process's certificate presented).
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.client.clone()
+    }
+}
