@@ -364,7 +364,7 @@ async fn scale(trials: usize, stagger: Duration) {
                 let dir = std::env::temp_dir().join(format!("synclab-bench-scale-{algorithm}-{n}-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
                 let [heartbeat, timeout, rpc] = DEFAULTS;
-                let mut c = LocalCluster::start_with(algorithm, n, heartbeat, timeout, rpc, dir, |node| node.election_stagger = stagger)
+                let mut c = LocalCluster::start_with(algorithm, n, heartbeat, timeout, rpc, dir, move |node| node.election_stagger = stagger)
                     .await
                     .expect("cluster");
                 c.wait_for_agreement(&c.ids(), n, Duration::from_secs(60)).await.expect("the cluster settles");

@@ -31,6 +31,8 @@ pub fn agreed(states: &[pb::NodeState], coordinator: NodeId) -> bool {
 /// Nodes `1..=n` on 127.0.0.1.
 pub struct LocalCluster {
     template: NodeConfig,
+    /// Applied to each node's settings as it is launched (with its id set).
+    configure: std::sync::Arc<dyn Fn(&mut NodeConfig) + Send + Sync>,
     addresses: BTreeMap<NodeId, String>,
     running: BTreeMap<NodeId, Running>,
 }
@@ -48,7 +50,8 @@ impl LocalCluster {
         Self::start_with(algorithm, n, heartbeat, timeout, rpc_timeout, state_dir, |_| {}).await
     }
 
-    /// As [`LocalCluster::start`], with `configure` applied to every node's settings.
+    /// As [`LocalCluster::start`], with `configure` applied to every node's settings (its id set) each
+    /// time it is launched.
     pub async fn start_with(
         algorithm: Algorithm,
         n: u64,
@@ -56,7 +59,7 @@ impl LocalCluster {
         timeout: Duration,
         rpc_timeout: Duration,
         state_dir: PathBuf,
-        configure: impl Fn(&mut NodeConfig),
+        configure: impl Fn(&mut NodeConfig) + Send + Sync + 'static,
     ) -> Result<Self, NodeError> {
         let mut listeners = BTreeMap::new();
         let mut addresses = BTreeMap::new();
@@ -79,9 +82,7 @@ impl LocalCluster {
             state_dir: Some(state_dir),
             tls: None,
         };
-        let mut template = template;
-        configure(&mut template);
-        let mut cluster = Self { template, addresses, running: BTreeMap::new() };
+        let mut cluster = Self { template, configure: std::sync::Arc::new(configure), addresses, running: BTreeMap::new() };
         for (id, listener) in listeners {
             cluster.launch(id, listener).await?;
         }
@@ -118,7 +119,9 @@ impl LocalCluster {
     }
 
     async fn launch(&mut self, id: NodeId, listener: tokio::net::TcpListener) -> Result<(), NodeError> {
-        let node = ElectionNode::new(NodeConfig { id, ..self.template.clone() })?;
+        let mut config = NodeConfig { id, ..self.template.clone() };
+        (self.configure)(&mut config);
+        let node = ElectionNode::new(config)?;
         let server = synclab::election::server(&node).await?;
         let connections = server.connections();
         let (stop, stopped) = Stop::new();
