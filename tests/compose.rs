@@ -101,8 +101,21 @@ impl Drop for Project {
 
 /// `grpcurl -plaintext [-d DATA] 127.0.0.1:PORT ARGS...`
 fn grpcurl(port: u16, data: Option<&str>, args: &[&str]) -> String {
+    grpcurl_as(None, port, data, args)
+}
+
+/// grpcurl in plaintext, or, given the lab's certificates, over TLS as the observer.
+fn grpcurl_as(certs: Option<&Path>, port: u16, data: Option<&str>, args: &[&str]) -> String {
     let mut cmd = Command::new("grpcurl");
-    cmd.args(["-plaintext", "-max-time", "5"]);
+    match certs {
+        None => {
+            cmd.arg("-plaintext");
+        }
+        Some(dir) => {
+            cmd.arg("-cacert").arg(dir.join("ca.pem")).arg("-cert").arg(dir.join("observer.pem")).arg("-key").arg(dir.join("observer.key"));
+        }
+    }
+    cmd.args(["-max-time", "5"]);
     if let Some(data) = data {
         cmd.args(["-d", data]);
     }
@@ -250,6 +263,8 @@ fn berkeley_scenario_in_compose() {
 /// Every node's GetState through grpcurl, checked as it goes: a node's term never goes back and no term
 /// has two coordinators.
 struct ElectionProbe {
+    /// The lab's certificates when the nodes speak TLS.
+    certs: Option<std::path::PathBuf>,
     ports: Vec<u16>,
     last_term: Vec<f64>,
     rulers: std::collections::BTreeMap<u64, u64>,
@@ -258,7 +273,7 @@ struct ElectionProbe {
 impl ElectionProbe {
     fn state(&mut self, node: usize) -> serde_json::Value {
         let state: serde_json::Value =
-            serde_json::from_str(&grpcurl(self.ports[node - 1], None, &["synclab.election.v1.ElectionService/GetState"])).unwrap();
+            serde_json::from_str(&grpcurl_as(self.certs.as_deref(), self.ports[node - 1], None, &["synclab.election.v1.ElectionService/GetState"])).unwrap();
         let term = number(&state["term"]);
         assert!(term >= self.last_term[node - 1], "node {node}'s term went back to {term}: {state}");
         self.last_term[node - 1] = term;
@@ -297,7 +312,7 @@ fn election_scenario_in_compose() {
         let services = ["node-1", "node-2", "node-3", "node-4", "node-5"];
         ok(project.compose().args(["up", "-d"]).args(services));
         project.wait_healthy(&services);
-        let mut probe = ElectionProbe { ports: ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
+        let mut probe = ElectionProbe { certs: None, ports: ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
 
         let list = grpcurl(ports[0], None, &["list"]);
         assert!(list.lines().any(|l| l == "synclab.election.v1.ElectionService"), "{list}");
@@ -365,7 +380,7 @@ fn a_partition_healed_with_swapped_addresses_settles() {
     let services = ["node-1", "node-2", "node-3", "node-4", "node-5"];
     ok(project.compose().args(["up", "-d"]).args(services));
     project.wait_healthy(&services);
-    let mut probe = ElectionProbe { ports: ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
+    let mut probe = ElectionProbe { certs: None, ports: ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
     probe.agree(&[1, 2, 3, 4, 5], 5);
 
     let network = format!("{}_default", project.name);
@@ -389,4 +404,93 @@ fn a_partition_healed_with_swapped_addresses_settles() {
     eprintln!("settled {took:.1} ms after the heal (swapped addresses)");
     assert!(took <= 1000.0, "the group took {took:.1} ms to settle after the heal");
     let _ = std::fs::remove_file(&overlay);
+}
+
+/// The whole lab with mutual TLS (`SYNCLAB_TLS=1`): every scenario runs, and the observer identity reads
+/// everything through grpcurl and the CLI, while plaintext and the observer's writes are refused.
+#[test]
+fn the_lab_runs_with_mutual_tls() {
+    if !tools_available() {
+        return;
+    }
+    let names = [
+        "SYNCLAB_TIME_SERVER_PORT",
+        "SYNCLAB_MOBILE_PORT",
+        "SYNCLAB_LAPTOP_PORT",
+        "SYNCLAB_BERKELEY_MASTER_PORT",
+        "SYNCLAB_KMC_PORT",
+        "SYNCLAB_MIT_PORT",
+        "SYNCLAB_TAPMI_PORT",
+        "SYNCLAB_SOLS_PORT",
+        "SYNCLAB_NODE_1_PORT",
+        "SYNCLAB_NODE_2_PORT",
+        "SYNCLAB_NODE_3_PORT",
+        "SYNCLAB_NODE_4_PORT",
+        "SYNCLAB_NODE_5_PORT",
+    ];
+    let (project, ports) = Project::new("tls", &names, &[("SYNCLAB_TLS", "1"), ("SYNCLAB_BERKELEY_INTERVAL", "1s")]);
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    ok(project.compose().args(["up", "-d"]));
+    project.wait_healthy(&["time-server", "mobile", "laptop", "berkeley-master", "kmc", "mit", "tapmi", "sols", "node-1", "node-2", "node-3", "node-4", "node-5"]);
+    let port = |name: &str| ports[names.iter().position(|n| *n == name).unwrap()];
+
+    // Plaintext is refused; the observer reads.
+    let out = run(Command::new("grpcurl").args(["-plaintext", "-max-time", "3", &format!("127.0.0.1:{}", port("SYNCLAB_TIME_SERVER_PORT")), "list"]));
+    assert!(!out.status.success(), "plaintext was answered over TLS");
+    let list = grpcurl_as(Some(&certs), port("SYNCLAB_TIME_SERVER_PORT"), None, &["list"]);
+    assert!(list.lines().any(|l| l == "synclab.time.v1.TimeService"), "{list}");
+
+    // Cristian: both devices synced (health SERVING means a first sync succeeded).
+    for name in ["SYNCLAB_MOBILE_PORT", "SYNCLAB_LAPTOP_PORT"] {
+        let reading: serde_json::Value = serde_json::from_str(&grpcurl_as(Some(&certs), port(name), Some("{}"), &["synclab.clock.v1.Clock/Read"])).unwrap();
+        let offset = number(&reading["trueOffsetNanos"]);
+        assert!(offset.abs() < 5e6, "{name}: {reading}");
+    }
+
+    // Berkeley: rounds complete with every member adjusted, TAPMI pulled in.
+    let master = port("SYNCLAB_BERKELEY_MASTER_PORT");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&grpcurl_as(Some(&certs), master, None, &["synclab.berkeley.v1.BerkeleyMaster/Status"])).unwrap();
+        let round = &status["lastRound"];
+        let members = round["members"].as_array().map(Vec::len).unwrap_or(0);
+        let all_adjusted = round["members"].as_array().is_some_and(|m| m.iter().all(|m| m["adjusted"] == true));
+        if members == 4 && all_adjusted && number(&round["number"]) >= 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no complete Berkeley round over TLS: {status}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The observer may not write: an Adjust is refused before anything else is looked at.
+    let out = run(Command::new("grpcurl")
+        .arg("-cacert")
+        .arg(certs.join("ca.pem"))
+        .arg("-cert")
+        .arg(certs.join("observer.pem"))
+        .arg("-key")
+        .arg(certs.join("observer.key"))
+        .args(["-d", r#"{"adjustment_nanos": "3600000000000", "round": "99"}"#, &format!("127.0.0.1:{}", port("SYNCLAB_KMC_PORT"))])
+        .arg("synclab.berkeley.v1.BerkeleySlave/Adjust"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("PermissionDenied"), "{stderr}");
+
+    // Elections: agreed on node 5, and after `docker kill` on node 4.
+    let node_ports: Vec<u16> = (1..=5).map(|i| port(&format!("SYNCLAB_NODE_{i}_PORT"))).collect();
+    let mut probe = ElectionProbe { certs: Some(certs.clone()), ports: node_ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
+    let t5 = probe.agree(&[1, 2, 3, 4, 5], 5);
+    ok(project.compose().args(["kill", "node-5"]));
+    let t4 = probe.agree(&[1, 2, 3, 4], 4);
+    assert!(t4 > t5);
+
+    // The CLI with the observer identity.
+    let nodes = node_ports[..4].iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+    let out = ok(Command::new(env!("CARGO_BIN_EXE_synclab"))
+        .args(["election", "status", "--nodes", &nodes, "--tls-ca"])
+        .arg(certs.join("ca.pem"))
+        .arg("--tls-cert")
+        .arg(certs.join("observer.pem"))
+        .arg("--tls-key")
+        .arg(certs.join("observer.key")));
+    assert!(out.contains("coordinator 4 in term") && out.contains("agreed by all 4 reachable nodes"), "{out}");
 }
