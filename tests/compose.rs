@@ -403,7 +403,6 @@ fn a_partition_healed_with_swapped_addresses_settles() {
     let took = (settled - healed) as f64 / 1e6;
     eprintln!("settled {took:.1} ms after the heal (swapped addresses)");
     assert!(took <= 1000.0, "the group took {took:.1} ms to settle after the heal");
-    let _ = std::fs::remove_file(&overlay);
 }
 
 /// The whole lab with mutual TLS (`SYNCLAB_TLS=1`): every scenario runs, and the observer identity reads
