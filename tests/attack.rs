@@ -26,6 +26,8 @@ const PROBE_P99: Duration = Duration::from_millis(50);
 const PROBES: usize = 20;
 const PROBE_EVERY: Duration = Duration::from_millis(20);
 const MIB: u64 = 1024;
+/// The largest message a request may declare: the 16 KiB request limit less the 5-byte gRPC prefix.
+const FITS: u32 = 16 * 1024 - 5;
 
 fn local() -> String {
     format!("127.0.0.1:{}", attack::free_port().unwrap())
@@ -148,18 +150,18 @@ async fn unfinished_bodies_cost_bounded_memory_per_connection() {
     let server = time_server().await;
     let prober = probe(&server.addr, path::GET_TIME).await;
     let mem = MemWatch::start(server.pid());
-    // 4 connections, each with as many streams as the server allows, each 15 KB into a body that
-    // claims to be 1 MiB: just under the 16 KiB request limit, so none is refused for its size.
-    let held = attack::unfinished_bodies(&server.addr, path::GET_TIME, 4, 64, 15_000, 1 << 20, STEP).await;
+    // 4 connections, each with as many streams as the server allows, each 15 KB into a message that
+    // claims the largest size allowed: none is refused for its size.
+    let held = attack::unfinished_bodies(&server.addr, path::GET_TIME, 4, 64, 15_000, FITS, STEP).await;
     assert_quick(prober, "256 unfinished bodies").await;
     eprintln!("unfinished: opened {}, not opened {}, answered {}", held.opened, held.not_opened, held.answered());
     assert_eq!(held.opened, 256);
     assert_eq!(held.answered().total(), 0, "the requests wait for their bodies (until the request timeout)");
     assert_memory(mem.stop(), 40, "256 unfinished bodies of 15 KB");
-    // The bytes beyond the limit are refused as soon as they pass it, before any decoding.
-    let over = attack::unfinished_bodies(&server.addr, path::GET_TIME, 1, 4, 20_000, 1 << 20, STEP).await;
+    // A message declared larger than the limit is refused as soon as its prefix has come.
+    let declared = attack::unfinished_bodies(&server.addr, path::GET_TIME, 1, 4, 100, FITS + 1, STEP).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(over.answered().count("RESOURCE_EXHAUSTED"), 4, "{}", over.answered());
+    assert_eq!(declared.answered().count("RESOURCE_EXHAUSTED"), 4, "{}", declared.answered());
 }
 
 /// The server-wide bound: every connection the cap allows, each with every stream it allows, each
@@ -171,7 +173,7 @@ async fn unfinished_bodies_on_many_connections_stay_under_a_ceiling() {
     let server = time_server().await;
     let prober = probe(&server.addr, path::GET_TIME).await;
     let mem = MemWatch::start(server.pid());
-    let held = attack::unfinished_bodies(&server.addr, path::GET_TIME, 64, 64, 15_000, 1 << 20, STEP).await;
+    let held = attack::unfinished_bodies(&server.addr, path::GET_TIME, 64, 64, 15_000, FITS, STEP).await;
     assert_quick(prober, "4096 unfinished bodies").await;
     assert_eq!(held.opened, 4096);
     assert_memory(mem.stop(), 64, "4096 unfinished bodies of 15 KB on 64 connections");
@@ -509,7 +511,7 @@ async fn besiege(addr: &str, watch: Option<&str>) -> Siege {
     Siege {
         _tcp: attack::idle_tcp(addr, 20, STEP).await,
         _h2: attack::idle_h2(addr, 20, STEP).await,
-        _unfinished: attack::unfinished_bodies(addr, attack::path::CLOCK_READ, 1, 4, 1000, 1 << 20, STEP).await,
+        _unfinished: attack::unfinished_bodies(addr, attack::path::CLOCK_READ, 1, 4, 1000, FITS, STEP).await,
         _watches: watches,
     }
 }
