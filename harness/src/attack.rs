@@ -1208,6 +1208,11 @@ impl Latencies {
         self.quantile(0.5)
     }
 
+    /// The `q` quantile (nearest rank), `q` in [0, 1].
+    pub fn quantile_at(&self, q: f64) -> Option<Duration> {
+        self.quantile(q.clamp(0.0, 1.0))
+    }
+
     /// The 99th percentile (nearest rank); with fewer than 100 samples, the largest but one or so.
     pub fn p99(&self) -> Option<Duration> {
         self.quantile(0.99)
@@ -1229,28 +1234,50 @@ impl Latencies {
 }
 
 /// A legitimate client calling one unary RPC at a steady pace during an attack, on its own connection
-/// (dialled again if the server closes it), recording each call's latency.
+/// (dialled again if the server closes it), recording each call's latency. It runs on a thread and
+/// runtime of its own, as a separate client would, so the attacker's tasks in the same process do not
+/// delay it.
 pub struct Prober {
     stop: Arc<AtomicBool>,
-    task: JoinHandle<Latencies>,
+    done: tokio::sync::oneshot::Receiver<Latencies>,
 }
 
 impl Prober {
     /// Starts calling `path` with `message` on `addr` every `every`, each call with `within`. The
-    /// connection is made before this returns, as a client that was there before the attack.
+    /// connection is made (and one call answered) before this returns, as a client that was there
+    /// before the attack.
     pub async fn start(addr: &str, path: &'static str, message: Bytes, every: Duration, within: Duration) -> Result<Prober, CallError> {
-        let first = Conn::connect(addr, within).await?;
-        // One call to warm the connection up; not counted.
-        first.call_raw(path, message.clone(), within).await?;
         let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), CallError>>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
         let addr = addr.to_string();
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            async move {
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(transport(e)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let first = match Conn::connect(&addr, within).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                // One call to warm the connection up; not counted.
+                if let Err(e) = first.call_raw(path, message.clone(), within).await {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+                let _ = ready_tx.send(Ok(()));
                 let mut out = Latencies::default();
                 let mut conn = Some(first);
                 let mut next = tokio::time::Instant::now();
-                while !stop.load(Ordering::Relaxed) {
+                while !flag.load(Ordering::Relaxed) {
                     next += every;
                     let at = Instant::now();
                     let c = match conn.take().filter(|c| !c.is_closed()) {
@@ -1269,16 +1296,20 @@ impl Prober {
                     }
                     tokio::time::sleep_until(next.max(tokio::time::Instant::now())).await;
                 }
-                out
-            }
+                let _ = done_tx.send(out);
+            });
         });
-        Ok(Prober { stop, task })
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(Prober { stop, done }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(CallError::Transport("the prober's thread ended".into())),
+        }
     }
 
     /// Stops probing; what was measured.
     pub async fn finish(self) -> Latencies {
         self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap_or_default()
+        self.done.await.unwrap_or_default()
     }
 }
 
