@@ -210,13 +210,7 @@ async fn refusals_are_logged_in_summaries_not_one_line_each() {
     // Let the start-up lines come out.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = node.stderr_lines();
-    let forged = [
-        attack::forged_alive(1, u64::MAX, 2),
-        attack::forged_alive(1, attack::MAX_TERM - 1, 2),
-        attack::forged_alive(9, 1, 2),
-        attack::forged_alive(1, 1, 7),
-        attack::forged_alive(0, 1, 2),
-    ];
+    let forged = attack::invalid_alives(2, 1);
     let flood = attack::flood(&node.addr, path::ALIVE, &forged, 10_000, 32, STEP).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let lines = node.stderr_lines() - before;
@@ -460,7 +454,7 @@ async fn never_read_watch_leader_streams_are_capped() {
     let node = election_node("watch").await;
     let prober = probe(&node.addr, path::GET_STATE).await;
     let mem = MemWatch::start(node.pid());
-    let watches = attack::never_read_streams(&node.addr, path::WATCH_LEADER, 200, 50, 1024, STEP).await;
+    let watches = attack::never_read_streams(&node.addr, path::WATCH_LEADER, 200, 50, 0, STEP).await;
     eprintln!("WatchLeader: {} opened, refused {}", watches.opened(), watches.refused);
     assert_eq!(watches.opened(), 64, "watch streams are capped at 64 per service");
     assert_eq!(watches.refused.count("RESOURCE_EXHAUSTED"), 136, "{}", watches.refused);
@@ -483,7 +477,7 @@ async fn never_read_watch_rounds_streams_are_capped() {
     let master = berkeley_master(&["--interval", "100ms"]).await;
     let prober = probe(&master.addr, path::STATUS).await;
     let mem = MemWatch::start(master.pid());
-    let watches = attack::never_read_streams(&master.addr, path::WATCH_ROUNDS, 200, 50, 1024, STEP).await;
+    let watches = attack::never_read_streams(&master.addr, path::WATCH_ROUNDS, 200, 50, 0, STEP).await;
     eprintln!("WatchRounds: {} opened, refused {}", watches.opened(), watches.refused);
     assert_eq!(watches.opened(), 64, "watch streams are capped at 64 per service");
     assert_eq!(watches.refused.count("RESOURCE_EXHAUSTED"), 136, "{}", watches.refused);
@@ -507,7 +501,7 @@ struct Siege {
 async fn besiege(addr: &str, watch: Option<&str>) -> Siege {
     let watches = match watch {
         Some(p) => {
-            let w = attack::never_read_streams(addr, p, 8, 8, 1024, STEP).await;
+            let w = attack::never_read_streams(addr, p, 8, 8, 0, STEP).await;
             assert_eq!(w.opened(), 8, "{}", w.refused);
             Some(w)
         }
@@ -568,28 +562,13 @@ async fn sigterm_stops_every_server_within_a_second_under_siege() {
     stops_within_a_second(client, None, "synclab cristian --interval --listen").await;
 }
 
-/// A time server that accepts connections and never answers (stalled, or an attacker's).
-async fn stalled_server() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = listener.accept().await {
-            if held.len() < 64 {
-                held.push(s);
-            }
-        }
-    });
-    (addr, task)
-}
-
 /// A client syncing every interval against a server that never answers is mid-call most of the time:
 /// SIGTERM still ends it within 1 s, not after the call's deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_a_syncing_client_whose_server_stalls() {
-    let (stalled, _task) = stalled_server().await;
+    let stalled = attack::Stalled::start().await.unwrap();
     let addr = local();
-    let list = ["cristian", "--server", &stalled, "--interval", "100ms", "--timeout", "3s", "--listen", &addr];
+    let list = ["cristian", "--server", &stalled.addr, "--interval", "100ms", "--timeout", "3s", "--listen", &addr];
     let mut client = Process::spawn(SYNCLAB, &args(&list), &addr).unwrap();
     client.wait_ready(true, Duration::from_secs(10)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -603,10 +582,10 @@ async fn sigterm_stops_a_syncing_client_whose_server_stalls() {
 /// within 1 s, not after the round's deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_a_master_mid_round_with_a_stalled_member() {
-    let (stalled, _task) = stalled_server().await;
+    let stalled = attack::Stalled::start().await.unwrap();
     let master = berkeley_master(&["--interval", "100ms", "--timeout", "3s"]).await;
     let conn = Conn::connect(&master.addr, STEP).await.unwrap();
-    conn.call_raw(path::REGISTER, attack::register_request("STALLED", &stalled, &[3; 32]), STEP).await.unwrap();
+    conn.call_raw(path::REGISTER, attack::register_request("STALLED", &stalled.addr, &[3; 32]), STEP).await.unwrap();
     // The first round starts after one interval and then waits up to 3 s on the member.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let mut master = master;
@@ -615,3 +594,4 @@ async fn sigterm_stops_a_master_mid_round_with_a_stalled_member() {
     let exited = exited.expect("the master did not exit within 5 s of SIGTERM");
     assert!(exited < Duration::from_secs(1), "the master took {exited:?} to exit after SIGTERM");
 }
+

@@ -12,6 +12,7 @@
 //! - Connections: [`idle_tcp`], [`idle_h2`], [`garbage`].
 //! - Requests: [`unfinished_bodies`], [`oversized`] + [`send_at_rate`], [`flood`], [`election_forgeries`].
 //! - Streams: [`never_read_streams`].
+//! - Servers that misbehave: [`Stalled`] (accepts, never answers).
 //! - Berkeley: [`FakeMaster`] (a master that records the claim a slave registers with, so its adjustments
 //!   can be forged and replayed as someone who reads the traffic could), [`register_request`].
 //! - Probes: [`Prober`] (a legitimate call's latency during an attack), [`memory`] and [`MemWatch`] (RSS),
@@ -870,7 +871,9 @@ pub fn election_forgeries(receiver: i64, member: i64, term: u64) -> Vec<Forgery>
         ("term 2^64-1", u64::MAX),
         ("term 2^53+1", MAX_TERM + 1),
         ("term 2^53-1", MAX_TERM - 1),
-        ("term +2^20+1", term + (1 << 20) + 1),
+        // 2^21 above the term the caller read: still more than 2^20 above the node's if an election
+        // raised it meanwhile.
+        ("term +2^21", term + (1 << 21)),
     ];
     let bad_ids: [(&str, i64); 4] = [("id 0", 0), ("id -1", -1), ("id i64::MIN", i64::MIN), ("unknown id 999", 999)];
     let mut out = Vec::new();
@@ -940,6 +943,19 @@ pub fn forged_alive(from: i64, term: u64, to: i64) -> Bytes {
     encode(&election_pb::AliveRequest { from, term, coordinator: from, to })
 }
 
+/// Five heartbeats node `receiver` refuses, from `member` or posing as others: term 2^64-1, term 2^53-1
+/// (too far ahead of a young group), a stranger (999), one for another node, and sender 0. The first
+/// three and the last are INVALID_ARGUMENT, the fourth FAILED_PRECONDITION.
+pub fn invalid_alives(receiver: i64, member: i64) -> [Bytes; 5] {
+    [
+        forged_alive(member, u64::MAX, receiver),
+        forged_alive(member, MAX_TERM - 1, receiver),
+        forged_alive(999, 1, receiver),
+        forged_alive(member, 1, receiver + 1000),
+        forged_alive(0, 1, receiver),
+    ]
+}
+
 /// A `Register` message.
 pub fn register_request(name: &str, address: &str, claim: &[u8]) -> Bytes {
     encode(&berkeley_pb::RegisterRequest { name: name.into(), address: address.into(), claim: claim.to_vec() })
@@ -974,8 +990,10 @@ impl NeverRead {
 }
 
 /// Opens `n` calls of the server-streaming `path`, `per_conn` on each connection, and reads nothing
-/// from them (the client's window is `window` bytes per stream, so the server can send that much before
-/// it has to wait). Each step has `within`.
+/// from them. The client's window is `window` bytes per stream: what the server can send before it has
+/// to wait. With 0 nothing but the answer's headers can be sent, as to a client that never reads (with a
+/// window, h2's client ends its own connection once too many small frames wait unread). Each step has
+/// `within`.
 pub async fn never_read_streams(addr: &str, path: &str, n: usize, per_conn: usize, window: u32, within: Duration) -> NeverRead {
     let per_conn = per_conn.max(1);
     let mut out = NeverRead { streams: Vec::new(), refused: Tally::default(), conns: Vec::new() };
@@ -1103,6 +1121,36 @@ async fn serve_fake_master(tcp: TcpStream, epoch: u64, registrations: Arc<Mutex<
         });
     }
     Ok(())
+}
+
+/// A server that accepts connections and never says a word (a stalled server, or an attacker posing
+/// as one). It holds up to 256 connections; it stops when dropped.
+pub struct Stalled {
+    pub addr: String,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Stalled {
+    /// Listens on 127.0.0.1 (any port).
+    pub async fn start() -> io::Result<Stalled> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                if held.len() < 256 {
+                    held.push(s);
+                }
+            }
+        });
+        Ok(Stalled { addr, task })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
