@@ -264,6 +264,12 @@ async fn errors_echo_at_most_a_short_prefix_of_the_input() {
         let echoed = longest_run(&status.message);
         assert!(status.message.len() <= 300 && echoed <= 64, "the error echoes {echoed} characters of the input: {} bytes", status.message.len());
     }
+    // An unknown clock's name, 10 KB of it, on every process's Clock/Read.
+    let err = conn.call_raw(path::CLOCK_READ, attack::encode(&ReadRequest { clock: long.clone() }), STEP).await.unwrap_err();
+    let CallError::Status(status) = &err else { panic!("{err}") };
+    assert_eq!(status.code, code::NOT_FOUND, "{status:?}");
+    let echoed = longest_run(&status.message);
+    assert!(echoed <= 64, "Clock/Read's error echoes {echoed} characters of the name: {} bytes", status.message.len());
 }
 
 // ---------------------------------------------------------------------------------------------------
