@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use synclab_harness::attack::{self, CallError, Conn, Empty, Latencies, MemWatch, Process, Prober, code, path};
+use synclab_harness::attack::{self, CallError, Conn, Empty, MemWatch, Process, Prober, code, path};
 
 const TIME_SERVER: &str = env!("CARGO_BIN_EXE_time-server");
 const ELECTION_NODE: &str = env!("CARGO_BIN_EXE_election-node");
@@ -76,7 +76,7 @@ async fn probe(addr: &str, path: &'static str) -> Prober {
 }
 
 /// Keeps probing until at least [`PROBES`] calls were made, then checks their latencies.
-async fn assert_quick(prober: Prober, what: &str) -> Latencies {
+async fn assert_quick(prober: Prober, what: &str) {
     tokio::time::sleep(PROBE_EVERY * PROBES as u32).await;
     let l = prober.finish().await;
     let q = l.quantile_at(PROBE_QUANTILE).unwrap_or(Duration::MAX);
@@ -86,7 +86,6 @@ async fn assert_quick(prober: Prober, what: &str) -> Latencies {
     assert!(q <= PROBE_BOUND, "{what}: legitimate calls p90 {q:?} > {PROBE_BOUND:?} ({})", l.summary());
     let max = l.max().unwrap_or_default();
     assert!(max < PROBE_STALL, "{what}: a legitimate call took {max:?}");
-    l
 }
 
 fn assert_memory(peak_kb: u64, ceiling_mib: u64, what: &str) {
@@ -104,7 +103,7 @@ async fn idle_tcp_connections_are_capped_and_cost_little() {
     let prober = probe(&server.addr, path::GET_TIME).await;
     let mem = MemWatch::start(server.pid());
     let mut idle = attack::idle_tcp(&server.addr, 600, STEP).await;
-    let l = assert_quick(prober, "600 idle TCP connections").await;
+    assert_quick(prober, "600 idle TCP connections").await;
     let open = idle.still_open();
     let fds = attack::open_fds(server.pid()).unwrap();
     eprintln!("idle TCP: 600 made, {open} still open, server fds {fds}");
@@ -112,10 +111,7 @@ async fn idle_tcp_connections_are_capped_and_cost_little() {
     assert!(open <= 256, "the server holds {open} of 600 idle connections, more than its cap of 256");
     assert!(fds < 256 + 40, "the server has {fds} descriptors open");
     assert_memory(mem.stop(), 40, "600 idle TCP connections");
-    drop(l);
 }
-
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_http2_connections_are_capped_and_cost_little() {
