@@ -142,7 +142,7 @@ async fn finish(m: Measure, target: &mut Process, attack: &str, outcome: String)
         Some(w) => {
             let count = w.finish().await;
             let before = m.term_before.map_or("?".to_string(), |t| t.to_string());
-            format!("{} begun, term {before} → {}", count.begun, count.max_term)
+            format!("{} begun, term {before} to {}", count.begun, count.max_term)
         }
         None => "-".into(),
     };
