@@ -212,8 +212,13 @@ async fn sync_every(interval: Duration, clients: &mut [CristianClient], clocks: 
             _ = tokio::time::sleep_until(next) => {}
             () = stop.wait() => break,
         }
+        // A sync waits on the server up to --timeout per sample: a stop does not wait for it.
+        let results = tokio::select! {
+            results = sync_all(clients, clocks, args) => results,
+            () = stop.wait() => break,
+        };
         let mut ok = true;
-        for (result, clock) in sync_all(clients, clocks, args).await.iter().zip(clocks) {
+        for (result, clock) in results.iter().zip(clocks) {
             match result {
                 Ok(report) => {
                     log_report(report);

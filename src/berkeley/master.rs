@@ -400,7 +400,7 @@ impl Master {
         round
     }
 
-    /// Runs rounds every interval until `stop` turns true.
+    /// Runs rounds every interval until `stop` turns true (a round in progress is abandoned).
     pub async fn run(self: Arc<Self>, stop: Stop) {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -410,7 +410,11 @@ impl Master {
                 _ = ticker.tick() => {}
                 () = stop.wait() => return,
             }
-            self.run_round().await;
+            // A round waits on its members up to the timeout, twice: a stop does not wait for it.
+            tokio::select! {
+                _ = self.run_round() => {}
+                () = stop.wait() => return,
+            }
         }
     }
 }

@@ -121,7 +121,7 @@ pub struct ClockSet {
 /// No clock of that name, or a name needed and none given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClockSetError {
-    /// The name is not one of this process's clocks.
+    /// The name is not one of this process's clocks (`name` is an excerpt of what was asked).
     #[error("no clock named '{name}' here; this process keeps: {known}")]
     Unknown { name: String, known: String },
     /// Several clocks and no name given.
@@ -159,6 +159,6 @@ impl ClockSet {
         self.clocks
             .iter()
             .find(|c| c.name() == name)
-            .ok_or_else(|| ClockSetError::Unknown { name: name.to_string(), known: self.known() })
+            .ok_or_else(|| ClockSetError::Unknown { name: crate::server::excerpt(name, 64), known: self.known() })
     }
 }

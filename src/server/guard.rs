@@ -51,7 +51,7 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let limit = self.max_request_bytes;
-        let request = request.map(|body| Body::new(Limited { inner: body, seen: 0, limit }));
+        let request = request.map(|body| Body::new(Limited { inner: body, seen: 0, limit, prefix: Vec::with_capacity(5) }));
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
@@ -61,11 +61,28 @@ where
     }
 }
 
-/// A request body that fails once more than `limit` bytes have come.
+/// A request body that fails once more than `limit` bytes have come, or as soon as its gRPC prefix
+/// declares a message that would not fit (tonic would otherwise check the length against its own,
+/// larger limit first, and answer OUT_OF_RANGE).
 struct Limited {
     inner: Body,
     seen: usize,
     limit: usize,
+    /// The first message's 5-byte prefix, as far as it has come.
+    prefix: Vec<u8>,
+}
+
+impl Limited {
+    /// The length the first message declares, once its prefix is complete.
+    fn declared(&mut self, data: &[u8]) -> Option<usize> {
+        if self.prefix.len() >= 5 {
+            return None;
+        }
+        let take = (5 - self.prefix.len()).min(data.len());
+        self.prefix.extend_from_slice(&data[..take]);
+        let p = &self.prefix;
+        (p.len() == 5).then(|| u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize)
+    }
 }
 
 impl HttpBody for Limited {
@@ -80,9 +97,11 @@ impl HttpBody for Limited {
         if let Some(Ok(frame)) = &frame
             && let Some(data) = frame.data_ref()
         {
+            let declared = self.declared(data).map(|len| len.saturating_add(5));
             self.seen = self.seen.saturating_add(data.len());
-            if self.seen > self.limit {
+            if self.seen > self.limit || declared.is_some_and(|len| len > self.limit) {
                 let limit = self.limit;
+                self.seen = limit.saturating_add(1);
                 return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
                     "request larger than {limit} bytes refused (synclab's messages are small)"
                 )))));
