@@ -200,9 +200,9 @@ async fn rapid_reset(b: &Bins) -> Row {
 async fn unfinished(b: &Bins, conns: usize) -> Row {
     let mut server = time_server(b).await;
     let m = measure(&server, path::GET_TIME, None).await;
-    let held = attack::unfinished_bodies(&server.addr, path::GET_TIME, conns, 64, 15_000, FITS, STEP).await;
+    let held = attack::unfinished_bodies(&server.addr, path::GET_TIME, conns, 16, 15_000, FITS, STEP).await;
     let outcome = format!("{} streams open, {} not opened; answered so far: {}", held.opened, held.not_opened, codes(&held.answered()));
-    let what = format!("{} unfinished bodies ({conns} conns × 64 streams × 15 KB)", conns * 64);
+    let what = format!("{} unfinished bodies ({conns} conns × 16 streams × 15 KB)", conns * 16);
     let row = finish(m, &mut server, &what, outcome).await;
     drop(held);
     row
@@ -469,7 +469,7 @@ async fn huge_name(b: &Bins) -> Row {
 async fn watch_leader(b: &Bins) -> Row {
     let (mut node, _dir) = lone_node(b).await;
     let m = measure(&node, path::GET_STATE, None).await;
-    let watches = attack::never_read_streams(&node.addr, path::WATCH_LEADER, 500, 50, 0, STEP).await;
+    let watches = attack::never_read_streams(&node.addr, path::WATCH_LEADER, 500, 16, 0, STEP).await;
     // Churn: heartbeats forged as node 1 in its next terms make node 2 step down and take over again.
     if let Ok(conn) = Conn::connect(&node.addr, STEP).await {
         for _ in 0..100 {
@@ -487,7 +487,7 @@ async fn watch_leader(b: &Bins) -> Row {
 async fn watch_rounds(b: &Bins) -> Row {
     let mut master = master(b, &["--interval", "100ms"]).await;
     let m = measure(&master, path::STATUS, None).await;
-    let watches = attack::never_read_streams(&master.addr, path::WATCH_ROUNDS, 500, 50, 0, STEP).await;
+    let watches = attack::never_read_streams(&master.addr, path::WATCH_ROUNDS, 500, 16, 0, STEP).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outcome = format!("{} opened, refused: {}", watches.opened(), codes(&watches.refused));
     let row = finish(m, &mut master, "500 WatchRounds streams never read (a round every 100 ms)", outcome).await;

@@ -164,6 +164,8 @@ pub struct Master {
     estimator: Mutex<FrequencyEstimator>,
     group: Mutex<Group>,
     rounds_tx: broadcast::Sender<Round>,
+    /// The open `WatchRounds` streams.
+    watchers: Watchers,
 }
 
 impl Master {
@@ -172,7 +174,8 @@ impl Master {
         let (rounds_tx, _) = broadcast::channel(64);
         let estimator = Mutex::new(FrequencyEstimator::new(0.5, 1000.0, 1_000_000_000));
         let epoch = crate::random::nonce();
-        Arc::new(Self { config, epoch, clock, estimator, group: Mutex::default(), rounds_tx })
+        let watchers = Watchers::new(crate::server::Limits::default().max_watchers);
+        Arc::new(Self { config, epoch, clock, estimator, group: Mutex::default(), rounds_tx, watchers })
     }
 
     /// The master's clock.
@@ -397,6 +400,7 @@ impl Master {
         );
         // Nobody watching is fine.
         let _ = self.rounds_tx.send(round.clone());
+        self.watchers.published();
         round
     }
 
@@ -471,7 +475,7 @@ impl BerkeleyMaster for MasterService {
 /// reflection. Watch streams end when `stop` is set.
 pub async fn server(master: Arc<Master>, name: &str, stop: Stop) -> Result<Server, ServerError> {
     let services = Services::new().tls(master.config.dialer.tls());
-    let watchers = Watchers::new(services.limits().max_watchers);
+    let watchers = master.watchers.clone();
     let clock = master.clock().clone();
     services
         .add(BerkeleyMasterServer::new(MasterService::new(master, name, watchers, stop)))

@@ -17,13 +17,14 @@ use std::time::Duration;
 
 use futures::Stream;
 use synclab_core::election::{NodeId, Term};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
 use tonic::Status;
 
 use super::node::ElectionNode;
 use super::peer::Peer;
 use crate::proto::election as pb;
 use crate::server::Stop;
+use crate::server::watch::Place;
 
 fn leading(term: Term) -> pb::FollowEvent {
     pb::FollowEvent { event: Some(pb::follow_event::Event::Leading(pb::Leading { term })) }
@@ -49,7 +50,7 @@ pub(super) fn coordinator_line(
     id: NodeId,
     mut leader: watch::Receiver<pb::NodeState>,
     leaving: Stop,
-    permit: OwnedSemaphorePermit,
+    permit: Place,
 ) -> impl Stream<Item = Result<pb::FollowEvent, Status>> + Send + 'static {
     let id = super::convert::wire_id(id);
     futures::stream::unfold((Phase::Start, permit), move |(phase, permit)| {

@@ -113,6 +113,8 @@ struct Shared {
     watchers: Watchers,
     /// Refused messages, counted and logged sparingly.
     refusals: Refusals,
+    /// Failures to store the term, likewise.
+    store_failures: Refusals,
     /// Turns true when the node stops: a coordinator says goodbye on its followers' lines.
     leave: StopHandle,
     leaving: Stop,
@@ -145,7 +147,13 @@ impl ElectionNode {
             .with_election_stagger(config.election_stagger);
         let state = config.state_dir.as_deref().map(|dir| StateFile::new(dir, config.id));
         let term = match &state {
-            Some(state) => state.load()?,
+            // Written back at once: a state file that cannot be written stops the node now, not at its
+            // first election.
+            Some(state) => {
+                let term = state.load()?;
+                state.save(term)?;
+                term
+            }
             None => 0,
         };
         let mut peers = BTreeMap::new();
@@ -179,6 +187,7 @@ impl ElectionNode {
             halted,
             watchers: Watchers::new(Limits::default().max_watchers),
             refusals: Refusals::new("election message"),
+            store_failures: Refusals::new("state file write"),
             leave,
             leaving,
             lines: Watchers::new(config.peers.len().max(1) * 4),
@@ -214,7 +223,7 @@ impl ElectionNode {
             }
             self.thawed().await;
             if let Err(e) = self.apply(|m, now| m.tick(now)).await {
-                tracing::error!(error = %e, "cannot store the term; messages held back");
+                self.shared.store_failures.refused("cannot store the term: messages held back", &e);
             }
         }
         // A coordinator says goodbye on its followers' lines, so they elect at once (a crash says nothing).
@@ -307,7 +316,7 @@ impl ElectionNode {
     /// the machine's next deadline may have moved. A failure to store the term is logged.
     async fn event(&self, event: impl FnOnce(&mut Machine, Duration)) {
         if let Err(e) = self.apply(event).await {
-            tracing::error!(error = %e, "cannot store the term; messages held back");
+            self.shared.store_failures.refused("cannot store the term: messages held back", &e);
         }
         self.shared.wake.notify_one();
     }
@@ -335,6 +344,8 @@ impl ElectionNode {
             tracing::info!(id = self.shared.id, role = role_name(state.role), term = state.term, coordinator = state.coordinator, "state changed");
             self.refollow(&state);
             self.shared.leader.send_replace(state);
+            self.shared.watchers.published();
+            self.shared.lines.published();
         }
         if !self.shared.halted.is_stopping() {
             for envelope in effects.outbox {

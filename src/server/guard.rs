@@ -4,6 +4,8 @@
 //! client sent.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -15,17 +17,32 @@ use tower::{Layer, Service};
 /// Longest `grpc-message` a response carries, in bytes (percent-encoded).
 pub const MAX_STATUS_MESSAGE: usize = 512;
 
+/// What of a request is not counted against the budget for unfinished requests: small messages (all
+/// that synclab's clients send) always pass.
+pub const FREE_BYTES: usize = 2048;
+
 /// The layer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Guard {
     pub max_request_bytes: usize,
+    /// Bytes all unfinished requests together may hold (what came, or what their prefix declared).
+    pub max_buffered_bytes: usize,
+    /// What unfinished requests hold now.
+    pub buffered: Arc<AtomicUsize>,
+}
+
+impl Guard {
+    /// A guard with these limits and nothing held yet.
+    pub fn new(max_request_bytes: usize, max_buffered_bytes: usize) -> Self {
+        Self { max_request_bytes, max_buffered_bytes, buffered: Arc::default() }
+    }
 }
 
 impl<S> Layer<S> for Guard {
     type Service = Guarded<S>;
 
     fn layer(&self, inner: S) -> Guarded<S> {
-        Guarded { inner, max_request_bytes: self.max_request_bytes }
+        Guarded { inner, guard: self.clone() }
     }
 }
 
@@ -33,7 +50,7 @@ impl<S> Layer<S> for Guard {
 #[derive(Debug, Clone)]
 pub struct Guarded<S> {
     inner: S,
-    max_request_bytes: usize,
+    guard: Guard,
 }
 
 impl<S> Service<http::Request<Body>> for Guarded<S>
@@ -50,8 +67,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let limit = self.max_request_bytes;
-        let request = request.map(|body| Body::new(Limited { inner: body, seen: 0, limit, prefix: Vec::with_capacity(5) }));
+        let guard = self.guard.clone();
+        let request = request.map(|body| {
+            Body::new(Limited { inner: body, seen: 0, limit: guard.max_request_bytes, prefix: Vec::with_capacity(5), held: 0, guard })
+        });
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
@@ -63,13 +82,45 @@ where
 
 /// A request body that fails once more than `limit` bytes have come, or as soon as its gRPC prefix
 /// declares a message that would not fit (tonic would otherwise check the length against its own,
-/// larger limit first, and answer OUT_OF_RANGE).
+/// larger limit first, and answer OUT_OF_RANGE). Until it ends it holds a share of the server's budget
+/// for unfinished requests: what came or what its prefix declared (the decoder reserves that much),
+/// whichever is more; past the budget it fails too, so many unfinished requests cost bounded memory.
 struct Limited {
     inner: Body,
     seen: usize,
     limit: usize,
     /// The first message's 5-byte prefix, as far as it has come.
     prefix: Vec<u8>,
+    /// The bytes of the budget this body holds.
+    held: usize,
+    guard: Guard,
+}
+
+impl Limited {
+    /// Holds `bytes` of the budget in all (more than before only); false if the budget is spent.
+    fn hold(&mut self, bytes: usize) -> bool {
+        if bytes <= self.held {
+            return true;
+        }
+        let more = bytes - self.held;
+        let before = self.guard.buffered.fetch_add(more, Ordering::Relaxed);
+        self.held = bytes;
+        before.saturating_add(more) <= self.guard.max_buffered_bytes
+    }
+
+    /// Gives its share of the budget back (the body ended or failed).
+    fn release(&mut self) {
+        if self.held > 0 {
+            self.guard.buffered.fetch_sub(self.held, Ordering::Relaxed);
+            self.held = 0;
+        }
+    }
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Limited {
@@ -102,10 +153,24 @@ impl HttpBody for Limited {
             if self.seen > self.limit || declared.is_some_and(|len| len > self.limit) {
                 let limit = self.limit;
                 self.seen = limit.saturating_add(1);
+                self.release();
                 return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
                     "request larger than {limit} bytes refused (synclab's messages are small)"
                 )))));
             }
+            // Small requests (every legitimate one) hold nothing of the budget, so a flood of large
+            // unfinished ones cannot lock them out; the streams' own cap bounds what small ones take.
+            let holding = self.seen.max(declared.unwrap_or(0)).saturating_sub(FREE_BYTES);
+            if !self.hold(holding) {
+                self.seen = self.limit.saturating_add(1);
+                self.release();
+                return Poll::Ready(Some(Err(Status::resource_exhausted(
+                    "the server holds too many unfinished requests; try again shortly",
+                ))));
+            }
+        }
+        if frame.is_none() || self.inner.is_end_stream() {
+            self.release();
         }
         Poll::Ready(frame)
     }

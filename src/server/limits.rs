@@ -10,6 +10,10 @@ pub struct Limits {
     /// Largest request body, in bytes (one message with its 5-byte gRPC prefix). Larger requests are
     /// refused with RESOURCE_EXHAUSTED as soon as their bytes pass the limit, before decoding.
     pub max_request_bytes: usize,
+    /// Bytes that all unfinished requests of the process may hold together (each holds what has come,
+    /// or what its message's prefix declared if that is more); past it, more is refused with
+    /// RESOURCE_EXHAUSTED.
+    pub max_buffered_request_bytes: usize,
     /// Concurrent streams (calls) on one HTTP/2 connection.
     pub max_concurrent_streams: u32,
     /// HTTP/2 flow-control windows: how much a peer may send before the server reads it.
@@ -44,7 +48,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_request_bytes: 16 * 1024,
-            max_concurrent_streams: 64,
+            max_buffered_request_bytes: 4 * 1024 * 1024,
+            max_concurrent_streams: 16,
             stream_window: 64 * 1024,
             connection_window: 128 * 1024,
             max_header_bytes: 16 * 1024,

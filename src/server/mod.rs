@@ -205,7 +205,7 @@ impl Server {
             .http2_max_pending_accept_reset_streams(Some(32))
             .max_connection_age(limits.max_connection_age)
             .max_connection_age_grace(limits.request_timeout)
-            .layer(guard::Guard { max_request_bytes: limits.max_request_bytes })
+            .layer(guard::Guard::new(limits.max_request_bytes, limits.max_buffered_request_bytes))
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 match tls {
