@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/synclab/clock/v1/clock.proto",
     "proto/synclab/berkeley/v1/berkeley.proto",
     "proto/synclab/election/v1/election.proto",
+    "proto/synclab/lab/v1/lab.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -10,7 +10,7 @@ use clap::Parser;
 use std::time::Duration;
 
 use synclab::berkeley::master::{self, Master, MasterConfig};
-use synclab::cli::{ClockArgs, LogArgs, TlsArgs, parse_duration, parse_name};
+use synclab::cli::{ClockArgs, LabArgs, LogArgs, TlsArgs, parse_duration, parse_name};
 use synclab::clock::LiveClock;
 use synclab::server::{self, Stop};
 use synclab::telemetry;
@@ -48,6 +48,8 @@ struct Args {
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
+    lab: LabArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -72,7 +74,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let master = Master::new(clock.clone(), config);
     let listener = server::bind(&args.listen).await?;
     let stop = Stop::on_signal();
-    let server = master::server(master.clone(), &args.name, stop.clone()).await?;
+    let server = master::server(master.clone(), &args.name, stop.clone(), args.lab.lab).await?;
     tracing::info!(addr = %listener.local_addr()?, interval = ?args.interval, tolerance = ?args.tolerance, "berkeley master listening");
 
     let rounds = tokio::spawn(master.run(stop.clone()));

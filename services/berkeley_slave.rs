@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use anyhow::Context as _;
 use synclab::berkeley::slave::Slave;
-use synclab::cli::{ClockArgs, LogArgs, TlsArgs, parse_address, parse_duration, parse_name, parse_positive_nanos};
+use synclab::cli::{ClockArgs, LabArgs, LogArgs, TlsArgs, parse_address, parse_duration, parse_name, parse_positive_nanos};
 use synclab::clock::LiveClock;
 use synclab::server::{self, Stop};
 use synclab::telemetry;
@@ -41,6 +41,8 @@ struct Args {
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
+    lab: LabArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -62,7 +64,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let advertise = args.advertise.clone().unwrap_or_else(|| format!("{}:{port}", host_name()));
     synclab_core::name::check_address(&advertise).with_context(|| format!("invalid value '{advertise}' for '--advertise'"))?;
     let slave = Slave::new(clock, args.max_adjustment, args.tls.dialer()?).context("cannot choose the slave's claim")?;
-    let server = slave.server().await?;
+    let server = slave.server(args.lab.lab).await?;
     tracing::info!(name = %args.name, addr = %listener.local_addr()?, %advertise, master = %args.master, "berkeley slave listening");
 
     let stop = Stop::on_signal();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use std::collections::BTreeMap;
 
-use synclab::cli::{LogArgs, TlsArgs, named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
+use synclab::cli::{LabArgs, LogArgs, TlsArgs, named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
 use synclab::election::{ElectionNode, NodeConfig};
 use synclab::server::{self, Stop};
 use synclab::telemetry;
@@ -58,6 +58,8 @@ struct Args {
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
+    lab: LabArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -80,6 +82,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         election_stagger: args.election_stagger,
         state_dir: args.state_dir.clone(),
         tls: args.tls.load()?,
+        lab: args.lab.lab,
     })?;
     let listener = server::bind(&args.listen).await?;
     tracing::info!(id = args.id, algorithm = %args.algorithm, addr = %listener.local_addr()?, "election node listening");

@@ -6,7 +6,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use synclab::cli::{ClockArgs, LogArgs, TlsArgs, parse_nonnegative_nanos};
+use synclab::cli::{ClockArgs, LabArgs, LogArgs, TlsArgs, parse_nonnegative_nanos};
 use synclab::clock::LiveClock;
 use synclab::server::{self, Stop};
 use synclab::{cristian, telemetry};
@@ -34,6 +34,8 @@ struct Args {
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
+    lab: LabArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -54,7 +56,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
     let listener = server::bind(&args.listen).await?;
     let tls = args.tls.load()?;
-    let server = cristian::server(clock, args.root_dispersion.unsigned_abs(), tls.as_ref()).await?;
+    let server = cristian::server(clock, args.root_dispersion.unsigned_abs(), tls.as_ref(), args.lab.lab).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         name = %args.name,

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod cristian;
 pub mod election;
+pub mod lab;
 mod lock;
 pub mod net;
 pub mod proto;

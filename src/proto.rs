@@ -20,6 +20,11 @@ pub mod election {
     tonic::include_proto!("synclab.election.v1");
 }
 
+/// `synclab.lab.v1`: fault injection, served only with `--lab`.
+pub mod lab {
+    tonic::include_proto!("synclab.lab.v1");
+}
+
 /// The encoded descriptor set of every synclab proto (with comments), for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/synclab_descriptor.bin"));
 

@@ -202,6 +202,15 @@ impl VirtualClock {
         Ok(())
     }
 
+    /// Changes the clock's own frequency error (its drift, in ppm) from `host` on, as a failing
+    /// oscillator would; the corrections it learned stay.
+    pub fn set_drift(&mut self, host: i64, ppm: f64) -> Result<(), ClockError> {
+        check_drift_ppm(ppm)?;
+        self.reanchor(host);
+        self.config.drift_ppm = ppm;
+        Ok(())
+    }
+
     /// The frequency correction in force, in ppm.
     pub fn frequency_correction_ppm(&self) -> f64 {
         self.frequency_correction_ppm

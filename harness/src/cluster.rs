@@ -81,6 +81,7 @@ impl LocalCluster {
             election_stagger: Duration::ZERO,
             state_dir: Some(state_dir),
             tls: None,
+            lab: false,
         };
         let mut cluster = Self { template, configure: std::sync::Arc::new(configure), addresses, running: BTreeMap::new() };
         for (id, listener) in listeners {

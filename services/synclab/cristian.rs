@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::join_all;
-use synclab::cli::{ClockArgs, Device, LogArgs, TlsArgs, named, parse_device, parse_duration};
+use synclab::cli::{ClockArgs, Device, LabArgs, LogArgs, TlsArgs, named, parse_device, parse_duration};
 use synclab::clock::{ClockService, ClockSet, LiveClock};
 use synclab::cristian::{CristianClient, SyncError, SyncReport};
 use synclab::proto::clock::clock_server::ClockServer;
@@ -52,6 +52,8 @@ pub struct CristianArgs {
     clock: ClockArgs,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    lab: LabArgs,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -176,10 +178,11 @@ async fn serve_clocks(
     listen: &str,
     clocks: &[LiveClock],
     tls: Option<&synclab::tls::Tls>,
+    lab: bool,
     stop: Stop,
 ) -> anyhow::Result<(tokio::task::JoinHandle<Result<(), server::ServerError>>, HealthReporter)> {
     let listener = server::bind(listen).await?;
-    let server = Services::new().tls(tls).add(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec())))).build().await?;
+    let server = Services::new().tls(tls).lab(lab, ClockSet::new(clocks.to_vec())).add(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec())))).build().await?;
     let reporter = server.health();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     tracing::info!(addr = %listener.local_addr()?, "serving Clock/Read and health");
@@ -199,7 +202,7 @@ async fn sync_every(interval: Duration, clients: &mut [CristianClient], clocks: 
         }
     });
     let serving = match &args.listen {
-        Some(listen) => Some(serve_clocks(listen, clocks, args.tls.load()?.as_ref(), stop_rx.clone()).await?),
+        Some(listen) => Some(serve_clocks(listen, clocks, args.tls.load()?.as_ref(), args.lab.lab, stop_rx.clone()).await?),
         None => None,
     };
     let stop = stop_rx.clone();

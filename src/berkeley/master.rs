@@ -473,8 +473,9 @@ impl BerkeleyMaster for MasterService {
 
 /// Everything a master serves: `BerkeleyMaster` under `name`, `Clock/Read` for its clock, health and
 /// reflection. Watch streams end when `stop` is set.
-pub async fn server(master: Arc<Master>, name: &str, stop: Stop) -> Result<Server, ServerError> {
-    let services = Services::new().tls(master.config.dialer.tls());
+/// With `lab`, also the `Lab` service for its clock.
+pub async fn server(master: Arc<Master>, name: &str, stop: Stop, lab: bool) -> Result<Server, ServerError> {
+    let services = Services::new().tls(master.config.dialer.tls()).lab(lab, ClockSet::new(vec![master.clock().clone()]));
     let watchers = master.watchers.clone();
     let clock = master.clock().clone();
     services

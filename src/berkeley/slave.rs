@@ -178,9 +178,11 @@ impl Slave {
 
     /// Everything a slave serves: its clock over `TimeService` (for the master's reads), `Clock/Read`,
     /// `BerkeleySlave`, health and reflection.
-    pub async fn server(self: &Arc<Self>) -> Result<Server, ServerError> {
+    /// With `lab`, also the `Lab` service for its clock.
+    pub async fn server(self: &Arc<Self>, lab: bool) -> Result<Server, ServerError> {
         Services::new()
             .tls(self.dialer.tls())
+            .lab(lab, ClockSet::new(vec![self.clock.clone()]))
             .add(TimeServiceServer::new(TimeServer::new(self.clock.clone(), 0)))
             .add(ClockServer::new(ClockService::new(ClockSet::new(vec![self.clock.clone()]))))
             .add(BerkeleySlaveServer::new(SlaveService { slave: self.clone() }))

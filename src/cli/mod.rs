@@ -76,6 +76,16 @@ impl TlsArgs {
     }
 }
 
+/// Whether this process takes faults from a lab.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct LabArgs {
+    /// Serve synclab.lab.v1.Lab, through which an experiment (`synclab lab`) bumps, strobes or drifts
+    /// this process's clock and breaks its links. Off by default; with TLS only the `lab` identity may
+    /// use it.
+    #[arg(long, env = "SYNCLAB_LAB")]
+    pub lab: bool,
+}
+
 /// How this process logs.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {

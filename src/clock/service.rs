@@ -24,11 +24,7 @@ impl ClockService {
 impl Clock for ClockService {
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
         let name = &request.get_ref().clock;
-        let clock = self.clocks.get(name).map_err(|e| match e {
-            ClockSetError::Unknown { .. } => Status::not_found(e.to_string()),
-            ClockSetError::Ambiguous { .. } => Status::invalid_argument(e.to_string()),
-            ClockSetError::Empty => Status::failed_precondition(e.to_string()),
-        })?;
+        let clock = self.clocks.get(name).map_err(status)?;
         let r = clock.read();
         Ok(Response::new(ReadResponse {
             clock: r.name,
@@ -41,5 +37,14 @@ impl Clock for ClockService {
             steps: r.steps,
             pending_slew_nanos: r.pending_slew.round() as i64,
         }))
+    }
+}
+
+/// The status for a clock that cannot be found.
+pub fn status(e: ClockSetError) -> Status {
+    match e {
+        ClockSetError::Unknown { .. } => Status::not_found(e.to_string()),
+        ClockSetError::Ambiguous { .. } => Status::invalid_argument(e.to_string()),
+        ClockSetError::Empty => Status::failed_precondition(e.to_string()),
     }
 }

@@ -71,10 +71,12 @@ impl BaselineTimeService for TimeServer {
 
 /// Everything a time server serves: the time service and its baseline, `Clock/Read` for its clock,
 /// health and reflection.
-pub async fn server(clock: LiveClock, root_dispersion_nanos: u64, tls: Option<&Tls>) -> Result<Server, ServerError> {
+/// With `lab`, also the `Lab` service for its clock.
+pub async fn server(clock: LiveClock, root_dispersion_nanos: u64, tls: Option<&Tls>, lab: bool) -> Result<Server, ServerError> {
     let time = TimeServer::new(clock.clone(), root_dispersion_nanos);
     Services::new()
         .tls(tls)
+        .lab(lab, ClockSet::new(vec![clock.clone()]))
         .add(TimeServiceServer::new(time.clone()))
         .add(BaselineTimeServiceServer::new(time))
         .add(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))))

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use synclab_core::election::{Algorithm, ConfigError, Envelope, GroupConfig, Machine, NodeId, Role, Term};
+use synclab_core::election::{Algorithm, ConfigError, Envelope, GroupConfig, Machine, Message, NodeId, Role, SendError, Term};
 use tokio::sync::{Notify, watch};
 use tonic::{Request, Response, Status};
 
@@ -26,6 +26,8 @@ use crate::proto::election::election_service_server::{ElectionService, ElectionS
 use crate::rpc::{Dialer, RpcError};
 use crate::tls::Tls;
 use crate::tls::authz::{Allowed, authorize};
+use crate::lab::{LabService, LinkFaults, Verdict};
+use crate::proto::election::message_event::Direction;
 use crate::telemetry::Refusals;
 use crate::server::{Limits, Server, ServerError, Services, Stop, StopHandle, Watched, WatchStream, Watchers};
 
@@ -73,6 +75,8 @@ pub struct NodeConfig {
     pub state_dir: Option<PathBuf>,
     /// Mutual TLS for serving and dialing; `None`: plaintext.
     pub tls: Option<Tls>,
+    /// Serve the `Lab` service (link faults), for experiments.
+    pub lab: bool,
 }
 
 struct Inner {
@@ -123,7 +127,14 @@ struct Shared {
     /// The line this node keeps to its coordinator: (coordinator, term, the task holding it).
     following: Mutex<Option<(NodeId, Term, tokio::task::JoinHandle<()>)>>,
     probe_timeout: Duration,
+    rpc_timeout: Duration,
     tls: Option<Tls>,
+    lab: bool,
+    /// Faults a lab set on the links to the peers.
+    links: Arc<LinkFaults>,
+    /// Every message sent and received, for `WatchMessages` (nothing is built while nobody watches).
+    messages: tokio::sync::broadcast::Sender<pb::MessageEvent>,
+    message_watchers: Watchers,
     /// Set to stop as a crash does: without a goodbye (for experiments).
     crashed: std::sync::atomic::AtomicBool,
 }
@@ -193,7 +204,12 @@ impl ElectionNode {
             lines: Watchers::new(config.peers.len().max(1) * 4),
             following: Mutex::new(None),
             probe_timeout: config.probe_timeout,
+            rpc_timeout: config.rpc_timeout,
             tls: config.tls.clone(),
+            lab: config.lab,
+            links: Arc::default(),
+            messages: tokio::sync::broadcast::channel(1024).0,
+            message_watchers: Watchers::new(Limits::default().max_watchers),
             crashed: std::sync::atomic::AtomicBool::new(false),
         });
         let node = Self { shared };
@@ -235,6 +251,34 @@ impl ElectionNode {
         }
         self.shared.halt.stop();
         tracing::info!(id = self.shared.id, "election node stopped");
+    }
+
+    /// A message from `from` over a link a lab cut: it goes unanswered, as a dropped packet would, until
+    /// the caller's deadline has surely passed.
+    async fn cut_off(&self, from: NodeId) -> Result<(), Status> {
+        if self.shared.links.incoming_dropped(from) {
+            tokio::time::sleep(self.shared.rpc_timeout * 2).await;
+            return Err(Status::unavailable("dropped on a cut link (lab)"));
+        }
+        Ok(())
+    }
+
+    /// Tells the message watchers about one message, if any is watching.
+    fn record(&self, direction: Direction, peer: NodeId, message: &Message, ok: bool, tag: u64) {
+        if self.shared.messages.receiver_count() == 0 {
+            return;
+        }
+        let event = pb::MessageEvent {
+            time: Some(crate::proto::nanos_to_timestamp(crate::clock::host_now())),
+            node: wire_id(self.shared.id),
+            direction: direction as i32,
+            peer: wire_id(peer),
+            kind: message.kind().as_str().to_string(),
+            term: message.term(),
+            ok,
+            tag,
+        };
+        let _ = self.shared.messages.send(event);
     }
 
     /// This node's id.
@@ -372,9 +416,26 @@ impl ElectionNode {
         };
         let node = self.clone();
         tokio::spawn(async move {
-            let result = peer.call(node.shared.id, envelope.message.clone()).await;
-            if let Err(e) = &result {
-                tracing::debug!(to = envelope.to, kind = envelope.message.kind().as_str(), error = %e, "send failed");
+            node.record(Direction::Sent, envelope.to, &envelope.message, true, envelope.tag);
+            let result = match node.shared.links.outgoing(envelope.to) {
+                Verdict::Lost => {
+                    // Lost on the way: the sender hears nothing before its deadline.
+                    tokio::time::sleep(node.shared.rpc_timeout).await;
+                    Err(SendError::Unreachable(format!("node {}: lost on a faulty link (lab)", envelope.to)))
+                }
+                Verdict::Pass(delay) => {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    peer.call(node.shared.id, envelope.message.clone()).await
+                }
+            };
+            match &result {
+                Ok(reply) => node.record(Direction::Answered, envelope.to, &envelope.message, reply.ok, envelope.tag),
+                Err(e) => {
+                    node.record(Direction::Failed, envelope.to, &envelope.message, false, envelope.tag);
+                    tracing::debug!(to = envelope.to, kind = envelope.message.kind().as_str(), error = %e, "send failed");
+                }
             }
             node.thawed().await;
             node.event(|m, now| m.on_reply(now, envelope, result)).await;
@@ -388,6 +449,7 @@ impl ElectionNode {
         authorize(&request, rpc, Allowed::Node(from))?;
         let request = request.into_inner();
         self.thawed().await;
+        self.cut_off(from).await?;
         if self.shared.halted.is_stopping() {
             return Err(Status::unavailable("the node is stopping"));
         }
@@ -403,7 +465,9 @@ impl ElectionNode {
             peer.mark_up();
         }
         let kind = message.kind();
+        let seen = message.clone();
         let outcome = self.apply(|m, now| m.on_request(now, from, message)).await;
+        self.record(Direction::Received, from, &seen, matches!(outcome, Ok(Ok(_))), 0);
         self.shared.wake.notify_one();
         match outcome {
             Ok(Ok(reply)) => Ok(Response::new(wire_reply(self.shared.id, reply))),
@@ -457,6 +521,7 @@ impl ElectionService for ElectionNode {
     async fn follow(&self, request: Request<pb::FollowRequest>) -> Result<Response<Self::FollowStream>, Status> {
         let from = super::convert::to_id(request.get_ref().from, "from")?;
         authorize(&request, "ElectionService/Follow", Allowed::Node(from))?;
+        self.cut_off(from).await?;
         let r = request.into_inner();
         if r.to != 0 && r.to != wire_id(self.shared.id) {
             return Err(Status::failed_precondition(format!("this is node {}, not node {}", self.shared.id, r.to)));
@@ -467,6 +532,17 @@ impl ElectionService for ElectionNode {
         let permit = self.shared.lines.admit()?;
         let line = line::coordinator_line(self.shared.id, self.shared.leader.subscribe(), self.shared.leaving.clone(), permit);
         Ok(Response::new(Box::pin(line)))
+    }
+
+    type WatchMessagesStream = WatchStream<pb::MessageEvent>;
+
+    async fn watch_messages(&self, _request: Request<pb::WatchMessagesRequest>) -> Result<Response<Self::WatchMessagesStream>, Status> {
+        use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.shared.messages.subscribe()).map(|e| match e {
+            Ok(event) => Watched::Item(event),
+            Err(BroadcastStreamRecvError::Lagged(missed)) => Watched::Lagged(missed),
+        });
+        Ok(Response::new(self.shared.message_watchers.stream(events, self.shared.halted.clone())?))
     }
 
     type WatchLeaderStream = WatchStream<pb::NodeState>;
@@ -480,5 +556,11 @@ impl ElectionService for ElectionNode {
 
 /// Everything a node serves: `ElectionService`, health and reflection.
 pub async fn server(node: &ElectionNode) -> Result<Server, ServerError> {
-    Services::new().tls(node.shared.tls.as_ref()).add(node.service()).build().await
+    let services = Services::new().tls(node.shared.tls.as_ref()).add(node.service());
+    let services = if node.shared.lab {
+        services.add(LabService::new(crate::clock::ClockSet::default(), Some(node.shared.links.clone())).server())
+    } else {
+        services
+    };
+    services.build().await
 }

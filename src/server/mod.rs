@@ -112,6 +112,11 @@ impl Services {
         self
     }
 
+    /// Adds the `Lab` service (faults for experiments) over `clocks` when `on`.
+    pub fn lab(self, on: bool, clocks: crate::clock::ClockSet) -> Self {
+        if on { self.add(crate::lab::LabService::new(clocks, None).server()) } else { self }
+    }
+
     /// Adds reflection (of the added services and health) and health; every added service, and the
     /// server as a whole, starts SERVING.
     pub async fn build(mut self) -> Result<Server, ServerError> {
