@@ -11,6 +11,7 @@
 //!   frequency estimator slaves learn their drift with.
 //! - [`election`]: the Bully and Ring state machines: requests, replies and timer ticks in, messages out.
 //! - [`name`]: what a clock or member name may be.
+//! - [`lab`]: the fault lab's histories and the checkers that judge them.
 //!
 //! The gRPC services in the `synclab` crate are thin shells that feed these with real time and real
 //! messages.
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod cristian;
 pub mod duration;
 pub mod election;
+pub mod lab;
 pub mod name;
 
 /// An enum whose values have fixed lower-case names, as flags, logs and messages spell them (e.g.

@@ -1,0 +1,658 @@
+//! The checkers: each reads a whole history and says valid, invalid (with every violation) or unknown
+//! (nothing to judge by), with its figures.
+//!
+//! - **election-safety**: never two coordinators in one term — unless a partition had them in groups
+//!   that could not reach each other when they claimed it (a split brain Bully and Ring both allow:
+//!   neither needs a majority); those are counted as `split_brain_terms`.
+//! - **election-liveness**: after every fault operation (and after the start), the live nodes of each
+//!   group that can reach each other all follow one coordinator within the run's `settle_bound`. A
+//!   window shorter than the bound that ends before the group settled is `interrupted`, not a
+//!   violation; while a link is lossy or slow nothing is required, and the elections it caused are
+//!   counted (`elections_while_degraded`). The settle times are the failover distribution.
+//! - **highest-id**: once a group has settled, its coordinator is its highest live id (Bully and Ring
+//!   alike; a node cut off alone coordinates itself).
+//! - **cristian**: every sync's true error lies inside its reported bound, and after every fault each
+//!   device has a sync inside its bound within one interval (plus a second of slack).
+//! - **berkeley**: after every fault the group's spread is back under its bound within `spread_rounds`
+//!   rounds, and a clock bumped by more than the bound is left out of the next round's average.
+//!
+//! Groups are worked out from the faults: killed, stopped and paused nodes are down until started or
+//! unpaused; a partition puts nodes into groups until a heal. In a bridge (overlapping groups) who
+//! should lead is not defined, so liveness and the highest-id rule are not required there.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::history::{ElectionObservation, Event, Fault, Op, Role, RunInfo};
+use crate::election::NodeId;
+
+/// A checker's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Validity {
+    Valid,
+    Invalid,
+    /// Nothing to judge by (e.g. the cluster could not be observed).
+    Unknown,
+}
+
+impl Validity {
+    /// The run's exit code for it: 0 valid, 1 invalid, 2 unknown.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Validity::Valid => 0,
+            Validity::Invalid => 1,
+            Validity::Unknown => 2,
+        }
+    }
+
+    /// Invalid beats unknown beats valid.
+    fn and(self, other: Validity) -> Validity {
+        use Validity::*;
+        match (self, other) {
+            (Invalid, _) | (_, Invalid) => Invalid,
+            (Unknown, _) | (_, Unknown) => Unknown,
+            _ => Valid,
+        }
+    }
+}
+
+/// One checker's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub valid: Validity,
+    /// What went wrong, one line each (at most [`MAX_VIOLATIONS`] kept; `violation_count` has them all).
+    pub violations: Vec<String>,
+    pub violation_count: usize,
+    /// The checker's figures, by name.
+    pub figures: BTreeMap<String, serde_json::Value>,
+}
+
+/// The violations a result keeps in full.
+pub const MAX_VIOLATIONS: usize = 50;
+
+impl CheckResult {
+    fn new() -> Self {
+        Self { valid: Validity::Valid, violations: Vec::new(), violation_count: 0, figures: BTreeMap::new() }
+    }
+
+    fn unknown(why: &str) -> Self {
+        let mut r = Self::new();
+        r.valid = Validity::Unknown;
+        r.figures.insert("why".into(), why.into());
+        r
+    }
+
+    fn violation(&mut self, what: String) {
+        self.valid = Validity::Invalid;
+        self.violation_count += 1;
+        if self.violations.len() < MAX_VIOLATIONS {
+            self.violations.push(what);
+        }
+    }
+
+    fn figure(&mut self, name: &str, value: impl Into<serde_json::Value>) {
+        self.figures.insert(name.into(), value.into());
+    }
+}
+
+/// Every checker's result over one history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Results {
+    pub valid: Validity,
+    pub checkers: BTreeMap<String, CheckResult>,
+}
+
+/// Runs every checker that applies to `events` (those with nothing to check are left out).
+pub fn check(events: &[Event]) -> Results {
+    let run = events.iter().find_map(|e| if let Event::Run(r) = e { Some(r.clone()) } else { None });
+    let Some(run) = run else {
+        let mut checkers = BTreeMap::new();
+        checkers.insert("history".into(), CheckResult::unknown("the history has no run line"));
+        return Results { valid: Validity::Unknown, checkers };
+    };
+    let faults: Vec<Fault> = events.iter().filter_map(|e| if let Event::Fault(f) = e { Some(f.clone()) } else { None }).collect();
+    let end = events.iter().map(event_time).fold(0.0, f64::max);
+    let mut checkers = BTreeMap::new();
+    if !run.nodes.is_empty() {
+        let mut observations: Vec<ElectionObservation> =
+            events.iter().filter_map(|e| if let Event::Election(o) = e { Some(o.clone()) } else { None }).collect();
+        observations.sort_by(|a, b| a.time.total_cmp(&b.time));
+        let world = Worlds::new(&run, &faults);
+        checkers.insert("election-safety".into(), election_safety(&observations, &world));
+        let (liveness, highest) = election_liveness(&run, &observations, &world, &faults, end);
+        checkers.insert("election-liveness".into(), liveness);
+        checkers.insert("highest-id".into(), highest);
+    }
+    if events.iter().any(|e| matches!(e, Event::Sync(_))) {
+        checkers.insert("cristian".into(), cristian(&run, events, &faults, end));
+    }
+    if events.iter().any(|e| matches!(e, Event::Round(_))) {
+        checkers.insert("berkeley".into(), berkeley(&run, events, &faults));
+    }
+    let valid = if checkers.is_empty() {
+        checkers.insert("history".into(), CheckResult::unknown("nothing was observed"));
+        Validity::Unknown
+    } else {
+        checkers.values().fold(Validity::Valid, |v, c| v.and(c.valid))
+    };
+    Results { valid, checkers }
+}
+
+fn event_time(e: &Event) -> f64 {
+    match e {
+        Event::Run(_) => 0.0,
+        Event::Fault(f) => f.end,
+        Event::Election(o) => o.time,
+        Event::Message(m) => m.time,
+        Event::Clock(c) => c.time,
+        Event::Sync(s) => s.time,
+        Event::Round(r) => r.time,
+    }
+}
+
+/// The id of an election node's target name: `node-3` (or `3`).
+pub fn node_id(target: &str) -> Option<NodeId> {
+    target.strip_prefix("node-").unwrap_or(target).parse().ok()
+}
+
+/// Who is up and who can reach whom, from one fault to the next.
+#[derive(Debug, Clone, PartialEq)]
+struct World {
+    down: BTreeSet<NodeId>,
+    /// `None`: everyone reaches everyone.
+    groups: Option<Vec<Vec<NodeId>>>,
+    /// Some link is slow or lossy.
+    degraded: bool,
+}
+
+impl World {
+    fn can_reach(&self, a: NodeId, b: NodeId) -> bool {
+        match &self.groups {
+            None => true,
+            Some(groups) => a == b || groups.iter().any(|g| g.contains(&a) && g.contains(&b)),
+        }
+    }
+
+    /// The live nodes in groups that settle on their own, or `None` for a bridge (overlapping groups).
+    fn components(&self, nodes: &[NodeId]) -> Option<Vec<Vec<NodeId>>> {
+        let live: Vec<NodeId> = nodes.iter().copied().filter(|n| !self.down.contains(n)).collect();
+        let Some(groups) = &self.groups else { return Some(vec![live]) };
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for group in groups {
+            let members: Vec<NodeId> = group.iter().copied().filter(|n| live.contains(n)).collect();
+            if members.iter().any(|n| !seen.insert(*n)) {
+                return None;
+            }
+            if !members.is_empty() {
+                out.push(members);
+            }
+        }
+        // Nodes in no group are each on their own.
+        out.extend(live.iter().filter(|n| !seen.contains(n)).map(|n| vec![*n]));
+        Some(out)
+    }
+}
+
+/// The world after each fault, in order, with the time it took effect.
+struct Worlds {
+    /// (from, world): the world from `from` on.
+    steps: Vec<(f64, World)>,
+}
+
+impl Worlds {
+    fn new(run: &RunInfo, faults: &[Fault]) -> Self {
+        let mut world = World { down: BTreeSet::new(), groups: None, degraded: false };
+        let mut steps = vec![(0.0, world.clone())];
+        let mut links: BTreeSet<NodeId> = BTreeSet::new();
+        for fault in faults {
+            let ids = |targets: &[String]| -> Vec<NodeId> { targets.iter().filter_map(|t| node_id(t)).filter(|n| run.nodes.contains(n)).collect() };
+            match &fault.op {
+                Op::Kill { targets } | Op::Stop { targets } | Op::Pause { targets } => world.down.extend(ids(targets)),
+                Op::Start { targets } | Op::Unpause { targets } => {
+                    for n in ids(targets) {
+                        world.down.remove(&n);
+                    }
+                }
+                Op::Partition { groups, .. } => world.groups = Some(groups.clone()),
+                Op::Heal => {
+                    world.groups = None;
+                    links.clear();
+                }
+                Op::Link { node, delay_ms, jitter_ms, loss } => {
+                    if *delay_ms > 0.0 || *jitter_ms > 0.0 || *loss > 0.0 {
+                        links.insert(*node);
+                    } else {
+                        links.remove(node);
+                    }
+                }
+                Op::Bump { .. } | Op::Strobe { .. } | Op::Drift { .. } => {}
+            }
+            world.degraded = !links.is_empty();
+            // A fault takes effect somewhere between its start and its end; observations in between are
+            // not held against either world.
+            steps.push((fault.end, world.clone()));
+        }
+        Self { steps }
+    }
+
+    fn at(&self, time: f64) -> &World {
+        let i = self.steps.partition_point(|(from, _)| *from <= time);
+        &self.steps[i.saturating_sub(1)].1
+    }
+}
+
+fn election_safety(observations: &[ElectionObservation], worlds: &Worlds) -> CheckResult {
+    let mut result = CheckResult::new();
+    // term → coordinator → first time it claimed the term
+    let mut claims: BTreeMap<u64, BTreeMap<NodeId, f64>> = BTreeMap::new();
+    for o in observations.iter().filter(|o| o.role == Role::Coordinator) {
+        claims.entry(o.term).or_default().entry(o.node).or_insert(o.time);
+    }
+    let mut split = 0u64;
+    for (term, claimers) in &claims {
+        if claimers.len() < 2 {
+            continue;
+        }
+        let list: Vec<(&NodeId, &f64)> = claimers.iter().collect();
+        let mut excused = true;
+        for (i, (a, ta)) in list.iter().enumerate() {
+            for (b, tb) in &list[i + 1..] {
+                let apart = !worlds.at(**ta).can_reach(**a, **b) || !worlds.at(**tb).can_reach(**a, **b);
+                if !apart {
+                    excused = false;
+                    result.violation(format!(
+                        "term {term}: node {a} (at {ta:.3} s) and node {b} (at {tb:.3} s) both coordinated, able to reach each other"
+                    ));
+                }
+            }
+        }
+        if excused {
+            split += 1;
+        }
+    }
+    result.figure("terms", claims.len() as u64);
+    result.figure("split_brain_terms", split);
+    if observations.is_empty() {
+        return CheckResult::unknown("no election node was observed");
+    }
+    result
+}
+
+/// The settle times, and the highest-id rule at each settle.
+fn election_liveness(run: &RunInfo, observations: &[ElectionObservation], worlds: &Worlds, faults: &[Fault], end: f64) -> (CheckResult, CheckResult) {
+    let mut live = CheckResult::new();
+    let mut highest = CheckResult::new();
+    if observations.iter().all(|o| o.role == Role::Unreachable) {
+        return (CheckResult::unknown("no election node answered"), CheckResult::unknown("no election node answered"));
+    }
+    // Windows: from the start, and from the end of every fault, to the start of the next one.
+    let mut windows: Vec<(f64, f64, String)> = Vec::new();
+    let mut from = (0.0, "the start".to_string());
+    for fault in faults {
+        windows.push((from.0, fault.start, from.1.clone()));
+        from = (fault.end, fault.op.describe());
+    }
+    windows.push((from.0, f64::INFINITY, from.1));
+    let mut settle_times = Vec::new();
+    let (mut interrupted, mut not_required, mut degraded_elections, mut undisturbed) = (0u64, 0u64, 0u64, 0u64);
+    for (start, stop, after) in windows {
+        let world = worlds.at(start);
+        let in_window: Vec<&ElectionObservation> = observations.iter().filter(|o| o.time >= start && o.time < stop).collect();
+        let before: Vec<&ElectionObservation> = observations.iter().filter(|o| o.time < start).collect();
+        let Some(components) = world.components(&run.nodes) else {
+            not_required += 1;
+            continue;
+        };
+        if world.degraded {
+            not_required += 1;
+            degraded_elections += elections_in(&in_window);
+            continue;
+        }
+        match settle(&components, &before, &in_window, start) {
+            Some((at, coordinators)) => {
+                if at > start {
+                    settle_times.push(at - start);
+                } else {
+                    undisturbed += 1;
+                }
+                if at - start > run.settle_bound {
+                    live.violation(format!("settled {:.3} s after {after}, later than the bound of {} s", at - start, run.settle_bound));
+                }
+                for (group, coordinator) in components.iter().zip(coordinators) {
+                    let max = group.iter().copied().max().unwrap_or(0);
+                    if coordinator != max {
+                        highest.violation(format!(
+                            "after {after}: group {group:?} settled on node {coordinator}, not on its highest live id {max}"
+                        ));
+                    }
+                }
+            }
+            None if stop.min(end) - start < run.settle_bound => interrupted += 1,
+            None => live.violation(format!(
+                "the group {components:?} did not settle within {} s after {after} (observed until {:.3} s)",
+                run.settle_bound,
+                stop.min(end)
+            )),
+        }
+    }
+    settle_times.sort_by(f64::total_cmp);
+    live.figure("settled", settle_times.len() as u64);
+    live.figure("interrupted", interrupted);
+    live.figure("undisturbed", undisturbed);
+    live.figure("not_required", not_required);
+    live.figure("elections_while_degraded", degraded_elections);
+    live.figure("settle_seconds", settle_times.clone());
+    if !settle_times.is_empty() {
+        live.figure("settle_median_seconds", quantile(&settle_times, 0.5));
+        live.figure("settle_p99_seconds", quantile(&settle_times, 0.99));
+        live.figure("settle_max_seconds", settle_times[settle_times.len() - 1]);
+    }
+    highest.figure("checked", settle_times.len() as u64);
+    (live, highest)
+}
+
+/// The first time from `start` on when every group's nodes follow one coordinator of their group in one
+/// term; with each group's coordinator. A node's state is its latest observation (the lab records each
+/// change), so a node that was not disturbed needs no new one.
+fn settle(
+    components: &[Vec<NodeId>],
+    before: &[&ElectionObservation],
+    observations: &[&ElectionObservation],
+    start: f64,
+) -> Option<(f64, Vec<NodeId>)> {
+    let mut latest: BTreeMap<NodeId, &ElectionObservation> = before.iter().map(|o| (o.node, *o)).collect();
+    let moments = std::iter::once((start, None)).chain(observations.iter().map(|o| (o.time, Some(*o))));
+    for (time, o) in moments {
+        if let Some(o) = o {
+            latest.insert(o.node, o);
+        }
+        let mut coordinators = Vec::new();
+        for group in components {
+            let states: Option<Vec<&&ElectionObservation>> = group.iter().map(|n| latest.get(n)).collect();
+            let Some(states) = states else { break };
+            let Some(c) = states[0].coordinator else { break };
+            let term = states[0].term;
+            let agreed = group.contains(&c)
+                && states.iter().all(|s| {
+                    let role = if s.node == c { Role::Coordinator } else { Role::Follower };
+                    s.coordinator == Some(c) && s.term == term && s.role == role
+                });
+            if !agreed {
+                break;
+            }
+            coordinators.push(c);
+        }
+        if coordinators.len() == components.len() {
+            return Some((time, coordinators));
+        }
+    }
+    None
+}
+
+/// How many elections the observations show: terms that rose.
+fn elections_in(observations: &[&ElectionObservation]) -> u64 {
+    let terms: BTreeSet<u64> = observations.iter().filter(|o| o.role != Role::Unreachable).map(|o| o.term).collect();
+    terms.len().saturating_sub(1) as u64
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn cristian(run: &RunInfo, events: &[Event], faults: &[Fault], end: f64) -> CheckResult {
+    let mut result = CheckResult::new();
+    let syncs: Vec<_> = events.iter().filter_map(|e| if let Event::Sync(s) = e { Some(s) } else { None }).collect();
+    let mut worst_ratio: f64 = 0.0;
+    for s in &syncs {
+        let ratio = s.true_error_nanos.unsigned_abs() as f64 / s.error_bound_nanos.max(1) as f64;
+        worst_ratio = worst_ratio.max(ratio);
+        if s.true_error_nanos.unsigned_abs() > s.error_bound_nanos {
+            result.violation(format!(
+                "{} at {:.3} s: true error {} ns outside its bound ±{} ns",
+                s.device, s.time, s.true_error_nanos, s.error_bound_nanos
+            ));
+        }
+    }
+    let devices: BTreeSet<&str> = syncs.iter().map(|s| s.device.as_str()).collect();
+    let within = run.sync_interval + 1.0;
+    let mut recoveries = Vec::new();
+    for fault in faults {
+        if fault.end + within > end {
+            continue;
+        }
+        for device in &devices {
+            let back = syncs.iter().find(|s| s.device == *device && s.time > fault.end && s.true_error_nanos.unsigned_abs() <= s.error_bound_nanos);
+            match back {
+                Some(s) if s.time - fault.end <= within => recoveries.push(s.time - fault.end),
+                _ => result.violation(format!("{device} was not back inside its bound within {within:.1} s after {}", fault.op.describe())),
+            }
+        }
+    }
+    result.figure("syncs", syncs.len() as u64);
+    result.figure("worst_error_to_bound", worst_ratio);
+    result.figure("recovery_seconds", recoveries);
+    result
+}
+
+fn berkeley(run: &RunInfo, events: &[Event], faults: &[Fault]) -> CheckResult {
+    let mut result = CheckResult::new();
+    let rounds: Vec<_> = events.iter().filter_map(|e| if let Event::Round(r) = e { Some(r) } else { None }).collect();
+    let bound = run.spread_bound_nanos;
+    let n = run.spread_rounds.max(1) as usize;
+    for fault in faults {
+        let after: Vec<_> = rounds.iter().filter(|r| r.time > fault.end).collect();
+        if after.len() < n {
+            continue;
+        }
+        if !after[..n].iter().any(|r| r.spread_nanos <= bound) {
+            result.violation(format!("the spread was not back under {bound} ns within {n} rounds after {}", fault.op.describe()));
+        }
+        if let Op::Bump { target, by_nanos } = &fault.op
+            && by_nanos.unsigned_abs() > bound
+            && !after[0].excluded.iter().any(|m| m.eq_ignore_ascii_case(target))
+        {
+            result.violation(format!("{target}, bumped by {by_nanos} ns, was averaged in round {} instead of left out", after[0].round));
+        }
+    }
+    let spreads: Vec<f64> = rounds.iter().map(|r| r.spread_nanos as f64).collect();
+    result.figure("rounds", rounds.len() as u64);
+    if let Some(last) = spreads.last() {
+        result.figure("last_spread_nanos", *last);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::history::{RoundObservation, SyncObservation};
+
+    fn run(nodes: &[NodeId]) -> Event {
+        Event::Run(RunInfo {
+            scenario: "test".into(),
+            seed: 1,
+            algorithm: "bully".into(),
+            backend: "local".into(),
+            nodes: nodes.to_vec(),
+            settle_bound: 2.0,
+            sync_interval: 5.0,
+            spread_bound_nanos: 1_000_000,
+            spread_rounds: 2,
+        })
+    }
+
+    fn obs(time: f64, node: NodeId, role: Role, term: u64, coordinator: Option<NodeId>) -> Event {
+        Event::Election(ElectionObservation { time, node, role, term, coordinator })
+    }
+
+    /// Every node of `nodes` following `c` in `term` at `time`.
+    fn settled(time: f64, nodes: &[NodeId], c: NodeId, term: u64) -> Vec<Event> {
+        nodes.iter().map(|&n| obs(time, n, if n == c { Role::Coordinator } else { Role::Follower }, term, Some(c))).collect()
+    }
+
+    fn fault(start: f64, op: Op) -> Event {
+        Event::Fault(Fault { start, end: start + 0.01, op, error: None })
+    }
+
+    fn kill(n: NodeId) -> Op {
+        Op::Kill { targets: vec![format!("node-{n}")] }
+    }
+
+    #[test]
+    fn a_clean_failover_is_valid_with_its_settle_time() {
+        let mut h = vec![run(&[1, 2, 3])];
+        h.extend(settled(0.2, &[1, 2, 3], 3, 1));
+        h.push(fault(1.0, kill(3)));
+        h.extend(settled(1.31, &[1, 2], 2, 2));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::Valid, "{r:#?}");
+        let settle = &r.checkers["election-liveness"].figures["settle_seconds"];
+        assert_eq!(settle.as_array().unwrap().len(), 2);
+        assert!((settle[1].as_f64().unwrap() - 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn two_coordinators_in_one_term_that_reach_each_other_are_invalid() {
+        let mut h = vec![run(&[1, 2, 3])];
+        h.extend(settled(0.2, &[1, 2, 3], 3, 1));
+        h.push(obs(0.3, 2, Role::Coordinator, 1, Some(2)));
+        let r = check(&h);
+        assert_eq!(r.checkers["election-safety"].valid, Validity::Invalid);
+        assert!(r.checkers["election-safety"].violations[0].contains("term 1"));
+        assert_eq!(r.valid, Validity::Invalid);
+    }
+
+    #[test]
+    fn a_split_brain_across_a_partition_is_allowed_and_counted() {
+        let mut h = vec![run(&[1, 2, 3, 4])];
+        h.extend(settled(0.2, &[1, 2, 3, 4], 4, 1));
+        h.push(fault(1.0, Op::Partition { shape: "halves".into(), groups: vec![vec![1, 2], vec![3, 4]] }));
+        h.extend(settled(1.4, &[1, 2], 2, 2));
+        h.extend(settled(1.4, &[3, 4], 4, 1));
+        h.push(fault(2.0, Op::Heal));
+        h.extend(settled(2.5, &[1, 2, 3, 4], 4, 3));
+        // the other half also reached term 2 on its own
+        h.insert(6, obs(1.5, 4, Role::Coordinator, 2, Some(4)));
+        let r = check(&h);
+        assert_eq!(r.checkers["election-safety"].valid, Validity::Valid, "{r:#?}");
+        assert_eq!(r.checkers["election-safety"].figures["split_brain_terms"], 1);
+    }
+
+    #[test]
+    fn a_group_that_never_settles_is_invalid() {
+        let mut h = vec![run(&[1, 2, 3])];
+        h.extend(settled(0.2, &[1, 2, 3], 3, 1));
+        h.push(fault(1.0, kill(3)));
+        for i in 0..40 {
+            let t = 1.1 + i as f64 * 0.1;
+            h.push(obs(t, 1, Role::Candidate, 2 + i, None));
+            h.push(obs(t, 2, Role::Waiting, 2 + i, None));
+        }
+        let r = check(&h);
+        assert_eq!(r.checkers["election-liveness"].valid, Validity::Invalid, "{r:#?}");
+        assert!(r.checkers["election-liveness"].violations[0].contains("did not settle"));
+    }
+
+    #[test]
+    fn a_window_shorter_than_the_bound_is_interrupted_not_invalid() {
+        let mut h = vec![run(&[1, 2, 3])];
+        h.extend(settled(0.2, &[1, 2, 3], 3, 1));
+        h.push(fault(1.0, kill(3)));
+        h.push(fault(1.05, Op::Start { targets: vec!["node-3".into()] }));
+        h.extend(settled(1.5, &[1, 2, 3], 3, 3));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::Valid, "{r:#?}");
+        assert_eq!(r.checkers["election-liveness"].figures["interrupted"], 1);
+    }
+
+    #[test]
+    fn settling_on_a_lower_id_breaks_the_highest_id_rule() {
+        let mut h = vec![run(&[1, 2, 3])];
+        h.extend(settled(0.2, &[1, 2, 3], 2, 1));
+        let r = check(&h);
+        assert_eq!(r.checkers["highest-id"].valid, Validity::Invalid);
+        assert_eq!(r.checkers["election-liveness"].valid, Validity::Valid);
+    }
+
+    #[test]
+    fn an_isolated_node_coordinates_itself_and_the_rest_their_highest() {
+        let mut h = vec![run(&[1, 2, 3])];
+        h.extend(settled(0.2, &[1, 2, 3], 3, 1));
+        h.push(fault(1.0, Op::Partition { shape: "isolate".into(), groups: vec![vec![1, 2]] }));
+        h.extend(settled(1.5, &[1, 2], 2, 2));
+        h.push(obs(1.5, 3, Role::Coordinator, 1, Some(3)));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::Valid, "{r:#?}");
+    }
+
+    #[test]
+    fn a_bridge_requires_nothing_of_liveness() {
+        let mut h = vec![run(&[1, 2, 3])];
+        h.extend(settled(0.2, &[1, 2, 3], 3, 1));
+        h.push(fault(1.0, Op::Partition { shape: "bridge".into(), groups: vec![vec![1, 2], vec![2, 3]] }));
+        h.push(obs(1.2, 1, Role::Candidate, 5, None));
+        let r = check(&h);
+        assert_eq!(r.checkers["election-liveness"].valid, Validity::Valid, "{r:#?}");
+        assert_eq!(r.checkers["election-liveness"].figures["not_required"], 1);
+    }
+
+    #[test]
+    fn nothing_answering_is_unknown() {
+        let h = vec![run(&[1, 2]), obs(0.1, 1, Role::Unreachable, 0, None), obs(0.1, 2, Role::Unreachable, 0, None)];
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::Unknown);
+        assert_eq!(r.valid.exit_code(), 2);
+        assert_eq!(check(&[]).valid, Validity::Unknown);
+    }
+
+    fn sync(time: f64, device: &str, bound: u64, error: i64) -> Event {
+        Event::Sync(SyncObservation { time, device: device.into(), error_bound_nanos: bound, true_error_nanos: error })
+    }
+
+    #[test]
+    fn a_sync_outside_its_bound_is_invalid() {
+        let h = vec![run(&[]), sync(1.0, "laptop", 50_000, 2_000), sync(6.0, "laptop", 50_000, -60_000)];
+        let r = check(&h);
+        assert_eq!(r.checkers["cristian"].valid, Validity::Invalid);
+        assert!(r.checkers["cristian"].violations[0].contains("outside its bound"));
+    }
+
+    #[test]
+    fn a_device_that_does_not_recover_after_a_bump_is_invalid() {
+        let bump = fault(2.0, Op::Bump { target: "laptop".into(), by_nanos: 300_000_000_000 });
+        let good = vec![run(&[]), sync(1.0, "laptop", 50_000, 1_000), bump.clone(), sync(6.0, "laptop", 50_000, 1_000), sync(20.0, "laptop", 1, 0)];
+        assert_eq!(check(&good).valid, Validity::Valid, "{:#?}", check(&good));
+        let late = vec![run(&[]), sync(1.0, "laptop", 50_000, 1_000), bump, sync(12.0, "laptop", 50_000, 1_000), sync(20.0, "laptop", 1, 0)];
+        let r = check(&late);
+        assert_eq!(r.checkers["cristian"].valid, Validity::Invalid, "{r:#?}");
+    }
+
+    fn round(time: f64, round: u64, excluded: &[&str], spread: u64) -> Event {
+        Event::Round(RoundObservation { time, round, excluded: excluded.iter().map(|s| s.to_string()).collect(), spread_nanos: spread })
+    }
+
+    #[test]
+    fn berkeley_must_exclude_a_bumped_clock_and_pull_it_back() {
+        let bump = fault(2.0, Op::Bump { target: "tapmi".into(), by_nanos: 300_000_000_000 });
+        let good = vec![run(&[]), round(1.0, 1, &[], 10), bump.clone(), round(3.0, 2, &["TAPMI"], 10), round(4.0, 3, &[], 10)];
+        assert_eq!(check(&good).valid, Validity::Valid, "{:#?}", check(&good));
+        let averaged = vec![run(&[]), round(1.0, 1, &[], 10), bump.clone(), round(3.0, 2, &[], 10), round(4.0, 3, &[], 10)];
+        assert_eq!(check(&averaged).checkers["berkeley"].valid, Validity::Invalid);
+        let spread = vec![run(&[]), round(1.0, 1, &[], 10), bump, round(3.0, 2, &["TAPMI"], 5_000_000), round(4.0, 3, &[], 5_000_000)];
+        assert_eq!(check(&spread).checkers["berkeley"].valid, Validity::Invalid);
+    }
+
+    #[test]
+    fn histories_round_trip_through_json_lines() {
+        let h = vec![run(&[1]), fault(1.0, kill(1)), obs(0.5, 1, Role::Coordinator, 1, Some(1))];
+        let text: String = h.iter().map(|e| crate::lab::history::line(e) + "\n").collect();
+        assert!(text.contains(r#""type":"fault""#) && text.contains(r#""op":"kill""#), "{text}");
+        assert_eq!(crate::lab::history::parse(&text).unwrap(), h);
+        let bad = crate::lab::history::parse("{\"type\":\"run\"}\n").unwrap_err();
+        assert_eq!(bad.line, 1);
+    }
+}

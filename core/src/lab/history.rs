@@ -1,0 +1,237 @@
+//! What a lab run records: every fault operation with its start and end, and every observation, in time
+//! order. A history is written as JSON lines (`history.jsonl`), one [`Event`] per line, so it can be
+//! read, edited and checked again.
+//!
+//! Times are seconds since the run started (`time`, `start`, `end`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::election::NodeId;
+
+/// One line of a history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    /// What the run was: written first.
+    Run(RunInfo),
+    /// A fault operation, from when it was begun to when it was done.
+    Fault(Fault),
+    /// What one election node reported of itself.
+    Election(ElectionObservation),
+    /// A message an election node sent or received.
+    Message(MessageObservation),
+    /// A clock's true offset (ground truth), read from the process keeping it.
+    Clock(ClockObservation),
+    /// A Cristian sync of a device, with its reported bound and true error.
+    Sync(SyncObservation),
+    /// A Berkeley round, as the master reports it.
+    Round(RoundObservation),
+}
+
+/// The run's settings, which the checkers read their bounds from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub scenario: String,
+    pub seed: u64,
+    /// `bully` or `ring` (empty when no election ran).
+    #[serde(default)]
+    pub algorithm: String,
+    /// `local` or `compose`.
+    pub backend: String,
+    /// The election nodes, by id.
+    #[serde(default)]
+    pub nodes: Vec<NodeId>,
+    /// Seconds after a fault within which a group must settle.
+    #[serde(default = "default_settle_bound")]
+    pub settle_bound: f64,
+    /// Seconds between a Cristian device's syncs.
+    #[serde(default)]
+    pub sync_interval: f64,
+    /// Nanoseconds within which the Berkeley group's spread must come back.
+    #[serde(default)]
+    pub spread_bound_nanos: u64,
+    /// Rounds within which it must come back.
+    #[serde(default = "default_rounds")]
+    pub spread_rounds: u64,
+}
+
+fn default_settle_bound() -> f64 {
+    5.0
+}
+
+fn default_rounds() -> u64 {
+    3
+}
+
+/// A fault operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    /// When the operation was begun and when it was done (seconds).
+    pub start: f64,
+    pub end: f64,
+    #[serde(flatten)]
+    pub op: Op,
+    /// Why it failed, if it did (the run goes on; the checkers see what really happened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a fault operation did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    /// SIGKILL: the processes die at once (in one process: the nodes stop without a goodbye).
+    Kill { targets: Vec<String> },
+    /// SIGTERM: the processes stop as they would in a rolling restart.
+    Stop { targets: Vec<String> },
+    /// Started again after a kill or a stop.
+    Start { targets: Vec<String> },
+    /// Frozen (`docker pause`): alive, but answers nothing and does nothing.
+    Pause { targets: Vec<String> },
+    Unpause { targets: Vec<String> },
+    /// The election nodes are cut into these groups: no message crosses between groups. A node in no
+    /// group is in a group of its own. `shape` names it (isolate, halves, bridge, majorities-ring).
+    /// In a bridge, one node sees both halves: the groups overlap.
+    Partition { shape: String, groups: Vec<Vec<NodeId>> },
+    /// Every partition and link fault removed.
+    Heal,
+    /// Delay, jitter and loss on every link of `node` (both ways).
+    Link { node: NodeId, delay_ms: f64, jitter_ms: f64, loss: f64 },
+    /// A clock stepped by `by_nanos` at once.
+    Bump { target: String, by_nanos: i64 },
+    /// A clock stepped back and forth by `amplitude_nanos`.
+    Strobe { target: String, amplitude_nanos: i64, period_ms: f64, duration_ms: f64 },
+    /// A clock's drift changed.
+    Drift { target: String, drift_ppm: f64 },
+}
+
+impl Op {
+    /// The operation's name, as the history spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Kill { .. } => "kill",
+            Op::Stop { .. } => "stop",
+            Op::Start { .. } => "start",
+            Op::Pause { .. } => "pause",
+            Op::Unpause { .. } => "unpause",
+            Op::Partition { .. } => "partition",
+            Op::Heal => "heal",
+            Op::Link { .. } => "link",
+            Op::Bump { .. } => "bump",
+            Op::Strobe { .. } => "strobe",
+            Op::Drift { .. } => "drift",
+        }
+    }
+
+    /// A short description, for summaries and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Kill { targets } | Op::Stop { targets } | Op::Start { targets } | Op::Pause { targets } | Op::Unpause { targets } => {
+                format!("{} {}", self.name(), targets.join(","))
+            }
+            Op::Partition { shape, groups } => {
+                let groups: Vec<String> = groups.iter().map(|g| g.iter().map(u64::to_string).collect::<Vec<_>>().join(",")).collect();
+                format!("partition ({shape}) {}", groups.join(" | "))
+            }
+            Op::Heal => "heal".into(),
+            Op::Link { node, delay_ms, jitter_ms, loss } => {
+                format!("link node-{node}: {delay_ms}±{jitter_ms} ms, {:.0}% loss", loss * 100.0)
+            }
+            Op::Bump { target, by_nanos } => format!("bump {target} by {}", crate::duration::format_nanos(*by_nanos as f64)),
+            Op::Strobe { target, amplitude_nanos, .. } => {
+                format!("strobe {target} ±{}", crate::duration::format_nanos(*amplitude_nanos as f64))
+            }
+            Op::Drift { target, drift_ppm } => format!("drift {target} {drift_ppm:+} ppm"),
+        }
+    }
+}
+
+/// The role an election node reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Follower,
+    Candidate,
+    Waiting,
+    Coordinator,
+    /// Did not answer (down, paused or cut off from the lab).
+    Unreachable,
+}
+
+/// One election node's state, as it reported it (or that it did not answer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElectionObservation {
+    pub time: f64,
+    pub node: NodeId,
+    pub role: Role,
+    pub term: u64,
+    /// The coordinator it follows (itself when it is the coordinator); `None` while unknown.
+    pub coordinator: Option<NodeId>,
+}
+
+/// One message, as the node that sent or received it reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageObservation {
+    pub time: f64,
+    pub node: NodeId,
+    pub peer: NodeId,
+    /// `sent`, `received`, `answered` or `failed`.
+    pub direction: String,
+    pub kind: String,
+    pub term: u64,
+}
+
+/// A clock's true offset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockObservation {
+    pub time: f64,
+    pub clock: String,
+    pub true_offset_nanos: i64,
+}
+
+/// One Cristian sync.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncObservation {
+    pub time: f64,
+    pub device: String,
+    pub error_bound_nanos: u64,
+    pub true_error_nanos: i64,
+}
+
+/// One Berkeley round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundObservation {
+    pub time: f64,
+    pub round: u64,
+    /// The members left out of the average.
+    pub excluded: Vec<String>,
+    /// The spread (largest minus smallest true offset) of the clocks no fault touched, just after the
+    /// round's corrections, ns.
+    pub spread_nanos: u64,
+}
+
+/// A history could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct HistoryError {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Reads a history from JSON lines (blank lines are skipped).
+pub fn parse(text: &str) -> Result<Vec<Event>, HistoryError> {
+    let mut events = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = serde_json::from_str(line).map_err(|e| HistoryError { line: i + 1, reason: e.to_string() })?;
+        events.push(event);
+    }
+    Ok(events)
+}
+
+/// Writes one event as a line of JSON.
+pub fn line(event: &Event) -> String {
+    serde_json::to_string(event).unwrap_or_default()
+}
