@@ -29,6 +29,8 @@ mod berkeley;
 mod cristian;
 #[path = "synclab/election.rs"]
 mod election;
+#[path = "synclab/lab.rs"]
+mod lab;
 
 /// synclab: clock synchronization and leader election you can run, probe and break.
 #[derive(Debug, Parser)]
@@ -53,6 +55,8 @@ enum Command {
     /// Make a lab CA and a certificate and key for each name (every compose service, observer and lab
     /// when none is given), for mutual TLS.
     Certs(CertsArgs),
+    /// Break a group on purpose: seeded fault scenarios, a recorded history, checkers and a report.
+    Lab(lab::LabArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,14 +127,19 @@ fn main() -> ExitCode {
             }
         };
     }
-    // Output piped into `head` and the like ends the process quietly, as it does other Unix tools,
-    // instead of failing a write and panicking.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // Output piped into `head` and the like ends the process quietly, as it does other Unix tools,
+    // instead of failing a write and panicking. Not for commands that serve or hold peers' sockets in
+    // this process (a device's clock server, the lab's in-process nodes): there a peer that hangs up
+    // must cost one connection, never the process.
+    let serves = matches!(cli.command, Command::Cristian(_) | Command::Lab(_));
+    #[cfg(unix)]
+    if !serves {
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -146,6 +155,7 @@ fn main() -> ExitCode {
             Command::Berkeley(args) => berkeley::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Election(args) => election::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Certs(args) => certs(args),
+            Command::Lab(args) => lab::run(args).await,
         }
     });
     match result {

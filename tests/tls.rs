@@ -264,3 +264,25 @@ async fn each_identity_may_do_only_what_the_table_says() {
     assert!(as_observer.get_state(pb::GetStateRequest {}).await.is_ok(), "reads are open");
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn only_the_lab_identity_may_break_things() {
+    let dir = certs("lab", &["time-server", "observer", "lab", "node-1"]);
+    let clock = LiveClock::new("time-server", ClockConfig::default()).unwrap();
+    let server = synclab::cristian::server(clock.clone(), 0, Some(&tls(&dir, "time-server")), true).await.unwrap();
+    let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (_stop, stopped) = Stop::new();
+    tokio::spawn(server.serve(listener, stopped));
+    let bump = synclab::proto::lab::BumpClockRequest { clock: String::new(), by_nanos: 1_000_000_000 };
+    for who in ["observer", "node-1", "time-server"] {
+        let mut client = synclab::proto::lab::lab_client::LabClient::new(dialer(&dir, who).channel(&addr, TIMEOUT).unwrap());
+        let e = client.bump_clock(bump.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{who}: {e:?}");
+        assert!(e.message().contains(who) && e.message().contains("BumpClock"), "{}", e.message());
+    }
+    assert!(clock.read().true_offset.abs() < 1e6, "a refused bump moved the clock");
+    let mut lab = synclab::proto::lab::lab_client::LabClient::new(dialer(&dir, "lab").channel(&addr, TIMEOUT).unwrap());
+    lab.bump_clock(bump).await.unwrap();
+    assert!((clock.read().true_offset - 1e9).abs() < 1e6);
+}

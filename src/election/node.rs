@@ -207,7 +207,7 @@ impl ElectionNode {
             rpc_timeout: config.rpc_timeout,
             tls: config.tls.clone(),
             lab: config.lab,
-            links: Arc::default(),
+            links: Arc::new(LinkFaults::new(config.peers.keys().copied().filter(|&p| p != config.id))),
             messages: tokio::sync::broadcast::channel(1024).0,
             message_watchers: Watchers::new(Limits::default().max_watchers),
             crashed: std::sync::atomic::AtomicBool::new(false),

@@ -41,16 +41,32 @@ pub enum Verdict {
 /// A process's link faults, by peer.
 #[derive(Debug, Default)]
 pub struct LinkFaults {
+    /// The peers this process has links to.
+    peers: Vec<NodeId>,
     state: Mutex<(BTreeMap<NodeId, LinkFault>, u64)>,
 }
 
+/// Faults that name a link this process does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node {0} is not a peer of this node: there is no such link")]
+pub struct NoSuchLink(pub NodeId);
+
 impl LinkFaults {
-    /// Replaces every fault (an empty map heals all links); `seed` seeds loss and jitter.
-    pub fn set(&self, faults: BTreeMap<NodeId, LinkFault>, seed: u64) -> usize {
+    /// No faults yet, on the links to `peers`.
+    pub fn new(peers: impl IntoIterator<Item = NodeId>) -> Self {
+        Self { peers: peers.into_iter().collect(), state: Mutex::default() }
+    }
+
+    /// Replaces every fault (an empty map heals all links); `seed` seeds loss and jitter. Nothing
+    /// changes if a fault names a link this process does not have.
+    pub fn set(&self, faults: BTreeMap<NodeId, LinkFault>, seed: u64) -> Result<usize, NoSuchLink> {
+        if let Some(peer) = faults.keys().find(|p| !self.peers.contains(p)) {
+            return Err(NoSuchLink(*peer));
+        }
         let faults: BTreeMap<NodeId, LinkFault> = faults.into_iter().filter(|(_, f)| f.is_fault()).collect();
         let n = faults.len();
         *lock(&self.state) = (faults, seed.max(1));
-        n
+        Ok(n)
     }
 
     /// What happens to a message to `peer` now.
@@ -86,7 +102,7 @@ mod tests {
 
     #[test]
     fn faults_apply_per_peer_and_heal() {
-        let links = LinkFaults::default();
+        let links = LinkFaults::new([2, 3, 4, 5]);
         assert_eq!(links.outgoing(2), Verdict::Pass(Duration::ZERO));
         let ms = Duration::from_millis;
         let faults = BTreeMap::from([
@@ -95,7 +111,7 @@ mod tests {
             (4, LinkFault { loss: 0.5, ..LinkFault::default() }),
             (5, LinkFault::default()),
         ]);
-        assert_eq!(links.set(faults, 7), 3, "a link without a fault is not counted");
+        assert_eq!(links.set(faults, 7), Ok(3), "a link without a fault is not counted");
         assert_eq!(links.outgoing(2), Verdict::Lost);
         assert!(links.incoming_dropped(2) && !links.incoming_dropped(3));
         for _ in 0..100 {
@@ -106,7 +122,10 @@ mod tests {
         }
         let lost = (0..1000).filter(|_| links.outgoing(4) == Verdict::Lost).count();
         assert!((400..600).contains(&lost), "{lost} of 1000 lost at 50%");
-        links.set(BTreeMap::new(), 1);
+        let unknown = BTreeMap::from([(9, LinkFault { drop: true, ..LinkFault::default() })]);
+        assert_eq!(links.set(unknown, 1), Err(NoSuchLink(9)));
+        assert_eq!(links.outgoing(2), Verdict::Lost, "a refused change changes nothing");
+        links.set(BTreeMap::new(), 1).unwrap();
         assert_eq!(links.outgoing(2), Verdict::Pass(Duration::ZERO));
     }
 }

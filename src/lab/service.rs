@@ -126,6 +126,9 @@ impl Lab for LabService {
         let mut faults = BTreeMap::new();
         for link in r.links {
             let peer = crate::election::convert::to_id(link.peer, "peer")?;
+            if faults.contains_key(&peer) {
+                return Err(Status::invalid_argument(format!("two faults for the link to node {peer}")));
+            }
             if !(0.0..=1.0).contains(&link.loss) {
                 return Err(Status::invalid_argument(format!("loss {} is not a probability", link.loss)));
             }
@@ -136,7 +139,7 @@ impl Lab for LabService {
             }
             faults.insert(peer, LinkFault { drop: link.drop, delay, jitter, loss: link.loss });
         }
-        let faulty = links.set(faults, r.seed);
+        let faulty = links.set(faults, r.seed).map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::warn!(faulty, "lab: link faults set");
         Ok(Response::new(SetLinksReply { faulty: faulty as u32 }))
     }

@@ -297,6 +297,7 @@ fn election_liveness(run: &RunInfo, observations: &[ElectionObservation], worlds
     }
     windows.push((from.0, f64::INFINITY, from.1));
     let mut settle_times = Vec::new();
+    let mut degraded = Vec::new();
     let (mut interrupted, mut not_required, mut degraded_elections, mut undisturbed) = (0u64, 0u64, 0u64, 0u64);
     for (start, stop, after) in windows {
         let world = worlds.at(start);
@@ -308,7 +309,9 @@ fn election_liveness(run: &RunInfo, observations: &[ElectionObservation], worlds
         };
         if world.degraded {
             not_required += 1;
-            degraded_elections += elections_in(&in_window);
+            let elections = elections_in(&in_window);
+            degraded_elections += elections;
+            degraded.push(serde_json::json!({ "after": after, "seconds": stop.min(end) - start, "elections": elections }));
             continue;
         }
         match settle(&components, &before, &in_window, start) {
@@ -344,6 +347,7 @@ fn election_liveness(run: &RunInfo, observations: &[ElectionObservation], worlds
     live.figure("undisturbed", undisturbed);
     live.figure("not_required", not_required);
     live.figure("elections_while_degraded", degraded_elections);
+    live.figure("degraded_windows", degraded);
     live.figure("settle_seconds", settle_times.clone());
     if !settle_times.is_empty() {
         live.figure("settle_median_seconds", quantile(&settle_times, 0.5));

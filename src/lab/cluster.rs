@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use synclab::election::state::StateError;
-use synclab::election::{ElectionNode, NodeConfig, NodeError, agreement};
-use synclab::proto::election as pb;
-use synclab::server::{Connections, Stop, StopHandle};
+use crate::election::state::StateError;
+use crate::election::{ElectionNode, NodeConfig, NodeError, agreement};
+use crate::proto::election as pb;
+use crate::server::{Connections, Stop, StopHandle};
 use synclab_core::election::{Algorithm, NodeId};
 
 struct Running {
@@ -64,8 +64,8 @@ impl LocalCluster {
         let mut listeners = BTreeMap::new();
         let mut addresses = BTreeMap::new();
         for id in 1..=n {
-            let listener = synclab::server::bind("127.0.0.1:0").await?;
-            let port = listener.local_addr().map_err(|e| NodeError::Server(synclab::server::ServerError::Bind { addr: "127.0.0.1:0".into(), source: e }))?.port();
+            let listener = crate::server::bind("127.0.0.1:0").await?;
+            let port = listener.local_addr().map_err(|e| NodeError::Server(crate::server::ServerError::Bind { addr: "127.0.0.1:0".into(), source: e }))?.port();
             addresses.insert(id, format!("127.0.0.1:{port}"));
             listeners.insert(id, listener);
         }
@@ -123,7 +123,7 @@ impl LocalCluster {
         let mut config = NodeConfig { id, ..self.template.clone() };
         (self.configure)(&mut config);
         let node = ElectionNode::new(config)?;
-        let server = synclab::election::server(&node).await?;
+        let server = crate::election::server(&node).await?;
         let connections = server.connections();
         let (stop, stopped) = Stop::new();
         let server = tokio::spawn({
@@ -169,7 +169,7 @@ impl LocalCluster {
     /// Starts node `id` again on its port, with the term from its state file.
     pub async fn restart(&mut self, id: NodeId) -> Result<(), NodeError> {
         self.stop(id).await;
-        let listener = synclab::server::bind(&self.addresses[&id]).await?;
+        let listener = crate::server::bind(&self.addresses[&id]).await?;
         self.launch(id, listener).await
     }
 

@@ -1,0 +1,329 @@
+//! `report.html`: one self-contained page per run (inline SVG from plotters, no scripts, no network):
+//! the checkers' verdicts, a timeline per node (role and term) with the fault windows shaded, the
+//! failover-time distribution, and a Lamport (space-time) diagram of the messages of each election with
+//! their counts next to the theory.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+use synclab_core::election::NodeId;
+use synclab_core::lab::check::{Results, Validity};
+use synclab_core::lab::history::{ElectionObservation, Event, Fault, MessageObservation, Role, RunInfo};
+
+/// The most elections drawn as diagrams.
+const MAX_DIAGRAMS: usize = 6;
+
+/// The whole page.
+pub fn html(events: &[Event], results: &Results) -> String {
+    let run = events.iter().find_map(|e| if let Event::Run(r) = e { Some(r.clone()) } else { None });
+    let observations: Vec<&ElectionObservation> = events.iter().filter_map(|e| if let Event::Election(o) = e { Some(o) } else { None }).collect();
+    let faults: Vec<&Fault> = events.iter().filter_map(|e| if let Event::Fault(f) = e { Some(f) } else { None }).collect();
+    let messages: Vec<&MessageObservation> = events.iter().filter_map(|e| if let Event::Message(m) = e { Some(m) } else { None }).collect();
+    let end = observations.iter().map(|o| o.time).chain(faults.iter().map(|f| f.end)).fold(1.0, f64::max);
+
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>synclab lab report</title><style>\
+         body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}\
+         table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}\
+         .valid{color:#1a7f37}.invalid{color:#cf222e;font-weight:bold}.unknown{color:#9a6700}\
+         svg{display:block;margin:1em 0}code{background:#f4f4f4}</style></head><body>",
+    );
+    match &run {
+        Some(r) => {
+            let _ = write!(
+                page,
+                "<h1>{} <small>({}, {}, seed {})</small></h1>",
+                esc(&r.scenario),
+                esc(&r.algorithm),
+                esc(&r.backend),
+                r.seed
+            );
+        }
+        None => page.push_str("<h1>synclab lab report</h1>"),
+    }
+    let _ = write!(page, "<p>Overall: {}</p><table><tr><th>checker</th><th>verdict</th><th>figures</th><th>violations</th></tr>", verdict(results.valid));
+    for (name, r) in &results.checkers {
+        let figures: Vec<String> = r
+            .figures
+            .iter()
+            .filter(|(_, v)| !v.is_array())
+            .map(|(k, v)| match v.as_f64() {
+                Some(f) if f.fract() != 0.0 => format!("{k} = {f:.3}"),
+                _ => format!("{k} = {v}"),
+            })
+            .collect();
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(name),
+            verdict(r.valid),
+            esc(&figures.join(", ")),
+            r.violations.iter().map(|v| esc(v)).collect::<Vec<_>>().join("<br>")
+        );
+    }
+    page.push_str("</table>");
+
+    if let Some(run) = &run
+        && !run.nodes.is_empty()
+    {
+        page.push_str("<h2>Timeline</h2><p>Each node's role over time (green: coordinator, blue: follower, orange: candidate, \
+                       yellow: waiting, grey: unreachable), its term written where it changes; faults shaded from when they began \
+                       to the next operation.</p>");
+        page.push_str(&timeline(run, &observations, &faults, end));
+        page.push_str("<h2>Faults</h2><table><tr><th>start (s)</th><th>end (s)</th><th>operation</th><th>error</th></tr>");
+        for f in &faults {
+            let _ = write!(
+                page,
+                "<tr><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
+                f.start,
+                f.end,
+                esc(&f.op.describe()),
+                esc(f.error.as_deref().unwrap_or(""))
+            );
+        }
+        page.push_str("</table>");
+        if let Some(windows) = results.checkers.get("election-liveness").and_then(|c| c.figures.get("degraded_windows")).and_then(|v| v.as_array())
+            && !windows.is_empty()
+        {
+            page.push_str("<h2>Slow and lossy links</h2><table><tr><th>while</th><th>seconds</th><th>elections</th></tr>");
+            for w in windows {
+                let _ = write!(
+                    page,
+                    "<tr><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
+                    esc(w["after"].as_str().unwrap_or("")),
+                    w["seconds"].as_f64().unwrap_or(0.0),
+                    w["elections"]
+                );
+            }
+            page.push_str("</table>");
+        }
+        if let Some(times) = results.checkers.get("election-liveness").and_then(|c| c.figures.get("settle_seconds")).and_then(|v| v.as_array()) {
+            let times: Vec<f64> = times.iter().filter_map(|v| v.as_f64()).collect();
+            if !times.is_empty() {
+                page.push_str("<h2>Time to settle after each fault</h2>");
+                page.push_str(&distribution(&times));
+            }
+        }
+        page.push_str("<h2>Elections</h2>");
+        page.push_str(&elections(run, &observations, &messages));
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+fn verdict(v: Validity) -> &'static str {
+    match v {
+        Validity::Valid => "<span class=\"valid\">valid</span>",
+        Validity::Invalid => "<span class=\"invalid\">invalid</span>",
+        Validity::Unknown => "<span class=\"unknown\">unknown</span>",
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn role_color(role: Role) -> RGBColor {
+    match role {
+        Role::Coordinator => RGBColor(46, 160, 67),
+        Role::Follower => RGBColor(84, 174, 255),
+        Role::Candidate => RGBColor(251, 143, 68),
+        Role::Waiting => RGBColor(212, 167, 44),
+        Role::Unreachable => RGBColor(175, 184, 193),
+    }
+}
+
+fn timeline(run: &RunInfo, observations: &[&ElectionObservation], faults: &[&Fault], end: f64) -> String {
+    let mut svg = String::new();
+    let n = run.nodes.len();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1050, 80 + 40 * n as u32)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let max_id = run.nodes.iter().copied().max().unwrap_or(1) as f64;
+        let Ok(mut chart) = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..end, 0.5..max_id + 0.5)
+        else {
+            return svg_or_empty(String::new());
+        };
+        let _ = chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|y| format!("node-{}", y.round() as u64))
+            .x_desc("seconds")
+            .draw();
+        // Faults: shaded from each operation to the next.
+        for (i, f) in faults.iter().enumerate() {
+            let until = faults.get(i + 1).map_or(end, |g| g.start);
+            let shade = if f.op.name() == "heal" || f.op.name() == "start" || f.op.name() == "unpause" { RGBColor(240, 240, 240) } else { RGBColor(255, 220, 220) };
+            let _ = chart.draw_series(std::iter::once(Rectangle::new([(f.start, 0.5), (until, max_id + 0.5)], shade.filled())));
+            let _ = chart.draw_series(std::iter::once(Text::new(f.op.describe(), (f.start, max_id + 0.45), ("sans-serif", 11).into_font())));
+        }
+        for &node in &run.nodes {
+            let mine: Vec<&&ElectionObservation> = observations.iter().filter(|o| o.node == node).collect();
+            let y = node as f64;
+            for (i, o) in mine.iter().enumerate() {
+                let until = mine.get(i + 1).map_or(end, |p| p.time);
+                let _ = chart.draw_series(std::iter::once(Rectangle::new([(o.time, y - 0.3), (until, y + 0.3)], role_color(o.role).filled())));
+                if o.role != Role::Unreachable && (i == 0 || mine[i - 1].term != o.term) {
+                    let _ = chart.draw_series(std::iter::once(Text::new(format!("{}", o.term), (o.time, y + 0.05), ("sans-serif", 10).into_font())));
+                }
+            }
+        }
+        let _ = root.present();
+    }
+    svg_or_empty(svg)
+}
+
+fn svg_or_empty(svg: String) -> String {
+    if svg.is_empty() { "<p>(nothing to draw)</p>".into() } else { svg }
+}
+
+fn distribution(times: &[f64]) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (700, 300)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let max = times.iter().copied().fold(0.0, f64::max).max(0.01) * 1e3;
+        let width = (max / 20.0).max(1.0);
+        let mut buckets: BTreeMap<u64, u32> = BTreeMap::new();
+        for t in times {
+            *buckets.entry((t * 1e3 / width) as u64).or_default() += 1;
+        }
+        let top = buckets.values().copied().max().unwrap_or(1) + 1;
+        let Ok(mut chart) = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0.0..max + width, 0u32..top)
+        else {
+            return String::new();
+        };
+        let _ = chart.configure_mesh().x_desc("milliseconds until the group settled").y_desc("faults").draw();
+        let _ = chart.draw_series(buckets.iter().map(|(b, c)| {
+            let x = *b as f64 * width;
+            Rectangle::new([(x, 0), (x + width * 0.9, *c)], RGBColor(84, 174, 255).filled())
+        }));
+        let _ = root.present();
+    }
+    svg
+}
+
+/// One section per election (a term first claimed): its Lamport diagram and message counts.
+fn elections(run: &RunInfo, observations: &[&ElectionObservation], messages: &[&MessageObservation]) -> String {
+    let mut out = String::new();
+    let mut claimed: BTreeMap<u64, (f64, NodeId)> = BTreeMap::new();
+    for o in observations.iter().filter(|o| o.role == Role::Coordinator) {
+        claimed.entry(o.term).or_insert((o.time, o.node));
+    }
+    if claimed.is_empty() {
+        return "<p>No coordinator was observed.</p>".into();
+    }
+    let n = run.nodes.len();
+    let theory = if run.algorithm == "ring" {
+        format!("Ring, n = {n}: an election message around the ring and a coordinator message around it again, about 2n = {} sends when every node is up (each dead successor costs a failed send).", 2 * n)
+    } else {
+        format!(
+            "Bully, n = {n}: from n − 2 = {} messages (the next-highest node notices) to O(n²), about {} (the lowest notices: every node holds an election).",
+            n.saturating_sub(2),
+            n * (n - 1) / 2 + n.saturating_sub(1) + n.saturating_sub(2)
+        )
+    };
+    let _ = write!(out, "<p>{}</p><p>{} terms were claimed; the first {} are drawn.</p>", esc(&theory), claimed.len(), claimed.len().min(MAX_DIAGRAMS));
+    let election_kinds = |m: &&&MessageObservation| m.kind != "Alive";
+    let mut previous = 0.0;
+    for (term, (at, coordinator)) in claimed.iter().take(MAX_DIAGRAMS) {
+        // Its messages: those since the previous claim (at most 2 s before this one) up to just after it.
+        let from = (at - 2.0).max(previous);
+        let window: Vec<&&MessageObservation> =
+            messages.iter().filter(|m| m.time > from && m.time <= at + 0.1 && m.term <= *term).filter(election_kinds).collect();
+        previous = *at;
+        let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+        for m in window.iter().filter(|m| m.direction == "sent") {
+            *counts.entry(m.kind.as_str()).or_default() += 1;
+        }
+        let total: u32 = counts.values().sum();
+        let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = write!(
+            out,
+            "<h3>Term {term}: node {coordinator} at {at:.3} s</h3><p>{} messages sent ({})</p>",
+            total,
+            esc(&counts.join(", "))
+        );
+        // Drawn over the messages' own span, so a quick election is not a thin line.
+        let first = window.iter().map(|m| m.time).fold(f64::INFINITY, f64::min);
+        let last = window.iter().map(|m| m.time).fold(f64::NEG_INFINITY, f64::max);
+        let pad = ((last - first) * 0.05).max(0.001);
+        out.push_str(&lamport(run, &window, first - pad, last + pad));
+    }
+    out
+}
+
+/// A space-time diagram: one vertical line per node, time downwards, an arrow per delivered message
+/// (a send matched to the first receipt of the same kind and term at its peer).
+fn lamport(run: &RunInfo, window: &[&&MessageObservation], from: f64, to: f64) -> String {
+    let sent: Vec<&&&MessageObservation> = window.iter().filter(|m| m.direction == "sent").collect();
+    if sent.is_empty() {
+        return "<p>(no messages recorded)</p>".into();
+    }
+    let max_id = run.nodes.iter().copied().max().unwrap_or(1) as f64;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (700, 420)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let Ok(mut chart) = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.5..max_id + 0.5, (to * 1e3)..(from * 1e3))
+        else {
+            return String::new();
+        };
+        let _ = chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(run.nodes.len())
+            .x_label_formatter(&|x| format!("node-{}", x.round() as u64))
+            .y_desc("ms since the run began")
+            .draw();
+        for &n in &run.nodes {
+            let x = n as f64;
+            let _ = chart.draw_series(std::iter::once(PathElement::new(vec![(x, from * 1e3), (x, to * 1e3)], BLACK.mix(0.3))));
+        }
+        let mut used = BTreeSet::new();
+        for s in &sent {
+            let receipt = window.iter().enumerate().find(|(i, r)| {
+                !used.contains(i) && r.direction == "received" && r.node == s.peer && r.peer == s.node && r.kind == s.kind && r.time >= s.time - 0.001
+            });
+            let color = match s.kind.as_str() {
+                "Coordinator" | "RingCoordinator" => RGBColor(46, 160, 67),
+                "Election" | "RingElection" => RGBColor(251, 143, 68),
+                _ => RGBColor(84, 174, 255),
+            };
+            match receipt {
+                Some((i, r)) => {
+                    used.insert(i);
+                    let _ = chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(s.node as f64, s.time * 1e3), (r.node as f64, r.time * 1e3)],
+                        color.stroke_width(2),
+                    )));
+                    let _ = chart.draw_series(std::iter::once(Circle::new((r.node as f64, r.time * 1e3), 3, color.filled())));
+                }
+                None => {
+                    // Never arrived (a dead or cut-off peer): a short stub towards it.
+                    let dx = (s.peer as f64 - s.node as f64).signum() * 0.25;
+                    let _ = chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(s.node as f64, s.time * 1e3), (s.node as f64 + dx, s.time * 1e3)],
+                        RED.stroke_width(1),
+                    )));
+                }
+            }
+        }
+        let _ = root.present();
+    }
+    svg
+}
