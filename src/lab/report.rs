@@ -44,15 +44,7 @@ pub fn html(events: &[Event], results: &Results) -> String {
     }
     let _ = write!(page, "<p>Overall: {}</p><table><tr><th>checker</th><th>verdict</th><th>figures</th><th>violations</th></tr>", verdict(results.valid));
     for (name, r) in &results.checkers {
-        let figures: Vec<String> = r
-            .figures
-            .iter()
-            .filter(|(_, v)| !v.is_array())
-            .map(|(k, v)| match v.as_f64() {
-                Some(f) if f.fract() != 0.0 => format!("{k} = {f:.3}"),
-                _ => format!("{k} = {v}"),
-            })
-            .collect();
+        let figures = super::run::figures(r, " = ");
         let _ = write!(
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

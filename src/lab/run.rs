@@ -772,16 +772,7 @@ pub fn summary(results: &Results) -> String {
             check::Validity::Invalid => "INVALID",
             check::Validity::Unknown => "unknown",
         };
-        let figures: Vec<String> = r
-            .figures
-            .iter()
-            .filter(|(_, v)| !v.is_array())
-            .map(|(k, v)| match v.as_f64() {
-                Some(f) if f.fract() != 0.0 => format!("{k}={f:.3}"),
-                _ => format!("{k}={v}"),
-            })
-            .collect();
-        out.push_str(&format!("  {name:<18} {verdict:<8} {}\n", figures.join(" ")));
+        out.push_str(&format!("  {name:<18} {verdict:<8} {}\n", figures(r, "=").join(" ")));
         for v in &r.violations {
             out.push_str(&format!("      {v}\n"));
         }
@@ -793,4 +784,18 @@ pub fn summary(results: &Results) -> String {
     };
     out.push_str(&format!("  {:<18} {overall}\n", "overall"));
     out
+}
+
+/// A checker's single-valued figures as `name=value` (lists are left to the report's plots), fractions
+/// to three decimals.
+pub(crate) fn figures(result: &check::CheckResult, equals: &str) -> Vec<String> {
+    result
+        .figures
+        .iter()
+        .filter(|(_, v)| !v.is_array())
+        .map(|(k, v)| match v.as_f64() {
+            Some(f) if f.fract() != 0.0 => format!("{k}{equals}{f:.3}"),
+            _ => format!("{k}{equals}{v}"),
+        })
+        .collect()
 }
