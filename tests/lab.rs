@@ -235,3 +235,36 @@ async fn clock_faults_move_the_clock_by_exactly_what_was_asked_and_no_more() {
     tokio::time::sleep(ms(400)).await;
     assert!((offset(&clock) - 3e11).abs() < 1e6, "the strobe left the clock moved: {}", offset(&clock));
 }
+
+/// Runs a clock scenario locally: exit 0, its checker valid, its fault in the history, a plot.
+fn clock_run_valid(scenario: &str, checker: &str, op: &str) -> PathBuf {
+    let dir = out(scenario);
+    let (code, text) = lab(&["run", scenario, "--local", "--out", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{scenario}: {text}");
+    let r = results(&dir);
+    assert_eq!(r["checkers"][checker]["valid"], "valid", "{scenario}: {r:#}");
+    let h = history(&dir);
+    assert!(h.iter().any(|e| e["type"] == "fault" && e["op"] == op && e.get("error").is_none()), "{scenario}: no clean {op}");
+    assert!(std::fs::read_to_string(dir.join("report.html")).unwrap().contains("<svg"));
+    dir
+}
+
+#[test]
+fn a_line_bumped_by_five_minutes_is_left_out_and_pulled_back() {
+    let dir = clock_run_valid("berkeley-faulty-clock", "berkeley", "bump");
+    let h = history(&dir);
+    let bump = h.iter().find(|e| e["op"] == "bump").unwrap();
+    let victim = bump["target"].as_str().unwrap().to_uppercase();
+    let first_after = h.iter().find(|e| e["type"] == "round" && e["time"].as_f64() > bump["end"].as_f64()).unwrap();
+    assert!(first_after["excluded"].as_array().unwrap().iter().any(|m| *m == victim.as_str()), "{first_after}");
+    assert!(h.iter().filter(|e| e["type"] == "round").count() >= 8);
+}
+
+#[test]
+fn cristian_devices_recover_from_a_server_restart_and_a_clock_jump() {
+    let dir = clock_run_valid("cristian-server-restart", "cristian", "start");
+    assert!(history(&dir).iter().any(|e| e["type"] == "fault" && e["op"] == "stop"));
+    let dir = clock_run_valid("cristian-clock-bump", "cristian", "bump");
+    let recovered = results(&dir)["checkers"]["cristian"]["figures"]["recovery_seconds"].as_array().unwrap().len();
+    assert_eq!(recovered, 2, "both devices checked after the bump");
+}

@@ -81,8 +81,8 @@ impl TlsArgs {
 pub struct LabArgs {
     /// Serve synclab.lab.v1.Lab, through which an experiment (`synclab lab`) bumps, strobes or drifts
     /// this process's clock and breaks its links. Off by default; with TLS only the `lab` identity may
-    /// use it.
-    #[arg(long, env = "SYNCLAB_LAB")]
+    /// use it. SYNCLAB_LAB takes 1/0, true/false, yes/no or on/off.
+    #[arg(long, env = "SYNCLAB_LAB", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub lab: bool,
 }
 

@@ -4,6 +4,7 @@
 //! in-process [`cluster`]), and the run's report ([`report`]). The history's format and the checkers
 //! are in `synclab_core::lab`.
 
+pub mod clocks;
 pub mod cluster;
 pub mod links;
 pub mod report;

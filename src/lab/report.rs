@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use plotters::prelude::*;
 use synclab_core::election::NodeId;
 use synclab_core::lab::check::{Results, Validity};
-use synclab_core::lab::history::{ElectionObservation, Event, Fault, MessageObservation, Role, RunInfo};
+use synclab_core::lab::history::{ClockObservation, ElectionObservation, Event, Fault, MessageObservation, Role, RunInfo, SyncObservation};
 
 /// The most elections drawn as diagrams.
 const MAX_DIAGRAMS: usize = 6;
@@ -20,7 +20,18 @@ pub fn html(events: &[Event], results: &Results) -> String {
     let observations: Vec<&ElectionObservation> = events.iter().filter_map(|e| if let Event::Election(o) = e { Some(o) } else { None }).collect();
     let faults: Vec<&Fault> = events.iter().filter_map(|e| if let Event::Fault(f) = e { Some(f) } else { None }).collect();
     let messages: Vec<&MessageObservation> = events.iter().filter_map(|e| if let Event::Message(m) = e { Some(m) } else { None }).collect();
-    let end = observations.iter().map(|o| o.time).chain(faults.iter().map(|f| f.end)).fold(1.0, f64::max);
+    let end = events
+        .iter()
+        .map(|e| match e {
+            Event::Election(o) => o.time,
+            Event::Fault(f) => f.end,
+            Event::Clock(c) => c.time,
+            Event::Sync(s) => s.time,
+            Event::Round(r) => r.time,
+            Event::Message(m) => m.time,
+            Event::Run(_) => 0.0,
+        })
+        .fold(1.0, f64::max);
 
     let mut page = String::from(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>synclab lab report</title><style>\
@@ -31,14 +42,8 @@ pub fn html(events: &[Event], results: &Results) -> String {
     );
     match &run {
         Some(r) => {
-            let _ = write!(
-                page,
-                "<h1>{} <small>({}, {}, seed {})</small></h1>",
-                esc(&r.scenario),
-                esc(&r.algorithm),
-                esc(&r.backend),
-                r.seed
-            );
+            let algorithm = if r.algorithm.is_empty() { String::new() } else { format!("{}, ", esc(&r.algorithm)) };
+            let _ = write!(page, "<h1>{} <small>({algorithm}{}, seed {})</small></h1>", esc(&r.scenario), esc(&r.backend), r.seed);
         }
         None => page.push_str("<h1>synclab lab report</h1>"),
     }
@@ -99,6 +104,20 @@ pub fn html(events: &[Event], results: &Results) -> String {
         }
         page.push_str("<h2>Elections</h2>");
         page.push_str(&elections(run, &observations, &messages));
+    }
+    let clocks: Vec<&ClockObservation> = events.iter().filter_map(|e| if let Event::Clock(c) = e { Some(c) } else { None }).collect();
+    if !clocks.is_empty() {
+        page.push_str("<h2>Clock offsets</h2><p>How far each clock is from the group's median (true offsets, ground truth), four \
+                       times a second, on a log scale so minutes and microseconds both read; the bump is shaded. Berkeley \
+                       brings the clocks together, at their fault-tolerant average, not to true time.</p>");
+        page.push_str(&log_lines(&from_median(&clocks), &faults, end, "distance from the median"));
+    }
+    let syncs: Vec<&SyncObservation> = events.iter().filter_map(|e| if let Event::Sync(s) = e { Some(s) } else { None }).collect();
+    if !syncs.is_empty() {
+        page.push_str("<h2>Cristian syncs</h2><p>Each sync's true error (solid) under its reported bound (dashed), on a log scale; faults shaded.</p>");
+        let mut series = group(syncs.iter().map(|s| (format!("{} |true error|", s.device), s.time, s.true_error_nanos.unsigned_abs() as f64)));
+        series.extend(group(syncs.iter().map(|s| (format!("{} bound", s.device), s.time, s.error_bound_nanos as f64))));
+        page.push_str(&log_lines(&series, &faults, end, "nanoseconds"));
     }
     page.push_str("</body></html>\n");
     page
@@ -315,6 +334,81 @@ fn lamport(run: &RunInfo, window: &[&&MessageObservation], from: f64, to: f64) -
                 }
             }
         }
+        let _ = root.present();
+    }
+    svg
+}
+
+/// Each clock's distance from the median of the clocks read at the same moment.
+fn from_median(clocks: &[&ClockObservation]) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut points = Vec::new();
+    for moment in clocks.chunk_by(|a, b| a.time == b.time) {
+        let mut offsets: Vec<i64> = moment.iter().map(|c| c.true_offset_nanos).collect();
+        offsets.sort_unstable();
+        let median = offsets[offsets.len() / 2];
+        points.extend(moment.iter().map(|c| (c.clock.clone(), c.time, (c.true_offset_nanos.saturating_sub(median)).unsigned_abs() as f64)));
+    }
+    group(points.into_iter())
+}
+
+/// Points grouped into named series, in the order names first appear.
+fn group(points: impl Iterator<Item = (String, f64, f64)>) -> Vec<(String, Vec<(f64, f64)>)> {
+    let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+    for (name, t, v) in points {
+        match series.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, s)) => s.push((t, v)),
+            None => series.push((name, vec![(t, v)])),
+        }
+    }
+    series
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(84, 174, 255),
+    RGBColor(251, 143, 68),
+    RGBColor(46, 160, 67),
+    RGBColor(207, 34, 46),
+    RGBColor(130, 80, 223),
+    RGBColor(154, 103, 0),
+];
+
+/// Lines of positive values over time on a log scale (values below 1 ns drawn at 1 ns); series whose
+/// names end in "bound" dashed, in the colour of the series before them.
+fn log_lines(series: &[(String, Vec<(f64, f64)>)], faults: &[&Fault], end: f64, what: &str) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 380)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let top = series.iter().flat_map(|(_, s)| s.iter().map(|p| p.1)).fold(10.0, f64::max) * 2.0;
+        let Ok(mut chart) = ChartBuilder::on(&root)
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..end, (1.0..top).log_scale())
+        else {
+            return String::new();
+        };
+        let _ = chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc(format!("{what} (ns)"))
+            .y_label_formatter(&|v| synclab_core::duration::format_nanos(*v).trim_start_matches('+').to_string())
+            .draw();
+        for f in faults {
+            let _ = chart.draw_series(std::iter::once(Rectangle::new([(f.start, 1.0), ((f.end).max(f.start + end / 200.0), top)], RGBColor(255, 200, 200).filled())));
+        }
+        let names: Vec<&str> = series.iter().map(|(n, _)| n.as_str()).filter(|n| !n.ends_with("bound")).collect();
+        for (name, points) in series {
+            let base = name.trim_end_matches("bound").trim_end().trim_end_matches("|true error|").trim_end();
+            let i = names.iter().position(|n| n.starts_with(base)).unwrap_or(0);
+            let color = PALETTE[i % PALETTE.len()];
+            let points: Vec<(f64, f64)> = points.iter().map(|&(t, v)| (t, v.max(1.0))).collect();
+            let style = if name.ends_with("bound") { color.mix(0.5).stroke_width(1) } else { color.stroke_width(2) };
+            if let Ok(drawn) = chart.draw_series(LineSeries::new(points, style)) {
+                drawn.label(name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+        }
+        let _ = chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw();
         let _ = root.present();
     }
     svg

@@ -31,7 +31,8 @@ use crate::rpc::Dialer;
 pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
-    /// Election nodes it runs on in one process (in Docker: the compose file's five).
+    /// Election nodes it runs on in one process (in Docker: the compose file's five); 0 for the clock
+    /// scenarios.
     pub local_nodes: u64,
 }
 
@@ -57,6 +58,9 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "kill-coordinator", about: "kill the coordinator (no goodbye), then start it again", local_nodes: 5 },
     Scenario { name: "stop-coordinator", about: "stop the coordinator (SIGTERM: it says goodbye), then start it", local_nodes: 5 },
     Scenario { name: "pause-coordinator", about: "pause the coordinator (alive, silent), then unpause it", local_nodes: 5 },
+    Scenario { name: "berkeley-faulty-clock", about: "bump a production line's clock by five minutes mid-run", local_nodes: 0 },
+    Scenario { name: "cristian-server-restart", about: "stop the time server while the phone and the laptop sync, start it again", local_nodes: 0 },
+    Scenario { name: "cristian-clock-bump", about: "the laptop's clock jumps five minutes between two syncs", local_nodes: 0 },
     Scenario {
         name: "nemesis",
         about: "random kills, stops, pauses, partitions (isolate, halves, bridge, majorities-ring) and link faults",
@@ -110,6 +114,17 @@ pub struct RunOptions {
 pub async fn run(options: RunOptions) -> Result<Results, LabError> {
     let scenario = scenario(&options.scenario).ok_or_else(|| LabError::UnknownScenario(options.scenario.clone()))?;
     std::fs::create_dir_all(&options.out).map_err(|source| LabError::Io { path: options.out.clone(), source })?;
+    if scenario.local_nodes == 0 {
+        let rec = Recorder::new();
+        rec.push(Event::Run(super::clocks::run_info(&options, scenario.name)));
+        match scenario.name {
+            "berkeley-faulty-clock" => super::clocks::berkeley(&options, &rec).await?,
+            name => super::clocks::cristian(&options, &rec, name == "cristian-server-restart").await?,
+        }
+        let events = rec.take();
+        write_history(&options.out, &events)?;
+        return finish(&options.out, &events);
+    }
     let state_dir = options.out.join("state");
     let backend = match &options.target {
         Target::Local => {
@@ -122,7 +137,7 @@ pub async fn run(options: RunOptions) -> Result<Results, LabError> {
             .map_err(|e| LabError::Unreachable(format!("cannot start the nodes: {e}")))?;
             Backend::Local(cluster)
         }
-        Target::Compose { project } => Backend::Compose(Compose::connect(project).await?),
+        Target::Compose { project } => Backend::Compose(Compose::connect(project, &[]).await?),
     };
     let nodes = backend.nodes();
     let rec = Recorder::new();
@@ -185,13 +200,13 @@ pub fn check_dir(dir: &Path) -> Result<Results, LabError> {
     finish(dir, &events)
 }
 
-fn write_history(dir: &Path, events: &[Event]) -> Result<(), LabError> {
+pub(super) fn write_history(dir: &Path, events: &[Event]) -> Result<(), LabError> {
     let path = dir.join("history.jsonl");
     let text: String = events.iter().map(|e| history::line(e) + "\n").collect();
     std::fs::write(&path, text).map_err(|source| LabError::Io { path, source })
 }
 
-fn finish(dir: &Path, events: &[Event]) -> Result<Results, LabError> {
+pub(super) fn finish(dir: &Path, events: &[Event]) -> Result<Results, LabError> {
     let results = check::check(events);
     let path = dir.join("results.json");
     let json = serde_json::to_string_pretty(&results).unwrap_or_default();
@@ -203,18 +218,18 @@ fn finish(dir: &Path, events: &[Event]) -> Result<Results, LabError> {
 
 /// The history being recorded, with the run's clock.
 #[derive(Clone)]
-struct Recorder {
+pub(super) struct Recorder {
     start: Instant,
     wall_start: SystemTime,
     events: Arc<Mutex<Vec<Event>>>,
 }
 
 impl Recorder {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self { start: Instant::now(), wall_start: SystemTime::now(), events: Arc::new(Mutex::new(Vec::new())) }
     }
 
-    fn now(&self) -> f64 {
+    pub(super) fn now(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }
 
@@ -224,12 +239,12 @@ impl Recorder {
         (nanos - start) as f64 / 1e9
     }
 
-    fn push(&self, event: Event) {
+    pub(super) fn push(&self, event: Event) {
         lock(&self.events).push(event);
     }
 
     /// The events in time order.
-    fn take(&self) -> Vec<Event> {
+    pub(super) fn take(&self) -> Vec<Event> {
         let mut events = std::mem::take(&mut *lock(&self.events));
         events.sort_by(|a, b| time_of(a).total_cmp(&time_of(b)));
         events
@@ -345,7 +360,7 @@ impl Backend {
     fn address(&self, id: NodeId) -> String {
         match self {
             Backend::Local(c) => c.address(id).to_string(),
-            Backend::Compose(c) => format!("127.0.0.1:{}", c.nodes[&id].1),
+            Backend::Compose(c) => c.address(&format!("node-{id}")),
         }
     }
 
@@ -366,47 +381,62 @@ impl Backend {
                 }
                 Ok(())
             }
-            Backend::Compose(c) => c.lifecycle(op, id).await,
+            Backend::Compose(c) => c.lifecycle(op, &format!("node-{id}")).await,
         }
     }
 }
 
-/// The compose project's election nodes, through the Docker engine's API.
-struct Compose {
+/// The compose project's services, through the Docker engine's API.
+pub(super) struct Compose {
     docker: bollard::Docker,
-    /// Node id → (container id, published port of its gRPC listener).
+    /// Service name → (container id, the host port its gRPC listener is published on).
+    services: BTreeMap<String, (String, u16)>,
+    /// Election node id → its service name.
     nodes: BTreeMap<NodeId, (String, u16)>,
 }
 
-/// The election nodes' port inside their containers.
-const NODE_PORT: u16 = 50054;
+/// The gRPC ports of synclab's services inside their containers.
+const SERVICE_PORTS: [u16; 5] = [50051, 50052, 50053, 50054, 50061];
 
 impl Compose {
-    async fn connect(project: &str) -> Result<Self, LabError> {
+    /// The project's containers that serve synclab (running or not); `needs` names the services the
+    /// scenario cannot do without.
+    pub(super) async fn connect(project: &str, needs: &[&str]) -> Result<Self, LabError> {
         let unreachable = |what: String| LabError::Unreachable(what);
         let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| unreachable(format!("cannot reach the Docker engine: {e}")))?;
         let filters = HashMap::from([("label", vec![format!("com.docker.compose.project={project}")])]);
         let options = bollard::query_parameters::ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
         let containers = docker.list_containers(Some(options)).await.map_err(|e| unreachable(format!("cannot list containers: {e}")))?;
-        let mut nodes = BTreeMap::new();
+        let mut services = BTreeMap::new();
         for c in containers {
             let labels = c.labels.unwrap_or_default();
             let Some(service) = labels.get("com.docker.compose.service") else { continue };
-            let Some(id) = service.strip_prefix("node-").and_then(|n| n.parse::<NodeId>().ok()) else { continue };
-            let port = c.ports.unwrap_or_default().iter().find(|p| p.private_port == NODE_PORT).and_then(|p| p.public_port);
+            let port = c.ports.unwrap_or_default().iter().find(|p| SERVICE_PORTS.contains(&p.private_port) || p.private_port == 50062).and_then(|p| p.public_port);
             let (Some(container), Some(port)) = (c.id, port) else { continue };
-            nodes.insert(id, (container, port));
+            services.insert(service.clone(), (container, port));
         }
-        if nodes.is_empty() {
+        let nodes: BTreeMap<NodeId, (String, u16)> = services
+            .iter()
+            .filter_map(|(name, (c, port))| Some((name.strip_prefix("node-")?.parse::<NodeId>().ok()?, (c.clone(), *port))))
+            .collect();
+        let missing: Vec<&str> = needs.iter().copied().filter(|n| !services.contains_key(*n)).collect();
+        if !missing.is_empty() || (needs.is_empty() && nodes.is_empty()) {
+            let what = if missing.is_empty() { "election node".to_string() } else { missing.join(", ") };
             return Err(unreachable(format!(
-                "no running election node in compose project '{project}': start the lab's stack with `SYNCLAB_LAB=1 scripts/compose up -d` (or name it with --project)"
+                "no running {what} in compose project '{project}': start the lab's stack with `SYNCLAB_LAB=1 scripts/compose up -d` (or name it with --project)"
             )));
         }
-        Ok(Self { docker, nodes })
+        Ok(Self { docker, services, nodes })
     }
 
-    async fn lifecycle(&self, op: &str, id: NodeId) -> Result<(), String> {
-        let container = &self.nodes.get(&id).ok_or_else(|| format!("no container for node {id}"))?.0;
+    /// Where `service` is published on this host.
+    pub(super) fn address(&self, service: &str) -> String {
+        format!("127.0.0.1:{}", self.services.get(service).map_or(0, |s| s.1))
+    }
+
+    /// Kills, stops, starts, pauses or unpauses `service`'s container.
+    pub(super) async fn lifecycle(&self, op: &str, service: &str) -> Result<(), String> {
+        let container = &self.services.get(service).ok_or_else(|| format!("no container for {service}"))?.0;
         let d = &self.docker;
         let result = match op {
             "kill" => d.kill_container(container, Some(bollard::query_parameters::KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await,
@@ -415,7 +445,7 @@ impl Compose {
             "pause" => d.pause_container(container).await,
             _ => d.unpause_container(container).await,
         };
-        result.map_err(|e| format!("{op} node-{id}: {e}"))
+        result.map_err(|e| format!("{op} {service}: {e}"))
     }
 }
 

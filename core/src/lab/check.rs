@@ -358,9 +358,11 @@ fn election_liveness(run: &RunInfo, observations: &[ElectionObservation], worlds
     (live, highest)
 }
 
-/// The first time from `start` on when every group's nodes follow one coordinator of their group in one
-/// term; with each group's coordinator. A node's state is its latest observation (the lab records each
-/// change), so a node that was not disturbed needs no new one.
+/// When, from `start` on, every group's nodes came to follow one coordinator of their group in one term
+/// and kept doing so for the rest of the window; with each group's coordinator. (A moment of agreement
+/// that breaks again — a returning higher node that first follows, then takes over — is not settling.)
+/// A node's state is its latest observation (the lab records each change), so a node that was not
+/// disturbed needs no new one.
 fn settle(
     components: &[Vec<NodeId>],
     before: &[&ElectionObservation],
@@ -369,31 +371,38 @@ fn settle(
 ) -> Option<(f64, Vec<NodeId>)> {
     let mut latest: BTreeMap<NodeId, &ElectionObservation> = before.iter().map(|o| (o.node, *o)).collect();
     let moments = std::iter::once((start, None)).chain(observations.iter().map(|o| (o.time, Some(*o))));
+    let mut since: Option<(f64, Vec<NodeId>)> = None;
     for (time, o) in moments {
         if let Some(o) = o {
             latest.insert(o.node, o);
         }
-        let mut coordinators = Vec::new();
-        for group in components {
-            let states: Option<Vec<&&ElectionObservation>> = group.iter().map(|n| latest.get(n)).collect();
-            let Some(states) = states else { break };
-            let Some(c) = states[0].coordinator else { break };
-            let term = states[0].term;
-            let agreed = group.contains(&c)
-                && states.iter().all(|s| {
-                    let role = if s.node == c { Role::Coordinator } else { Role::Follower };
-                    s.coordinator == Some(c) && s.term == term && s.role == role
-                });
-            if !agreed {
-                break;
-            }
-            coordinators.push(c);
-        }
-        if coordinators.len() == components.len() {
-            return Some((time, coordinators));
+        match (agreed(components, &latest), &since) {
+            (Some(coordinators), Some((_, held))) if *held == coordinators => {}
+            (Some(coordinators), _) => since = Some((time, coordinators)),
+            (None, _) => since = None,
         }
     }
-    None
+    since
+}
+
+/// Each group's coordinator, if every group's nodes follow one of their own in one term.
+fn agreed(components: &[Vec<NodeId>], latest: &BTreeMap<NodeId, &ElectionObservation>) -> Option<Vec<NodeId>> {
+    let mut coordinators = Vec::new();
+    for group in components {
+        let states: Vec<&&ElectionObservation> = group.iter().map(|n| latest.get(n)).collect::<Option<_>>()?;
+        let c = states[0].coordinator?;
+        let term = states[0].term;
+        let agreed = group.contains(&c)
+            && states.iter().all(|s| {
+                let role = if s.node == c { Role::Coordinator } else { Role::Follower };
+                s.coordinator == Some(c) && s.term == term && s.role == role
+            });
+        if !agreed {
+            return None;
+        }
+        coordinators.push(c);
+    }
+    Some(coordinators)
 }
 
 /// How many elections the observations show: terms that rose.
@@ -424,8 +433,11 @@ fn cristian(run: &RunInfo, events: &[Event], faults: &[Fault], end: f64) -> Chec
     let devices: BTreeSet<&str> = syncs.iter().map(|s| s.device.as_str()).collect();
     let within = run.sync_interval + 1.0;
     let mut recoveries = Vec::new();
-    for fault in faults {
-        if fault.end + within > end {
+    for (i, fault) in faults.iter().enumerate() {
+        // Recovery is due after a fault is over: not while a server is down, nor when the next fault
+        // comes first.
+        let next = faults.get(i + 1).map_or(f64::INFINITY, |f| f.start);
+        if takes_down(&fault.op) || fault.end + within > end.min(next) {
             continue;
         }
         for device in &devices {
@@ -442,13 +454,22 @@ fn cristian(run: &RunInfo, events: &[Event], faults: &[Fault], end: f64) -> Chec
     result
 }
 
+/// Whether `op` takes processes down (recovery is due after they come back, not before).
+fn takes_down(op: &Op) -> bool {
+    matches!(op, Op::Kill { .. } | Op::Stop { .. } | Op::Pause { .. })
+}
+
 fn berkeley(run: &RunInfo, events: &[Event], faults: &[Fault]) -> CheckResult {
     let mut result = CheckResult::new();
     let rounds: Vec<_> = events.iter().filter_map(|e| if let Event::Round(r) = e { Some(r) } else { None }).collect();
     let bound = run.spread_bound_nanos;
     let n = run.spread_rounds.max(1) as usize;
-    for fault in faults {
-        let after: Vec<_> = rounds.iter().filter(|r| r.time > fault.end).collect();
+    for (i, fault) in faults.iter().enumerate() {
+        let next = faults.get(i + 1).map_or(f64::INFINITY, |f| f.start);
+        if takes_down(&fault.op) {
+            continue;
+        }
+        let after: Vec<_> = rounds.iter().filter(|r| r.time > fault.end && r.time < next).collect();
         if after.len() < n {
             continue;
         }
@@ -574,6 +595,21 @@ mod tests {
     }
 
     #[test]
+    fn a_moment_of_agreement_that_breaks_again_is_not_settling() {
+        let mut h = vec![run(&[1, 2, 3])];
+        h.extend(settled(0.2, &[1, 2], 2, 4));
+        h.push(obs(0.2, 3, Role::Unreachable, 0, None));
+        h.push(fault(1.0, Op::Start { targets: vec!["node-3".into()] }));
+        // node 3 returns, follows node 2 for a moment, then takes over
+        h.push(obs(1.1, 3, Role::Follower, 4, Some(2)));
+        h.extend(settled(1.3, &[1, 2, 3], 3, 5));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::Valid, "{r:#?}");
+        let settle = &r.checkers["election-liveness"].figures["settle_seconds"];
+        assert!((settle.as_array().unwrap().last().unwrap().as_f64().unwrap() - 0.29).abs() < 1e-6, "{settle}");
+    }
+
+    #[test]
     fn settling_on_a_lower_id_breaks_the_highest_id_rule() {
         let mut h = vec![run(&[1, 2, 3])];
         h.extend(settled(0.2, &[1, 2, 3], 2, 1));
@@ -633,6 +669,16 @@ mod tests {
         let late = vec![run(&[]), sync(1.0, "laptop", 50_000, 1_000), bump, sync(12.0, "laptop", 50_000, 1_000), sync(20.0, "laptop", 1, 0)];
         let r = check(&late);
         assert_eq!(r.checkers["cristian"].valid, Validity::Invalid, "{r:#?}");
+    }
+
+    #[test]
+    fn recovery_is_due_after_the_server_is_back_not_while_it_is_down() {
+        let stop = fault(2.0, Op::Stop { targets: vec!["time-server".into()] });
+        let start = fault(5.0, Op::Start { targets: vec!["time-server".into()] });
+        let back = vec![run(&[]), sync(1.0, "laptop", 50_000, 1_000), stop.clone(), start.clone(), sync(6.0, "laptop", 50_000, 1_000), sync(20.0, "laptop", 1, 0)];
+        assert_eq!(check(&back).valid, Validity::Valid, "{:#?}", check(&back));
+        let never = vec![run(&[]), sync(1.0, "laptop", 50_000, 1_000), stop, start, sync(20.0, "laptop", 1, 0)];
+        assert_eq!(check(&never).checkers["cristian"].valid, Validity::Invalid);
     }
 
     fn round(time: f64, round: u64, excluded: &[&str], spread: u64) -> Event {
