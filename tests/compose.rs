@@ -493,3 +493,51 @@ fn the_lab_runs_with_mutual_tls() {
         .arg(certs.join("observer.key")));
     assert!(out.contains("coordinator 4 in term") && out.contains("agreed by all 4 reachable nodes"), "{out}");
 }
+
+/// `synclab lab run` against the compose stack started with `SYNCLAB_LAB=1`: the engine kills and
+/// starts containers, the nodes' Lab service cuts their links, slaves' clocks are bumped; each
+/// scenario's checkers come out valid and the stack is left running and healed.
+#[test]
+fn the_lab_breaks_the_compose_stack_and_checks_it() {
+    if !tools_available() {
+        return;
+    }
+    let names = [
+        "SYNCLAB_TIME_SERVER_PORT",
+        "SYNCLAB_BERKELEY_MASTER_PORT",
+        "SYNCLAB_KMC_PORT",
+        "SYNCLAB_MIT_PORT",
+        "SYNCLAB_TAPMI_PORT",
+        "SYNCLAB_SOLS_PORT",
+        "SYNCLAB_NODE_1_PORT",
+        "SYNCLAB_NODE_2_PORT",
+        "SYNCLAB_NODE_3_PORT",
+        "SYNCLAB_NODE_4_PORT",
+        "SYNCLAB_NODE_5_PORT",
+    ];
+    let (project, _) = Project::new("lab", &names, &[("SYNCLAB_LAB", "1"), ("SYNCLAB_BERKELEY_INTERVAL", "1s")]);
+    let services = ["time-server", "berkeley-master", "kmc", "mit", "tapmi", "sols", "node-1", "node-2", "node-3", "node-4", "node-5"];
+    ok(project.compose().args(["up", "-d"]).args(services));
+    project.wait_healthy(&services);
+    let runs = std::env::temp_dir().join(format!("synclab-e2e-lab-{}", std::process::id()));
+    for (scenario, checker) in [
+        ("kill-coordinator", "election-liveness"),
+        ("partition-heal", "election-liveness"),
+        ("berkeley-faulty-clock", "berkeley"),
+        ("cristian-server-restart", "cristian"),
+    ] {
+        let dir = runs.join(scenario);
+        let out = run(Command::new(env!("CARGO_BIN_EXE_synclab"))
+            .args(["lab", "run", scenario, "--duration", "2s", "--project", &project.name, "--out"])
+            .arg(&dir));
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{scenario}: {printed}");
+        let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+        assert_eq!(results["checkers"][checker]["valid"], "valid", "{scenario}: {results:#}");
+        let history = std::fs::read_to_string(dir.join("history.jsonl")).unwrap();
+        assert!(history.contains(r#""backend":"compose""#), "{scenario}");
+        assert!(!history.contains(r#""error""#), "{scenario}: a fault failed:\n{history}");
+    }
+    // Left as found: every node up, one coordinator.
+    project.wait_healthy(&services);
+}

@@ -806,6 +806,10 @@ pub fn summary(results: &Results) -> String {
         for v in &r.violations {
             out.push_str(&format!("      {v}\n"));
         }
+        for w in r.figures.get("degraded_windows").and_then(|w| w.as_array()).into_iter().flatten() {
+            let after = w["after"].as_str().unwrap_or("");
+            out.push_str(&format!("      while {after}: {} elections in {:.1} s\n", w["elections"], w["seconds"].as_f64().unwrap_or(0.0)));
+        }
     }
     let overall = match results.valid {
         check::Validity::Valid => "valid",
