@@ -58,6 +58,8 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "kill-coordinator", about: "kill the coordinator (no goodbye), then start it again", local_nodes: 5 },
     Scenario { name: "stop-coordinator", about: "stop the coordinator (SIGTERM: it says goodbye), then start it", local_nodes: 5 },
     Scenario { name: "pause-coordinator", about: "pause the coordinator (alive, silent), then unpause it", local_nodes: 5 },
+    Scenario { name: "steady", about: "no faults at all: any election is a false one (default 60 s)", local_nodes: 5 },
+    Scenario { name: "steady-loss", about: "1% loss on every link: the false elections it causes (default 60 s)", local_nodes: 5 },
     Scenario { name: "berkeley-faulty-clock", about: "bump a production line's clock by five minutes mid-run", local_nodes: 0 },
     Scenario { name: "cristian-server-restart", about: "stop the time server while the phone and the laptop sync, start it again", local_nodes: 0 },
     Scenario { name: "cristian-clock-bump", about: "the laptop's clock jumps five minutes between two syncs", local_nodes: 0 },
@@ -484,9 +486,15 @@ impl Ctx {
                     self.backend.lifecycle(op.name(), id).await?;
                     if matches!(op, Op::Start { .. } | Op::Unpause { .. }) {
                         self.down.remove(&id);
-                        // A restarted process has forgotten its link faults.
-                        if matches!(op, Op::Start { .. }) {
-                            self.push_links(id).await?;
+                        // A restarted process has forgotten its link faults: give them back once it listens.
+                        if matches!(op, Op::Start { .. }) && !self.links_of(id).is_empty() {
+                            let deadline = Instant::now() + Duration::from_secs(10);
+                            while let Err(e) = self.push_links(id).await {
+                                if Instant::now() > deadline {
+                                    return Err(e);
+                                }
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
                         }
                     } else {
                         self.down.insert(id);
@@ -508,10 +516,14 @@ impl Ctx {
             }
             Op::Link { node, delay_ms, jitter_ms, loss } => {
                 let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1e3);
-                if *delay_ms > 0.0 || *jitter_ms > 0.0 || *loss > 0.0 {
-                    self.slow.insert(*node, (ms(*delay_ms), ms(*jitter_ms), *loss));
-                } else {
-                    self.slow.remove(node);
+                // Node 0: every node's links.
+                let targets = if *node == 0 { self.nodes.clone() } else { vec![*node] };
+                for node in targets {
+                    if *delay_ms > 0.0 || *jitter_ms > 0.0 || *loss > 0.0 {
+                        self.slow.insert(node, (ms(*delay_ms), ms(*jitter_ms), *loss));
+                    } else {
+                        self.slow.remove(&node);
+                    }
                 }
                 self.push_all_links().await
             }
@@ -714,6 +726,13 @@ async fn play(ctx: &mut Ctx, name: &str, duration: Option<Duration>) -> Result<(
             ctx.fault(up).await;
             ctx.settle(settle).await;
             ctx.wait(hold).await;
+        }
+        "steady" => ctx.wait(duration.unwrap_or(s(60.0))).await,
+        "steady-loss" => {
+            ctx.fault(Op::Link { node: 0, delay_ms: 0.0, jitter_ms: 0.0, loss: 0.01 }).await;
+            ctx.wait(duration.unwrap_or(s(60.0))).await;
+            ctx.fault(Op::Heal).await;
+            ctx.settle(settle).await;
         }
         "nemesis" => nemesis(ctx, duration.unwrap_or(s(30.0))).await,
         other => return Err(LabError::UnknownScenario(other.into())),

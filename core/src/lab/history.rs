@@ -95,7 +95,7 @@ pub enum Op {
     Partition { shape: String, groups: Vec<Vec<NodeId>> },
     /// Every partition and link fault removed.
     Heal,
-    /// Delay, jitter and loss on every link of `node` (both ways).
+    /// Delay, jitter and loss on every link of `node` (both ways); node 0: on every link of the group.
     Link { node: NodeId, delay_ms: f64, jitter_ms: f64, loss: f64 },
     /// A clock stepped by `by_nanos` at once.
     Bump { target: String, by_nanos: i64 },
@@ -135,7 +135,8 @@ impl Op {
             }
             Op::Heal => "heal".into(),
             Op::Link { node, delay_ms, jitter_ms, loss } => {
-                format!("link node-{node}: {delay_ms}±{jitter_ms} ms, {:.0}% loss", loss * 100.0)
+                let which = if *node == 0 { "every link".to_string() } else { format!("link node-{node}") };
+                format!("{which}: {delay_ms}±{jitter_ms} ms, {:.0}% loss", loss * 100.0)
             }
             Op::Bump { target, by_nanos } => format!("bump {target} by {}", crate::duration::format_nanos(*by_nanos as f64)),
             Op::Strobe { target, amplitude_nanos, .. } => {
