@@ -10,6 +10,12 @@
 //!   timed window), clients starting ±5 s off;
 //! * round trip: GetTime next to a raw TCP ping-pong on loopback;
 //! * throughput: GetTime calls/s with 64 concurrent callers over 4 channels.
+//!
+//!     cargo bench --bench cristian -- --tls [--syncs 1000 --load-secs 10]
+//!
+//! measures instead what mutual TLS costs: a plaintext and a TLS time server side by side (both on CPU
+//! 0, the client on CPU 1), each through the same kind of channel: round trip, sync accuracy and bound,
+//! throughput and server CPU per call, with TLS / plaintext ratios.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,6 +30,7 @@ use synclab::proto::time::GetTimeRequest;
 use synclab::proto::time::GetTimeStringRequest;
 use synclab::proto::time::baseline_time_service_client::BaselineTimeServiceClient;
 use synclab::proto::time::time_service_client::TimeServiceClient;
+use synclab::rpc::Dialer;
 
 const SEC: i64 = 1_000_000_000;
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,6 +38,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 struct Options {
     /// Only run the load against this server (for profiling a server started by hand).
     load_only: Option<String>,
+    /// Plaintext against mutual TLS.
+    tls: bool,
     syncs: usize,
     samples: usize,
     load_secs: u64,
@@ -39,7 +48,7 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options { load_only: None, syncs: 1000, samples: 8, load_secs: 10, concurrency: 64, channels: 4 };
+    let mut o = Options { load_only: None, tls: false, syncs: 1000, samples: 8, load_secs: 10, concurrency: 64, channels: 4 };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
@@ -56,6 +65,11 @@ fn options() -> Options {
             }
             "--echo" => echo_server(value() as u16),
             "--load-only" => o.load_only = args.get(i + 1).cloned(),
+            "--tls" => {
+                o.tls = true;
+                i += 1;
+                continue;
+            }
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -102,9 +116,15 @@ fn wait_for_port(port: u16) {
 }
 
 fn start_time_server(cpu: usize) -> (Running, String) {
+    start_time_server_with(cpu, &[])
+}
+
+fn start_time_server_with(cpu: usize, extra: &[&str]) -> (Running, String) {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let server = spawn_pinned(cpu, env!("CARGO_BIN_EXE_time-server"), &["--listen", &addr, "--log-level", "warn"]);
+    let mut args = vec!["--listen", &addr, "--log-level", "warn"];
+    args.extend_from_slice(extra);
+    let server = spawn_pinned(cpu, env!("CARGO_BIN_EXE_time-server"), &args);
     wait_for_port(port);
     (server, addr)
 }
@@ -165,7 +185,11 @@ fn raw_tcp_rtt(rounds: usize) -> Stats {
 }
 
 async fn grpc_rtt(addr: &str, rounds: usize) -> Stats {
-    let mut client = TimeServiceClient::new(synclab::rpc::channel(addr, TIMEOUT).unwrap());
+    grpc_rtt_with(&Dialer::plaintext(), addr, rounds).await
+}
+
+async fn grpc_rtt_with(dialer: &Dialer, addr: &str, rounds: usize) -> Stats {
+    let mut client = TimeServiceClient::new(dialer.channel(addr, TIMEOUT).unwrap());
     let mut rtts = Vec::with_capacity(rounds);
     for i in 0..rounds + 1000 {
         let t = Instant::now();
@@ -188,7 +212,11 @@ struct Accuracy {
 
 /// `syncs` syncs of fresh clients starting ±5 s off, with 10 ms between syncs; errors in µs.
 async fn synclab_accuracy(addr: &str, syncs: usize, samples: usize) -> Accuracy {
-    let mut client = CristianClient::new(addr, TIMEOUT).unwrap();
+    synclab_accuracy_with(&Dialer::plaintext(), addr, syncs, samples).await
+}
+
+async fn synclab_accuracy_with(dialer: &Dialer, addr: &str, syncs: usize, samples: usize) -> Accuracy {
+    let mut client = CristianClient::dial(addr, TIMEOUT, dialer).unwrap();
     let (mut ntp, mut cristian, mut bound) = (Vec::new(), Vec::new(), Vec::new());
     let (mut positive, mut kernel, mut interleaved) = (0, 0, 0);
     for i in 0..syncs {
@@ -238,6 +266,12 @@ async fn throughput(addr: &str, secs: u64, concurrency: usize, channels: usize) 
     let chans: Vec<_> = (0..channels)
         .map(|_| tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().tcp_nodelay(true).connect_lazy())
         .collect();
+    load(chans, secs, concurrency).await
+}
+
+/// GetTime calls from `concurrency` callers spread over `chans` for `secs` after 1 s of warm-up.
+async fn load(chans: Vec<tonic::transport::Channel>, secs: u64, concurrency: usize) -> (f64, Stats) {
+    let channels = chans.len();
     let warmup = Instant::now() + Duration::from_secs(1);
     let end = warmup + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..concurrency)
@@ -279,6 +313,9 @@ fn main() {
     let o = options();
     println!("# Cristian benchmark: {} syncs x {} samples, load {} s x {} callers / {} channels", o.syncs, o.samples, o.load_secs, o.concurrency, o.channels);
     let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    if o.tls {
+        return tls_cost(&o);
+    }
     if let Some(addr) = &o.load_only {
         let (rate, lat) = runtime().block_on(throughput(addr, o.load_secs, o.concurrency, o.channels));
         println!("{rate:.0} calls/s, latency median {:.1} µs, p99 {:.1} µs", lat.median, lat.p99);
@@ -343,4 +380,43 @@ fn main() {
         server_busy * 1e6 / rate,
         client_busy * 100.0
     );
+}
+
+/// Plaintext and mutual TLS side by side: the same figures through the same kind of channel.
+fn tls_cost(o: &Options) {
+    let dir = std::env::temp_dir().join(format!("synclab-bench-tls-{}", std::process::id()));
+    synclab::tls::certs::make(&dir, &["time-server".to_string(), "observer".to_string()], true).unwrap();
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let tls = synclab::tls::Tls::from_flags(Some(&dir.join("ca.pem")), Some(&dir.join("observer.pem")), Some(&dir.join("observer.key"))).unwrap();
+    let (plain_server, plain_addr) = start_time_server(0);
+    let (ca, cert, key) = (path("ca.pem"), path("time-server.pem"), path("time-server.key"));
+    let (tls_server, tls_addr) = start_time_server_with(0, &["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key]);
+    pin_self(1);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sides = [("plaintext", Dialer::plaintext(), &plain_addr, &plain_server), ("mutual TLS", Dialer::new(tls), &tls_addr, &tls_server)];
+    let mut figures = Vec::new();
+    for (name, dialer, addr, server) in &sides {
+        let rtt = rt.block_on(grpc_rtt_with(dialer, addr, 10_000));
+        let acc = rt.block_on(synclab_accuracy_with(dialer, addr, o.syncs, o.samples));
+        let chans: Vec<_> = rt.block_on(async { (0..o.channels).map(|_| dialer.channel(addr, Duration::from_secs(30)).unwrap()).collect() });
+        let before = cpu_seconds(server.0.id());
+        let started = Instant::now();
+        let (rate, lat) = rt.block_on(load(chans, o.load_secs, o.concurrency));
+        let busy = (cpu_seconds(server.0.id()) - before) / started.elapsed().as_secs_f64();
+        figures.push((*name, rtt, acc, rate, lat, busy * 1e6 / rate));
+    }
+    println!("\n## plaintext vs mutual TLS (servers on CPU 0, client on CPU 1)\n");
+    println!("| figure | plaintext | mutual TLS | TLS / plaintext |\n|---|---|---|---|");
+    let (p, t) = (&figures[0], &figures[1]);
+    let row = |name: &str, a: f64, b: f64| println!("| {name} | {a:.1} | {b:.1} | {:.2} |", b / a);
+    row("GetTime round trip, median (µs)", p.1.median, t.1.median);
+    row("GetTime round trip, p99 (µs)", p.1.p99, t.1.p99);
+    row("sync \\|true error\\|, median (µs)", p.2.ntp.median, t.2.ntp.median);
+    row("sync \\|true error\\|, p99 (µs)", p.2.ntp.p99, t.2.ntp.p99);
+    row("reported error bound, median (µs)", p.2.bound.median, t.2.bound.median);
+    row("throughput (calls/s)", p.3, t.3);
+    row("latency under load, median (µs)", p.4.median, t.4.median);
+    row("latency under load, p99 (µs)", p.4.p99, t.4.p99);
+    row("server CPU per call (µs)", p.5, t.5);
+    let _ = std::fs::remove_dir_all(&dir);
 }
