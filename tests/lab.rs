@@ -88,6 +88,15 @@ fn a_split_brain_heals_to_one_coordinator_with_ring_too() {
 }
 
 #[test]
+fn seven_nodes_survive_rounds_of_three_cut_off() {
+    let dir = run_valid("many-elections", &["--duration", "4s", "--seed", "5"], &["partition", "heal"]);
+    let h = history(&dir);
+    assert_eq!(h[0]["nodes"].as_array().unwrap().len(), 7);
+    let cuts = h.iter().filter(|e| e["op"] == "partition").count();
+    assert_eq!(cuts, 2, "a round per 2 s");
+}
+
+#[test]
 fn a_flaky_link_is_measured_not_judged() {
     let dir = run_valid("flaky-link", &["--duration", "4s"], &["link", "heal"]);
     let windows = results(&dir)["checkers"]["election-liveness"]["figures"]["degraded_windows"].as_array().unwrap().len();

@@ -746,7 +746,7 @@ async fn nemesis(ctx: &mut Ctx, length: Duration) {
     let nodes = ctx.nodes.clone();
     let end = Instant::now() + length;
     while Instant::now() < end {
-        let pick = ctx.rng.below(7);
+        let pick = ctx.rng.below(8);
         let victim = ctx.rng.choose(&nodes, 1)[0];
         let targets = Ctx::target(victim);
         let undo = match pick {
@@ -781,6 +781,14 @@ async fn nemesis(ctx: &mut Ctx, length: Duration) {
                 order.push(bridge);
                 half.push(bridge);
                 ctx.fault(Op::Partition { shape: "bridge".into(), groups: vec![order, half] }).await;
+                Op::Heal
+            }
+            6 => {
+                // Majorities in a ring: each node reaches only its two neighbours (with itself, a
+                // majority of five), and no two nodes see the same majority.
+                let order = ctx.rng.choose(&nodes, nodes.len());
+                let pairs = (0..order.len()).map(|i| vec![order[i], order[(i + 1) % order.len()]]).collect();
+                ctx.fault(Op::Partition { shape: "majorities-ring".into(), groups: pairs }).await;
                 Op::Heal
             }
             _ => {
