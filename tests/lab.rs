@@ -148,7 +148,7 @@ fn an_edited_history_is_checked_again_and_fails() {
 #[test]
 fn no_cluster_and_no_scenario_are_unknown_results() {
     let dir = out("nowhere");
-    let (code, text) = lab(&["run", "initial-election", "--project", "synclab-no-such-project", "--out", dir.to_str().unwrap()]);
+    let (code, text) = lab(&["run", "initial-election", "--project", "synclab-no-such-project", "--no-start", "--out", dir.to_str().unwrap()]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("synclab-no-such-project") || text.contains("Docker"), "{text}");
     let (code, text) = lab(&["run", "no-such-scenario", "--local", "--out", dir.to_str().unwrap()]);

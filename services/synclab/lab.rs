@@ -52,6 +52,10 @@ struct RunArgs {
     /// folder's name, as Docker Compose names it).
     #[arg(long, env = "COMPOSE_PROJECT_NAME")]
     project: Option<String>,
+    /// Use only the containers that run; without it, missing services are started with
+    /// `SYNCLAB_LAB=1 scripts/compose up -d` when run from a synclab checkout.
+    #[arg(long)]
+    no_start: bool,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -77,7 +81,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 Target::Local
             } else {
                 let project = a.project.clone().unwrap_or_else(|| run::default_project(&std::env::current_dir().unwrap_or_default()));
-                Target::Compose { project }
+                Target::Compose { project, start: !a.no_start }
             };
             let options = RunOptions {
                 scenario: a.scenario.clone(),

@@ -95,9 +95,9 @@ pub(super) async fn berkeley(options: &RunOptions, rec: &Recorder) -> Result<(),
             tokio::spawn(master.run(stop));
             (master_addr, Vec::new(), None)
         }
-        Target::Compose { project } => {
+        Target::Compose { project, start } => {
             let services = ["berkeley-master", "kmc", "mit", "tapmi", "sols"];
-            let compose = Compose::connect(project, &services).await?;
+            let compose = Compose::connect(project, &services, *start).await?;
             let reads = services.iter().map(|s| compose.address(s)).collect();
             (compose.address("berkeley-master"), reads, Some(compose))
         }
@@ -254,7 +254,7 @@ pub(super) async fn cristian(options: &RunOptions, rec: &Recorder, restart: bool
             s.start().await.map_err(LabError::Unreachable)?;
             s
         }
-        Target::Compose { project } => TimeServer::Compose(Compose::connect(project, &["time-server"]).await?),
+        Target::Compose { project, start } => TimeServer::Compose(Compose::connect(project, &["time-server"], *start).await?),
     };
     let devices = [("mobile", 3_200 * MS, 45.0), ("laptop", -1_700 * MS, -30.0)];
     let clocks: Vec<LiveClock> = devices

@@ -94,8 +94,8 @@ pub enum LabError {
 pub enum Target {
     /// Nodes in this process, on loopback.
     Local,
-    /// The compose project's containers (started with `--lab`).
-    Compose { project: String },
+    /// The compose project's containers (started with `--lab`); `start`: start the missing ones.
+    Compose { project: String, start: bool },
 }
 
 /// A run's settings.
@@ -139,7 +139,7 @@ pub async fn run(options: RunOptions) -> Result<Results, LabError> {
             .map_err(|e| LabError::Unreachable(format!("cannot start the nodes: {e}")))?;
             Backend::Local(cluster)
         }
-        Target::Compose { project } => Backend::Compose(Compose::connect(project, &[]).await?),
+        Target::Compose { project, start } => Backend::Compose(Compose::connect(project, &ELECTION_SERVICES, *start).await?),
     };
     let nodes = backend.nodes();
     let rec = Recorder::new();
@@ -397,13 +397,60 @@ pub(super) struct Compose {
     nodes: BTreeMap<NodeId, (String, u16)>,
 }
 
+/// The services the election scenarios break.
+const ELECTION_SERVICES: [&str; 5] = ["node-1", "node-2", "node-3", "node-4", "node-5"];
+
 /// The gRPC ports of synclab's services inside their containers.
 const SERVICE_PORTS: [u16; 5] = [50051, 50052, 50053, 50054, 50061];
 
 impl Compose {
-    /// The project's containers that serve synclab (running or not); `needs` names the services the
-    /// scenario cannot do without.
-    pub(super) async fn connect(project: &str, needs: &[&str]) -> Result<Self, LabError> {
+    /// The project's containers that serve synclab; `needs` names the services the scenario cannot do
+    /// without. With `start`, missing ones are started (with the lab's switch on) when this is a synclab checkout, where
+    /// `scripts/compose` builds the image and starts them; they must then turn healthy within two minutes.
+    pub(super) async fn connect(project: &str, needs: &[&str], start: bool) -> Result<Self, LabError> {
+        match Self::find(project, needs).await {
+            Err(LabError::Unreachable(why)) if start && std::path::Path::new("scripts/compose").exists() => {
+                eprintln!("{why}\nstarting them: SYNCLAB_LAB=1 scripts/compose up -d {}", needs.join(" "));
+                let status = std::process::Command::new("scripts/compose")
+                    .env("COMPOSE_PROJECT_NAME", project)
+                    .env("SYNCLAB_LAB", "1")
+                    .args(["up", "-d"])
+                    .args(needs)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .map_err(|e| LabError::Unreachable(format!("cannot run scripts/compose: {e}")))?;
+                if !status.success() {
+                    return Err(LabError::Unreachable(format!("scripts/compose up failed ({status})")));
+                }
+                let compose = Self::find(project, needs).await?;
+                compose.wait_healthy(needs, Duration::from_secs(120)).await?;
+                Ok(compose)
+            }
+            found => found,
+        }
+    }
+
+    /// Waits until every one of `services` reports healthy.
+    async fn wait_healthy(&self, services: &[&str], limit: Duration) -> Result<(), LabError> {
+        let deadline = Instant::now() + limit;
+        for service in services {
+            let container = &self.services[*service].0;
+            loop {
+                let inspected = self.docker.inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>).await;
+                let health = inspected.ok().and_then(|c| c.state).and_then(|s| s.health).and_then(|h| h.status);
+                if health == Some(bollard::models::HealthStatusEnum::HEALTHY) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(LabError::Unreachable(format!("{service} did not turn healthy within {limit:?}")));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn find(project: &str, needs: &[&str]) -> Result<Self, LabError> {
         let unreachable = |what: String| LabError::Unreachable(what);
         let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| unreachable(format!("cannot reach the Docker engine: {e}")))?;
         let filters = HashMap::from([("label", vec![format!("com.docker.compose.project={project}")])]);
@@ -422,8 +469,8 @@ impl Compose {
             .filter_map(|(name, (c, port))| Some((name.strip_prefix("node-")?.parse::<NodeId>().ok()?, (c.clone(), *port))))
             .collect();
         let missing: Vec<&str> = needs.iter().copied().filter(|n| !services.contains_key(*n)).collect();
-        if !missing.is_empty() || (needs.is_empty() && nodes.is_empty()) {
-            let what = if missing.is_empty() { "election node".to_string() } else { missing.join(", ") };
+        if !missing.is_empty() {
+            let what = missing.join(", ");
             return Err(unreachable(format!(
                 "no running {what} in compose project '{project}': start the lab's stack with `SYNCLAB_LAB=1 scripts/compose up -d` (or name it with --project)"
             )));
