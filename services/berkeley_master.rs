@@ -10,8 +10,8 @@ use clap::Parser;
 use std::time::Duration;
 
 use synclab::berkeley::master::{self, Master, MasterConfig};
-use synclab::cli::{ClockArgs, LabArgs, LogArgs, TlsArgs, parse_duration, parse_name};
-use synclab::clock::LiveClock;
+use synclab::cli::{ClockArgs, LabArgs, LogArgs, MetricsArgs, TlsArgs, parse_duration, parse_name};
+use synclab::clock::{ClockSet, LiveClock};
 use synclab::server::{self, Stop};
 use synclab::telemetry;
 
@@ -50,6 +50,8 @@ struct Args {
     #[command(flatten)]
     lab: LabArgs,
     #[command(flatten)]
+    metrics: MetricsArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -74,12 +76,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let master = Master::new(clock.clone(), config);
     let listener = server::bind(&args.listen).await?;
     let stop = Stop::on_signal();
+    let metrics = args.metrics.serve(ClockSet::new(vec![clock.clone()]), stop.clone()).await?;
     let server = master::server(master.clone(), &args.name, stop.clone(), args.lab.lab).await?;
     tracing::info!(addr = %listener.local_addr()?, interval = ?args.interval, tolerance = ?args.tolerance, "berkeley master listening");
 
     let rounds = tokio::spawn(master.run(stop.clone()));
     server.serve(listener, stop).await?;
     rounds.await.context("the round loop failed")?;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     tracing::info!("berkeley master stopped");
     Ok(())
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use anyhow::Context as _;
 use synclab::berkeley::slave::Slave;
-use synclab::cli::{ClockArgs, LabArgs, LogArgs, TlsArgs, parse_address, parse_duration, parse_name, parse_positive_nanos};
-use synclab::clock::LiveClock;
+use synclab::cli::{ClockArgs, LabArgs, LogArgs, MetricsArgs, TlsArgs, parse_address, parse_duration, parse_name, parse_positive_nanos};
+use synclab::clock::{ClockSet, LiveClock};
 use synclab::server::{self, Stop};
 use synclab::telemetry;
 
@@ -43,6 +43,8 @@ struct Args {
     #[command(flatten)]
     lab: LabArgs,
     #[command(flatten)]
+    metrics: MetricsArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -63,13 +65,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let port = listener.local_addr()?.port();
     let advertise = args.advertise.clone().unwrap_or_else(|| format!("{}:{port}", host_name()));
     synclab_core::name::check_address(&advertise).with_context(|| format!("invalid value '{advertise}' for '--advertise'"))?;
+    let stop = Stop::on_signal();
+    let metrics = args.metrics.serve(ClockSet::new(vec![clock.clone()]), stop.clone()).await?;
     let slave = Slave::new(clock, args.max_adjustment, args.tls.dialer()?).context("cannot choose the slave's claim")?;
     let server = slave.server(args.lab.lab).await?;
     tracing::info!(name = %args.name, addr = %listener.local_addr()?, %advertise, master = %args.master, "berkeley slave listening");
 
-    let stop = Stop::on_signal();
     tokio::spawn(slave.keep_registered(args.master.clone(), args.name.clone(), advertise, args.timeout, stop.clone()));
     server.serve(listener, stop).await?;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     tracing::info!("berkeley slave stopped");
     Ok(())
 }

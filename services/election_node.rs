@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use std::collections::BTreeMap;
 
-use synclab::cli::{LabArgs, LogArgs, TlsArgs, named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
+use synclab::cli::{LabArgs, LogArgs, MetricsArgs, TlsArgs, named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
 use synclab::election::{ElectionNode, NodeConfig};
 use synclab::server::{self, Stop};
 use synclab::telemetry;
@@ -60,6 +60,8 @@ struct Args {
     #[command(flatten)]
     lab: LabArgs,
     #[command(flatten)]
+    metrics: MetricsArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -88,8 +90,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(id = args.id, algorithm = %args.algorithm, addr = %listener.local_addr()?, "election node listening");
     let server = synclab::election::server(&node).await?;
     let stop = Stop::on_signal();
+    let metrics = args.metrics.serve(synclab::clock::ClockSet::default(), stop.clone()).await?;
+    if metrics.is_some() {
+        let node = node.clone();
+        synclab::observe::on_scrape(move || {
+            let node = node.clone();
+            async move { synclab::observe::election_state(&node.snapshot().await) }
+        });
+    }
     let running = tokio::spawn(node.run(stop.clone()));
     server.serve(listener, stop).await?;
     let _ = running.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     Ok(())
 }

@@ -6,7 +6,8 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use synclab::cli::{ClockArgs, LabArgs, LogArgs, TlsArgs, parse_nonnegative_nanos};
+use synclab::cli::{ClockArgs, LabArgs, LogArgs, MetricsArgs, TlsArgs, parse_nonnegative_nanos};
+use synclab::clock::ClockSet;
 use synclab::clock::LiveClock;
 use synclab::server::{self, Stop};
 use synclab::{cristian, telemetry};
@@ -36,6 +37,8 @@ struct Args {
     #[command(flatten)]
     lab: LabArgs,
     #[command(flatten)]
+    metrics: MetricsArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -56,6 +59,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
     let listener = server::bind(&args.listen).await?;
     let tls = args.tls.load()?;
+    let stop = Stop::on_signal();
+    let metrics = args.metrics.serve(ClockSet::new(vec![clock.clone()]), stop.clone()).await?;
     let server = cristian::server(clock, args.root_dispersion.unsigned_abs(), tls.as_ref(), args.lab.lab).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -64,7 +69,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         clock_drift_ppm = args.clock.clock_drift_ppm,
         "time server listening"
     );
-    server.serve(listener, Stop::on_signal()).await?;
+    server.serve(listener, stop).await?;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     tracing::info!("time server stopped");
     Ok(())
 }

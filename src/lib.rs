@@ -13,7 +13,7 @@
 //! - [`server`] and [`rpc`]: what every server and every client shares (reflection, health, shutdown;
 //!   channels and deadlines).
 //! - [`cli`]: every flag and its validation, named alike across the binaries in `services/`.
-//! - [`proto`]: the generated gRPC code; [`telemetry`]: logging.
+//! - [`proto`]: the generated gRPC code; [`telemetry`]: logging; [`observe`]: Prometheus metrics.
 
 pub mod berkeley;
 pub mod cli;
@@ -23,6 +23,7 @@ pub mod election;
 pub mod lab;
 mod lock;
 pub mod net;
+pub mod observe;
 pub mod proto;
 pub mod random;
 pub mod rpc;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::join_all;
-use synclab::cli::{ClockArgs, Device, LabArgs, LogArgs, TlsArgs, named, parse_device, parse_duration};
+use synclab::cli::{ClockArgs, Device, LabArgs, LogArgs, MetricsArgs, TlsArgs, named, parse_device, parse_duration};
 use synclab::clock::{ClockService, ClockSet, LiveClock};
 use synclab::cristian::{CristianClient, SyncError, SyncReport};
 use synclab::proto::clock::clock_server::ClockServer;
@@ -54,6 +54,9 @@ pub struct CristianArgs {
     tls: TlsArgs,
     #[command(flatten)]
     lab: LabArgs,
+    /// With --interval: the devices' clocks and syncs as Prometheus metrics.
+    #[command(flatten)]
+    metrics: MetricsArgs,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -205,6 +208,7 @@ async fn sync_every(interval: Duration, clients: &mut [CristianClient], clocks: 
         Some(listen) => Some(serve_clocks(listen, clocks, args.tls.load()?.as_ref(), args.lab.lab, stop_rx.clone()).await?),
         None => None,
     };
+    let metrics = args.metrics.serve(ClockSet::new(clocks.to_vec()), stop_rx.clone()).await?;
     let stop = stop_rx.clone();
     let mut rounds = 0u64;
     let mut all_synced = false;
@@ -222,6 +226,7 @@ async fn sync_every(interval: Duration, clients: &mut [CristianClient], clocks: 
         };
         let mut ok = true;
         for (result, clock) in results.iter().zip(clocks) {
+            synclab::observe::sync_result(clock.name(), result.as_ref());
             match result {
                 Ok(report) => {
                     log_report(report);
@@ -253,6 +258,10 @@ async fn sync_every(interval: Duration, clients: &mut [CristianClient], clocks: 
         // Stop the server too when the loop ended by --count.
         stop_handle.stop();
         let _ = task.await;
+    }
+    if let Some(metrics) = metrics {
+        stop_handle.stop();
+        let _ = metrics.await;
     }
     tracing::info!(rounds, "stopped");
     Ok(ExitCode::SUCCESS)

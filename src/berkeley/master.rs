@@ -386,6 +386,7 @@ impl Master {
                 }
             }
             group.last_round = Some(round.clone());
+            crate::observe::berkeley_round(&round, group.members.len());
         }
         let answered = round.members.iter().filter(|m| m.answered).count();
         let excluded: Vec<&str> = round.members.iter().filter(|m| m.excluded).map(|m| m.name.as_str()).collect();

@@ -86,6 +86,34 @@ pub struct LabArgs {
     pub lab: bool,
 }
 
+/// Whether this process serves Prometheus metrics.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 0.0.0.0:9100 (omit: no metrics listener).
+    #[arg(long, env = "SYNCLAB_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Starts the metrics listener when asked for, with `clocks` read at each scrape (it stops with
+    /// `stop`; await the task to see it closed); `None` when not asked for.
+    pub async fn serve(
+        &self,
+        clocks: crate::clock::ClockSet,
+        stop: crate::server::Stop,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, crate::server::ServerError> {
+        let Some(addr) = self.metrics_listen else { return Ok(None) };
+        let (_, task) = crate::observe::serve(addr, stop).await?;
+        crate::observe::watch_clocks(clocks);
+        Ok(Some(task))
+    }
+}
+
+/// Parses an address to listen on: IP:PORT (e.g. 0.0.0.0:9100, 127.0.0.1:0, [::1]:9100).
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.trim().parse().map_err(|_| format!("'{text}' is not IP:PORT (e.g. 0.0.0.0:9100)"))
+}
+
 /// How this process logs.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {

@@ -265,6 +265,7 @@ impl ElectionNode {
 
     /// Tells the message watchers about one message, if any is watching.
     fn record(&self, direction: Direction, peer: NodeId, message: &Message, ok: bool, tag: u64) {
+        crate::observe::election_message_event(direction, message.kind().as_str(), ok);
         if self.shared.messages.receiver_count() == 0 {
             return;
         }
@@ -373,7 +374,11 @@ impl ElectionNode {
         let (result, effects) = {
             let mut inner = self.lock();
             let before = leader_key(&inner.machine);
+            let election_before = inner.machine.core().last_election().map(|e| e.started);
             let result = event(&mut inner.machine, self.now());
+            if let Some(e) = inner.machine.core().last_election().filter(|e| Some(e.started) != election_before) {
+                crate::observe::election_began(&e.reason);
+            }
             let outbox = inner.machine.drain();
             let term = inner.machine.core().term();
             let store = (term > inner.saved).then_some(term);

@@ -12,6 +12,7 @@
 pub(crate) mod connections;
 pub mod guard;
 pub mod limits;
+pub mod observed;
 pub mod stop;
 pub mod watch;
 
@@ -135,7 +136,11 @@ impl Services {
         for name in &self.names {
             health.set_service_status(*name, ServingStatus::Serving).await;
         }
-        Ok(Server { routes: self.routes.routes(), health, names: self.names, limits: self.limits, registry: Registry::new(), tls: self.tls })
+        let methods = observed::methods(
+            &[self.names.as_slice(), &[health_name, "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]].concat(),
+            &[crate::proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET, tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET, tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET],
+        );
+        Ok(Server { routes: self.routes.routes(), health, names: self.names, limits: self.limits, registry: Registry::new(), tls: self.tls, methods })
     }
 }
 
@@ -147,6 +152,8 @@ pub struct Server {
     limits: Limits,
     registry: Registry,
     tls: Option<crate::tls::Tls>,
+    /// The methods served, for the request metrics' labels.
+    methods: std::collections::HashSet<String>,
 }
 
 /// Closes every connection of a server at once, as a crash of its process would (for experiments).
@@ -174,7 +181,7 @@ impl Server {
     /// Serves on `listener` until `stop`: then health turns NOT_SERVING, no connection is accepted,
     /// calls in flight have the shutdown grace to finish, and every connection still open is closed.
     pub async fn serve(self, listener: TcpListener, stop: Stop) -> Result<(), ServerError> {
-        let Server { routes, health, names, limits, registry, tls } = self;
+        let Server { routes, health, names, limits, registry, tls, methods } = self;
         let reaper = tokio::spawn({
             let (registry, limits) = (registry.clone(), limits.clone());
             async move {
@@ -210,6 +217,7 @@ impl Server {
             .http2_max_pending_accept_reset_streams(Some(32))
             .max_connection_age(limits.max_connection_age)
             .max_connection_age_grace(limits.request_timeout)
+            .layer(observed::Observe::new(methods))
             .layer(guard::Guard::new(limits.max_request_bytes, limits.max_buffered_request_bytes))
             .add_routes(routes)
             .serve_with_incoming_shutdown(
