@@ -1,8 +1,8 @@
 //! Test support for synclab, kept out of the product's API.
 //!
 //! - [`sim`]: a deterministic in-memory network for the election state machines of `synclab_core`:
-//!   latency, per-link delay, loss, crashes, restarts, pauses and cut-off nodes, with the safety
-//!   invariants checked after every event.
+//!   latency, per-link delay, jitter, loss, duplication, forged requests, crashes, restarts, pauses and
+//!   cut-off nodes, with the safety invariants checked after every event.
 //! - [`attack`]: attacks on the servers (connection, request and stream floods, forged messages) and
 //!   the probes that measure what they cost (memory, a legitimate call's latency, exit time).
 //! - [`cluster`]: real election nodes in one process, each a gRPC server on its own loopback port, for

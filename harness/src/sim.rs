@@ -1,12 +1,13 @@
 //! A deterministic in-memory network for the election state machines: latency, per-link delay, random
-//! loss, crashes, restarts (a restarted node keeps its term, as the state file does), pauses and cut-off
-//! nodes. It checks the safety invariants after every event and counts every message.
+//! jitter (messages overtake each other), random loss and duplication, forged requests, crashes, restarts
+//! (a restarted node keeps its term, as the state file does), pauses and cut-off nodes. It checks the
+//! safety invariants after every event and counts every message.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
-use synclab_core::election::{Algorithm, Envelope, GroupConfig, Kind, Machine, NodeId, Reply, Role, SendError, Term};
+use synclab_core::election::{Algorithm, Envelope, GroupConfig, Kind, Machine, Message, NodeId, Rejection, Reply, Role, SendError, Term};
 
 /// A safety invariant that broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +42,8 @@ struct SimNode {
 #[derive(Debug)]
 enum Event {
     Tick,
-    Deliver { from: NodeId, incarnation: u64, envelope: Envelope },
+    /// A request; `copy`: a duplicate, whose answer goes nowhere (the sender hears the original's).
+    Deliver { from: NodeId, incarnation: u64, envelope: Envelope, copy: bool },
     Reply { to: NodeId, incarnation: u64, envelope: Envelope, result: Result<Reply, SendError> },
 }
 
@@ -56,8 +58,14 @@ pub struct SimConfig {
     pub tick: Duration,
     /// Probability that a message (request or answer) is lost.
     pub loss: f64,
-    /// Seed of the loss generator.
+    /// Seed of the loss, jitter and duplication generator.
     pub seed: u64,
+    /// Extra one-way delay of each message, uniform in `[0, jitter)`: later messages may overtake
+    /// earlier ones.
+    pub jitter: Duration,
+    /// Probability that a request arrives twice (the copy after its own latency and jitter); the
+    /// sender hears one answer.
+    pub duplicate: f64,
     pub heartbeat: Duration,
     pub timeout: Duration,
     /// Elections staggered by rank (zero: off).
@@ -72,6 +80,8 @@ impl Default for SimConfig {
             tick: Duration::from_millis(5),
             loss: 0.0,
             seed: 1,
+            jitter: Duration::ZERO,
+            duplicate: 0.0,
             heartbeat: Duration::from_millis(50),
             timeout: Duration::from_millis(200),
             election_stagger: Duration::ZERO,
@@ -228,6 +238,29 @@ impl Sim {
         self.config.loss = loss;
     }
 
+    /// Sets the probability of delivering each request twice.
+    pub fn set_duplicate(&mut self, duplicate: f64) {
+        self.config.duplicate = duplicate;
+    }
+
+    /// Sets the random extra delay of each message.
+    pub fn set_jitter(&mut self, jitter: Duration) {
+        self.config.jitter = jitter;
+    }
+
+    /// Delivers a forged request to `to` now, as if `from` (any id, a member or not) had sent it; its
+    /// answer goes nowhere. `None` if `to` is not up and reachable.
+    pub fn forge(&mut self, to: NodeId, from: NodeId, message: Message) -> Option<Result<Reply, Rejection>> {
+        if !self.reachable(to) {
+            return None;
+        }
+        let now = self.now;
+        let result = self.nodes.get_mut(&to).expect("known node").machine.on_request(now, from, message);
+        self.flush(to);
+        self.check();
+        Some(result)
+    }
+
     /// Requests sent so far by kind (`Ok` counts OK answers).
     pub fn sent(&self) -> &BTreeMap<Kind, u64> {
         &self.sent
@@ -316,16 +349,30 @@ impl Sim {
         self.queue.push(Reverse((at, self.seq)));
     }
 
-    fn lost(&mut self) -> bool {
-        if self.config.loss <= 0.0 {
-            return false;
-        }
-        // xorshift64*
+    /// A uniform number in [0, 1) (xorshift64*).
+    fn uniform(&mut self) -> f64 {
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
         self.rng ^= self.rng >> 27;
         let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        (x >> 11) as f64 / (1u64 << 53) as f64 <= self.config.loss
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// True with probability `p` (the generator only moves when `p` is positive).
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.uniform() <= p
+    }
+
+    fn lost(&mut self) -> bool {
+        self.chance(self.config.loss)
+    }
+
+    /// A message's random extra delay.
+    fn jitter(&mut self) -> Duration {
+        if self.config.jitter.is_zero() {
+            return Duration::ZERO;
+        }
+        self.config.jitter.mul_f64(self.uniform())
     }
 
     fn reachable(&self, id: NodeId) -> bool {
@@ -346,8 +393,16 @@ impl Sim {
                 }
                 self.schedule(self.now + self.config.tick, Event::Tick);
             }
-            Event::Deliver { from, incarnation, envelope } => {
+            Event::Deliver { from, incarnation, envelope, copy } => {
                 let to = envelope.to;
+                if copy {
+                    // A duplicate: handled again if it gets through; its answer goes nowhere.
+                    if self.reachable(to) && !self.nodes[&from].cut && !self.nodes[&from].mute && !self.lost() {
+                        let _ = self.nodes.get_mut(&to).expect("node").machine.on_request(self.now, from, envelope.message);
+                        self.flush(to);
+                    }
+                    return;
+                }
                 let down = self.nodes[&to].health == Health::Down;
                 let fail_at = self.now + self.config.deadline.saturating_sub(self.config.latency);
                 if down && !self.nodes[&from].cut {
@@ -376,7 +431,7 @@ impl Sim {
                     let result = Err(SendError::Unreachable(format!("the answer from node {to} was lost")));
                     self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
                 } else {
-                    let at = self.now + self.link_latency(to, from);
+                    let at = self.now + self.link_latency(to, from) + self.jitter();
                     self.schedule(at, Event::Reply { to: from, incarnation, envelope, result });
                 }
             }
@@ -404,8 +459,12 @@ impl Sim {
         let outbox = node.machine.drain();
         for envelope in outbox {
             *self.sent.entry(envelope.message.kind()).or_default() += 1;
-            let at = self.now + self.link_latency(id, envelope.to);
-            self.schedule(at, Event::Deliver { from: id, incarnation, envelope });
+            let at = self.now + self.link_latency(id, envelope.to) + self.jitter();
+            if self.chance(self.config.duplicate) {
+                let again = self.now + self.link_latency(id, envelope.to) + self.jitter();
+                self.schedule(again, Event::Deliver { from: id, incarnation, envelope: envelope.clone(), copy: true });
+            }
+            self.schedule(at, Event::Deliver { from: id, incarnation, envelope, copy: false });
         }
     }
 
