@@ -248,14 +248,16 @@ fn election_node_keeps_its_term_and_refuses_a_damaged_state_file() {
     // Alone (node 2 is down), node 1 wins; SIGTERM stops it cleanly and its term is on disk.
     let mut child = run(&dir);
     let term_file = dir.join("election-node-1.json");
+    // The file is written at start (term 0, proving it can be) and again when the node claims a term.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !term_file.exists() && Instant::now() < deadline {
+    let read = || -> Option<serde_json::Value> { serde_json::from_str(&std::fs::read_to_string(&term_file).ok()?).ok() };
+    while read().is_none_or(|s| s["term"].as_u64() == Some(0)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&term_file).unwrap()).unwrap();
+    let saved = read().expect("no state file");
     assert_eq!(saved["id"], 1);
     let first = saved["term"].as_u64().unwrap();
-    assert!(first > 0);
+    assert!(first > 0, "{saved}");
     sigterm(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(5)).success());
 
