@@ -29,6 +29,7 @@ mod berkeley;
 mod cristian;
 #[path = "synclab/election.rs"]
 mod election;
+#[cfg(feature = "lab-runner")]
 #[path = "synclab/lab.rs"]
 mod lab;
 
@@ -56,6 +57,7 @@ enum Command {
     /// when none is given), for mutual TLS.
     Certs(CertsArgs),
     /// Break a group on purpose: seeded fault scenarios, a recorded history, checkers and a report.
+    #[cfg(feature = "lab-runner")]
     Lab(lab::LabArgs),
 }
 
@@ -132,7 +134,10 @@ fn main() -> ExitCode {
     // instead of failing a write and panicking. Not for commands that serve or hold peers' sockets in
     // this process (a device's clock server, the lab's in-process nodes): there a peer that hangs up
     // must cost one connection, never the process.
+    #[cfg(feature = "lab-runner")]
     let serves = matches!(cli.command, Command::Cristian(_) | Command::Lab(_));
+    #[cfg(not(feature = "lab-runner"))]
+    let serves = matches!(cli.command, Command::Cristian(_));
     #[cfg(unix)]
     if !serves {
         // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
             Command::Berkeley(args) => berkeley::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Election(args) => election::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Certs(args) => certs(args),
+            #[cfg(feature = "lab-runner")]
             Command::Lab(args) => lab::run(args).await,
         }
     });

@@ -4,10 +4,13 @@
 //! in-process [`cluster`]), and the run's report ([`report`]). The history's format and the checkers
 //! are in `synclab_core::lab`.
 
+#[cfg(feature = "lab-runner")]
 pub mod clocks;
 pub mod cluster;
 pub mod links;
+#[cfg(feature = "lab-runner")]
 pub mod report;
+#[cfg(feature = "lab-runner")]
 pub mod run;
 pub mod service;
 
