@@ -6,9 +6,10 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use synclab::cli::{ClockArgs, LabArgs, LogArgs, TlsArgs, parse_nonnegative_nanos};
+use synclab::cli::{ClockArgs, LabArgs, LogArgs, NtpServerArgs, TlsArgs, parse_nonnegative_nanos};
 use synclab::clock::LiveClock;
 use synclab::server::{self, Stop};
+use synclab::ntp::NtpServer;
 use synclab::{cristian, telemetry};
 use synclab_core::duration::format_nanos;
 
@@ -29,6 +30,8 @@ struct Args {
     /// latency (and so the best sync accuracy).
     #[arg(long, env = "SYNCLAB_WORKER_THREADS", default_value_t = 0)]
     worker_threads: usize,
+    #[command(flatten)]
+    ntp: NtpServerArgs,
     #[command(flatten)]
     clock: ClockArgs,
     #[command(flatten)]
@@ -56,7 +59,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
     let listener = server::bind(&args.listen).await?;
     let tls = args.tls.load()?;
-    let server = cristian::server(clock, args.root_dispersion.unsigned_abs(), tls.as_ref(), args.lab.lab).await?;
+    let server = cristian::server(clock.clone(), args.root_dispersion.unsigned_abs(), tls.as_ref(), args.lab.lab).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         name = %args.name,
@@ -64,7 +67,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         clock_drift_ppm = args.clock.clock_drift_ppm,
         "time server listening"
     );
-    server.serve(listener, Stop::on_signal()).await?;
+    let stop = Stop::on_signal();
+    let ntp = match &args.ntp.ntp_listen {
+        Some(addr) => {
+            let config = synclab_core::ntp::ServerConfig {
+                root_dispersion_nanos: args.root_dispersion.unsigned_abs(),
+                rate_per_sec: args.ntp.ntp_rate_limit,
+                burst: args.ntp.ntp_burst,
+                ..Default::default()
+            };
+            let ntp = NtpServer::bind(addr, clock.clone(), config).await.with_context(|| format!("cannot serve NTP on '{addr}' (--ntp-listen)"))?;
+            tracing::info!(addr = %ntp.local_addr()?, "answering NTP");
+            Some(tokio::spawn(ntp.serve(stop.clone())))
+        }
+        None => None,
+    };
+    server.serve(listener, stop).await?;
+    if let Some(ntp) = ntp {
+        ntp.await.context("the NTP task failed")?.context("the NTP server failed")?;
+    }
     tracing::info!("time server stopped");
     Ok(())
 }

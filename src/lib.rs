@@ -23,6 +23,7 @@ pub mod election;
 pub mod lab;
 mod lock;
 pub mod net;
+pub mod ntp;
 pub mod proto;
 pub mod random;
 pub mod rpc;
