@@ -6,10 +6,11 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use synclab::cli::{ClockArgs, LabArgs, LogArgs, MetricsArgs, TlsArgs, parse_nonnegative_nanos};
+use synclab::cli::{ClockArgs, LabArgs, LogArgs, MetricsArgs, NtpServerArgs, TlsArgs, parse_nonnegative_nanos};
 use synclab::clock::ClockSet;
 use synclab::clock::LiveClock;
 use synclab::server::{self, Stop};
+use synclab::ntp::NtpServer;
 use synclab::{cristian, telemetry};
 use synclab_core::duration::format_nanos;
 
@@ -30,6 +31,8 @@ struct Args {
     /// latency (and so the best sync accuracy).
     #[arg(long, env = "SYNCLAB_WORKER_THREADS", default_value_t = 0)]
     worker_threads: usize,
+    #[command(flatten)]
+    ntp: NtpServerArgs,
     #[command(flatten)]
     clock: ClockArgs,
     #[command(flatten)]
@@ -61,7 +64,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tls = args.tls.load()?;
     let stop = Stop::on_signal();
     let metrics = args.metrics.serve(ClockSet::new(vec![clock.clone()]), stop.clone()).await?;
-    let server = cristian::server(clock, args.root_dispersion.unsigned_abs(), tls.as_ref(), args.lab.lab).await?;
+    let server = cristian::server(clock.clone(), args.root_dispersion.unsigned_abs(), tls.as_ref(), args.lab.lab).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         name = %args.name,
@@ -69,7 +72,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         clock_drift_ppm = args.clock.clock_drift_ppm,
         "time server listening"
     );
+    let ntp = match &args.ntp.ntp_listen {
+        Some(addr) => {
+            let config = synclab_core::ntp::ServerConfig {
+                root_dispersion_nanos: args.root_dispersion.unsigned_abs(),
+                rate_per_sec: args.ntp.ntp_rate_limit,
+                burst: args.ntp.ntp_burst,
+                ..Default::default()
+            };
+            let ntp = NtpServer::bind(addr, clock.clone(), config).await.with_context(|| format!("cannot serve NTP on '{addr}' (--ntp-listen)"))?;
+            tracing::info!(addr = %ntp.local_addr()?, "answering NTP");
+            Some(tokio::spawn(ntp.serve(stop.clone())))
+        }
+        None => None,
+    };
     server.serve(listener, stop).await?;
+    if let Some(ntp) = ntp {
+        ntp.await.context("the NTP task failed")?.context("the NTP server failed")?;
+    }
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }

@@ -24,6 +24,7 @@ pub mod lab;
 mod lock;
 pub mod net;
 pub mod observe;
+pub mod ntp;
 pub mod proto;
 pub mod random;
 pub mod rpc;

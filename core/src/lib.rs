@@ -10,6 +10,8 @@
 //! - [`berkeley`]: the Berkeley round (the largest agreeing set, relative adjustments) and the
 //!   frequency estimator slaves learn their drift with.
 //! - [`election`]: the Bully and Ring state machines: requests, replies and timer ticks in, messages out.
+//! - [`ntp`]: NTPv4 packets, the server's per-datagram decision (interleaved mode, rate limit) and the
+//!   client's checks of a reply.
 //! - [`name`]: what a clock or member name may be.
 //! - [`lab`]: the fault lab's histories and the checkers that judge them.
 //!
@@ -23,6 +25,7 @@ pub mod duration;
 pub mod election;
 pub mod lab;
 pub mod name;
+pub mod ntp;
 
 /// An enum whose values have fixed lower-case names, as flags, logs and messages spell them (e.g.
 /// `bully`, `ring`). The command line parses them with one generic parser.

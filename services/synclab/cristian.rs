@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::future::join_all;
-use synclab::cli::{ClockArgs, Device, LabArgs, LogArgs, MetricsArgs, TlsArgs, named, parse_device, parse_duration};
+use synclab::cli::{ClockArgs, Device, LabArgs, LogArgs, MetricsArgs, Protocol, TlsArgs, named, parse_device, parse_duration};
+use synclab::ntp::{NtpClient, NtpMode};
 use synclab::clock::{ClockService, ClockSet, LiveClock};
 use synclab::cristian::{CristianClient, SyncError, SyncReport};
 use synclab::proto::clock::clock_server::ClockServer;
@@ -19,9 +20,16 @@ use tonic_health::server::HealthReporter;
 
 #[derive(Debug, clap::Args)]
 pub struct CristianArgs {
-    /// The time server, as host:port or http://host:port.
+    /// The time server, as host:port or http://host:port (with --protocol ntp: any NTP server, host:port).
     #[arg(long, env = "SYNCLAB_SERVER", default_value = "localhost:50051")]
     server: String,
+    /// The protocol to sync over: synclab's gRPC TimeService, or NTPv4 over UDP.
+    #[arg(long, env = "SYNCLAB_PROTOCOL", value_parser = named::<Protocol>(), default_value = "grpc")]
+    protocol: Protocol,
+    /// With --protocol ntp: ask for interleaved replies (falling back to basic where the server does not
+    /// interleave), or basic mode only.
+    #[arg(long, env = "SYNCLAB_NTP_MODE", value_parser = named::<NtpMode>(), default_value = "interleaved")]
+    ntp_mode: NtpMode,
     /// A device to sync, as NAME or NAME=OFFSET[/DRIFT_PPM] to give it its own wrong clock (e.g.
     /// mobile=+3s/40). Repeat to sync several devices at once; without it one device, "device", is synced.
     #[arg(long = "device", env = "SYNCLAB_DEVICE", value_name = "NAME[=OFFSET[/PPM]]", value_delimiter = ',', value_parser = parse_device)]
@@ -133,8 +141,23 @@ fn device_clocks(args: &CristianArgs) -> anyhow::Result<Vec<LiveClock>> {
     Ok(clocks)
 }
 
+/// A device's client, of either protocol.
+enum Client {
+    Grpc(CristianClient),
+    Ntp(NtpClient),
+}
+
+impl Client {
+    async fn sync(&mut self, clock: &LiveClock, samples: usize, estimator: Estimator) -> Result<SyncReport, SyncError> {
+        match self {
+            Client::Grpc(c) => c.sync(clock, samples, estimator).await,
+            Client::Ntp(c) => c.sync(clock, samples, estimator).await,
+        }
+    }
+}
+
 /// Syncs every device at once, each over its own connection.
-async fn sync_all(clients: &mut [CristianClient], clocks: &[LiveClock], args: &CristianArgs) -> Vec<Result<SyncReport, SyncError>> {
+async fn sync_all(clients: &mut [Client], clocks: &[LiveClock], args: &CristianArgs) -> Vec<Result<SyncReport, SyncError>> {
     join_all(clients.iter_mut().zip(clocks).map(|(c, clock)| c.sync(clock, args.samples.into(), args.estimator))).await
 }
 
@@ -144,7 +167,10 @@ pub async fn run(args: CristianArgs) -> anyhow::Result<ExitCode> {
     let dialer = args.tls.dialer()?;
     let mut clients = Vec::new();
     for _ in &clocks {
-        clients.push(CristianClient::dial(&args.server, args.timeout, &dialer).context("invalid value for '--server'")?);
+        clients.push(match args.protocol {
+            Protocol::Grpc => Client::Grpc(CristianClient::dial(&args.server, args.timeout, &dialer).context("invalid value for '--server'")?),
+            Protocol::Ntp => Client::Ntp(NtpClient::new(&args.server, args.timeout, args.ntp_mode)),
+        });
     }
     match args.interval {
         None => sync_once(&mut clients, &clocks, &args).await,
@@ -153,7 +179,7 @@ pub async fn run(args: CristianArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One sync of every device: a report each, then their disagreement; exit 1 if any failed.
-async fn sync_once(clients: &mut [CristianClient], clocks: &[LiveClock], args: &CristianArgs) -> anyhow::Result<ExitCode> {
+async fn sync_once(clients: &mut [Client], clocks: &[LiveClock], args: &CristianArgs) -> anyhow::Result<ExitCode> {
     let results = sync_all(clients, clocks, args).await;
     let mut failed = false;
     for (result, clock) in results.iter().zip(clocks) {
@@ -195,7 +221,7 @@ async fn serve_clocks(
 /// Syncs every `interval` until SIGTERM (or `--count` syncs), logging each sync. Until every device
 /// has synced once it retries sooner (doubling from 100 ms up to the interval), so a client started
 /// before its server syncs as soon as the server is up.
-async fn sync_every(interval: Duration, clients: &mut [CristianClient], clocks: &[LiveClock], args: &CristianArgs) -> anyhow::Result<ExitCode> {
+async fn sync_every(interval: Duration, clients: &mut [Client], clocks: &[LiveClock], args: &CristianArgs) -> anyhow::Result<ExitCode> {
     let (stop_handle, stop_rx) = Stop::new();
     tokio::spawn({
         let stop_handle = stop_handle.clone();

@@ -114,6 +114,43 @@ pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
     text.trim().parse().map_err(|_| format!("'{text}' is not IP:PORT (e.g. 0.0.0.0:9100)"))
 }
 
+/// The time server's NTP endpoint.
+#[derive(Debug, Clone, Args)]
+pub struct NtpServerArgs {
+    /// Also answer NTPv4 client requests on this UDP address (e.g. 0.0.0.0:123), from the same clock as
+    /// GetTime. Without it no UDP socket is opened.
+    #[arg(long, env = "SYNCLAB_NTP_LISTEN", value_name = "ADDR", value_parser = parse_address)]
+    pub ntp_listen: Option<String>,
+    /// NTP requests per second answered per client address; above it a RATE kiss-o'-death, then
+    /// silence. 0 turns the limit off.
+    #[arg(long, env = "SYNCLAB_NTP_RATE_LIMIT", value_name = "PER_SECOND", default_value_t = 256)]
+    pub ntp_rate_limit: u32,
+    /// NTP requests a client may send at once above the rate limit.
+    #[arg(long, env = "SYNCLAB_NTP_BURST", value_name = "COUNT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ntp_burst: u32,
+}
+
+/// Which protocol a client syncs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// synclab's TimeService over gRPC.
+    #[default]
+    Grpc,
+    /// NTPv4 over UDP, from any NTP server.
+    Ntp,
+}
+
+impl Named for Protocol {
+    const ALL: &'static [Self] = &[Protocol::Grpc, Protocol::Ntp];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Ntp => "ntp",
+        }
+    }
+}
+
 /// How this process logs.
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {

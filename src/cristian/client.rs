@@ -35,6 +35,12 @@ pub enum SyncError {
     /// The answer does not echo the request's send time.
     #[error("{server} answered a different request (origin time not echoed)")]
     Mismatch { server: String },
+    /// The NTP server's reply failed a check (a kiss-o'-death among them).
+    #[error("{server}: {source}")]
+    Ntp { server: String, source: synclab_core::ntp::ReplyError },
+    /// The NTP socket failed, or no valid reply came in time.
+    #[error("{server}: {source}")]
+    Io { server: String, source: std::io::Error },
     /// The correction could not be applied to the local clock.
     #[error("cannot correct the clock: {0}")]
     Clock(#[from] ClockError),
@@ -218,28 +224,35 @@ impl CristianClient {
         let est: Estimate = estimate(&exchanges, estimator, last.root_dispersion_nanos)
             .map_err(|source| SyncError::BadExchange { server: self.server.clone(), source })?;
         let chosen = exchanges.iter().position(|e| e.round_trip() == est.round_trip_nanos).unwrap_or(0);
-        let before = clock.read().true_offset;
-        let adjustment = clock.adjust(est.offset_nanos.round() as i64)?;
-        let after = clock.settled_offset();
-        Ok(SyncReport {
-            device: clock.name().to_string(),
-            server: self.server.clone(),
-            server_name: last.server_name,
-            server_time: format_rfc3339(est.server_time_nanos),
-            rtt_us: est.round_trip_nanos as f64 / 1e3,
-            delay_us: est.delay_nanos as f64 / 1e3,
-            offset_us: est.offset_nanos / 1e3,
-            cristian_offset_us: est.cristian_offset_nanos / 1e3,
-            ntp_offset_us: est.ntp_offset_nanos / 1e3,
-            estimator,
-            error_bound_us: est.error_bound_nanos / 1e3,
-            samples: est.samples,
-            interleaved: interleaved.get(chosen).copied().unwrap_or(false),
-            kernel_timestamps: est.kernel_stamps,
-            adjustment,
-            true_offset_before_us: before / 1e3,
-            true_error_us: after / 1e3,
-            synced_time: format_rfc3339(clock.now()),
-        })
+        let interleaved = interleaved.get(chosen).copied().unwrap_or(false);
+        Ok(apply_estimate(clock, &self.server, last.server_name, &est, interleaved)?)
     }
+}
+
+/// Corrects `clock` by `est` and reports the sync, ground truth included: the one report of both
+/// protocols (gRPC here, NTP in `crate::ntp`), so their outputs compare line by line.
+pub fn apply_estimate(clock: &LiveClock, server: &str, server_name: String, est: &Estimate, interleaved: bool) -> Result<SyncReport, ClockError> {
+    let before = clock.read().true_offset;
+    let adjustment = clock.adjust(est.offset_nanos.round() as i64)?;
+    let after = clock.settled_offset();
+    Ok(SyncReport {
+        device: clock.name().to_string(),
+        server: server.to_string(),
+        server_name,
+        server_time: format_rfc3339(est.server_time_nanos),
+        rtt_us: est.round_trip_nanos as f64 / 1e3,
+        delay_us: est.delay_nanos as f64 / 1e3,
+        offset_us: est.offset_nanos / 1e3,
+        cristian_offset_us: est.cristian_offset_nanos / 1e3,
+        ntp_offset_us: est.ntp_offset_nanos / 1e3,
+        estimator: est.estimator,
+        error_bound_us: est.error_bound_nanos / 1e3,
+        samples: est.samples,
+        interleaved,
+        kernel_timestamps: est.kernel_stamps,
+        adjustment,
+        true_offset_before_us: before / 1e3,
+        true_error_us: after / 1e3,
+        synced_time: format_rfc3339(clock.now()),
+    })
 }

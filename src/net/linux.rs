@@ -9,14 +9,18 @@ use std::os::fd::RawFd;
 
 /// Asks the kernel to stamp the data `fd` receives.
 pub(crate) fn enable(fd: RawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
+    set_socket_option(fd, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// Sets the SOL_SOCKET option `name` of `fd` to `value`.
+fn set_socket_option(fd: RawFd, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: `fd` is an open socket and the option value outlives the call.
     let r = unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
+            name,
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -53,4 +57,113 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize,
         }
     }
     Ok((n as usize, stamp))
+}
+
+/// One datagram read without blocking: its length (the whole datagram's, even when longer than `buf`),
+/// its sender, and the kernel's receive time (host ns since the epoch), if the kernel gave one.
+pub(crate) fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, std::net::SocketAddr, Option<i64>)> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let mut control = [0u64; 32];
+    // SAFETY: an all-zero sockaddr_storage is valid; it outlives the recvmsg call.
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut msg = message(&mut iov, &mut control);
+    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
+    let n = receive(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC)?;
+    let from = sockaddr_to_std(&name).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from an address that is not IP"))?;
+    let mut stamp = None;
+    // SAFETY: the cmsg macros walk the control buffer the kernel filled in, within msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                stamp = timespec_nanos(&ts);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n, from, stamp))
+}
+
+/// A message header reading into `iov` with room for control messages in `control`.
+fn message(iov: &mut libc::iovec, control: &mut [u64]) -> libc::msghdr {
+    // SAFETY: an all-zero msghdr is valid; the caller keeps `iov` and `control` alive past the recvmsg.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control) as _;
+    msg
+}
+
+/// recvmsg(2) on `msg` with `flags`: the bytes read.
+fn receive(fd: RawFd, msg: &mut libc::msghdr, flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `msg` describes writable memory of the stated sizes (built by `message`).
+    let n = unsafe { libc::recvmsg(fd, msg, flags) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+fn timespec_nanos(ts: &libc::timespec) -> Option<i64> {
+    let nanos = (ts.tv_sec as i64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as i64);
+    (nanos > 0).then_some(nanos)
+}
+
+fn sockaddr_to_std(name: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    match name.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a: libc::sockaddr_in = unsafe { std::ptr::read_unaligned((name as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(std::net::SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned((name as *const libc::sockaddr_storage).cast()) };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(std::net::SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
+/// Asks the kernel for software transmit timestamps of what `fd` sends, each tagged with the
+/// datagram's sequence number (counted from 0 from now on), delivered on the error queue.
+pub(crate) fn enable_tx_stamps(fd: RawFd) -> io::Result<()> {
+    let flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE
+        | libc::SOF_TIMESTAMPING_SOFTWARE
+        | libc::SOF_TIMESTAMPING_OPT_ID
+        | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+    set_socket_option(fd, libc::SO_TIMESTAMPING, flags as libc::c_int)
+}
+
+/// Takes one transmit timestamp off `fd`'s error queue without blocking: the sent datagram's sequence
+/// number and when it left (host ns since the epoch). `Ok(None)` for an error-queue entry that is not
+/// a timestamp; `WouldBlock` when the queue is empty.
+pub(crate) fn recv_tx_stamp(fd: RawFd) -> io::Result<Option<(u32, i64)>> {
+    let mut data = [0u8; 64];
+    let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+    let mut control = [0u64; 32];
+    let mut msg = message(&mut iov, &mut control);
+    receive(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)?;
+    let (mut stamp, mut id) = (None, None);
+    // SAFETY: as in `recv`, within msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
+            if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPING {
+                // struct scm_timestamping: three timespecs, the first the software one.
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                stamp = timespec_nanos(&ts);
+            } else if (level == libc::SOL_IP && kind == libc::IP_RECVERR) || (level == libc::SOL_IPV6 && kind == libc::IPV6_RECVERR) {
+                let err: libc::sock_extended_err = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                if err.ee_errno == libc::ENOMSG as u32 && err.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING {
+                    id = Some(err.ee_data);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(id.zip(stamp))
 }

@@ -30,7 +30,7 @@
 
 pub mod frame;
 #[cfg(target_os = "linux")]
-mod linux;
+pub(crate) mod linux;
 pub mod socket;
 pub mod stamps;
 pub mod stream;

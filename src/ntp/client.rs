@@ -1,0 +1,207 @@
+//! The NTP client: syncs one device's clock from any NTPv4 server (synclab's, chronyd, ntpd-rs...), in
+//! interleaved mode where the server speaks it and basic mode otherwise, with the same estimate, bound
+//! and report as the gRPC client (`crate::cristian`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use synclab_core::cristian::{Estimator, Exchange, estimate};
+use synclab_core::ntp::{
+    Answered, ClientExchange, Packet, ReplyError, basic_exchange, check_reply, interleaved_exchange, next_request, root_distance_nanos,
+};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use crate::clock::{LiveClock, host_now};
+use crate::cristian::{SyncError, SyncReport, apply_estimate};
+use crate::net::linux;
+
+/// Whether the client asks for interleaved replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NtpMode {
+    /// Ask for interleaved mode (RFC 9769) and fall back to basic replies where the server does not
+    /// interleave.
+    #[default]
+    Interleaved,
+    /// Basic client/server mode only.
+    Basic,
+}
+
+impl synclab_core::Named for NtpMode {
+    const ALL: &'static [Self] = &[NtpMode::Interleaved, NtpMode::Basic];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            NtpMode::Interleaved => "interleaved",
+            NtpMode::Basic => "basic",
+        }
+    }
+}
+
+/// An NTP client of one server, for one device's clock.
+#[derive(Debug)]
+pub struct NtpClient {
+    server: String,
+    timeout: Duration,
+    mode: NtpMode,
+    socket: Option<UdpSocket>,
+    /// Whether the kernel stamps what the socket sends, and how many datagrams it sent.
+    tx_stamps: bool,
+    sent: u32,
+}
+
+/// One reply as received: the checked packet, how it answered, and when it arrived on the device's clock.
+struct Received {
+    reply: Packet,
+    answered: Answered,
+    t4: i64,
+    kernel: bool,
+    /// The kernel's transmit time of the request, on the device's clock.
+    t1_kernel: Option<i64>,
+}
+
+impl NtpClient {
+    /// A client of the NTP server at `server` (`host:port`); `timeout` bounds each request.
+    pub fn new(server: &str, timeout: Duration, mode: NtpMode) -> Self {
+        Self { server: server.to_string(), timeout, mode, socket: None, tx_stamps: false, sent: 0 }
+    }
+
+    fn io(&self, source: io::Error) -> SyncError {
+        SyncError::Io { server: self.server.clone(), source }
+    }
+
+    async fn socket(&mut self) -> Result<&UdpSocket, SyncError> {
+        if self.socket.is_none() {
+            let addr: SocketAddr = tokio::net::lookup_host(&self.server)
+                .await
+                .map_err(|e| self.io(e))?
+                .next()
+                .ok_or_else(|| self.io(io::Error::new(io::ErrorKind::NotFound, "the name has no address")))?;
+            let local: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+            let socket = UdpSocket::bind(local).await.map_err(|e| self.io(e))?;
+            socket.connect(addr).await.map_err(|e| self.io(e))?;
+            linux::enable(socket.as_raw_fd()).map_err(|e| self.io(e))?;
+            self.tx_stamps = linux::enable_tx_stamps(socket.as_raw_fd()).is_ok();
+            self.sent = 0;
+            self.socket = Some(socket);
+        }
+        Ok(self.socket.as_ref().expect("socket set above"))
+    }
+
+    /// Sends `request` and waits for the first reply that passes the checks; others (late replies to
+    /// earlier requests, forgeries) are ignored. A kiss-o'-death fails.
+    async fn exchange(&mut self, request: &Packet, clock: &LiveClock) -> Result<Received, SyncError> {
+        let server = self.server.clone();
+        let timeout = self.timeout;
+        self.socket().await?;
+        let (tx_stamps, id) = (self.tx_stamps, self.sent);
+        let socket = self.socket.as_ref().expect("socket opened above");
+        socket.send(&request.to_bytes()).await.map_err(|source| SyncError::Io { server: server.clone(), source })?;
+        self.sent = self.sent.wrapping_add(1);
+        let mut buf = [0u8; 1024];
+        let wait = async {
+            loop {
+                socket.readable().await?;
+                let fd = socket.as_raw_fd();
+                let (n, _, kernel) = match socket.try_io(Interest::READABLE, || linux::recv_from(fd, &mut buf)) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                };
+                let read_at = host_now();
+                match check_reply(request, &buf[..n.min(buf.len())]) {
+                    Ok((reply, answered)) => {
+                        let host = kernel.filter(|&k| k <= read_at).unwrap_or(read_at);
+                        let t1_kernel = if tx_stamps { sent_at(fd, id).map(|h| clock.at(h)) } else { None };
+                        return Ok(Ok(Received { reply, answered, t4: clock.at(host), kernel: kernel.is_some(), t1_kernel }));
+                    }
+                    Err(e @ ReplyError::Kiss(_)) => return Ok(Err(e)),
+                    Err(e) => tracing::debug!(server = %server, error = %e, "NTP reply ignored"),
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(Ok(received))) => Ok(received),
+            Ok(Ok(Err(source))) => Err(SyncError::Ntp { server, source }),
+            Ok(Err(source)) => Err(SyncError::Io { server, source }),
+            Err(_) => Err(SyncError::Io { server, source: io::Error::new(io::ErrorKind::TimedOut, format!("no valid reply within {timeout:?}")) }),
+        }
+    }
+
+    /// Takes `samples` exchanges (one request more in interleaved mode, for the last one's precise
+    /// transmit time), estimates the offset from the minimum-delay one, and corrects `clock` by it. Any
+    /// failed request fails the sync, and nothing is applied.
+    pub async fn sync(&mut self, clock: &LiveClock, samples: usize, estimator: Estimator) -> Result<SyncReport, SyncError> {
+        let samples = samples.max(1);
+        let interleave = self.mode == NtpMode::Interleaved;
+        let requests = samples + usize::from(interleave);
+        // (exchange, interleaved, arrival stamped by the kernel)
+        let mut exchanges: Vec<(Exchange, bool, bool)> = Vec::with_capacity(requests);
+        let mut previous: Option<(ClientExchange, bool, bool)> = None; // (exchange, counted as basic, kernel)
+        let mut last_reply = None;
+        let bad = |server: &str, source| SyncError::BadExchange { server: server.to_string(), source };
+        for _ in 0..requests {
+            let t1 = clock.at(host_now());
+            let request = next_request(previous.as_ref().map(|p| &p.0), interleave, t1, 0);
+            let got = self.exchange(&request, clock).await?;
+            // The kernel's transmit time where it is consistent: no earlier than the time read before
+            // sending, no later than the reply's arrival.
+            let t1 = got.t1_kernel.filter(|&k| k >= t1 && k <= got.t4).unwrap_or(t1);
+            let current = ClientExchange { t1, server_receive: got.reply.receive, server_transmit: got.reply.transmit, t4: got.t4 };
+            match (got.answered, previous) {
+                (Answered::Interleaved, Some((prev, counted, kernel))) => {
+                    let refined = interleaved_exchange(&prev, &got.reply).map_err(|e| bad(&self.server, e))?;
+                    if counted {
+                        exchanges.pop();
+                    }
+                    exchanges.push((refined, true, kernel));
+                    previous = Some((current, false, got.kernel));
+                }
+                _ => {
+                    let e = basic_exchange(t1, &got.reply, got.t4).map_err(|e| bad(&self.server, e))?;
+                    exchanges.push((e, false, got.kernel));
+                    previous = Some((current, true, got.kernel));
+                }
+            }
+            last_reply = Some(got.reply);
+        }
+        let last = last_reply.expect("at least one request was made");
+        let plain: Vec<Exchange> = exchanges.iter().map(|e| e.0).collect();
+        let est = estimate(&plain, estimator, root_distance_nanos(&last).round() as u64).map_err(|e| bad(&self.server, e))?;
+        let chosen = plain.iter().position(|e| e.round_trip() == est.round_trip_nanos).unwrap_or(0);
+        let (interleaved, kernel) = exchanges.get(chosen).map_or((false, false), |e| (e.1, e.2));
+        let mut report = apply_estimate(clock, &self.server, server_name(&last), &est, interleaved)?;
+        report.kernel_timestamps = kernel;
+        Ok(report)
+    }
+}
+
+/// The kernel's transmit time (host ns) of datagram `id`, from the socket's error queue; older stamps
+/// left there are dropped.
+fn sent_at(fd: std::os::fd::RawFd, id: u32) -> Option<i64> {
+    let mut found = None;
+    for _ in 0..16 {
+        match linux::recv_tx_stamp(fd) {
+            Ok(Some((i, host))) if i == id => found = Some(host),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    found
+}
+
+/// How a reply names its server: NTP, the stratum and the reference ID (ASCII, or an address).
+fn server_name(reply: &Packet) -> String {
+    let id = reply.reference_id;
+    let ascii = id.iter().all(|&b| b == 0 || b.is_ascii_graphic()) && id[0] != 0;
+    let refid = if ascii {
+        String::from_utf8_lossy(&id).trim_end_matches('\0').to_string()
+    } else {
+        std::net::Ipv4Addr::from(id).to_string()
+    };
+    format!("NTP stratum {} ({refid})", reply.stratum)
+}
+

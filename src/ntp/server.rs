@@ -1,0 +1,189 @@
+//! The time server's NTPv4 endpoint: one task reading a UDP socket, answering from the server's virtual
+//! clock, until the process's [`Stop`].
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use synclab_core::ntp::{MAX_REQUEST_LEN, NtpTimestamp, ParseError, ReplyKind, Server, ServerConfig};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use crate::clock::{LiveClock, host_now};
+use crate::net::linux;
+use crate::server::Stop;
+use crate::telemetry::Refusals;
+
+/// What the server has done so far.
+#[derive(Debug)]
+pub struct NtpStats {
+    /// Datagrams read.
+    pub received: AtomicU64,
+    /// Replies sent (kiss-o'-death included).
+    pub answered: AtomicU64,
+    /// Of the replies, those in interleaved mode.
+    pub interleaved: AtomicU64,
+    /// Of the replies, RATE kiss-o'-death packets.
+    pub kisses: AtomicU64,
+    /// Transmit times the kernel stamped.
+    pub kernel_tx_stamps: AtomicU64,
+    /// Datagrams dropped, by kind (`synclab_core::ntp::Dropped::kind`).
+    pub dropped: Refusals,
+}
+
+impl Default for NtpStats {
+    fn default() -> Self {
+        Self {
+            received: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            interleaved: AtomicU64::new(0),
+            kisses: AtomicU64::new(0),
+            kernel_tx_stamps: AtomicU64::new(0),
+            dropped: Refusals::new("NTP datagram"),
+        }
+    }
+}
+
+impl NtpStats {
+    /// Datagrams dropped of kind `kind`.
+    pub fn dropped(&self, kind: &str) -> u64 {
+        self.dropped.totals().iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)
+    }
+}
+
+/// Replies whose kernel transmit stamp is awaited, by datagram sequence number.
+const PENDING: usize = 256;
+
+/// An NTP server bound to its socket.
+#[derive(Debug)]
+pub struct NtpServer {
+    socket: UdpSocket,
+    clock: LiveClock,
+    logic: Server,
+    stats: Arc<NtpStats>,
+    tx_stamps: bool,
+    sent: u32,
+    pending: Box<[Option<(u32, IpAddr, NtpTimestamp)>; PENDING]>,
+}
+
+impl NtpServer {
+    /// Binds `addr` (UDP) and prepares to answer from `clock`.
+    pub async fn bind(addr: &str, clock: LiveClock, config: ServerConfig) -> io::Result<Self> {
+        let socket = UdpSocket::bind(addr).await?;
+        let fd = socket.as_raw_fd();
+        linux::enable(fd)?;
+        let tx_stamps = match linux::enable_tx_stamps(fd) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(error = %e, "no kernel transmit timestamps; interleaved replies carry the time read before sending");
+                false
+            }
+        };
+        let key = (crate::random::nonce(), crate::random::nonce());
+        Ok(Self {
+            socket,
+            clock,
+            logic: Server::new(config, key),
+            stats: Arc::new(NtpStats::default()),
+            tx_stamps,
+            sent: 0,
+            pending: Box::new([None; PENDING]),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The counters, shared with the running task.
+    pub fn stats(&self) -> Arc<NtpStats> {
+        self.stats.clone()
+    }
+
+    /// Answers requests until `stop`.
+    pub async fn serve(mut self, stop: Stop) -> io::Result<()> {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            tokio::select! {
+                () = stop.wait() => break,
+                ready = self.socket.readable() => ready?,
+            }
+            self.drain_tx_stamps();
+            loop {
+                let fd = self.socket.as_raw_fd();
+                match self.socket.try_io(Interest::READABLE, || linux::recv_from(fd, &mut buf)) {
+                    Ok((n, from, kernel)) => self.handle(&buf, n, from, kernel),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "NTP socket read failed");
+                        break;
+                    }
+                }
+                self.drain_tx_stamps();
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, buf: &[u8], len: usize, from: SocketAddr, kernel: Option<i64>) {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        if len > buf.len() {
+            self.stats.dropped.refused("oversized", &ParseError::Oversized(len.min(MAX_REQUEST_LEN * 1000)));
+            return;
+        }
+        let receive = self.clock.at(kernel.unwrap_or_else(host_now));
+        let client = from.ip();
+        let mut reply = match self.logic.respond(&buf[..len], client, receive) {
+            Ok(r) => r,
+            Err(why) => {
+                self.stats.dropped.refused(why.kind(), &format_args!("{from}: {why}"));
+                return;
+            }
+        };
+        let bytes = reply.stamp_transmit(self.clock.now());
+        match self.socket.try_send_to(&bytes, from) {
+            Ok(_) => {}
+            Err(e) => {
+                self.stats.dropped.refused("send_failed", &format_args!("{from}: {e}"));
+                return;
+            }
+        }
+        let id = self.sent;
+        self.sent = self.sent.wrapping_add(1);
+        self.stats.answered.fetch_add(1, Ordering::Relaxed);
+        match reply.kind {
+            ReplyKind::Interleaved => self.stats.interleaved.fetch_add(1, Ordering::Relaxed),
+            ReplyKind::RateKiss => self.stats.kisses.fetch_add(1, Ordering::Relaxed),
+            ReplyKind::Basic => 0,
+        };
+        self.logic.sent(client, &reply, reply.packet.transmit);
+        if self.tx_stamps && reply.kind != ReplyKind::RateKiss {
+            self.pending[id as usize % PENDING] = Some((id, client, reply.packet.receive));
+        }
+    }
+
+    /// Reads the kernel's transmit stamps and hands them to the replies they belong to.
+    fn drain_tx_stamps(&mut self) {
+        if !self.tx_stamps {
+            return;
+        }
+        let fd = self.socket.as_raw_fd();
+        for _ in 0..PENDING {
+            match linux::recv_tx_stamp(fd) {
+                Ok(Some((id, host))) => {
+                    if let Some((_, client, receive)) = self.pending[id as usize % PENDING].take_if(|p| p.0 == id) {
+                        if self.logic.transmitted(client, receive, self.clock.at(host)) {
+                            self.stats.kernel_tx_stamps.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
