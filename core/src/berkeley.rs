@@ -183,7 +183,8 @@ impl FrequencyEstimator {
             return self.correction_ppm;
         }
         if let Some(last) = last {
-            let interval = (host - last) as f64;
+            // In floating point: host times far apart (or a clock that went back) cannot overflow.
+            let interval = host as f64 - last as f64;
             if interval >= self.min_interval_nanos as f64 && by_nanos.is_finite() {
                 let residual_ppm = -by_nanos / interval * 1e6;
                 self.correction_ppm = (self.correction_ppm - self.gain * residual_ppm).clamp(-self.max_ppm, self.max_ppm);
@@ -319,5 +320,14 @@ mod tests {
         assert_eq!(est.observe(2_100_000_000, 1e6, false), 50.0, "too soon after the last: noise, not frequency");
         assert_eq!(est.observe(3_000_000_000, f64::NAN, false), 50.0);
         assert_eq!(est.observe(4_000_000_000, 1e9, false), 100.0, "clamped to the maximum");
+    }
+
+    #[test]
+    fn host_times_at_the_ends_of_i64_do_not_overflow() {
+        // Found by fuzz/fuzz_targets/berkeley.rs: `host - last` overflowed.
+        let mut est = FrequencyEstimator::new(1.0, 100.0, 500_000_000);
+        est.observe(i64::MIN, 0.0, false);
+        assert_eq!(est.observe(i64::MAX, 1e9, false), 1e9 / (i64::MAX as f64 - i64::MIN as f64) * 1e6);
+        assert_eq!(est.observe(i64::MIN, 1e9, false), est.correction_ppm(), "time going back teaches nothing");
     }
 }
