@@ -146,6 +146,7 @@ fuzz_target!(|input: Input| {
     let mut estimator = FrequencyEstimator::new(input.gain.get(), max_ppm, input.min_interval);
     for o in input.observations.iter().take(64) {
         let ppm = estimator.observe(o.host, o.by.get(), o.stepped);
+        assert!(!ppm.is_nan(), "a NaN correction");
         assert_eq!(ppm, estimator.correction_ppm());
         if max_ppm.is_finite() {
             assert!(ppm.is_finite(), "correction {ppm}");
