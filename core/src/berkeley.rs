@@ -161,9 +161,11 @@ impl FrequencyEstimator {
     /// past ±`max_ppm`, and learns only from adjustments at least `min_interval_nanos` apart (over a
     /// shorter interval the measurement's noise, not the frequency, makes the adjustment).
     pub fn new(gain: f64, max_ppm: f64, min_interval_nanos: i64) -> Self {
+        // NaN would poison the correction for good (and a NaN bound makes `clamp` panic): a NaN gain
+        // learns as little as possible, a NaN bound allows no correction.
         Self {
-            gain: gain.clamp(f64::MIN_POSITIVE, 1.0),
-            max_ppm: max_ppm.abs(),
+            gain: if gain.is_nan() { f64::MIN_POSITIVE } else { gain.clamp(f64::MIN_POSITIVE, 1.0) },
+            max_ppm: if max_ppm.is_nan() { 0.0 } else { max_ppm.abs() },
             min_interval_nanos: min_interval_nanos.max(1),
             correction_ppm: 0.0,
             last_adjustment_host: None,
@@ -183,7 +185,8 @@ impl FrequencyEstimator {
             return self.correction_ppm;
         }
         if let Some(last) = last {
-            let interval = (host - last) as f64;
+            // In floating point: host times far apart (or a clock that went back) cannot overflow.
+            let interval = host as f64 - last as f64;
             if interval >= self.min_interval_nanos as f64 && by_nanos.is_finite() {
                 let residual_ppm = -by_nanos / interval * 1e6;
                 self.correction_ppm = (self.correction_ppm - self.gain * residual_ppm).clamp(-self.max_ppm, self.max_ppm);
@@ -319,5 +322,25 @@ mod tests {
         assert_eq!(est.observe(2_100_000_000, 1e6, false), 50.0, "too soon after the last: noise, not frequency");
         assert_eq!(est.observe(3_000_000_000, f64::NAN, false), 50.0);
         assert_eq!(est.observe(4_000_000_000, 1e9, false), 100.0, "clamped to the maximum");
+    }
+
+    #[test]
+    fn nan_settings_do_not_poison_the_correction() {
+        // Found by fuzz/fuzz_targets/berkeley.rs: a NaN gain made every correction NaN.
+        let mut est = FrequencyEstimator::new(f64::NAN, 100.0, 1);
+        est.observe(0, 0.0, false);
+        assert!(est.observe(1_000_000_000, 1e6, false).is_finite());
+        let mut est = FrequencyEstimator::new(1.0, f64::NAN, 1);
+        est.observe(0, 0.0, false);
+        assert_eq!(est.observe(1_000_000_000, 1e6, false), 0.0, "a NaN bound allows no correction");
+    }
+
+    #[test]
+    fn host_times_at_the_ends_of_i64_do_not_overflow() {
+        // Found by fuzz/fuzz_targets/berkeley.rs: `host - last` overflowed.
+        let mut est = FrequencyEstimator::new(1.0, 100.0, 500_000_000);
+        est.observe(i64::MIN, 0.0, false);
+        assert_eq!(est.observe(i64::MAX, 1e9, false), 1e9 / (i64::MAX as f64 - i64::MIN as f64) * 1e6);
+        assert_eq!(est.observe(i64::MIN, 1e9, false), est.correction_ppm(), "time going back teaches nothing");
     }
 }
