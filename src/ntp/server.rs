@@ -144,7 +144,8 @@ impl NtpServer {
                 return;
             }
         };
-        let bytes = reply.stamp_transmit(self.clock.now());
+        let transmit = self.clock.now();
+        let bytes = reply.stamp_transmit(transmit);
         match self.socket.try_send_to(&bytes, from) {
             Ok(_) => {}
             Err(e) => {
@@ -160,7 +161,7 @@ impl NtpServer {
             ReplyKind::RateKiss => self.stats.kisses.fetch_add(1, Ordering::Relaxed),
             ReplyKind::Basic => 0,
         };
-        self.logic.sent(client, &reply, reply.packet.transmit);
+        self.logic.sent(client, &reply, transmit);
         if self.tx_stamps && reply.kind != ReplyKind::RateKiss {
             self.pending[id as usize % PENDING] = Some((id, client, reply.packet.receive));
         }
