@@ -190,7 +190,7 @@ impl Packet {
         if len > MAX_REQUEST_LEN {
             return Err(ParseError::Oversized(len));
         }
-        if len % 4 != 0 {
+        if !len.is_multiple_of(4) {
             return Err(ParseError::Unaligned(len));
         }
         let version = (bytes[0] >> 3) & 7;

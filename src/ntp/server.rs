@@ -176,10 +176,10 @@ impl NtpServer {
         for _ in 0..PENDING {
             match linux::recv_tx_stamp(fd) {
                 Ok(Some((id, host))) => {
-                    if let Some((_, client, receive)) = self.pending[id as usize % PENDING].take_if(|p| p.0 == id) {
-                        if self.logic.transmitted(client, receive, self.clock.at(host)) {
-                            self.stats.kernel_tx_stamps.fetch_add(1, Ordering::Relaxed);
-                        }
+                    if let Some((_, client, receive)) = self.pending[id as usize % PENDING].take_if(|p| p.0 == id)
+                        && self.logic.transmitted(client, receive, self.clock.at(host))
+                    {
+                        self.stats.kernel_tx_stamps.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Ok(None) => {}
