@@ -441,3 +441,29 @@ fn the_time_server_answers_ntp_only_when_asked_and_both_protocols_report_alike()
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn with_an_interval_the_client_learns_its_frequency_and_holds_over_for_both_protocols() {
+    let grpc = format!("127.0.0.1:{}", common::free_port());
+    let ntp = format!("127.0.0.1:{}", free_udp_port());
+    let mut server = Running(Command::new(TIME_SERVER).args(["--listen", &grpc, "--ntp-listen", &ntp]).stderr(Stdio::piped()).spawn().unwrap());
+    wait_for_line(&mut server.0, "answering NTP");
+    for (protocol, addr) in [("ntp", &ntp), ("grpc", &grpc)] {
+        // 200 ppm slow: 100 µs lost per 500 ms interval without a frequency correction.
+        let out = Command::new(SYNCLAB)
+            .args(["cristian", "--protocol", protocol, "--server", addr, "--json", "--interval", "500ms", "--count", "8", "--clock-drift-ppm", "-200"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let holdover: Vec<f64> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["true_offset_before_us"].as_f64().unwrap())
+            .collect();
+        assert_eq!(holdover.len(), 8);
+        // The second sync sees the whole drift of an interval; the last ones a small part of it.
+        assert!(holdover[1] < -80.0, "{protocol}: {holdover:?}");
+        let last = holdover[5..].iter().map(|h| h.abs()).fold(0.0, f64::max);
+        assert!(last < 20.0, "{protocol}: holdover still {last} µs: {holdover:?}");
+    }
+}

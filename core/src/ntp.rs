@@ -190,7 +190,7 @@ impl Packet {
         if len > MAX_REQUEST_LEN {
             return Err(ParseError::Oversized(len));
         }
-        if len % 4 != 0 {
+        if !len.is_multiple_of(4) {
             return Err(ParseError::Unaligned(len));
         }
         let version = (bytes[0] >> 3) & 7;
@@ -528,11 +528,14 @@ impl Server {
         Ok(Reply { packet, kind })
     }
 
-    /// Records that the reply `reply` to `client` left with transmit timestamp `transmit` (the one in
-    /// the packet for a basic reply), so the client's next interleaved request gets it.
-    pub fn sent(&mut self, client: IpAddr, reply: &Reply, transmit: NtpTimestamp) {
+    /// Records that the reply `reply` to `client` was sent at `transmit_nanos` on the serving clock (the
+    /// time read just before sending; for a basic reply the one in the packet, for an interleaved one
+    /// not: its packet carries the previous reply's), so the client's next interleaved request gets it
+    /// unless [`Self::transmitted`] refines it.
+    pub fn sent(&mut self, client: IpAddr, reply: &Reply, transmit_nanos: i64) {
         if reply.kind != ReplyKind::RateKiss {
-            self.clients.record(client, reply.packet.receive, transmit.with_low_bit(false));
+            let transmit = NtpTimestamp::from_unix_nanos(transmit_nanos).with_low_bit(false);
+            self.clients.record(client, reply.packet.receive, transmit);
         }
     }
 
@@ -764,7 +767,7 @@ mod tests {
         let req1 = next_request(None, true, T, 0);
         let mut r1 = s.respond(&req1.to_bytes(), A, T + 10_000).unwrap();
         let b1 = r1.stamp_transmit(T + 12_000);
-        s.sent(A, &r1, r1.packet.transmit);
+        s.sent(A, &r1, T + 12_000);
         assert!(s.transmitted(A, r1.packet.receive, T + 12_500), "the kernel's stamp replaces the early one");
         let (p1, kind) = check_reply(&req1, &b1).unwrap();
         assert_eq!(kind, Answered::Basic);
@@ -779,6 +782,14 @@ mod tests {
         let e = interleaved_exchange(&prev, &p2).unwrap();
         assert!((e.server_time() - (T + 12_500)).abs() <= 1);
         assert!((e.ntp_offset() - 1_250.0).abs() <= 2.0, "{}", e.ntp_offset());
+        // The interleaved reply's own send time (not the earlier one it carried) serves the next request.
+        s.sent(A, &r2, T + 1_012_000);
+        let prev2 = ClientExchange { t1: T + 1_000_000, server_receive: p2.receive, server_transmit: p2.transmit, t4: T + 1_020_000 };
+        let req3 = next_request(Some(&prev2), true, T + 2_000_000, 0);
+        let mut r3 = s.respond(&req3.to_bytes(), A, T + 2_010_000).unwrap();
+        let (p3, _) = check_reply(&req3, &r3.stamp_transmit(T + 2_012_000)).unwrap();
+        let e3 = interleaved_exchange(&prev2, &p3).unwrap();
+        assert!((e3.server_time() - (T + 1_012_000)).abs() <= 1, "{}", e3.server_time() - T);
         // Another client, or a stale origin, gets basic.
         let r = s.respond(&req2.to_bytes(), B, T + 1_020_000).unwrap();
         assert_eq!(r.kind, ReplyKind::Basic);
@@ -823,7 +834,7 @@ mod tests {
             let ip = IpAddr::V4(Ipv4Addr::from(i));
             let mut r = s.respond(&request_bytes(4, 3, 9), ip, T + i as i64).unwrap();
             r.stamp_transmit(T + i as i64 + 1);
-            s.sent(ip, &r, r.packet.transmit);
+            s.sent(ip, &r, T + i as i64 + 1);
         }
         assert_eq!(s.clients().capacity(), 64);
     }

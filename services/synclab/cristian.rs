@@ -12,6 +12,8 @@ use synclab::cristian::{CristianClient, SyncError, SyncReport};
 use synclab::proto::clock::clock_server::ClockServer;
 use synclab::server::{self, Services, Stop};
 use synclab::telemetry;
+use synclab::clock::host_now;
+use synclab_core::berkeley::FrequencyEstimator;
 use synclab_core::clock::AdjustmentKind;
 use synclab_core::cristian::Estimator;
 use synclab_core::duration::format_nanos;
@@ -68,6 +70,11 @@ pub struct CristianArgs {
     #[command(flatten)]
     log: LogArgs,
 }
+
+/// The largest frequency correction the discipline applies, ppm.
+const MAX_FREQUENCY_PPM: f64 = 500.0;
+/// Syncs closer together than this teach the frequency estimator nothing (noise, not frequency).
+const MIN_LEARNING_INTERVAL_NANOS: i64 = 200_000_000;
 
 fn print_report(report: &SyncReport, json: bool) {
     if json {
@@ -240,6 +247,10 @@ async fn sync_every(interval: Duration, clients: &mut [Client], clocks: &[LiveCl
     let mut all_synced = false;
     let mut next = tokio::time::Instant::now();
     let mut retry = Duration::from_millis(100).min(interval);
+    // Frequency discipline: each sync's correction over the time since the last one is the clock's
+    // frequency error, which the estimator learns (as Berkeley slaves do), so the clock drifts less
+    // between syncs. The true error just before a sync (true_offset_before) is the holdover.
+    let mut estimators: Vec<FrequencyEstimator> = clocks.iter().map(|_| FrequencyEstimator::new(0.5, MAX_FREQUENCY_PPM, MIN_LEARNING_INTERVAL_NANOS)).collect();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
@@ -251,11 +262,17 @@ async fn sync_every(interval: Duration, clients: &mut [Client], clocks: &[LiveCl
             () = stop.wait() => break,
         };
         let mut ok = true;
-        for (result, clock) in results.iter().zip(clocks) {
+        for ((result, clock), estimator) in results.iter().zip(clocks).zip(&mut estimators) {
             synclab::observe::sync_result(clock.name(), result.as_ref());
             match result {
                 Ok(report) => {
+                    let stepped = report.adjustment == AdjustmentKind::Step;
+                    let ppm = estimator.observe(host_now(), report.offset_us * 1e3, stepped);
+                    if let Err(e) = clock.with(|c, host| c.set_frequency_correction(host, ppm)) {
+                        tracing::warn!(device = %clock.name(), error = %e, "cannot correct the frequency");
+                    }
                     log_report(report);
+                    tracing::info!(device = %report.device, holdover_us = report.true_offset_before_us, frequency_correction_ppm = ppm, "frequency");
                     if args.json {
                         print_report(report, true);
                     }

@@ -50,8 +50,7 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize,
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
                 let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                let nanos = (ts.tv_sec as i64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as i64);
-                stamp = (nanos > 0).then_some(nanos);
+                stamp = timespec_nanos(&ts);
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
@@ -104,6 +103,9 @@ fn receive(fd: RawFd, msg: &mut libc::msghdr, flags: libc::c_int) -> io::Result<
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
+/// A kernel timestamp in ns since the epoch; `None` for zero (none taken). The casts matter where
+/// `time_t` and `c_long` are 32 bits.
+#[allow(clippy::unnecessary_cast)]
 fn timespec_nanos(ts: &libc::timespec) -> Option<i64> {
     let nanos = (ts.tv_sec as i64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as i64);
     (nanos > 0).then_some(nanos)

@@ -144,7 +144,8 @@ impl NtpServer {
                 return;
             }
         };
-        let bytes = reply.stamp_transmit(self.clock.now());
+        let transmit = self.clock.now();
+        let bytes = reply.stamp_transmit(transmit);
         match self.socket.try_send_to(&bytes, from) {
             Ok(_) => {}
             Err(e) => {
@@ -160,7 +161,7 @@ impl NtpServer {
             ReplyKind::RateKiss => self.stats.kisses.fetch_add(1, Ordering::Relaxed),
             ReplyKind::Basic => 0,
         };
-        self.logic.sent(client, &reply, reply.packet.transmit);
+        self.logic.sent(client, &reply, transmit);
         if self.tx_stamps && reply.kind != ReplyKind::RateKiss {
             self.pending[id as usize % PENDING] = Some((id, client, reply.packet.receive));
         }
@@ -175,10 +176,10 @@ impl NtpServer {
         for _ in 0..PENDING {
             match linux::recv_tx_stamp(fd) {
                 Ok(Some((id, host))) => {
-                    if let Some((_, client, receive)) = self.pending[id as usize % PENDING].take_if(|p| p.0 == id) {
-                        if self.logic.transmitted(client, receive, self.clock.at(host)) {
-                            self.stats.kernel_tx_stamps.fetch_add(1, Ordering::Relaxed);
-                        }
+                    if let Some((_, client, receive)) = self.pending[id as usize % PENDING].take_if(|p| p.0 == id)
+                        && self.logic.transmitted(client, receive, self.clock.at(host))
+                    {
+                        self.stats.kernel_tx_stamps.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Ok(None) => {}
