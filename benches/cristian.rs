@@ -208,6 +208,8 @@ struct Accuracy {
     positive_share: f64,
     kernel_share: f64,
     interleaved_share: f64,
+    /// Syncs whose true error lay outside their reported bound.
+    outside_bound: usize,
 }
 
 /// `syncs` syncs of fresh clients starting ±5 s off, with 10 ms between syncs; errors in µs.
@@ -218,12 +220,13 @@ async fn synclab_accuracy(addr: &str, syncs: usize, samples: usize) -> Accuracy 
 async fn synclab_accuracy_with(dialer: &Dialer, addr: &str, syncs: usize, samples: usize) -> Accuracy {
     let mut client = CristianClient::dial(addr, TIMEOUT, dialer).unwrap();
     let (mut ntp, mut cristian, mut bound) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut positive, mut kernel, mut interleaved) = (0, 0, 0);
+    let (mut positive, mut kernel, mut interleaved, mut outside) = (0, 0, 0, 0);
     for i in 0..syncs {
         let offset = if i % 2 == 0 { 5 * SEC } else { -5 * SEC };
         let clock = LiveClock::new("bench", ClockConfig { offset_nanos: offset, ..ClockConfig::default() }).unwrap();
         let report = client.sync(&clock, samples, Estimator::Ntp).await.unwrap();
         positive += usize::from(report.true_error_us > 0.0);
+        outside += usize::from(report.true_error_us.abs() > report.error_bound_us);
         kernel += usize::from(report.kernel_timestamps);
         interleaved += usize::from(report.interleaved);
         ntp.push(report.true_error_us.abs());
@@ -239,6 +242,7 @@ async fn synclab_accuracy_with(dialer: &Dialer, addr: &str, syncs: usize, sample
         positive_share: share(positive),
         kernel_share: share(kernel),
         interleaved_share: share(interleaved),
+        outside_bound: outside,
     }
 }
 
@@ -391,32 +395,43 @@ fn tls_cost(o: &Options) {
     let (plain_server, plain_addr) = start_time_server(0);
     let (ca, cert, key) = (path("ca.pem"), path("time-server.pem"), path("time-server.key"));
     let (tls_server, tls_addr) = start_time_server_with(0, &["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key]);
-    pin_self(1);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let sides = [("plaintext", Dialer::plaintext(), &plain_addr, &plain_server), ("mutual TLS", Dialer::new(tls), &tls_addr, &tls_server)];
+    // Accuracy in both placements, then round trip and load with each process on its own core.
+    let mut accuracy = Vec::new();
+    for cpu in [0, 1] {
+        pin_self(cpu);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        for (_, dialer, addr, _) in &sides {
+            accuracy.push(rt.block_on(synclab_accuracy_with(dialer, addr, o.syncs, o.samples)));
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut figures = Vec::new();
-    for (name, dialer, addr, server) in &sides {
+    for (_, dialer, addr, server) in &sides {
         let rtt = rt.block_on(grpc_rtt_with(dialer, addr, 10_000));
-        let acc = rt.block_on(synclab_accuracy_with(dialer, addr, o.syncs, o.samples));
         let chans: Vec<_> = rt.block_on(async { (0..o.channels).map(|_| dialer.channel(addr, Duration::from_secs(30)).unwrap()).collect() });
         let before = cpu_seconds(server.0.id());
         let started = Instant::now();
         let (rate, lat) = rt.block_on(load(chans, o.load_secs, o.concurrency));
         let busy = (cpu_seconds(server.0.id()) - before) / started.elapsed().as_secs_f64();
-        figures.push((*name, rtt, acc, rate, lat, busy * 1e6 / rate));
+        figures.push((rtt, rate, lat, busy * 1e6 / rate));
     }
-    println!("\n## plaintext vs mutual TLS (servers on CPU 0, client on CPU 1)\n");
+    println!("\n## plaintext vs mutual TLS ({} syncs of {} samples per row; servers on CPU 0)\n", o.syncs, o.samples);
     println!("| figure | plaintext | mutual TLS | TLS / plaintext |\n|---|---|---|---|");
-    let (p, t) = (&figures[0], &figures[1]);
     let row = |name: &str, a: f64, b: f64| println!("| {name} | {a:.1} | {b:.1} | {:.2} |", b / a);
-    row("GetTime round trip, median (µs)", p.1.median, t.1.median);
-    row("GetTime round trip, p99 (µs)", p.1.p99, t.1.p99);
-    row("sync \\|true error\\|, median (µs)", p.2.ntp.median, t.2.ntp.median);
-    row("sync \\|true error\\|, p99 (µs)", p.2.ntp.p99, t.2.ntp.p99);
-    row("reported error bound, median (µs)", p.2.bound.median, t.2.bound.median);
-    row("throughput (calls/s)", p.3, t.3);
-    row("latency under load, median (µs)", p.4.median, t.4.median);
-    row("latency under load, p99 (µs)", p.4.p99, t.4.p99);
-    row("server CPU per call (µs)", p.5, t.5);
+    for (i, placement) in ["same CPU", "client CPU 1"].iter().enumerate() {
+        let (p, t) = (&accuracy[2 * i], &accuracy[2 * i + 1]);
+        row(&format!("sync \\|true error\\|, {placement}, median (µs)"), p.ntp.median, t.ntp.median);
+        row(&format!("sync \\|true error\\|, {placement}, p99 (µs)"), p.ntp.p99, t.ntp.p99);
+        row(&format!("reported error bound, {placement}, median (µs)"), p.bound.median, t.bound.median);
+        println!("| syncs outside their bound, {placement} | {} | {} | |", p.outside_bound, t.outside_bound);
+    }
+    let (p, t) = (&figures[0], &figures[1]);
+    row("GetTime round trip, client CPU 1, median (µs)", p.0.median, t.0.median);
+    row("GetTime round trip, client CPU 1, p99 (µs)", p.0.p99, t.0.p99);
+    row("throughput (calls/s)", p.1, t.1);
+    row("latency under load, median (µs)", p.2.median, t.2.median);
+    row("latency under load, p99 (µs)", p.2.p99, t.2.p99);
+    row("server CPU per call (µs)", p.3, t.3);
     let _ = std::fs::remove_dir_all(&dir);
 }
