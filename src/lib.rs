@@ -18,12 +18,14 @@
 pub mod berkeley;
 pub mod cli;
 pub mod clock;
+pub mod dashboard;
 pub mod cristian;
 pub mod election;
 pub mod lab;
 mod lock;
 pub mod net;
 pub mod observe;
+pub mod plot;
 pub mod proto;
 pub mod random;
 pub mod rpc;
