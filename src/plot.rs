@@ -147,9 +147,12 @@ where
         .y_label_area_size(64)
         .build_cartesian_2d(x, y)
         .map_err(|e| e.to_string())?;
+    let log = matches!(chart.y, Scale::Log { .. });
+    let y_format = |v: &f64| if log { format!("{v:.0e}") } else { format!("{}", (v * 1000.0).round() / 1000.0) };
     ctx.configure_mesh()
         .x_desc(&chart.x_label)
         .y_desc(&chart.y_label)
+        .y_label_formatter(&y_format)
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(|e| e.to_string())?;

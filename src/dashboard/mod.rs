@@ -112,6 +112,8 @@ struct Observed {
     devices: Vec<String>,
     syncs: VecDeque<SeenSync>,
     rounds: VecDeque<Round>,
+    /// Each member ever left out of the average: (first round, last round, rounds), 64 names at most.
+    exclusions: BTreeMap<String, (u64, u64, u64)>,
     master_reachable: bool,
     nodes: Vec<NodeView>,
     algorithm: String,
@@ -276,6 +278,13 @@ impl Dashboard {
                     let mut stream = stream.into_inner();
                     while let Ok(Some(round)) = stream.message().await {
                         let mut o = lock(&self.observed);
+                        for m in round.members.iter().filter(|m| m.excluded) {
+                            if o.exclusions.len() < 64 || o.exclusions.contains_key(&m.name) {
+                                let e = o.exclusions.entry(m.name.clone()).or_insert((round.number, round.number, 0));
+                                e.1 = round.number;
+                                e.2 += 1;
+                            }
+                        }
                         o.rounds.push_back(round);
                         if o.rounds.len() > KEEP {
                             o.rounds.pop_front();

@@ -181,6 +181,13 @@ fn round_table(o: &Observed) -> String {
         })
         .collect();
     html.push_str(&recent.join(" · "));
+    html.push_str("</p><p id=\"exclusions\">left out of the average so far: ");
+    let so_far: Vec<String> = o
+        .exclusions
+        .iter()
+        .map(|(name, (first, last, n))| format!("<b class=\"excluded\">{}</b> in rounds {first}–{last} ({n} rounds)", escape(name)))
+        .collect();
+    html.push_str(&if so_far.is_empty() { "nobody".to_string() } else { so_far.join(", ") });
     html.push_str("</p>");
     html
 }
