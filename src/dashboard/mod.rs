@@ -119,8 +119,8 @@ struct Observed {
     algorithm: String,
     reigns: VecDeque<Reign>,
     failovers: VecDeque<Failover>,
-    /// Messages (all but heartbeats) counted by the live nodes at the last agreement.
-    messages_at_agreement: u64,
+    /// Messages (all but heartbeats) each node had sent at the last agreement, by id.
+    messages_at_agreement: BTreeMap<i64, u64>,
 }
 
 /// The dashboard: what it has seen and the page's latest parts.
@@ -371,16 +371,14 @@ fn disagreement(o: &Observed) -> Option<f64> {
     Some(max - min)
 }
 
-/// The messages (heartbeats left out) the reachable nodes have sent.
-fn messages_sent(o: &Observed) -> u64 {
+/// The messages (heartbeats left out) each reachable node has sent, by id.
+fn messages_sent(o: &Observed) -> BTreeMap<i64, u64> {
     o.nodes
         .iter()
         .filter(|n| n.reachable)
         .filter_map(|n| n.state.as_ref())
-        .flat_map(|s| s.messages.iter())
-        .filter(|m| !m.kind.contains("Alive"))
-        .map(|m| m.sent)
-        .sum()
+        .map(|s| (s.id, s.messages.iter().filter(|m| !m.kind.contains("Alive")).map(|m| m.sent).sum()))
+        .collect()
 }
 
 /// The coordinator and term every reachable node agrees on, if they do.
@@ -429,7 +427,8 @@ fn agreement_changed(o: &mut Observed, since: f64) {
             detection_ms: ms(old_last_seen, started),
             election_ms: ms(started, elected),
             announcement_ms: ms(elected, announced),
-            messages: messages.saturating_sub(o.messages_at_agreement),
+            // Sent since the last agreement by the nodes reachable now (a dead node's count is lost).
+            messages: messages.iter().map(|(id, n)| n.saturating_sub(o.messages_at_agreement.get(id).copied().unwrap_or(0))).sum(),
             live: live.len(),
         });
         if o.failovers.len() > KEEP {
