@@ -550,9 +550,24 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
+    // Read to the end, or to the Content-Length (a server may keep the connection open regardless).
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
+            if length.is_some_and(|n| body.len() >= n) {
+                break;
+            }
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
     answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
 
@@ -637,4 +652,130 @@ fn prometheus_scrapes_every_service_and_sees_one_coordinator_and_synced_clocks()
         assert!(Instant::now() < deadline, "no agreement on node 4 after node 5's death: {coordinators:?} {terms:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// A headless Chromium driven over the DevTools protocol: one page, scripts evaluated in it.
+struct Browser {
+    _process: Child,
+    page: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    next_id: u64,
+    _profile: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A folder removed when dropped.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Browser {
+    /// Starts Chromium (Debian's `chromium`) headless on a free DevTools port with a fresh profile.
+    fn start() -> Option<Self> {
+        let port = free_port();
+        let profile = tempdir::Dir(std::env::temp_dir().join(format!("synclab-chromium-{}-{port}", std::process::id())));
+        let process = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1400,1800", "--hide-scrollbars"])
+            .arg(format!("--remote-debugging-port={port}"))
+            .arg(format!("--user-data-dir={}", profile.0.display()))
+            .arg("about:blank")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let process = Child(process);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ws = loop {
+            let targets: serde_json::Value = http_get(port, "/json/list").and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default();
+            let page = targets.as_array().and_then(|t| t.iter().find(|t| t["type"] == "page")).and_then(|t| t["webSocketDebuggerUrl"].as_str());
+            if let Some(url) = page {
+                break url.to_string();
+            }
+            assert!(Instant::now() < deadline, "Chromium's DevTools did not come up");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let (page, _) = tungstenite::connect(ws.as_str()).expect("cannot reach the page over DevTools");
+        Some(Self { _process: process, page, next_id: 0, _profile: profile })
+    }
+
+    /// Calls a DevTools method and returns its result.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let message = serde_json::json!({ "id": id, "method": method, "params": params });
+        self.page.send(tungstenite::Message::text(message.to_string())).unwrap();
+        loop {
+            let answer = self.page.read().unwrap();
+            let Ok(text) = answer.to_text() else { continue };
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else { continue };
+            if value["id"] == id {
+                assert!(value.get("error").is_none(), "{method}: {value}");
+                return value["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn eval(&mut self, expression: &str) -> serde_json::Value {
+        self.call("Runtime.evaluate", serde_json::json!({ "expression": expression, "returnByValue": true }))["result"]["value"].clone()
+    }
+}
+
+#[test]
+fn the_dashboard_shows_the_lab_live_in_a_browser_and_a_new_coordinator_within_2_s() {
+    if !tools_available() {
+        return;
+    }
+    if !require(Command::new("chromium").arg("--version").output().is_ok_and(|o| o.status.success()), "chromium (apt-get install chromium)") {
+        return;
+    }
+    let (project, ports) = whole_stack("dashboard", &["SYNCLAB_DASHBOARD_PORT"]);
+    let url = format!("http://127.0.0.1:{}/", ports["SYNCLAB_DASHBOARD_PORT"]);
+    let mut browser = Browser::start().expect("cannot start chromium");
+    browser.call("Page.navigate", serde_json::json!({ "url": url }));
+
+    // Live data arrives: every clock read, rounds with TAPMI excluded at first, node 5 ruling.
+    let wait = |browser: &mut Browser, what: &str, expression: &str, limit: Duration| {
+        let deadline = Instant::now() + limit;
+        loop {
+            if browser.eval(expression) == serde_json::Value::Bool(true) {
+                return;
+            }
+            let html = browser.eval("document.querySelector('main') ? document.querySelector('main').innerText : ''");
+            assert!(Instant::now() < deadline, "the page never showed {what}:\n{html}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait(&mut browser, "live updates", "document.getElementById('live').textContent === 'live'", Duration::from_secs(20));
+    wait(&mut browser, "node 5 as coordinator", "document.body.dataset.coordinator === '5' && document.querySelectorAll('#nodes .node').length === 5", Duration::from_secs(30));
+    wait(&mut browser, "every clock read", "!document.getElementById('clock-table').innerText.includes('unreachable') && document.querySelectorAll('#clocks svg').length === 1", Duration::from_secs(30));
+    wait(&mut browser, "a Berkeley round and TAPMI's exclusion", "!!document.querySelector('#round [data-round]') && document.getElementById('round').innerText.includes('TAPMI')", Duration::from_secs(30));
+    wait(&mut browser, "TAPMI left out of the average", "/TAPMI in rounds/.test(document.getElementById('exclusions').innerText)", Duration::from_secs(30));
+    wait(&mut browser, "a sync of the phone or the laptop", "!!document.querySelector('#syncs table')", Duration::from_secs(30));
+
+    // The coordinator's container is killed: the page shows node 4 within 2 s, without a reload.
+    // `docker kill` itself (compose's CLI takes a second or more to start).
+    let container = project.container("node-5");
+    let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
+    ok(Command::new("docker").args(["kill", &container]));
+    wait(&mut browser, "node 4 as coordinator", "document.body.dataset.coordinator === '4'", Duration::from_secs(10));
+    let arrived = browser.eval("Number([...document.querySelectorAll('#seen li')].filter(li => li.dataset.coordinator === '4').pop().dataset.at)");
+    let after_ms = arrived.as_f64().unwrap() - killed_at;
+    assert!(after_ms < 2000.0, "the new coordinator reached the page {after_ms:.0} ms after the kill");
+    assert_eq!(browser.eval("document.querySelectorAll('#seen li').length >= 2"), serde_json::Value::Bool(true), "the page was reloaded");
+    wait(&mut browser, "node 5 unreachable and a failover row", "!!document.querySelector('#nodes [data-role=unreachable]') && !!document.querySelector('#failovers table')", Duration::from_secs(10));
+    eprintln!("new coordinator on the page {after_ms:.0} ms after docker kill");
+    eprintln!("{}", browser.eval("document.getElementById('failovers').innerText"));
+
+    // A screenshot of the page as it is (SYNCLAB_SCREENSHOT names the file; default target/dashboard.png).
+    std::thread::sleep(Duration::from_secs(2));
+    let shot = browser.call("Page.captureScreenshot", serde_json::json!({ "format": "png", "captureBeyondViewport": true }));
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    let path = std::env::var("SYNCLAB_SCREENSHOT").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard.png").into());
+    std::fs::write(&path, png).unwrap();
 }
