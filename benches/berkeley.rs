@@ -238,6 +238,17 @@ fn main() {
         200.0 * o.interval.as_secs_f64()
     );
     println!("last round took {last_duration:.1} ms");
+    let points = |at: &[(usize, f64)]| at.iter().map(|(r, s)| (*r as f64, (s / 1e9).max(1e-7))).collect::<Vec<_>>();
+    let chart = synclab::plot::Chart::new("Berkeley: spread of the good clocks after each round", "round", "spread (s, log)").log(1e-7, 1e3);
+    let svg = synclab::plot::lines(
+        &chart,
+        &[synclab::plot::Series::new("synclab", points(&synclab_at)), synclab::plot::Series::new("classroom shortcut", points(&classroom_at))],
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plots/berkeley-spread.svg");
+    match std::fs::create_dir_all(path.parent().unwrap()).and_then(|()| std::fs::write(&path, svg)) {
+        Ok(()) => println!("plot: {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
     println!("classroom shortcut: TAPMI's wild clock moved the good clocks by {:.3} s on average (synclab: excluded, 0)", pulled / 1e9);
 
     let (durations, at) = scale_run(o.scale);

@@ -27,6 +27,8 @@ mod time_server;
 mod berkeley;
 #[path = "synclab/cristian.rs"]
 mod cristian;
+#[path = "synclab/dashboard.rs"]
+mod dashboard;
 #[path = "synclab/election.rs"]
 mod election;
 #[cfg(feature = "lab-runner")]
@@ -53,6 +55,8 @@ enum Command {
     Berkeley(berkeley::BerkeleyArgs),
     /// Follow an election group: `status` once, `watch` on every change.
     Election(election::ElectionArgs),
+    /// Serve a live web page of the lab: clocks, Berkeley rounds and elections.
+    Dashboard(dashboard::DashboardArgs),
     /// Make a lab CA and a certificate and key for each name (every compose service, observer and lab
     /// when none is given), for mutual TLS.
     Certs(CertsArgs),
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
             Command::Certs(args) => certs(args),
             #[cfg(feature = "lab-runner")]
             Command::Lab(args) => lab::run(args).await,
+            Command::Dashboard(args) => dashboard::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

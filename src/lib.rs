@@ -18,6 +18,7 @@
 pub mod berkeley;
 pub mod cli;
 pub mod clock;
+pub mod dashboard;
 pub mod cristian;
 pub mod election;
 pub mod lab;
@@ -25,6 +26,7 @@ mod lock;
 pub mod net;
 pub mod observe;
 pub mod ntp;
+pub mod plot;
 pub mod proto;
 pub mod random;
 pub mod rpc;

@@ -52,6 +52,12 @@ impl Project {
         let free: Vec<u16> = ports.iter().map(|_| free_port()).collect();
         let mut vars: Vec<(String, String)> = ports.iter().zip(&free).map(|(k, p)| (k.to_string(), p.to_string())).collect();
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        // The metrics and dashboard ports not asked for are free ones too, so no scenario takes a
+        // default port on the host.
+        let others = STACK.iter().map(|(_, _, metrics)| *metrics).chain(["SYNCLAB_DASHBOARD_PORT"]);
+        for name in others.filter(|n| !ports.contains(n)).collect::<Vec<_>>() {
+            vars.push((name.to_string(), free_port().to_string()));
+        }
         let name = format!("synclab-e2e-{scenario}-{}", std::process::id());
         (Self { name, env: vars, _lock: lock }, free)
     }
@@ -540,4 +546,284 @@ fn the_lab_breaks_the_compose_stack_and_checks_it() {
     }
     // Left as found: every node up, one coordinator.
     project.wait_healthy(&services);
+}
+
+/// Every service of the stack, its gRPC port's and its metrics port's compose variables.
+const STACK: [(&str, &str, &str); 13] = [
+    ("time-server", "SYNCLAB_TIME_SERVER_PORT", "SYNCLAB_TIME_SERVER_METRICS_PORT"),
+    ("mobile", "SYNCLAB_MOBILE_PORT", "SYNCLAB_MOBILE_METRICS_PORT"),
+    ("laptop", "SYNCLAB_LAPTOP_PORT", "SYNCLAB_LAPTOP_METRICS_PORT"),
+    ("berkeley-master", "SYNCLAB_BERKELEY_MASTER_PORT", "SYNCLAB_BERKELEY_MASTER_METRICS_PORT"),
+    ("kmc", "SYNCLAB_KMC_PORT", "SYNCLAB_KMC_METRICS_PORT"),
+    ("mit", "SYNCLAB_MIT_PORT", "SYNCLAB_MIT_METRICS_PORT"),
+    ("tapmi", "SYNCLAB_TAPMI_PORT", "SYNCLAB_TAPMI_METRICS_PORT"),
+    ("sols", "SYNCLAB_SOLS_PORT", "SYNCLAB_SOLS_METRICS_PORT"),
+    ("node-1", "SYNCLAB_NODE_1_PORT", "SYNCLAB_NODE_1_METRICS_PORT"),
+    ("node-2", "SYNCLAB_NODE_2_PORT", "SYNCLAB_NODE_2_METRICS_PORT"),
+    ("node-3", "SYNCLAB_NODE_3_PORT", "SYNCLAB_NODE_3_METRICS_PORT"),
+    ("node-4", "SYNCLAB_NODE_4_PORT", "SYNCLAB_NODE_4_METRICS_PORT"),
+    ("node-5", "SYNCLAB_NODE_5_PORT", "SYNCLAB_NODE_5_METRICS_PORT"),
+];
+
+/// The whole stack on free ports (gRPC and metrics), with 1 s Berkeley rounds; waits until healthy.
+/// Returns the project and each port variable's value.
+fn whole_stack(scenario: &str, extra_ports: &[&str]) -> (Project, std::collections::HashMap<String, u16>) {
+    let mut names: Vec<&str> = STACK.iter().flat_map(|(_, grpc, metrics)| [*grpc, *metrics]).collect();
+    names.extend(extra_ports);
+    let (project, ports) = Project::new(scenario, &names, &[("SYNCLAB_BERKELEY_INTERVAL", "1s")]);
+    ok(project.compose().args(["up", "-d"]));
+    let services: Vec<&str> = STACK.iter().map(|(s, _, _)| *s).collect();
+    project.wait_healthy(&services);
+    let ports = names.iter().map(|n| n.to_string()).zip(ports).collect();
+    (project, ports)
+}
+
+/// A process the test started; SIGTERM and wait when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET http://127.0.0.1:PORT/PATH` over HTTP/1.0: the body, or None if nothing answers.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
+    // Read to the end, or to the Content-Length (a server may keep the connection open regardless).
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
+            if length.is_some_and(|n| body.len() >= n) {
+                break;
+            }
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// One PromQL query's samples as (labels, value).
+fn promql(port: u16, query: &str) -> Vec<(serde_json::Value, f64)> {
+    let encoded: String = query
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    let Some(body) = http_get(port, &format!("/api/v1/query?query={encoded}")) else { return Vec::new() };
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let results = answer["data"]["result"].as_array().cloned().unwrap_or_default();
+    results.into_iter().map(|r| (r["metric"].clone(), r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN))).collect()
+}
+
+/// The single value of a query that sums up to one sample.
+fn promql_value(port: u16, query: &str) -> Option<f64> {
+    promql(port, query).first().map(|(_, v)| *v)
+}
+
+#[test]
+fn prometheus_scrapes_every_service_and_sees_one_coordinator_and_synced_clocks() {
+    if !tools_available() {
+        return;
+    }
+    let (project, ports) = whole_stack("observe", &["SYNCLAB_DASHBOARD_PORT"]);
+    let prometheus_port = free_port();
+    let mut observe = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/observe"));
+    observe.env("SYNCLAB_PROMETHEUS_PORT", prometheus_port.to_string()).envs(ports.iter().map(|(k, v)| (k, v.to_string())));
+    let _prometheus = Child(observe.stdout(std::process::Stdio::null()).spawn().expect("cannot run scripts/observe"));
+
+    // Each check is a PromQL query and what its answer must be; all must hold together within 90 s
+    // (Prometheus scrapes every second; Berkeley rounds every second; Cristian syncs every 5 s).
+    let checks: Vec<(&str, Box<dyn Fn(Option<f64>) -> bool>)> = vec![
+        ("count(up == 1)", Box::new(|v| v == Some(13.0))),
+        ("count(count by (job) (synclab_grpc_requests_total))", Box::new(|v| v == Some(13.0))),
+        // Five election nodes, one coordinator, one term, one coordinator id (node 5's).
+        ("count(synclab_election_term)", Box::new(|v| v == Some(5.0))),
+        ("count(count_values(\"term\", synclab_election_term))", Box::new(|v| v == Some(1.0))),
+        ("sum(synclab_election_is_coordinator)", Box::new(|v| v == Some(1.0))),
+        ("count(count_values(\"coordinator\", synclab_election_coordinator))", Box::new(|v| v == Some(1.0))),
+        ("max(synclab_election_coordinator)", Box::new(|v| v == Some(5.0))),
+        ("sum(synclab_election_messages_total{direction=\"received\",outcome=\"accepted\"})", Box::new(|v| v.is_some_and(|v| v > 0.0))),
+        // The time server is exact; each device's true offset is within its last sync's error bound,
+        // grown by 100 ppm over the 6 s since (the devices drift at 45 and -30 ppm).
+        ("abs(synclab_clock_offset_seconds{job=\"time-server\"})", Box::new(|v| v.is_some_and(|v| v < 1e-6))),
+        ("count(abs(synclab_clock_offset_seconds{job=~\"mobile|laptop\"}) <= on(clock) (synclab_sync_error_bound_seconds + 0.0006))", Box::new(|v| v == Some(2.0))),
+        ("sum(synclab_syncs_total{outcome=\"ok\"})", Box::new(|v| v.is_some_and(|v| v >= 2.0))),
+        // Berkeley: four members, TAPMI left out at first, every clock within 5 ms of the others.
+        ("synclab_berkeley_members", Box::new(|v| v == Some(4.0))),
+        ("synclab_berkeley_excluded_total{member=\"TAPMI\"}", Box::new(|v| v.is_some_and(|v| v >= 1.0))),
+        ("synclab_berkeley_rounds_total", Box::new(|v| v.is_some_and(|v| v >= 3.0))),
+        (
+            "max(synclab_clock_offset_seconds{job=~\"berkeley-master|kmc|mit|tapmi|sols\"}) - min(synclab_clock_offset_seconds{job=~\"berkeley-master|kmc|mit|tapmi|sols\"})",
+            Box::new(|v| v.is_some_and(|v| v < 0.005)),
+        ),
+        ("count(synclab_clock_offset_seconds{job=~\"berkeley-master|kmc|mit|tapmi|sols\"})", Box::new(|v| v == Some(5.0))),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let answers: Vec<Option<f64>> = checks.iter().map(|(q, _)| promql_value(prometheus_port, q)).collect();
+        let failing: Vec<String> =
+            checks.iter().zip(&answers).filter(|((_, check), v)| !check(**v)).map(|((q, _), v)| format!("{q} = {v:?}")).collect();
+        if failing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "after 90 s Prometheus still answers:\n{}", failing.join("\n"));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
+    // The coordinator's container is killed: Prometheus sees node 4 take over in a higher term.
+    let term = promql_value(prometheus_port, "max(synclab_election_term)").unwrap();
+    ok(project.compose().args(["kill", "node-5"]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = "synclab_election_term and on(job) up == 1";
+        let coordinators = promql(prometheus_port, "synclab_election_coordinator and on(job) up == 1");
+        let terms = promql(prometheus_port, live);
+        if coordinators.len() == 4 && coordinators.iter().all(|(_, c)| *c == 4.0) && terms.iter().all(|(_, t)| *t > term) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no agreement on node 4 after node 5's death: {coordinators:?} {terms:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A headless Chromium driven over the DevTools protocol: one page, scripts evaluated in it.
+struct Browser {
+    _process: Child,
+    page: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    next_id: u64,
+    _profile: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A folder removed when dropped.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Browser {
+    /// Starts Chromium (Debian's `chromium`) headless on a free DevTools port with a fresh profile.
+    fn start() -> Option<Self> {
+        let port = free_port();
+        let profile = tempdir::Dir(std::env::temp_dir().join(format!("synclab-chromium-{}-{port}", std::process::id())));
+        let process = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1400,1800", "--hide-scrollbars"])
+            .arg(format!("--remote-debugging-port={port}"))
+            .arg(format!("--user-data-dir={}", profile.0.display()))
+            .arg("about:blank")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let process = Child(process);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ws = loop {
+            let targets: serde_json::Value = http_get(port, "/json/list").and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default();
+            let page = targets.as_array().and_then(|t| t.iter().find(|t| t["type"] == "page")).and_then(|t| t["webSocketDebuggerUrl"].as_str());
+            if let Some(url) = page {
+                break url.to_string();
+            }
+            assert!(Instant::now() < deadline, "Chromium's DevTools did not come up");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let (page, _) = tungstenite::connect(ws.as_str()).expect("cannot reach the page over DevTools");
+        Some(Self { _process: process, page, next_id: 0, _profile: profile })
+    }
+
+    /// Calls a DevTools method and returns its result.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let message = serde_json::json!({ "id": id, "method": method, "params": params });
+        self.page.send(tungstenite::Message::text(message.to_string())).unwrap();
+        loop {
+            let answer = self.page.read().unwrap();
+            let Ok(text) = answer.to_text() else { continue };
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else { continue };
+            if value["id"] == id {
+                assert!(value.get("error").is_none(), "{method}: {value}");
+                return value["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn eval(&mut self, expression: &str) -> serde_json::Value {
+        self.call("Runtime.evaluate", serde_json::json!({ "expression": expression, "returnByValue": true }))["result"]["value"].clone()
+    }
+}
+
+#[test]
+fn the_dashboard_shows_the_lab_live_in_a_browser_and_a_new_coordinator_within_2_s() {
+    if !tools_available() {
+        return;
+    }
+    if !require(Command::new("chromium").arg("--version").output().is_ok_and(|o| o.status.success()), "chromium (apt-get install chromium)") {
+        return;
+    }
+    let (project, ports) = whole_stack("dashboard", &["SYNCLAB_DASHBOARD_PORT"]);
+    let url = format!("http://127.0.0.1:{}/", ports["SYNCLAB_DASHBOARD_PORT"]);
+    let mut browser = Browser::start().expect("cannot start chromium");
+    browser.call("Page.navigate", serde_json::json!({ "url": url }));
+
+    // Live data arrives: every clock read, rounds with TAPMI excluded at first, node 5 ruling.
+    let wait = |browser: &mut Browser, what: &str, expression: &str, limit: Duration| {
+        let deadline = Instant::now() + limit;
+        loop {
+            if browser.eval(expression) == serde_json::Value::Bool(true) {
+                return;
+            }
+            let html = browser.eval("document.querySelector('main') ? document.querySelector('main').innerText : ''");
+            assert!(Instant::now() < deadline, "the page never showed {what}:\n{html}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait(&mut browser, "live updates", "document.getElementById('live').textContent === 'live'", Duration::from_secs(20));
+    wait(&mut browser, "node 5 as coordinator", "document.body.dataset.coordinator === '5' && document.querySelectorAll('#nodes .node').length === 5", Duration::from_secs(30));
+    wait(&mut browser, "every clock read", "!document.getElementById('clock-table').innerText.includes('unreachable') && document.querySelectorAll('#clocks svg').length === 1", Duration::from_secs(30));
+    wait(&mut browser, "a Berkeley round and TAPMI's exclusion", "!!document.querySelector('#round [data-round]') && document.getElementById('round').innerText.includes('TAPMI')", Duration::from_secs(30));
+    wait(&mut browser, "TAPMI left out of the average", "/TAPMI in rounds/.test(document.getElementById('exclusions').innerText)", Duration::from_secs(30));
+    wait(&mut browser, "a sync of the phone or the laptop", "!!document.querySelector('#syncs table')", Duration::from_secs(30));
+
+    // The coordinator's container is killed: the page shows node 4 within 2 s, without a reload.
+    // `docker kill` itself (compose's CLI takes a second or more to start).
+    let container = project.container("node-5");
+    let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
+    ok(Command::new("docker").args(["kill", &container]));
+    wait(&mut browser, "node 4 as coordinator", "document.body.dataset.coordinator === '4'", Duration::from_secs(10));
+    let arrived = browser.eval("Number([...document.querySelectorAll('#seen li')].filter(li => li.dataset.coordinator === '4').pop().dataset.at)");
+    let after_ms = arrived.as_f64().unwrap() - killed_at;
+    assert!(after_ms < 2000.0, "the new coordinator reached the page {after_ms:.0} ms after the kill");
+    assert_eq!(browser.eval("document.querySelectorAll('#seen li').length >= 2"), serde_json::Value::Bool(true), "the page was reloaded");
+    wait(&mut browser, "node 5 unreachable and a failover row", "!!document.querySelector('#nodes [data-role=unreachable]') && !!document.querySelector('#failovers table')", Duration::from_secs(10));
+    eprintln!("new coordinator on the page {after_ms:.0} ms after docker kill");
+    eprintln!("{}", browser.eval("document.getElementById('failovers').innerText"));
+
+    // A screenshot of the page as it is (SYNCLAB_SCREENSHOT names the file; default target/dashboard.png).
+    std::thread::sleep(Duration::from_secs(2));
+    let shot = browser.call("Page.captureScreenshot", serde_json::json!({ "format": "png", "captureBeyondViewport": true }));
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    let path = std::env::var("SYNCLAB_SCREENSHOT").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard.png").into());
+    std::fs::write(&path, png).unwrap();
 }
