@@ -119,8 +119,11 @@ pub fn plan_round(readings: &[Reading], tolerance_nanos: f64) -> Result<RoundPla
     offsets.sort_by(f64::total_cmp);
     let set = largest_agreeing_set(&offsets, tolerance_nanos, 0.0);
     let agreeing = &offsets[set.clone()];
-    let average = agreeing.iter().sum::<f64>() / agreeing.len() as f64;
     let (low, high) = (offsets[set.start], offsets[set.end - 1]);
+    // The mean as `low` plus the mean distance from it: no sum of large offsets overflows, and rounding
+    // cannot put the average outside the set (a plain sum of equal offsets can miss them by an ulp).
+    let n = agreeing.len() as f64;
+    let average = (low + agreeing.iter().map(|&o| (o - low) / n).sum::<f64>()).clamp(low, high);
     let adjustments = readings
         .iter()
         .map(|r| {
@@ -322,6 +325,18 @@ mod tests {
         assert_eq!(est.observe(2_100_000_000, 1e6, false), 50.0, "too soon after the last: noise, not frequency");
         assert_eq!(est.observe(3_000_000_000, f64::NAN, false), 50.0);
         assert_eq!(est.observe(4_000_000_000, 1e9, false), 100.0, "clamped to the maximum");
+    }
+
+    #[test]
+    fn the_average_stays_within_the_set_whatever_the_offsets() {
+        // Found by fuzz/fuzz_targets/berkeley.rs: the sum of equal offsets rounded the average outside
+        // them; offsets near f64::MAX summed to infinity.
+        let x = 9_042_521_604_759_584_000.0;
+        let plan = plan_round(&readings(&[("KMC", x), ("MIT", x), ("TAPMI", x)]), 1.0).unwrap();
+        assert_eq!(plan.average_nanos, x);
+        let big = f64::MAX / 2.0;
+        let plan = plan_round(&readings(&[("KMC", big), ("MIT", big), ("TAPMI", big)]), 1.0).unwrap();
+        assert_eq!(plan.average_nanos, big);
     }
 
     #[test]
