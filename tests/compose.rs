@@ -376,8 +376,10 @@ fn a_partition_healed_with_swapped_addresses_settles() {
     if !tools_available() {
         return;
     }
-    // A network with a subnet of its own, so the nodes can be given chosen addresses when they return.
-    let subnet = format!("172.30.{}.0/24", 16 + std::process::id() % 200);
+    // A network with a subnet of its own, so the nodes can be given chosen addresses when they return;
+    // from 10.213.0.0/16, outside the pools Docker hands out by default (172.17-31.0.0/16, 192.168/16), so
+    // it does not collide with the networks of other projects on the machine.
+    let subnet = format!("10.213.{}.0/24", std::process::id() % 250);
     let overlay = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/e2e-partition-{}.yml", std::process::id()));
     std::fs::write(&overlay, format!("networks:\n  default:\n    ipam:\n      config:\n        - subnet: {subnet}\n")).unwrap();
     let files = format!("docker-compose.yml:{}", overlay.display());
