@@ -13,7 +13,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN triple="$(uname -m)-unknown-linux-gnu" \
- && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --no-default-features --bin synclab --target "$triple" \
+ && RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked --no-default-features --bin synclab --target "$triple" \
  && mkdir -p /out \
  && cp "target/$triple/release/synclab" /out/ \
  && for service in time-server berkeley-master berkeley-slave election-node; do ln -s synclab "/out/$service"; done \
