@@ -49,15 +49,17 @@ impl Project {
     fn new(scenario: &str, ports: &[&str], env: &[(&str, &str)]) -> (Self, Vec<u16>) {
         let lock = std::fs::File::create(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e.lock")).unwrap();
         lock.lock().unwrap();
-        let free: Vec<u16> = ports.iter().map(|_| free_port()).collect();
-        let mut vars: Vec<(String, String)> = ports.iter().zip(&free).map(|(k, p)| (k.to_string(), p.to_string())).collect();
-        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        // The metrics and dashboard ports not asked for are free ones too, so no scenario takes a
+        // The metrics, dashboard and NTP ports not asked for are free ones too, so no scenario takes a
         // default port on the host.
-        let others = STACK.iter().map(|(_, _, metrics)| *metrics).chain(["SYNCLAB_DASHBOARD_PORT"]);
-        for name in others.filter(|n| !ports.contains(n)).collect::<Vec<_>>() {
-            vars.push((name.to_string(), free_port().to_string()));
-        }
+        let others = STACK.iter().map(|(_, _, metrics)| *metrics).chain(["SYNCLAB_DASHBOARD_PORT", "SYNCLAB_TIME_SERVER_NTP_PORT"]);
+        let names: Vec<&str> = ports.iter().copied().chain(others.filter(|n| !ports.contains(n))).collect();
+        // Every listener held until all are chosen: the kernel hands a released port out again.
+        let held: Vec<std::net::TcpListener> = names.iter().map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let chosen: Vec<u16> = held.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        drop(held);
+        let free = chosen[..ports.len()].to_vec();
+        let mut vars: Vec<(String, String)> = names.iter().zip(&chosen).map(|(k, p)| (k.to_string(), p.to_string())).collect();
+        vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let name = format!("synclab-e2e-{scenario}-{}", std::process::id());
         (Self { name, env: vars, _lock: lock }, free)
     }
