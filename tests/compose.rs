@@ -512,19 +512,8 @@ fn the_lab_breaks_the_compose_stack_and_checks_it() {
     if !tools_available() {
         return;
     }
-    let names = [
-        "SYNCLAB_TIME_SERVER_PORT",
-        "SYNCLAB_BERKELEY_MASTER_PORT",
-        "SYNCLAB_KMC_PORT",
-        "SYNCLAB_MIT_PORT",
-        "SYNCLAB_TAPMI_PORT",
-        "SYNCLAB_SOLS_PORT",
-        "SYNCLAB_NODE_1_PORT",
-        "SYNCLAB_NODE_2_PORT",
-        "SYNCLAB_NODE_3_PORT",
-        "SYNCLAB_NODE_4_PORT",
-        "SYNCLAB_NODE_5_PORT",
-    ];
+    // The stack's gRPC ports but the Cristian devices' (the lab brings its own devices).
+    let names: Vec<&str> = STACK.iter().filter(|(s, _, _)| !["mobile", "laptop"].contains(s)).map(|(_, grpc, _)| *grpc).collect();
     let (project, _) = Project::new("lab", &names, &[("SYNCLAB_LAB", "1"), ("SYNCLAB_BERKELEY_INTERVAL", "1s")]);
     let services = ["time-server", "berkeley-master", "kmc", "mit", "tapmi", "sols", "node-1", "node-2", "node-3", "node-4", "node-5"];
     ok(project.compose().args(["up", "-d"]).args(services));

@@ -363,14 +363,6 @@ fn group(points: impl Iterator<Item = (String, f64, f64)>) -> Vec<(String, Vec<(
     series
 }
 
-const PALETTE: [RGBColor; 6] = [
-    RGBColor(84, 174, 255),
-    RGBColor(251, 143, 68),
-    RGBColor(46, 160, 67),
-    RGBColor(207, 34, 46),
-    RGBColor(130, 80, 223),
-    RGBColor(154, 103, 0),
-];
 
 /// Lines of positive values over time on a log scale (values below 1 ns drawn at 1 ns); series whose
 /// names end in "bound" dashed, in the colour of the series before them.
@@ -401,7 +393,7 @@ fn log_lines(series: &[(String, Vec<(f64, f64)>)], faults: &[&Fault], end: f64, 
         for (name, points) in series {
             let base = name.trim_end_matches("bound").trim_end().trim_end_matches("|true error|").trim_end();
             let i = names.iter().position(|n| n.starts_with(base)).unwrap_or(0);
-            let color = PALETTE[i % PALETTE.len()];
+            let color = crate::plot::color(i);
             let points: Vec<(f64, f64)> = points.iter().map(|&(t, v)| (t, v.max(1.0))).collect();
             let style = if name.ends_with("bound") { color.mix(0.5).stroke_width(1) } else { color.stroke_width(2) };
             if let Ok(drawn) = chart.draw_series(LineSeries::new(points, style)) {
