@@ -157,11 +157,31 @@ struct Stats {
     median: f64,
     p99: f64,
     n: usize,
+    /// Every sample, ascending (for the plots).
+    sorted: Vec<f64>,
 }
 
 fn stats(mut v: Vec<f64>) -> Stats {
     v.sort_by(f64::total_cmp);
-    Stats { median: percentile(&v, 50.0), p99: percentile(&v, 99.0), n: v.len() }
+    Stats { median: percentile(&v, 50.0), p99: percentile(&v, 99.0), n: v.len(), sorted: v }
+}
+
+/// A distribution as a line: the share of samples at or below each value (x: percent, y: value).
+fn quantiles(name: &str, s: &Stats) -> synclab::plot::Series {
+    let n = s.sorted.len().max(1) as f64;
+    let points = s.sorted.iter().enumerate().map(|(i, &v)| ((i + 1) as f64 * 100.0 / n, v)).collect();
+    synclab::plot::Series::new(name, points)
+}
+
+/// Writes a quantile plot of `series` (µs, log axis) to target/plots/NAME.svg and says where.
+fn plot_distribution(name: &str, title: &str, series: &[synclab::plot::Series]) {
+    let chart = synclab::plot::Chart::new(title, "share of syncs at or below (%)", "µs (log)").log(0.05, 1e5).size(720, 360);
+    let svg = synclab::plot::lines(&chart, series);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plots").join(format!("{name}.svg"));
+    match std::fs::create_dir_all(path.parent().unwrap()).and_then(|()| std::fs::write(&path, svg)) {
+        Ok(()) => println!("plot: {}", path.display()),
+        Err(e) => println!("plot {}: {e}", path.display()),
+    }
 }
 
 fn raw_tcp_rtt(rounds: usize) -> Stats {
@@ -372,6 +392,17 @@ fn main() {
             acc.kernel_share * 100.0,
             acc.interleaved_share * 100.0
         );
+        let file = if placement == "same CPU" { "cristian-error-same-cpu" } else { "cristian-error-separate-cpus" };
+        plot_distribution(
+            file,
+            &format!("Cristian: |true error| after each sync, {placement}"),
+            &[
+                quantiles("synclab (NTP θ, min-RTT of 8)", &acc.ntp),
+                quantiles("same samples, RTT/2", &acc.cristian),
+                quantiles("classroom baseline", seed),
+                quantiles("synclab's reported bound", &acc.bound),
+            ],
+        );
     }
     println!("\n## throughput (client CPU 1, server CPU 0)\n\n| calls/s | latency median (µs) | latency p99 (µs) | calls | server CPU busy | server CPU per call (µs) | client CPU busy |\n|---|---|---|---|---|---|---|");
     println!(
@@ -433,5 +464,15 @@ fn tls_cost(o: &Options) {
     row("latency under load, median (µs)", p.2.median, t.2.median);
     row("latency under load, p99 (µs)", p.2.p99, t.2.p99);
     row("server CPU per call (µs)", p.3, t.3);
+    plot_distribution(
+        "cristian-error-tls",
+        "Cristian over plaintext and mutual TLS: |true error| and bound, client CPU 1",
+        &[
+            quantiles("plaintext |true error|", &accuracy[2].ntp),
+            quantiles("mutual TLS |true error|", &accuracy[3].ntp),
+            quantiles("plaintext bound", &accuracy[2].bound),
+            quantiles("mutual TLS bound", &accuracy[3].bound),
+        ],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -99,6 +99,20 @@ fn split(died: i64, states: &[pb::NodeState]) -> Option<[f64; 4]> {
     Some([ms(suspected - died), ms(first - suspected), ms(last - first), ms(last - died)])
 }
 
+/// Draws each trial's phases as a stacked bar to target/plots/NAME.svg and says where.
+fn plot_split(name: &str, title: &str, samples: &[[f64; 4]]) {
+    let labels: Vec<String> = (1..=samples.len()).map(|i| i.to_string()).collect();
+    let parts: Vec<(String, Vec<f64>)> =
+        ["detection", "election", "announcement"].iter().enumerate().map(|(k, part)| (part.to_string(), samples.iter().map(|s| s[k]).collect())).collect();
+    let chart = synclab::plot::Chart::new(title, "trial", "ms").size(720, 300);
+    let svg = synclab::plot::stacked_bars(&chart, &labels, &parts);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plots").join(format!("{name}.svg"));
+    match std::fs::create_dir_all(path.parent().unwrap()).and_then(|()| std::fs::write(&path, svg)) {
+        Ok(()) => println!("  plot: {}", path.display()),
+        Err(e) => println!("  plot {}: {e}", path.display()),
+    }
+}
+
 fn print_split(label: &str, samples: &[[f64; 4]]) {
     println!("{label}: {} trials", samples.len());
     for (i, part) in ["detection", "election", "announcement", "total"].iter().enumerate() {
@@ -231,6 +245,11 @@ async fn failover(trials: usize, faults: &[Fault]) {
                 takeovers.push((last - started) as f64 / 1e6);
             }
             print_split(&format!("failover, {algorithm}, compose, 5 nodes (docker {} the coordinator)", fault.name()), &failovers);
+            plot_split(
+                &format!("failover-{algorithm}-{}", fault.name()),
+                &format!("{algorithm}, compose, 5 nodes: docker {} the coordinator, phases per trial", fault.name()),
+                &failovers,
+            );
             print_paths(&paths);
             let (median, p99, max) = stats(&takeovers);
             println!("  takeover once it is back (→ all 5 follow it): median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
@@ -389,6 +408,9 @@ async fn scale(trials: usize, stagger: Duration) {
                 let how = if kill { "kill the coordinator: no goodbye, connections closed" } else { "stop the coordinator: it says goodbye" };
                 let stagger = if stagger.is_zero() { String::new() } else { format!(", election stagger {stagger:?}") };
                 print_split(&format!("scale, {algorithm}, {n} nodes in one process ({how}{stagger})"), &samples);
+                let verb = if kill { "kill" } else { "stop" };
+                let tag = if stagger.is_empty() { String::new() } else { "-stagger".to_string() };
+                plot_split(&format!("scale-{algorithm}-{n}-{verb}{tag}"), &format!("{algorithm}, {n} nodes in one process: {verb} the coordinator{stagger}, phases per trial"), &samples);
                 print_paths(&paths);
                 c.shutdown().await;
             }
