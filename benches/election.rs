@@ -7,8 +7,8 @@
 //!   container away (`docker kill`, `docker stop` or `docker pause`) and waits until every survivor
 //!   follows one new coordinator, then brings it back and waits for its takeover. Each failover says which
 //!   path detected the death: the broken line (connection), the coordinator's goodbye, or the timeout.
-//!   Times come from the nodes' own timestamps (GetState) and the container's death time (docker inspect
-//!   State.FinishedAt): one kernel clock, so they compare exactly. Detection = death → first suspicion;
+//!   Times come from the nodes' own timestamps (GetState) and the moment the docker command started: one
+//!   kernel clock, so they compare exactly. Detection = the command → first suspicion;
 //!   election = first suspicion → first node to know the winner; announcement = that → last survivor to know.
 //! - steady: five nodes per algorithm in this process for --steady; counts elections.
 //! - messages: one election after the coordinator stops, with a chosen initiator, n = 5, 20, 50, in process.
@@ -212,6 +212,7 @@ async fn failover(trials: usize, faults: &[Fault]) {
         let id5 = compose.container(5);
         for &fault in faults {
             let (mut failovers, mut takeovers, mut paths) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut engine_exits, mut after_exit) = (Vec::new(), Vec::new());
             for _ in 0..trials {
                 compose.wait_agreed(&all, 5).await;
                 tokio::time::sleep(300 * MS).await;
@@ -222,13 +223,19 @@ async fn failover(trials: usize, faults: &[Fault]) {
                     Fault::Pause => Command::new("docker").args(["pause", &id5]).output().unwrap(),
                 };
                 let states = compose.wait_agreed(&[1, 2, 3, 4], 4).await;
-                // Kill: the engine's record of the death. Stop: SIGTERM is sent when the command starts.
-                // Pause: the container is frozen when the command starts.
-                let died = match fault {
-                    Fault::Kill => docker_time(&id5, "FinishedAt"),
-                    Fault::Stop | Fault::Pause => before,
-                };
-                failovers.push(split(died, &states).expect("a complete failover"));
+                // Every fault is timed from the moment its command starts (the engine's own latency
+                // included). For a kill the engine also records when the process exited
+                // (State.FinishedAt); it is printed beside, but not used: the kernel closes the dead
+                // process's connections as it exits, and survivors can start electing before the
+                // engine's record of the exit.
+                let died = before;
+                let exited = matches!(fault, Fault::Kill).then(|| (docker_time(&id5, "FinishedAt") - before) as f64 / 1e6);
+                let failover = split(died, &states).expect("a complete failover");
+                if let Some(exited) = exited {
+                    engine_exits.push(exited);
+                    after_exit.push(failover[3] - exited);
+                }
+                failovers.push(failover);
                 paths.push(path(died, &states));
                 tokio::time::sleep(300 * MS).await;
                 let back = host_now();
@@ -251,6 +258,12 @@ async fn failover(trials: usize, faults: &[Fault]) {
                 &failovers,
             );
             print_paths(&paths);
+            if !engine_exits.is_empty() {
+                let (median, p99, max) = stats(&engine_exits);
+                println!("  the engine's exit time (State.FinishedAt) after `docker kill` started: median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+                let (median, p99, max) = stats(&after_exit);
+                println!("  total after that exit time: median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+            }
             let (median, p99, max) = stats(&takeovers);
             println!("  takeover once it is back (→ all 5 follow it): median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
         }

@@ -436,6 +436,7 @@ fn the_lab_runs_with_mutual_tls() {
         "SYNCLAB_NODE_3_PORT",
         "SYNCLAB_NODE_4_PORT",
         "SYNCLAB_NODE_5_PORT",
+        "SYNCLAB_DASHBOARD_PORT",
     ];
     let (project, ports) = Project::new("tls", &names, &[("SYNCLAB_TLS", "1"), ("SYNCLAB_BERKELEY_INTERVAL", "1s")]);
     let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
@@ -488,9 +489,24 @@ fn the_lab_runs_with_mutual_tls() {
     let node_ports: Vec<u16> = (1..=5).map(|i| port(&format!("SYNCLAB_NODE_{i}_PORT"))).collect();
     let mut probe = ElectionProbe { certs: Some(certs.clone()), ports: node_ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
     let t5 = probe.agree(&[1, 2, 3, 4, 5], 5);
+    // The dashboard follows the services with its own identity.
+    let dashboard = port("SYNCLAB_DASHBOARD_PORT");
+    let shows = |coordinator: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = http_get(dashboard, "/state.json").and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok());
+            if state.as_ref().is_some_and(|s| s["coordinator"] == coordinator) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the dashboard never showed coordinator {coordinator} over TLS: {state:?}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    shows(5);
     ok(project.compose().args(["kill", "node-5"]));
     let t4 = probe.agree(&[1, 2, 3, 4], 4);
     assert!(t4 > t5);
+    shows(4);
 
     // The CLI with the observer identity.
     let nodes = node_ports[..4].iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");

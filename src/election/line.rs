@@ -132,7 +132,7 @@ async fn hold(mut stream: tonic::Streaming<pb::FollowEvent>) -> Ended {
 /// until then or until the task is aborted (the node follows someone else).
 pub(super) async fn follow(node: ElectionNode, peer: Arc<Peer>, coordinator: NodeId, term: Term, probe: Duration) {
     let mut had_line = false;
-    let mut backoff = Duration::from_millis(50);
+    let mut reopen = Reopen::default();
     let mut opened = std::time::Instant::now();
     loop {
         let ended = match open(node.id(), &peer, term, probe).await {
@@ -172,18 +172,100 @@ pub(super) async fn follow(node: ElectionNode, peer: Arc<Peer>, coordinator: Nod
             // Probe at once (reopening is the probe), unless lines keep breaking as soon as they open.
             Ended::Broke(why) => {
                 tracing::debug!(coordinator, %why, "the line to the coordinator broke; probing");
-                if opened.elapsed() < Duration::from_secs(1) {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                } else {
-                    backoff = Duration::from_millis(50);
+                if let Some(wait) = reopen.after_break(opened.elapsed()) {
+                    tokio::time::sleep(wait).await;
                 }
             }
             Ended::Unopened(why) => {
-                tracing::debug!(coordinator, %why, retry_in = ?backoff, "no line to the coordinator yet");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                let wait = reopen.after_unopened();
+                tracing::debug!(coordinator, %why, retry_in = ?wait, "no line to the coordinator yet");
+                tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// When to open a follower's line again. A line that breaks is reopened at once (the probe): a
+/// coordinator that died is then found within the probe timeout, however recently the line was opened.
+/// Only lines that keep breaking as soon as they open (something between the two closes every
+/// connection) are reopened after a wait that doubles, from 50 ms to 1 s; so are lines that cannot
+/// be opened.
+#[derive(Debug)]
+struct Reopen {
+    /// Breaks in a row of lines that had been open for less than [`Reopen::HELD`].
+    quick_breaks: u32,
+    backoff: Duration,
+}
+
+impl Default for Reopen {
+    fn default() -> Self {
+        Self { quick_breaks: 0, backoff: Self::FIRST }
+    }
+}
+
+impl Reopen {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(1);
+    /// A line open this long counts as one that held.
+    const HELD: Duration = Duration::from_secs(1);
+
+    /// A line that had been open for `held` broke: how long to wait before reopening it (`None`: now).
+    fn after_break(&mut self, held: Duration) -> Option<Duration> {
+        if held >= Self::HELD {
+            *self = Self::default();
+            return None;
+        }
+        self.quick_breaks = self.quick_breaks.saturating_add(1);
+        if self.quick_breaks == 1 {
+            return None;
+        }
+        Some(self.next_wait())
+    }
+
+    /// A line could not be opened: how long to wait before trying again.
+    fn after_unopened(&mut self) -> Duration {
+        self.next_wait()
+    }
+
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(Self::MAX);
+        wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_line_that_breaks_once_is_probed_at_once_however_young() {
+        // The coordinator died 300 ms after its followers opened their lines: no wait before the probe.
+        assert_eq!(Reopen::default().after_break(300 * MS), None);
+        assert_eq!(Reopen::default().after_break(Duration::ZERO), None);
+        assert_eq!(Reopen::default().after_break(Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn lines_that_keep_breaking_as_they_open_are_reopened_ever_more_slowly() {
+        let mut r = Reopen::default();
+        let waits: Vec<Option<Duration>> = (0..8).map(|_| r.after_break(5 * MS)).collect();
+        assert_eq!(
+            waits,
+            [None, Some(50 * MS), Some(100 * MS), Some(200 * MS), Some(400 * MS), Some(800 * MS), Some(1000 * MS), Some(1000 * MS)]
+        );
+        // A line that then holds for a second starts the count again.
+        assert_eq!(r.after_break(Duration::from_secs(2)), None);
+        assert_eq!(r.after_break(5 * MS), None);
+        assert_eq!(r.after_break(5 * MS), Some(50 * MS));
+    }
+
+    #[test]
+    fn lines_that_cannot_be_opened_are_retried_with_a_doubling_wait() {
+        let mut r = Reopen::default();
+        let waits: Vec<Duration> = (0..6).map(|_| r.after_unopened()).collect();
+        assert_eq!(waits, [50 * MS, 100 * MS, 200 * MS, 400 * MS, 800 * MS, 1000 * MS]);
     }
 }

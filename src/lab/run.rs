@@ -864,7 +864,8 @@ pub fn default_project(dir: &Path) -> String {
 
 /// One line per scenario, for `synclab lab list`.
 pub fn list() -> String {
-    SCENARIOS.iter().map(|s| format!("{:<18} {}\n", s.name, s.about)).collect()
+    let width = SCENARIOS.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    SCENARIOS.iter().map(|s| format!("{:<width$}  {}\n", s.name, s.about)).collect()
 }
 
 /// A summary of results, for the terminal.
