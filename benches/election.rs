@@ -1,6 +1,7 @@
 //! Election benchmarks.
 //!
-//!     cargo bench --bench election -- [--mode all|failover|steady|messages|scale] [--trials 25] [--steady 10m]
+//!     cargo bench --bench election -- [--mode all|failover|failover-kill|failover-stop|failover-pause|steady|messages|scale]
+//!         [--trials 25] [--steady 10m] [--stagger 1ms] [--algorithms bully,ring]
 //!
 //! - failover (compose, needs the image: scripts/build-images): five nodes with the defaults (heartbeat
 //!   50 ms, timeout 200 ms, RPC deadline 100 ms, probe 25 ms); each trial takes the coordinator's
@@ -33,10 +34,12 @@ struct Options {
     steady: Duration,
     /// The election stagger for the scale trials (zero: the textbook).
     stagger: Duration,
+    /// The algorithms of the scale trials.
+    algorithms: Vec<Algorithm>,
 }
 
 fn options() -> Options {
-    let mut o = Options { mode: "all".into(), trials: 25, steady: Duration::from_secs(600), stagger: Duration::ZERO };
+    let mut o = Options { mode: "all".into(), trials: 25, steady: Duration::from_secs(600), stagger: Duration::ZERO, algorithms: vec![Algorithm::Bully, Algorithm::Ring] };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     for pair in args.chunks(2) {
         let value = pair.get(1).unwrap_or_else(|| panic!("{} needs a value", pair[0]));
@@ -45,6 +48,16 @@ fn options() -> Options {
             "--trials" => o.trials = value.parse().expect("--trials: a number"),
             "--steady" => o.steady = synclab_core::duration::parse_positive(value).expect("--steady: a duration"),
             "--stagger" => o.stagger = synclab_core::duration::parse_positive(value).expect("--stagger: a duration"),
+            "--algorithms" => {
+                o.algorithms = value
+                    .split(',')
+                    .map(|a| match a {
+                        "bully" => Algorithm::Bully,
+                        "ring" => Algorithm::Ring,
+                        other => panic!("--algorithms: bully and/or ring, not {other}"),
+                    })
+                    .collect()
+            }
             other => panic!("unknown option {other}"),
         }
     }
@@ -389,9 +402,9 @@ async fn messages() {
     }
 }
 
-async fn scale(trials: usize, stagger: Duration) {
+async fn scale(trials: usize, stagger: Duration, algorithms: &[Algorithm]) {
     for n in [50u64, 100] {
-        for algorithm in [Algorithm::Bully, Algorithm::Ring] {
+        for &algorithm in algorithms {
             for kill in [true, false] {
                 let dir = std::env::temp_dir().join(format!("synclab-bench-scale-{algorithm}-{n}-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
@@ -399,7 +412,19 @@ async fn scale(trials: usize, stagger: Duration) {
                 let mut c = LocalCluster::start_with(algorithm, n, heartbeat, timeout, rpc, dir, move |node| node.election_stagger = stagger)
                     .await
                     .expect("cluster");
-                c.wait_for_agreement(&c.ids(), n, Duration::from_secs(60)).await.expect("the cluster settles");
+                if c.wait_for_agreement(&c.ids(), n, Duration::from_secs(60)).await.is_none() {
+                    let states = c.states().await;
+                    let coordinators: std::collections::BTreeSet<i64> = states.values().map(|s| s.coordinator).collect();
+                    let terms: Vec<u64> = states.values().map(|s| s.term).collect();
+                    println!(
+                        "scale, {algorithm}, {n} nodes: the group, started all at once, did not settle on node {n} within 60 s \
+                         (coordinators seen now: {coordinators:?}; terms {}..{}); no trials",
+                        terms.iter().min().unwrap_or(&0),
+                        terms.iter().max().unwrap_or(&0)
+                    );
+                    c.shutdown().await;
+                    continue;
+                }
                 let survivors: Vec<NodeId> = (1..n).collect();
                 let all: Vec<NodeId> = (1..=n).collect();
                 let (mut samples, mut paths) = (Vec::new(), Vec::new());
@@ -450,7 +475,7 @@ fn main() {
             messages().await;
         }
         if all || o.mode == "scale" {
-            scale(o.trials.min(10), o.stagger).await;
+            scale(o.trials.min(10), o.stagger, &o.algorithms).await;
         }
         if all || o.mode == "steady" {
             steady(o.steady).await;
