@@ -466,15 +466,22 @@ async fn flood_name_owner(conn: &Conn, address: &str) -> Option<i32> {
 // Streams nobody reads
 // ---------------------------------------------------------------------------------------------------
 
+/// Opens 200 streams of `path` that are never read (16 at a time): 64 must open, the other 136 be
+/// refused with RESOURCE_EXHAUSTED. The open ones are returned, to stay open while the test goes on.
+async fn never_read_watches_are_capped(addr: &str, path: &str, name: &str) -> attack::NeverRead {
+    let watches = attack::never_read_streams(addr, path, 200, 16, 0, STEP).await;
+    eprintln!("{name}: {} opened, refused {}", watches.opened(), watches.refused);
+    assert_eq!(watches.opened(), 64, "{name}: watch streams are capped at 64 per service");
+    assert_eq!(watches.refused.count("RESOURCE_EXHAUSTED"), 136, "{name}: {}", watches.refused);
+    watches
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_read_watch_leader_streams_are_capped() {
     let node = election_node("watch").await;
     let prober = probe(&node.addr, path::GET_STATE).await;
     let mem = MemWatch::start(node.pid());
-    let watches = attack::never_read_streams(&node.addr, path::WATCH_LEADER, 200, 16, 0, STEP).await;
-    eprintln!("WatchLeader: {} opened, refused {}", watches.opened(), watches.refused);
-    assert_eq!(watches.opened(), 64, "watch streams are capped at 64 per service");
-    assert_eq!(watches.refused.count("RESOURCE_EXHAUSTED"), 136, "{}", watches.refused);
+    let _watches = never_read_watches_are_capped(&node.addr, path::WATCH_LEADER, "WatchLeader").await;
     // Churn: forged heartbeats in node 1's next terms make node 2 step down and take over again, each
     // a few state changes for the watchers that never read.
     let conn = Conn::connect(&node.addr, STEP).await.unwrap();
@@ -490,14 +497,38 @@ async fn never_read_watch_leader_streams_are_capped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_read_watch_messages_streams_are_capped_and_cost_bounded_memory() {
+    // WatchMessages carries every message the node sends and receives: the busiest stream. Watchers
+    // that never read must neither pile events up nor slow the node.
+    let node = election_node("watch-messages").await;
+    let prober = probe(&node.addr, path::GET_STATE).await;
+    let mem = MemWatch::start(node.pid());
+    let _watches = never_read_watches_are_capped(&node.addr, path::WATCH_MESSAGES, "WatchMessages").await;
+    // Traffic for the watchers: 2,000 forged heartbeats, each a received message (and the churn they
+    // cause, each a few more).
+    let conn = Conn::connect(&node.addr, STEP).await.unwrap();
+    let mut term = 0;
+    for i in 0..2000u64 {
+        if i % 40 == 0 {
+            // Node 1's next term: node 2 steps down and follows it (more events).
+            let state: synclab::proto::election::NodeState = conn.call(path::GET_STATE, &Empty {}, STEP).await.unwrap();
+            term = synclab_core::election::next_owned_term(&[1, 2], 1, state.term).unwrap();
+        }
+        let _ = conn.call_raw(path::ALIVE, attack::forged_alive(1, term, 2), STEP).await;
+    }
+    let state: synclab::proto::election::NodeState = conn.call(path::GET_STATE, &Empty {}, STEP).await.unwrap();
+    let received: u64 = state.messages.iter().map(|m| m.received).sum();
+    assert!(received >= 2000, "the node saw the traffic: {received} messages received");
+    assert_quick(prober, "64 never-read WatchMessages streams under 2,000 messages").await;
+    assert_memory(mem.stop(), 40, "200 WatchMessages streams never read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_read_watch_rounds_streams_are_capped() {
     let master = berkeley_master(&["--interval", "100ms"]).await;
     let prober = probe(&master.addr, path::STATUS).await;
     let mem = MemWatch::start(master.pid());
-    let watches = attack::never_read_streams(&master.addr, path::WATCH_ROUNDS, 200, 16, 0, STEP).await;
-    eprintln!("WatchRounds: {} opened, refused {}", watches.opened(), watches.refused);
-    assert_eq!(watches.opened(), 64, "watch streams are capped at 64 per service");
-    assert_eq!(watches.refused.count("RESOURCE_EXHAUSTED"), 136, "{}", watches.refused);
+    let _watches = never_read_watches_are_capped(&master.addr, path::WATCH_ROUNDS, "WatchRounds").await;
     assert_quick(prober, "64 never-read WatchRounds streams").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_memory(mem.stop(), 40, "200 WatchRounds streams never read");

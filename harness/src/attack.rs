@@ -428,6 +428,7 @@ pub mod path {
     pub const RING_COORDINATOR: &str = "/synclab.election.v1.ElectionService/RingCoordinator";
     pub const GET_STATE: &str = "/synclab.election.v1.ElectionService/GetState";
     pub const WATCH_LEADER: &str = "/synclab.election.v1.ElectionService/WatchLeader";
+    pub const WATCH_MESSAGES: &str = "/synclab.election.v1.ElectionService/WatchMessages";
     pub const REGISTER: &str = "/synclab.berkeley.v1.BerkeleyMaster/Register";
     pub const STATUS: &str = "/synclab.berkeley.v1.BerkeleyMaster/Status";
     pub const WATCH_ROUNDS: &str = "/synclab.berkeley.v1.BerkeleyMaster/WatchRounds";
