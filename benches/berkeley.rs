@@ -25,6 +25,8 @@ use synclab::proto::time::GetTimeRequest;
 use synclab::proto::time::time_service_client::TimeServiceClient;
 use synclab::proto::timestamp_to_nanos;
 
+mod common;
+
 const SEC: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
 /// Clocks step corrections of 1 ms or more and slew smaller ones at 5% (1 ms in 20 ms), as compose runs them.
@@ -244,11 +246,7 @@ fn main() {
         &chart,
         &[synclab::plot::Series::new("synclab", points(&synclab_at)), synclab::plot::Series::new("classroom shortcut", points(&classroom_at))],
     );
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plots/berkeley-spread.svg");
-    match std::fs::create_dir_all(path.parent().unwrap()).and_then(|()| std::fs::write(&path, svg)) {
-        Ok(()) => println!("plot: {}", path.display()),
-        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
-    }
+    println!("{}", common::write_plot("berkeley-spread", &svg));
     println!("classroom shortcut: TAPMI's wild clock moved the good clocks by {:.3} s on average (synclab: excluded, 0)", pulled / 1e9);
 
     let (durations, at) = scale_run(o.scale);

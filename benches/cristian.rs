@@ -32,6 +32,8 @@ use synclab::proto::time::baseline_time_service_client::BaselineTimeServiceClien
 use synclab::proto::time::time_service_client::TimeServiceClient;
 use synclab::rpc::Dialer;
 
+mod common;
+
 const SEC: i64 = 1_000_000_000;
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -176,12 +178,7 @@ fn quantiles(name: &str, s: &Stats) -> synclab::plot::Series {
 /// Writes a quantile plot of `series` (µs, log axis) to target/plots/NAME.svg and says where.
 fn plot_distribution(name: &str, title: &str, series: &[synclab::plot::Series]) {
     let chart = synclab::plot::Chart::new(title, "share of syncs at or below (%)", "µs (log)").log(0.05, 1e5).size(720, 360);
-    let svg = synclab::plot::lines(&chart, series);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plots").join(format!("{name}.svg"));
-    match std::fs::create_dir_all(path.parent().unwrap()).and_then(|()| std::fs::write(&path, svg)) {
-        Ok(()) => println!("plot: {}", path.display()),
-        Err(e) => println!("plot {}: {e}", path.display()),
-    }
+    println!("{}", common::write_plot(name, &synclab::plot::lines(&chart, series)));
 }
 
 fn raw_tcp_rtt(rounds: usize) -> Stats {

@@ -26,6 +26,8 @@ use synclab::proto::election as pb;
 use synclab::proto::election::election_service_client::ElectionServiceClient;
 use synclab::proto::timestamp_to_nanos;
 
+mod common;
+
 const MS: Duration = Duration::from_millis(1);
 
 struct Options {
@@ -118,12 +120,7 @@ fn plot_split(name: &str, title: &str, samples: &[[f64; 4]]) {
     let parts: Vec<(String, Vec<f64>)> =
         ["detection", "election", "announcement"].iter().enumerate().map(|(k, part)| (part.to_string(), samples.iter().map(|s| s[k]).collect())).collect();
     let chart = synclab::plot::Chart::new(title, "trial", "ms").size(720, 300);
-    let svg = synclab::plot::stacked_bars(&chart, &labels, &parts);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plots").join(format!("{name}.svg"));
-    match std::fs::create_dir_all(path.parent().unwrap()).and_then(|()| std::fs::write(&path, svg)) {
-        Ok(()) => println!("  plot: {}", path.display()),
-        Err(e) => println!("  plot {}: {e}", path.display()),
-    }
+    println!("  {}", common::write_plot(name, &synclab::plot::stacked_bars(&chart, &labels, &parts)));
 }
 
 fn print_split(label: &str, samples: &[[f64; 4]]) {
