@@ -3,6 +3,8 @@
 //!     cargo bench --bench election -- [--mode all|failover|failover-kill|failover-stop|failover-pause|steady|messages|scale]
 //!         [--trials 25] [--steady 10m] [--stagger 1ms] [--algorithms bully,ring]
 //!
+//! With RUST_LOG set (e.g. `RUST_LOG=info`), the nodes log to stderr as JSON lines.
+//!
 //! - failover (compose, needs the image: scripts/build-images): five nodes with the defaults (heartbeat
 //!   50 ms, timeout 200 ms, RPC deadline 100 ms, probe 25 ms); each trial takes the coordinator's
 //!   container away (`docker kill`, `docker stop` or `docker pause`) and waits until every survivor
@@ -455,6 +457,10 @@ async fn scale(trials: usize, stagger: Duration, algorithms: &[Algorithm]) {
 
 fn main() {
     let o = options();
+    // The nodes' logs, one JSON object per line on stderr, when RUST_LOG asks for them (e.g. `info`).
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        synclab::telemetry::init(synclab::telemetry::LogFormat::Json, &filter).expect("RUST_LOG");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let date = Command::new("date").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();

@@ -151,6 +151,28 @@ fn a_paused_coordinator_steps_down_when_it_thaws() {
     }
 }
 
+/// A coordinator that goes silent (a paused container) costs the suspicion timeout and no more: the
+/// election that follows sends nothing to the node just found dead, so no one waits out an RPC deadline
+/// on it.
+#[test]
+fn a_silent_coordinator_costs_the_timeout_and_not_a_deadline_more() {
+    let config = SimConfig::default();
+    for algorithm in BOTH {
+        let mut sim = started(algorithm, 5);
+        sim.run_for(ms(1_000));
+        sim.pause(5);
+        let took = sim.run_until_settled(SETTLE).expect("settles");
+        assert_settled_on(&mut sim, 4);
+        // Suspicion comes between timeout − heartbeat and timeout after the pause; the election on
+        // loopback latencies takes a few milliseconds. Waiting on node 5 would add the whole deadline.
+        assert!(took < config.timeout + config.deadline / 2, "{algorithm}: {took:?} from the pause to node 4 ruling");
+        assert!(took >= config.timeout - config.heartbeat, "{algorithm}: suspected after {took:?}, before the timeout");
+        // Thawed, node 5 is heard from again and takes over as before.
+        sim.unpause(5);
+        assert_settled_on(&mut sim, 5);
+    }
+}
+
 #[test]
 fn a_coordinator_cut_off_is_replaced_and_rejoins() {
     for algorithm in BOTH {
@@ -440,3 +462,4 @@ fn staggered_elections_elect_the_same_node_with_fewer_messages() {
     eprintln!("Election messages after the coordinator's death, n = {n}: without stagger {}, with {}", counts[0], counts[1]);
     assert!(counts[1] * 4 < counts[0], "the stagger saved too little: {counts:?}");
 }
+

@@ -290,7 +290,8 @@ impl ElectionNode {
     /// The line to `coordinator` broke and it does not answer, or it said goodbye: hold an election if
     /// this node still follows it.
     pub(super) async fn lost_coordinator(&self, coordinator: NodeId, why: &str) {
-        self.event(|m, now| m.coordinator_lost(now, coordinator, why)).await;
+        let why = why.to_string();
+        self.event(move |m, now| m.coordinator_lost(now, coordinator, &why)).await;
     }
 
     /// Keeps a line to the coordinator this node follows (and only to it), per its published state.
@@ -359,7 +360,7 @@ impl ElectionNode {
 
     /// Feeds the machine an event from outside the timer loop ([`Self::apply`]), then wakes the loop:
     /// the machine's next deadline may have moved. A failure to store the term is logged.
-    async fn event(&self, event: impl FnOnce(&mut Machine, Duration)) {
+    async fn event(&self, event: impl FnOnce(&mut Machine, Duration) + Send + 'static) {
         if let Err(e) = self.apply(event).await {
             self.shared.store_failures.refused("cannot store the term: messages held back", &e);
         }
@@ -369,7 +370,27 @@ impl ElectionNode {
     /// Feeds the machine one event, then, in this order: stores a raised term, publishes the new state,
     /// sends the outbox, and returns the event's result. If the term cannot be stored nothing leaves:
     /// the outbox is dropped and the caller gets the error instead of the result (a request fails).
-    async fn apply<T>(&self, event: impl FnOnce(&mut Machine, Duration) -> T) -> Result<T, StateError> {
+    ///
+    /// The work runs in a task of its own, so a caller that gives up (a request whose deadline passed
+    /// drops its handler) cannot cut it short: once the machine has taken an event, its messages leave.
+    /// Cut short between the machine and the network, a node would wait for answers to messages it
+    /// never sent and, in Bully, take the silence for the death of every node above it.
+    async fn apply<T: Send + 'static>(
+        &self,
+        event: impl FnOnce(&mut Machine, Duration) -> T + Send + 'static,
+    ) -> Result<T, StateError> {
+        let node = self.clone();
+        match tokio::spawn(async move { node.apply_to_the_end(event).await }).await {
+            Ok(result) => result,
+            Err(e) => Err(StateError {
+                path: self.shared.state.as_ref().map(|s| s.path().to_path_buf()).unwrap_or_default(),
+                reason: format!("the event was not carried out: {e}"),
+            }),
+        }
+    }
+
+    /// [`Self::apply`]'s work, which must not be dropped half-way.
+    async fn apply_to_the_end<T>(&self, event: impl FnOnce(&mut Machine, Duration) -> T) -> Result<T, StateError> {
         let _turn = self.shared.turn.lock().await;
         let (result, effects) = {
             let mut inner = self.lock();
@@ -443,7 +464,7 @@ impl ElectionNode {
                 }
             }
             node.thawed().await;
-            node.event(|m, now| m.on_reply(now, envelope, result)).await;
+            node.event(move |m, now| m.on_reply(now, envelope, result)).await;
         });
     }
 
@@ -471,7 +492,7 @@ impl ElectionNode {
         }
         let kind = message.kind();
         let seen = message.clone();
-        let outcome = self.apply(|m, now| m.on_request(now, from, message)).await;
+        let outcome = self.apply(move |m, now| m.on_request(now, from, message)).await;
         self.record(Direction::Received, from, &seen, matches!(outcome, Ok(Ok(_))), 0);
         self.shared.wake.notify_one();
         match outcome {
@@ -568,4 +589,54 @@ pub async fn server(node: &ElectionNode) -> Result<Server, ServerError> {
         services
     };
     services.build().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request handler that gives up while the node stores a raised term (its caller's deadline
+    /// passed) must not take the event's messages with it: the node would wait for answers to messages
+    /// it never sent and, in Bully, take the silence for the death of every node above it.
+    #[tokio::test]
+    async fn an_event_cut_short_by_its_caller_still_sends_its_messages() {
+        let dir = std::env::temp_dir().join(format!("synclab-cut-short-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Nobody listens at the peers' addresses: what matters is that the sends start.
+        let peers = (1..=3).map(|id| (id, format!("127.0.0.1:{}", 1 + id))).collect();
+        let config = NodeConfig {
+            id: 2,
+            peers,
+            algorithm: Algorithm::Bully,
+            heartbeat: Duration::from_millis(50),
+            timeout: Duration::from_millis(200),
+            rpc_timeout: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(50),
+            election_stagger: Duration::ZERO,
+            state_dir: Some(dir.clone()),
+            tls: None,
+            lab: false,
+        };
+        let node = ElectionNode::new(config).unwrap();
+        let mut sent = node.shared.messages.subscribe();
+        // An Election from node 1 with a higher term: node 2 stores the term, answers OK and holds an
+        // election of its own (an Election to node 3). The caller waits for none of it.
+        // Polled once and dropped, as a handler is when its caller's deadline passes mid-event.
+        let event = node.apply(|m, now| m.on_request(now, 1, Message::Election { term: 7 }));
+        assert!(futures::FutureExt::now_or_never(event).is_none(), "the store takes longer than one poll");
+        let to_3 = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let e = sent.recv().await.expect("the node's message events");
+                if e.direction == Direction::Sent as i32 && e.peer == 3 && e.kind == "Election" {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("the Election to node 3 left although the caller gave up");
+        assert_eq!(to_3.term, 7);
+        assert_eq!(StateFile::new(&dir, 2).load().unwrap(), 7, "the term was stored");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -36,7 +36,9 @@ impl Bully {
     /// Holds an election: asks every higher node, or wins at once if there is none.
     pub(crate) fn start_election(&mut self, now: Duration, reason: String) {
         self.core.begin_election(now, reason, Role::Candidate);
-        let higher: Vec<NodeId> = self.core.others().filter(|&m| m > self.core.id()).collect();
+        // The coordinator this node just found dead gets no Election: it would only time out.
+        let suspected = self.core.suspected();
+        let higher: Vec<NodeId> = self.core.others().filter(|&m| m > self.core.id() && Some(m) != suspected).collect();
         self.pending.clear();
         self.tags.clear();
         if higher.is_empty() {

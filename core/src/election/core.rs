@@ -30,6 +30,13 @@ pub struct Core {
     election: Option<ElectionTiming>,
     /// An election due later (staggered by rank), and why.
     deferred: Option<(Duration, String)>,
+    /// The coordinator this node last found dead (silent for the timeout, its line broken and
+    /// unanswered, or gone with a goodbye), until the node hears from it again. Elections send it
+    /// nothing meanwhile (a Bully `Election`, a ring message passed on): such a message would only wait
+    /// out its deadline, as the suspicion already did for longer. Kept past the new coordinator's
+    /// election, as the ring's announcement still goes round after it; a node that comes back speaks
+    /// first (it holds an election or rules), or is not the highest, so no election misses it.
+    suspected: Option<NodeId>,
     counters: Counters,
     outbox: Vec<Envelope>,
     next_tag: u64,
@@ -47,6 +54,7 @@ impl Core {
             next_heartbeat: Duration::ZERO,
             election: None,
             deferred: None,
+            suspected: None,
             counters: Kind::ALL.iter().map(|&k| (k, Count::default())).collect(),
             outbox: Vec::new(),
             next_tag: 0,
@@ -143,6 +151,7 @@ impl Core {
     /// the election stagger (it then comes from [`Core::tick`] when due, unless a coordinator announces
     /// itself first).
     pub(crate) fn suspect(&mut self, now: Duration, reason: String) -> Option<String> {
+        self.suspected = self.coordinator.filter(|&c| c != self.config.id);
         let stagger = self.config.election_stagger;
         if stagger.is_zero() {
             return Some(reason);
@@ -158,6 +167,18 @@ impl Core {
             self.deferred = Some((due, reason));
         }
         None
+    }
+
+    /// The coordinator this node last found dead and has not heard from since (see `suspected`).
+    pub(crate) fn suspected(&self) -> Option<NodeId> {
+        self.suspected
+    }
+
+    /// A message or an answer came from `peer`: it is alive after all.
+    pub(crate) fn heard_from(&mut self, peer: NodeId) {
+        if self.suspected == Some(peer) {
+            self.suspected = None;
+        }
     }
 
     /// Follows `coordinator` in the current term.

@@ -329,13 +329,19 @@ pub fn owner(members: &[NodeId], term: Term) -> Option<NodeId> {
     members.get(usize::try_from(term % n).ok()?).copied()
 }
 
-/// The smallest term above `after` that `id` owns; `None` if `id` is not a member or that term would
-/// pass [`MAX_TERM`].
+/// The term `id` claims when it wins, having seen terms up to `after`: the one it owns in the *round* after
+/// `after`'s (terms `r·n .. r·n + n − 1` form round `r`), i.e. `(after / n + 1)·n + rank`; `None` if `id` is
+/// not a member or that term would pass [`MAX_TERM`].
+///
+/// Not the smallest owned term above `after`: of any nodes that win against the same past, the higher id
+/// then always claims the higher term. That matters when a lower node wins by mistake (the answers from
+/// above came after its deadline, as under overload): the true winner's term supersedes the mistaken
+/// claim wherever the two meet, and the nodes above the mistaken one never see it as a newer term to
+/// bully (a new round of elections for every mistake, which at 100 nodes kept a group from settling).
 pub fn next_owned_term(members: &[NodeId], id: NodeId, after: Term) -> Option<Term> {
     let n = u64::try_from(members.len()).ok().filter(|&n| n > 0)?;
     let rank = u64::try_from(members.iter().position(|&m| m == id)?).ok()?;
-    let first = after.checked_add(1)?;
-    let term = first.checked_add((rank + n - first % n) % n)?;
+    let term = (after / n).checked_add(1)?.checked_mul(n)?.checked_add(rank)?;
     (term <= MAX_TERM).then_some(term)
 }
 
@@ -445,6 +451,7 @@ impl Machine {
             return Err(e);
         }
         self.core_mut().count(kind, |c| c.received += 1);
+        self.core_mut().heard_from(from);
         let reply = match self {
             Machine::Bully(m) => m.on_request(now, from, message),
             Machine::Ring(m) => m.on_request(now, from, message),
@@ -462,6 +469,9 @@ impl Machine {
             Ok(reply) if reply.term > MAX_TERM => Err(SendError::Refused(Rejection::TermTooLarge(reply.term).to_string())),
             other => other,
         };
+        if result.is_ok() {
+            self.core_mut().heard_from(envelope.to);
+        }
         match self {
             Machine::Bully(m) => m.on_reply(now, envelope, result),
             Machine::Ring(m) => m.on_reply(now, envelope, result),
@@ -542,10 +552,26 @@ mod tests {
             let owner = owner(&members, term);
             assert_eq!(Some(members[(term % 3) as usize]), owner);
         }
-        for (id, after, want) in [(2, 0, 3), (5, 0, 1), (9, 0, 2), (9, 2, 5), (2, 3, 6), (5, 4, 7), (5, 6, 7)] {
+        // Rounds of three terms: 0–2, 3–5, 6–8, ...; a claim lands in the round after the last term seen.
+        for (id, after, want) in [(2, 0, 3), (5, 0, 4), (9, 0, 5), (9, 2, 5), (2, 3, 6), (5, 4, 7), (9, 5, 8), (5, 6, 10)] {
             let term = next_owned_term(&members, id, after).unwrap();
             assert_eq!(term, want, "next term of {id} after {after}");
             assert_eq!(owner(&members, term), Some(id));
+        }
+        assert_eq!(next_owned_term(&members, 7, 0), None, "not a member");
+        assert_eq!(next_owned_term(&members, 9, MAX_TERM - 1), None, "past the largest term");
+        assert_eq!(next_owned_term(&members, 2, u64::MAX), None, "no overflow");
+    }
+
+    #[test]
+    fn of_two_nodes_that_win_against_the_same_past_the_higher_claims_the_higher_term() {
+        let members: Vec<NodeId> = (1..=100).collect();
+        for after in [0, 1, 96, 97, 98, 99, 100, 896, 12_345] {
+            for low in 1..100 {
+                let low_term = next_owned_term(&members, low, after).unwrap();
+                let high_term = next_owned_term(&members, low + 1, after).unwrap();
+                assert!(low_term > after && high_term > low_term, "after {after}: node {low} claims {low_term}, node {} {high_term}", low + 1);
+            }
         }
     }
 

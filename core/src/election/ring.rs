@@ -39,13 +39,16 @@ impl Ring {
         self.deadline
     }
 
-    /// The next member after `after` in ring order, other than this node; `None` if the ring has
-    /// wrapped around to this node.
+    /// The next member after `after` in ring order, other than this node and the coordinator it found
+    /// dead (a message to it would only time out); `None` if the ring has wrapped around to this node.
     fn successor_after(&self, after: NodeId) -> Option<NodeId> {
         let members = &self.core.config().members;
         let start = members.iter().position(|&m| m == after)?;
-        let next = members[(start + 1) % members.len()];
-        (next != self.core.id()).then_some(next)
+        let suspected = self.core.suspected();
+        (1..members.len())
+            .map(|step| members[(start + step) % members.len()])
+            .take_while(|&next| next != self.core.id())
+            .find(|&next| Some(next) != suspected)
     }
 
     /// Starts an election: sends our id to our successor.
