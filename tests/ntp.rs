@@ -213,6 +213,28 @@ async fn synclab_syncs_from_its_own_ntp_server_interleaved_and_follows_its_clock
     assert!(server.stats.kernel_tx_stamps.load(Ordering::Relaxed) > 0, "the kernel stamped the replies");
 }
 
+/// A basic client's replies are sent without a kernel transmit stamp (it would never use one, and each
+/// costs the server a read of its error queue); an interleaved client's are stamped from its first
+/// interleaved request on.
+#[tokio::test]
+async fn only_replies_to_interleaved_clients_are_stamped_by_the_kernel() {
+    let server = TestNtpServer::start(SEC, ServerConfig::default()).await;
+    let device = clock("phone", SEC / 2, 10.0);
+    let mut basic = NtpClient::new(&server.addr.to_string(), Duration::from_secs(2), NtpMode::Basic);
+    let report = basic.sync(&device, 8, Estimator::Ntp).await.unwrap();
+    assert!(!report.interleaved, "{report:?}");
+    assert_eq!(server.stats.answered.load(Ordering::Relaxed), 8);
+    assert_eq!(server.stats.kernel_tx_stamps.load(Ordering::Relaxed), 0, "no basic reply stamped");
+    let mut interleaved = NtpClient::new(&server.addr.to_string(), Duration::from_secs(2), NtpMode::Interleaved);
+    let report = interleaved.sync(&device, 8, Estimator::Ntp).await.unwrap();
+    assert!(report.interleaved, "{report:?}");
+    // The first request is basic (there is no previous exchange yet); every one after it asks for
+    // interleaved mode.
+    let requests = server.stats.answered.load(Ordering::Relaxed) - 8;
+    assert!(requests >= 8, "{requests} requests for 8 interleaved samples");
+    assert_eq!(server.stats.kernel_tx_stamps.load(Ordering::Relaxed), requests - 1);
+}
+
 /// Sends `bytes` from `socket` and returns the reply, if one comes within 300 ms.
 fn ask(socket: &UdpSocket, bytes: &[u8]) -> Option<Vec<u8>> {
     socket.send(bytes).unwrap();

@@ -330,6 +330,10 @@ pub enum ReplyKind {
 pub struct Reply {
     pub packet: Packet,
     pub kind: ReplyKind,
+    /// The request asked for interleaved mode (its origin is one of our receive timestamps), whether or
+    /// not this reply could give it: the client will ask again, so this reply's precise transmit time
+    /// is worth taking. A basic client's replies need none.
+    pub interleave_asked: bool,
 }
 
 impl Reply {
@@ -493,10 +497,9 @@ impl Server {
         // of the last reply to this client, whose transmit time we kept.
         let mut transmit = NtpTimestamp::ZERO;
         let mut origin = request.transmit;
+        let interleave_asked = request.version == 4 && request.origin.0 & 1 == 1 && request.receive != request.transmit;
         if kind == ReplyKind::Basic
-            && request.version == 4
-            && request.origin.0 & 1 == 1
-            && request.receive != request.transmit
+            && interleave_asked
             && let Some(t) = self.clients.interleaved_transmit(client, request.origin)
         {
             kind = ReplyKind::Interleaved;
@@ -525,7 +528,7 @@ impl Server {
             receive,
             transmit,
         };
-        Ok(Reply { packet, kind })
+        Ok(Reply { packet, kind, interleave_asked })
     }
 
     /// Records that the reply `reply` to `client` was sent at `transmit_nanos` on the serving clock (the

@@ -129,14 +129,76 @@ fn sockaddr_to_std(name: &libc::sockaddr_storage) -> Option<std::net::SocketAddr
     }
 }
 
-/// Asks the kernel for software transmit timestamps of what `fd` sends, each tagged with the
-/// datagram's sequence number (counted from 0 from now on), delivered on the error queue.
+/// Prepares `fd` for software transmit timestamps of the datagrams that ask for one
+/// ([`send_to`] with `stamp`), each tagged with a sequence number counted over those datagrams alone
+/// from 0, delivered on the error queue. Nothing is stamped unless a send asks: a stamp costs the
+/// sender a copy of the packet's metadata and a read of the error queue.
 pub(crate) fn enable_tx_stamps(fd: RawFd) -> io::Result<()> {
-    let flags = libc::SOF_TIMESTAMPING_TX_SOFTWARE
-        | libc::SOF_TIMESTAMPING_SOFTWARE
-        | libc::SOF_TIMESTAMPING_OPT_ID
-        | libc::SOF_TIMESTAMPING_OPT_TSONLY;
+    let flags = libc::SOF_TIMESTAMPING_SOFTWARE | libc::SOF_TIMESTAMPING_OPT_ID | libc::SOF_TIMESTAMPING_OPT_TSONLY;
     set_socket_option(fd, libc::SO_TIMESTAMPING, flags as libc::c_int)
+}
+
+/// Sends `bytes` to `to` without blocking (one sendmsg(2)); with `stamp`, asks for the datagram's
+/// software transmit timestamp (a per-datagram SO_TIMESTAMPING control message, Linux 4.13 and later).
+pub(crate) fn send_to(fd: RawFd, bytes: &[u8], to: std::net::SocketAddr, stamp: bool) -> io::Result<usize> {
+    let mut iov = libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() };
+    let (mut name, name_len) = std_to_sockaddr(to);
+    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the sendmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = name_len;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    let mut control = [0u64; 4]; // one cmsghdr and a u32, aligned
+    if stamp {
+        // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations.
+        let (space, len) = unsafe {
+            (libc::CMSG_SPACE(std::mem::size_of::<u32>() as u32), libc::CMSG_LEN(std::mem::size_of::<u32>() as u32))
+        };
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer holds CMSG_SPACE(4) bytes, so the first header and its data fit.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SO_TIMESTAMPING;
+            (*cmsg).cmsg_len = len as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>(), libc::SOF_TIMESTAMPING_TX_SOFTWARE);
+        }
+    }
+    // SAFETY: `msg` describes readable memory of the stated sizes.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+fn std_to_sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        std::net::SocketAddr::V4(a) => {
+            // SAFETY: all-zero is a valid sockaddr_in.
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write_unaligned((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: all-zero is a valid sockaddr_in6.
+            let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned.
+            unsafe { std::ptr::write_unaligned((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
 
 /// Takes one transmit timestamp off `fd`'s error queue without blocking: the sent datagram's sequence
@@ -168,4 +230,43 @@ pub(crate) fn recv_tx_stamp(fd: RawFd) -> io::Result<Option<(u32, i64)>> {
         }
     }
     Ok(id.zip(stamp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// The server matches stamps to replies by sequence number, counting only the replies that asked
+    /// for one: the kernel must count the same way (and deliver nothing for the others).
+    #[test]
+    fn only_datagrams_that_ask_are_stamped_and_they_are_numbered_from_zero() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = receiver.local_addr().unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = sender.as_raw_fd();
+        enable_tx_stamps(fd).unwrap();
+        for (i, stamp) in [false, true, false, false, true, true].into_iter().enumerate() {
+            assert_eq!(send_to(fd, &[i as u8; 48], to, stamp).unwrap(), 48);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut ids = Vec::new();
+        loop {
+            match recv_tx_stamp(fd) {
+                Ok(Some((id, host))) => {
+                    assert!(host > 1_600_000_000_000_000_000, "a stamp on the host clock: {host}");
+                    ids.push(id);
+                }
+                Ok(None) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("error queue: {e}"),
+            }
+        }
+        assert_eq!(ids, vec![0, 1, 2]);
+        let mut buf = [0u8; 64];
+        for i in 0..6u8 {
+            let (n, _) = receiver.recv_from(&mut buf).unwrap();
+            assert_eq!((n, buf[0]), (48, i), "every datagram arrived, in order");
+        }
+    }
 }

@@ -64,7 +64,10 @@ pub struct NtpServer {
     logic: Server,
     stats: Arc<NtpStats>,
     tx_stamps: bool,
-    sent: u32,
+    /// Stamped replies sent so far (the next one's sequence number).
+    stamped: u32,
+    /// Stamped replies sent since the error queue was last read empty: while none, it is not read.
+    awaited: usize,
     pending: Box<[Option<(u32, IpAddr, NtpTimestamp)>; PENDING]>,
 }
 
@@ -88,7 +91,8 @@ impl NtpServer {
             logic: Server::new(config, key),
             stats: Arc::new(NtpStats::default()),
             tx_stamps,
-            sent: 0,
+            stamped: 0,
+            awaited: 0,
             pending: Box::new([None; PENDING]),
         })
     }
@@ -144,17 +148,16 @@ impl NtpServer {
                 return;
             }
         };
+        // The kernel's transmit time only for clients that use it (interleaved mode); a stamp costs a
+        // read of the error queue.
+        let stamp = self.tx_stamps && reply.kind != ReplyKind::RateKiss && reply.interleave_asked;
         let transmit = self.clock.now();
         let bytes = reply.stamp_transmit(transmit);
-        match self.socket.try_send_to(&bytes, from) {
-            Ok(_) => {}
-            Err(e) => {
-                self.stats.dropped.refused("send_failed", &format_args!("{from}: {e}"));
-                return;
-            }
+        let fd = self.socket.as_raw_fd();
+        if let Err(e) = self.socket.try_io(Interest::WRITABLE, || linux::send_to(fd, &bytes, from, stamp)) {
+            self.stats.dropped.refused("send_failed", &format_args!("{from}: {e}"));
+            return;
         }
-        let id = self.sent;
-        self.sent = self.sent.wrapping_add(1);
         self.stats.answered.fetch_add(1, Ordering::Relaxed);
         match reply.kind {
             ReplyKind::Interleaved => self.stats.interleaved.fetch_add(1, Ordering::Relaxed),
@@ -162,14 +165,18 @@ impl NtpServer {
             ReplyKind::Basic => 0,
         };
         self.logic.sent(client, &reply, transmit);
-        if self.tx_stamps && reply.kind != ReplyKind::RateKiss {
+        if stamp {
+            // The kernel numbers the stamped datagrams alone, from 0.
+            let id = self.stamped;
+            self.stamped = self.stamped.wrapping_add(1);
             self.pending[id as usize % PENDING] = Some((id, client, reply.packet.receive));
+            self.awaited = self.awaited.saturating_add(1);
         }
     }
 
     /// Reads the kernel's transmit stamps and hands them to the replies they belong to.
     fn drain_tx_stamps(&mut self) {
-        if !self.tx_stamps {
+        if self.awaited == 0 {
             return;
         }
         let fd = self.socket.as_raw_fd();
@@ -183,7 +190,12 @@ impl NtpServer {
                     }
                 }
                 Ok(None) => {}
-                Err(_) => break,
+                // The queue is empty (the stamp of a datagram sent on loopback is there when the send
+                // returns; a later one is read with the next stamped reply's) or cannot be read.
+                Err(_) => {
+                    self.awaited = 0;
+                    break;
+                }
             }
         }
     }
