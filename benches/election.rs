@@ -196,6 +196,46 @@ fn docker_time(container: &str, field: &str) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
 }
 
+/// When the node in `container` logged that SIGTERM reached it, at or after `after` (host ns): the time
+/// `docker stop` took to deliver the signal ends there, and the node's own work begins.
+fn sigterm_time(container: &str, after: i64) -> Option<i64> {
+    let out = Command::new("docker").args(["logs", container]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .filter(|l| l.contains("SIGTERM: shutting down"))
+        .filter_map(|l| {
+            // Text logs start with the RFC 3339 time (after colour codes, if any); JSON logs carry it
+            // in "timestamp".
+            let plain: String = strip_ansi(l);
+            let stamp = match plain.find("\"timestamp\":\"") {
+                Some(i) => plain[i + 13..].split('"').next()?.to_string(),
+                None => plain.split_whitespace().next()?.to_string(),
+            };
+            let t = humantime::parse_rfc3339(&stamp).ok()?;
+            Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos() as i64)
+        })
+        .filter(|&t| t >= after)
+        .min()
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ ... final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// How a trial takes the coordinator's container away, and brings it back.
 #[derive(Clone, Copy)]
 enum Fault {
@@ -241,7 +281,12 @@ async fn failover(trials: usize, faults: &[Fault]) {
                 // process's connections as it exits, and survivors can start electing before the
                 // engine's record of the exit.
                 let died = before;
-                let exited = matches!(fault, Fault::Kill).then(|| (docker_time(&id5, "FinishedAt") - before) as f64 / 1e6);
+                let exited = match fault {
+                    Fault::Kill => Some((docker_time(&id5, "FinishedAt") - before) as f64 / 1e6),
+                    // The moment the node itself learned of the stop, from its log.
+                    Fault::Stop => sigterm_time(&id5, before).map(|t| (t - before) as f64 / 1e6),
+                    Fault::Pause => None,
+                };
                 let failover = split(died, &states).expect("a complete failover");
                 if let Some(exited) = exited {
                     engine_exits.push(exited);
@@ -271,10 +316,14 @@ async fn failover(trials: usize, faults: &[Fault]) {
             );
             print_paths(&paths);
             if !engine_exits.is_empty() {
+                let what = match fault {
+                    Fault::Kill => "the engine's exit time (State.FinishedAt) after `docker kill` started",
+                    _ => "SIGTERM reached the node (its log) after `docker stop` started",
+                };
                 let (median, p99, max) = stats(&engine_exits);
-                println!("  the engine's exit time (State.FinishedAt) after `docker kill` started: median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+                println!("  {what}: median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({} of {trials} trials)", engine_exits.len());
                 let (median, p99, max) = stats(&after_exit);
-                println!("  total after that exit time: median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+                println!("  total after that time: median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
             }
             let (median, p99, max) = stats(&takeovers);
             println!("  takeover once it is back (→ all 5 follow it): median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");

@@ -173,6 +173,26 @@ fn a_silent_coordinator_costs_the_timeout_and_not_a_deadline_more() {
     }
 }
 
+/// The same when a lower node suspects first and draws node 4 into the election before node 4's own
+/// timer fires: node 4 asks node 5 as well, but stops waiting for it once node 5's silence reaches the
+/// timeout, rather than after the RPC deadline.
+#[test]
+fn a_node_drawn_into_an_election_stops_waiting_for_a_silent_coordinator_at_the_timeout() {
+    let config = SimConfig::default();
+    let mut sim = started(Algorithm::Bully, 5);
+    sim.run_for(ms(1_000));
+    sim.pause(5);
+    let paused = sim.now();
+    // Node 3 suspects 150 ms after the pause (its own reason: say, a broken line); node 4 has heard
+    // from node 5 within the last heartbeat and will not suspect for up to 50 ms more.
+    sim.run_for(config.timeout - config.heartbeat);
+    sim.suspect(3);
+    assert!(sim.run_until_settled(SETTLE).is_some());
+    assert_settled_on(&mut sim, 4);
+    let took = sim.node(4).core().coordinator_since() - paused;
+    assert!(took <= config.timeout + 2 * config.tick, "{took:?} from the pause to node 4 ruling");
+}
+
 #[test]
 fn a_coordinator_cut_off_is_replaced_and_rejoins() {
     for algorithm in BOTH {

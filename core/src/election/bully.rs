@@ -29,8 +29,20 @@ impl Bully {
         Self { core: Core::new(config, term), pending: BTreeSet::new(), tags: BTreeSet::new(), deadline: None }
     }
 
+    /// The election's deadline, or sooner the moment the coordinator it still waits on counts as
+    /// silent (see [`Bully::tick`]).
     pub(crate) fn deadline(&self) -> Option<Duration> {
-        self.deadline
+        let silent = self.waits_on_silent_coordinator().map(|(_, at)| at);
+        match (self.deadline, silent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A candidate still waiting for its old coordinator's answer: that coordinator, and when its
+    /// silence reaches the suspicion timeout.
+    fn waits_on_silent_coordinator(&self) -> Option<(NodeId, Duration)> {
+        self.core.silent_at().filter(|(c, _)| self.core.role() == Role::Candidate && self.pending.contains(c))
     }
 
     /// Holds an election: asks every higher node, or wins at once if there is none.
@@ -95,6 +107,20 @@ impl Bully {
                 self.pending.clear();
                 self.win(now);
             }
+            Role::Candidate => {
+                // Drawn into an election by a lower node before suspecting the coordinator itself, this
+                // node asked it too; once its silence reaches the suspicion timeout, it is dead by the
+                // rule every follower uses, and its answer is not waited for any longer.
+                if let Some((coordinator, at)) = self.waits_on_silent_coordinator()
+                    && now >= at
+                {
+                    self.pending.remove(&coordinator);
+                    self.core.found_dead(coordinator);
+                    if self.pending.is_empty() {
+                        self.win(now);
+                    }
+                }
+            }
             Role::Waiting if self.deadline.is_some_and(|d| now >= d) => {
                 self.start_election(now, "no announcement after OK".into());
             }
@@ -103,7 +129,7 @@ impl Bully {
                     self.start_election(now, reason);
                 }
             }
-            Role::Candidate | Role::Waiting => {}
+            Role::Waiting => {}
         }
     }
 

@@ -174,6 +174,17 @@ impl Core {
         self.suspected
     }
 
+    /// The coordinator this node follows, or followed until it began an election, and when it counts as
+    /// silent (its last word plus the timeout).
+    pub(crate) fn silent_at(&self) -> Option<(NodeId, Duration)> {
+        self.coordinator.filter(|&c| c != self.config.id).map(|c| (c, self.last_heard.saturating_add(self.config.timeout)))
+    }
+
+    /// `peer` counts as dead for the elections that follow (as if this node had suspected it).
+    pub(crate) fn found_dead(&mut self, peer: NodeId) {
+        self.suspected = Some(peer);
+    }
+
     /// A message or an answer came from `peer`: it is alive after all.
     pub(crate) fn heard_from(&mut self, peer: NodeId) {
         if self.suspected == Some(peer) {
