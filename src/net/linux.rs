@@ -138,15 +138,18 @@ pub(crate) fn enable_tx_stamps(fd: RawFd) -> io::Result<()> {
     set_socket_option(fd, libc::SO_TIMESTAMPING, flags as libc::c_int)
 }
 
-/// Sends `bytes` to `to` without blocking (one sendmsg(2)); with `stamp`, asks for the datagram's
-/// software transmit timestamp (a per-datagram SO_TIMESTAMPING control message, Linux 4.13 and later).
-pub(crate) fn send_to(fd: RawFd, bytes: &[u8], to: std::net::SocketAddr, stamp: bool) -> io::Result<usize> {
+/// Sends `bytes` to `to` (`None`: the connected peer) without blocking (one sendmsg(2)); with `stamp`,
+/// asks for the datagram's software transmit timestamp (a per-datagram SO_TIMESTAMPING control
+/// message, Linux 4.13 and later).
+pub(crate) fn send_to(fd: RawFd, bytes: &[u8], to: Option<std::net::SocketAddr>, stamp: bool) -> io::Result<usize> {
     let mut iov = libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() };
-    let (mut name, name_len) = std_to_sockaddr(to);
     // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the sendmsg call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = name_len;
+    let mut name = to.map(std_to_sockaddr);
+    if let Some((name, len)) = name.as_mut() {
+        msg.msg_name = (name as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = *len;
+    }
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     let mut control = [0u64; 4]; // one cmsghdr and a u32, aligned
@@ -247,7 +250,7 @@ mod tests {
         let fd = sender.as_raw_fd();
         enable_tx_stamps(fd).unwrap();
         for (i, stamp) in [false, true, false, false, true, true].into_iter().enumerate() {
-            assert_eq!(send_to(fd, &[i as u8; 48], to, stamp).unwrap(), 48);
+            assert_eq!(send_to(fd, &[i as u8; 48], Some(to), stamp).unwrap(), 48);
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut ids = Vec::new();

@@ -99,7 +99,13 @@ impl NtpClient {
         self.socket().await?;
         let (tx_stamps, id) = (self.tx_stamps, self.sent);
         let socket = self.socket.as_ref().expect("socket opened above");
-        socket.send(&request.to_bytes()).await.map_err(|source| SyncError::Io { server: server.clone(), source })?;
+        // With the kernel's transmit stamp of this datagram (T1), where the platform gives one.
+        let bytes = request.to_bytes();
+        let fd = socket.as_raw_fd();
+        socket
+            .async_io(Interest::WRITABLE, || linux::send_to(fd, &bytes, None, tx_stamps))
+            .await
+            .map_err(|source| SyncError::Io { server: server.clone(), source })?;
         self.sent = self.sent.wrapping_add(1);
         let mut buf = [0u8; 1024];
         let wait = async {
@@ -138,7 +144,7 @@ impl NtpClient {
         let samples = samples.max(1);
         let interleave = self.mode == NtpMode::Interleaved;
         let requests = samples + usize::from(interleave);
-        // (exchange, interleaved, arrival stamped by the kernel)
+        // (exchange, interleaved, departure and arrival stamped by the kernel)
         let mut exchanges: Vec<(Exchange, bool, bool)> = Vec::with_capacity(requests);
         let mut previous: Option<(ClientExchange, bool, bool)> = None; // (exchange, counted as basic, kernel)
         let mut last_reply = None;
@@ -149,21 +155,24 @@ impl NtpClient {
             let got = self.exchange(&request, clock).await?;
             // The kernel's transmit time where it is consistent: no earlier than the time read before
             // sending, no later than the reply's arrival.
-            let t1 = got.t1_kernel.filter(|&k| k >= t1 && k <= got.t4).unwrap_or(t1);
+            let t1_kernel = got.t1_kernel.filter(|&k| k >= t1 && k <= got.t4);
+            let t1 = t1_kernel.unwrap_or(t1);
+            // Both of the client's stamps from the kernel: its request's departure and the reply's arrival.
+            let kernel = got.kernel && t1_kernel.is_some();
             let current = ClientExchange { t1, server_receive: got.reply.receive, server_transmit: got.reply.transmit, t4: got.t4 };
             match (got.answered, previous) {
-                (Answered::Interleaved, Some((prev, counted, kernel))) => {
+                (Answered::Interleaved, Some((prev, counted, prev_kernel))) => {
                     let refined = interleaved_exchange(&prev, &got.reply).map_err(|e| bad(&self.server, e))?;
                     if counted {
                         exchanges.pop();
                     }
-                    exchanges.push((refined, true, kernel));
-                    previous = Some((current, false, got.kernel));
+                    exchanges.push((refined, true, prev_kernel));
+                    previous = Some((current, false, kernel));
                 }
                 _ => {
                     let e = basic_exchange(t1, &got.reply, got.t4).map_err(|e| bad(&self.server, e))?;
-                    exchanges.push((e, false, got.kernel));
-                    previous = Some((current, true, got.kernel));
+                    exchanges.push((e, false, kernel));
+                    previous = Some((current, true, kernel));
                 }
             }
             last_reply = Some(got.reply);

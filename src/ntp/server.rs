@@ -154,7 +154,7 @@ impl NtpServer {
         let transmit = self.clock.now();
         let bytes = reply.stamp_transmit(transmit);
         let fd = self.socket.as_raw_fd();
-        if let Err(e) = self.socket.try_io(Interest::WRITABLE, || linux::send_to(fd, &bytes, from, stamp)) {
+        if let Err(e) = self.socket.try_io(Interest::WRITABLE, || linux::send_to(fd, &bytes, Some(from), stamp)) {
             self.stats.dropped.refused("send_failed", &format_args!("{from}: {e}"));
             return;
         }
