@@ -163,10 +163,24 @@ async fn a_chronyd_xleave_client_runs_interleaved_and_within_50_us() {
     let port = server.addr.port();
     let chronyd = Chronyd::start("xleave", &format!("server 127.0.0.1 port {port} minpoll -6 maxpoll -6 iburst xleave\nport 0"));
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let ntpdata = chronyd.chronyc("ntpdata");
+    // chrony's tests of the last reply: the first six check the packet (duplicate, bogus origin,
+    // timestamps, root distance, leap, stratum) and must always pass; the last four check the sample's
+    // delay against the ones before (maxdelay, maxdelayratio, maxdelaydevratio) and the sync loop, so a
+    // delay spike on a loaded machine fails one of them for that sample alone. Read until a sample
+    // passes all ten (a few readings, 1/64 s of polling apart), every reading's packet tests passing.
+    let mut ntpdata = String::new();
+    for _ in 0..20 {
+        ntpdata = chronyd.chronyc("ntpdata");
+        let tests = field(&ntpdata, "NTP tests").unwrap_or_else(|| panic!("{ntpdata}")).to_string();
+        assert!(tests.starts_with("111 111 "), "a packet test failed: {ntpdata}");
+        if tests == "111 111 1111" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let tracking = chronyd.chronyc("tracking");
     assert_eq!(field(&ntpdata, "Interleaved"), Some("Yes"), "{ntpdata}\n{}", chronyd.log());
-    assert_eq!(field(&ntpdata, "NTP tests"), Some("111 111 1111"), "{ntpdata}");
+    assert_eq!(field(&ntpdata, "NTP tests"), Some("111 111 1111"), "no sample of 20 passed every test: {ntpdata}");
     assert_eq!(field(&ntpdata, "Mode"), Some("Server"));
     assert_eq!(field(&ntpdata, "Stratum"), Some("1"));
     let ahead = server_ahead_secs(&tracking).unwrap_or_else(|| panic!("{tracking}"));
