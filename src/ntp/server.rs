@@ -66,8 +66,8 @@ pub struct NtpServer {
     tx_stamps: bool,
     /// Stamped replies sent so far (the next one's sequence number).
     stamped: u32,
-    /// Stamped replies sent since the error queue was last read empty: while none, it is not read.
-    awaited: usize,
+    /// A stamped reply was sent since the error queue was last read empty: until then it is not read.
+    awaited: bool,
     pending: Box<[Option<(u32, IpAddr, NtpTimestamp)>; PENDING]>,
 }
 
@@ -92,7 +92,7 @@ impl NtpServer {
             stats: Arc::new(NtpStats::default()),
             tx_stamps,
             stamped: 0,
-            awaited: 0,
+            awaited: false,
             pending: Box::new([None; PENDING]),
         })
     }
@@ -170,13 +170,13 @@ impl NtpServer {
             let id = self.stamped;
             self.stamped = self.stamped.wrapping_add(1);
             self.pending[id as usize % PENDING] = Some((id, client, reply.packet.receive));
-            self.awaited = self.awaited.saturating_add(1);
+            self.awaited = true;
         }
     }
 
     /// Reads the kernel's transmit stamps and hands them to the replies they belong to.
     fn drain_tx_stamps(&mut self) {
-        if self.awaited == 0 {
+        if !self.awaited {
             return;
         }
         let fd = self.socket.as_raw_fd();
@@ -193,7 +193,7 @@ impl NtpServer {
                 // The queue is empty (the stamp of a datagram sent on loopback is there when the send
                 // returns; a later one is read with the next stamped reply's) or cannot be read.
                 Err(_) => {
-                    self.awaited = 0;
+                    self.awaited = false;
                     break;
                 }
             }
