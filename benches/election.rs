@@ -2,6 +2,7 @@
 //!
 //!     cargo bench --bench election -- [--mode all|failover|failover-kill|failover-stop|failover-pause|steady|messages|scale]
 //!         [--trials 25] [--steady 10m] [--stagger 1ms] [--algorithms bully,ring]
+//!         [--sizes 50,100] [--faults kill,stop] [--state disk|memory]
 //!
 //! With RUST_LOG set (e.g. `RUST_LOG=info`), the nodes log to stderr as JSON lines.
 //!
@@ -40,10 +41,21 @@ struct Options {
     stagger: Duration,
     /// The algorithms of the scale trials.
     algorithms: Vec<Algorithm>,
+    /// The group sizes of the scale trials.
+    sizes: Vec<u64>,
+    /// The faults of the scale trials: kill (no goodbye) and/or stop (goodbye).
+    kills: Vec<bool>,
+    /// Whether the scale trials' nodes keep their terms in state files (as deployed) or in memory.
+    disk: bool,
 }
 
 fn options() -> Options {
-    let mut o = Options { mode: "all".into(), trials: 25, steady: Duration::from_secs(600), stagger: Duration::ZERO, algorithms: vec![Algorithm::Bully, Algorithm::Ring] };
+    let mut o = Options { mode: "all".into(), trials: 25, steady: Duration::from_secs(600), stagger: Duration::ZERO,
+        algorithms: vec![Algorithm::Bully, Algorithm::Ring],
+        sizes: vec![50, 100],
+        kills: vec![true, false],
+        disk: true,
+    };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     for pair in args.chunks(2) {
         let value = pair.get(1).unwrap_or_else(|| panic!("{} needs a value", pair[0]));
@@ -61,6 +73,24 @@ fn options() -> Options {
                         other => panic!("--algorithms: bully and/or ring, not {other}"),
                     })
                     .collect()
+            }
+            "--sizes" => o.sizes = value.split(',').map(|n| n.parse().expect("--sizes: numbers, e.g. 50,100")).collect(),
+            "--faults" => {
+                o.kills = value
+                    .split(',')
+                    .map(|f| match f {
+                        "kill" => true,
+                        "stop" => false,
+                        other => panic!("--faults: kill and/or stop, not {other}"),
+                    })
+                    .collect()
+            }
+            "--state" => {
+                o.disk = match value.as_str() {
+                    "disk" => true,
+                    "memory" => false,
+                    other => panic!("--state: disk or memory, not {other}"),
+                }
             }
             other => panic!("unknown option {other}"),
         }
@@ -450,14 +480,21 @@ async fn messages() {
     }
 }
 
-async fn scale(trials: usize, stagger: Duration, algorithms: &[Algorithm]) {
-    for n in [50u64, 100] {
-        for &algorithm in algorithms {
-            for kill in [true, false] {
+async fn scale(trials: usize, o: &Options) {
+    let stagger = o.stagger;
+    let disk = o.disk;
+    for &n in &o.sizes {
+        for &algorithm in &o.algorithms {
+            for &kill in &o.kills {
                 let dir = std::env::temp_dir().join(format!("synclab-bench-scale-{algorithm}-{n}-{}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
                 let [heartbeat, timeout, rpc] = DEFAULTS;
-                let mut c = LocalCluster::start_with(algorithm, n, heartbeat, timeout, rpc, dir, move |node| node.election_stagger = stagger)
+                let mut c = LocalCluster::start_with(algorithm, n, heartbeat, timeout, rpc, dir, move |node| {
+                    node.election_stagger = stagger;
+                    if !disk {
+                        node.state_dir = None;
+                    }
+                })
                     .await
                     .expect("cluster");
                 if c.wait_for_agreement(&c.ids(), n, Duration::from_secs(60)).await.is_none() {
@@ -473,11 +510,20 @@ async fn scale(trials: usize, stagger: Duration, algorithms: &[Algorithm]) {
                     c.shutdown().await;
                     continue;
                 }
+                // What the settled group costs: the process's CPU over two seconds of heartbeats.
+                let (cpu0, wall0) = (process_cpu(), Instant::now());
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let busy = (process_cpu() - cpu0).as_secs_f64() / wall0.elapsed().as_secs_f64();
+                println!("scale, {algorithm}, {n} nodes, settled: the process uses {:.0}% of one core (heartbeats)", busy * 100.0);
                 let survivors: Vec<NodeId> = (1..n).collect();
                 let all: Vec<NodeId> = (1..=n).collect();
-                let (mut samples, mut paths) = (Vec::new(), Vec::new());
+                let (mut samples, mut paths, mut unsettled) = (Vec::new(), Vec::new(), 0);
                 for _ in 0..trials {
-                    c.wait_for_agreement(&all, n, Duration::from_secs(30)).await.expect("settled");
+                    if c.wait_for_agreement(&all, n, Duration::from_secs(30)).await.is_none() {
+                        println!("  node {n}, back, was not followed by all within 30 s: no more trials");
+                        unsettled += 1;
+                        break;
+                    }
                     tokio::time::sleep(300 * MS).await;
                     let died = host_now();
                     if kill {
@@ -485,23 +531,48 @@ async fn scale(trials: usize, stagger: Duration, algorithms: &[Algorithm]) {
                     } else {
                         c.stop(n).await;
                     }
-                    c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.expect("failover");
+                    if c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.is_none() {
+                        println!("  the survivors did not all follow node {} within 30 s: no more trials", n - 1);
+                        unsettled += 1;
+                        break;
+                    }
                     let states: Vec<pb::NodeState> = c.states().await.into_values().collect();
                     samples.push(split(died, &states).expect("complete"));
                     paths.push(path(died, &states));
                     c.restart(n).await.expect("restart");
                 }
+                if samples.is_empty() {
+                    println!("scale, {algorithm}, {n} nodes ({}): no trial completed", if kill { "kill" } else { "stop" });
+                    c.shutdown().await;
+                    continue;
+                }
                 let how = if kill { "kill the coordinator: no goodbye, connections closed" } else { "stop the coordinator: it says goodbye" };
+                let state = if disk { "" } else { ", terms in memory" };
                 let stagger = if stagger.is_zero() { String::new() } else { format!(", election stagger {stagger:?}") };
+                let stagger = format!("{stagger}{state}");
                 print_split(&format!("scale, {algorithm}, {n} nodes in one process ({how}{stagger})"), &samples);
+                if unsettled > 0 {
+                    println!("  {} trials complete; then one that did not settle", samples.len());
+                }
                 let verb = if kill { "kill" } else { "stop" };
-                let tag = if stagger.is_empty() { String::new() } else { "-stagger".to_string() };
+                let tag = format!("{}{}", if o.stagger.is_zero() { "" } else { "-stagger" }, if disk { "" } else { "-memory" });
                 plot_split(&format!("scale-{algorithm}-{n}-{verb}{tag}"), &format!("{algorithm}, {n} nodes in one process: {verb} the coordinator{stagger}, phases per trial"), &samples);
                 print_paths(&paths);
                 c.shutdown().await;
             }
         }
     }
+}
+
+/// CPU time (user and system) this process has used, from /proc/self/stat.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // After the command name (in parentheses, which may hold spaces): fields 14 and 15 are utime, stime.
+    let rest = &stat[stat.rfind(')').expect("stat's command name") + 2..];
+    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let ticks = fields[11] + fields[12];
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    Duration::from_millis(ticks * 10)
 }
 
 fn main() {
@@ -527,7 +598,7 @@ fn main() {
             messages().await;
         }
         if all || o.mode == "scale" {
-            scale(o.trials.min(10), o.stagger, &o.algorithms).await;
+            scale(o.trials.min(10), &o).await;
         }
         if all || o.mode == "steady" {
             steady(o.steady).await;

@@ -36,7 +36,8 @@ struct Args {
     /// Directory of the state file that keeps this node's term across restarts (omit: memory only).
     #[arg(long, env = "SYNCLAB_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// How often a follower sends Alive to its coordinator (and the coordinator to its followers).
+    /// How often the coordinator sends Alive to its followers (a follower that has not heard from it for
+    /// one and a half of these asks it with an Alive of its own).
     #[arg(long, env = "SYNCLAB_HEARTBEAT", value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
     heartbeat: Duration,
     /// Silence from the coordinator after which a follower suspects it and holds an election.

@@ -282,10 +282,15 @@ impl Core {
                     }
                     return self.suspect(now, format!("coordinator {coordinator} silent"));
                 }
+                // The coordinator's own heartbeats say what this follower's would ask (it lives, and its
+                // term): the follower asks only once they have stopped for one and a half heartbeats
+                // (they may arrive just after this tick), so a settled group sends half the messages.
                 if now >= self.next_heartbeat {
                     self.next_heartbeat = now + self.config.heartbeat;
-                    let message = Message::Alive { term: self.term, coordinator: Some(coordinator) };
-                    self.send(coordinator, message);
+                    if now.saturating_sub(self.last_heard) > self.config.heartbeat + self.config.heartbeat / 2 {
+                        let message = Message::Alive { term: self.term, coordinator: Some(coordinator) };
+                        self.send(coordinator, message);
+                    }
                 }
             }
             Role::Coordinator => {

@@ -269,7 +269,8 @@ pub struct GroupConfig {
     pub id: NodeId,
     /// Every member of the group, this node included, sorted.
     pub members: Vec<NodeId>,
-    /// How often a follower sends `Alive` to its coordinator (and the coordinator to every follower).
+    /// How often the coordinator sends `Alive` to every follower, and a follower that has not heard
+    /// from its coordinator for one and a half of these sends `Alive` to it.
     pub heartbeat: Duration,
     /// Silence from the coordinator after which a follower suspects it and runs an election.
     pub timeout: Duration,
@@ -572,6 +573,65 @@ mod tests {
                 let high_term = next_owned_term(&members, low + 1, after).unwrap();
                 assert!(low_term > after && high_term > low_term, "after {after}: node {low} claims {low_term}, node {} {high_term}", low + 1);
             }
+        }
+    }
+
+    /// A settled follower of node 3 (term 2, owned by node 3 in a group of three), at `at`.
+    fn follower_of_3(algorithm: Algorithm, at: Duration) -> Machine {
+        let hb = Duration::from_millis(50);
+        let mut m = Machine::new(algorithm, GroupConfig::new(1, [1, 2, 3], hb, hb * 4).unwrap(), 0);
+        let announcement = match algorithm {
+            Algorithm::Bully => Message::Coordinator { term: 2 },
+            Algorithm::Ring => Message::RingCoordinator { term: 2, coordinator: 3, initiator: 3 },
+        };
+        m.on_request(at, 3, announcement).unwrap();
+        assert_eq!((m.core().role(), m.core().coordinator()), (Role::Follower, Some(3)));
+        m.drain();
+        m
+    }
+
+    fn alives_to(m: &mut Machine, to: NodeId) -> usize {
+        m.drain().iter().filter(|e| e.to == to && matches!(e.message, Message::Alive { .. })).count()
+    }
+
+    /// The coordinator's heartbeats tell a follower all its own would (the coordinator lives, and its
+    /// term): while they arrive the follower sends none, which halves a group's heartbeats. Once they
+    /// stop for one and a half heartbeats it asks the coordinator itself, and a coordinator that
+    /// answers keeps it: a follower whose coordinator cannot reach it is not left to suspect it.
+    #[test]
+    fn a_follower_asks_its_coordinator_only_when_the_coordinators_heartbeats_stop() {
+        let ms = Duration::from_millis;
+        for algorithm in [Algorithm::Bully, Algorithm::Ring] {
+            let mut m = follower_of_3(algorithm, ms(1000));
+            // Heartbeats from node 3 every 50 ms for a second: the follower sends no Alive.
+            let mut sent = 0;
+            for i in 1..=20u64 {
+                m.on_request(ms(1000 + 50 * i), 3, Message::Alive { term: 2, coordinator: Some(3) }).unwrap();
+                for t in (1..50).step_by(7) {
+                    m.tick(ms(1000 + 50 * i + t));
+                    sent += alives_to(&mut m, 3);
+                }
+            }
+            assert_eq!(sent, 0, "{algorithm}: a follower that hears its coordinator sends no Alive");
+            // Node 3's heartbeats stop (last heard at 2000 ms): the follower asks by 2075 ms + a tick.
+            let mut asked = None;
+            for t in (2001..2150).step_by(5) {
+                m.tick(ms(t));
+                if alives_to(&mut m, 3) > 0 {
+                    asked = Some(t);
+                    break;
+                }
+            }
+            let asked = asked.unwrap_or_else(|| panic!("{algorithm}: the follower never asked its silent coordinator"));
+            assert!((2075..=2130).contains(&asked), "{algorithm}: asked at {asked} ms");
+            // Node 3 answers: still its follower, and no election at the timeout (2200 ms).
+            let envelope = Envelope { to: 3, message: Message::Alive { term: 2, coordinator: Some(3) }, tag: 0 };
+            m.on_reply(ms(asked + 1), envelope, Ok(Reply { term: 2, coordinator: Some(3), ok: true }));
+            for t in (asked + 2..2260).step_by(5) {
+                m.tick(ms(t));
+                m.drain();
+            }
+            assert_eq!((m.core().role(), m.core().coordinator()), (Role::Follower, Some(3)), "{algorithm}");
         }
     }
 
