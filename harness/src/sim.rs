@@ -289,6 +289,17 @@ impl Sim {
         self.flush(id);
     }
 
+    /// Makes a node find its coordinator dead now, as a broken line (a closed connection and an
+    /// unanswered probe) tells it: it suspects it and holds an election.
+    pub fn lose_coordinator(&mut self, id: NodeId) {
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(coordinator) = node.machine.core().coordinator() {
+            node.machine.coordinator_lost(now, coordinator, "lost its connection (test)");
+        }
+        self.flush(id);
+    }
+
     /// Safety violations seen so far.
     pub fn violations(&self) -> &[Violation] {
         &self.violations

@@ -116,6 +116,31 @@ fn the_highest_node_returns_and_takes_over_with_a_higher_term() {
     }
 }
 
+/// A node that comes back to a ring whose members found it dead is on its own election's lap: the lap
+/// names it, so the node before it passes the lap to it instead of around it, and it learns that it won
+/// from its own lap, not from the first heartbeat a follower sends it (1.5 heartbeats later).
+#[test]
+fn a_ring_node_that_comes_back_takes_over_within_its_own_laps() {
+    // At every phase of node 4's heartbeats (one of them reaching node 5 would also end node 4's
+    // suspicion of it).
+    for offset in (300..350).step_by(5) {
+        let mut sim = started(Algorithm::Ring, 5);
+        // Killed: every follower's line breaks at once, so all four find node 5 dead.
+        sim.kill(5);
+        sim.run_for(ms(2)); // answers node 5 sent before it died arrive first
+        for id in 1..=4 {
+            sim.lose_coordinator(id);
+        }
+        assert_settled_on(&mut sim, 4);
+        sim.run_for(ms(offset));
+        sim.start(5);
+        let took = sim.run_until_settled(SETTLE).expect("settled");
+        assert_eq!(sim.agreed(), Some(5));
+        // Two laps of five hops at 0.5 ms each, on 5 ms ticks; a heartbeat is 50 ms.
+        assert!(took <= ms(25), "node 5 took over after {took:?} (offset {offset} ms)");
+    }
+}
+
 #[test]
 fn a_restarted_node_never_claims_an_old_term() {
     for algorithm in BOTH {

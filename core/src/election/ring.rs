@@ -136,6 +136,12 @@ impl Ring {
         match message {
             Message::RingElection { term, initiator, mut ids } => {
                 self.core.observe(now, term, None);
+                // Every node on the lap so far lives: one this node found dead has come back, and the
+                // lap goes to it again instead of around it (else a returning node that started the
+                // lap would only learn from a later heartbeat that it won).
+                for &member in &ids {
+                    self.core.heard_from(member);
+                }
                 if initiator == id {
                     // Our own message came back.
                     if self.deadline.is_some() {
