@@ -170,7 +170,7 @@ impl Core {
     }
 
     /// The coordinator this node last found dead and has not heard from since (see `suspected`).
-    pub(crate) fn suspected(&self) -> Option<NodeId> {
+    pub fn suspected(&self) -> Option<NodeId> {
         self.suspected
     }
 
