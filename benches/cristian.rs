@@ -321,15 +321,6 @@ async fn load(chans: Vec<tonic::transport::Channel>, secs: u64, concurrency: usi
     (all.len() as f64 / secs as f64, stats(all))
 }
 
-/// CPU time (user + system) a process has used, in seconds, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // After the command name: field 14 (utime) and 15 (stime) of stat are at 11 and 12 here; 100 ticks/s.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn main() {
     let o = options();
     println!("# Cristian benchmark: {} syncs x {} samples, load {} s x {} callers / {} channels", o.syncs, o.samples, o.load_secs, o.concurrency, o.channels);
@@ -361,13 +352,13 @@ fn main() {
     let acc_cross = rt.block_on(synclab_accuracy(&addr, o.syncs, o.samples));
     let seed_cross = rt.block_on(seed_accuracy(&addr, o.syncs));
     // The time server runs under taskset: its pid is taskset's (taskset execs it).
-    let server_cpu_before = cpu_seconds(server.0.id());
-    let client_cpu_before = cpu_seconds(std::process::id());
+    let server_cpu_before = common::cpu_seconds(server.0.id());
+    let client_cpu_before = common::cpu_seconds(std::process::id());
     let load_started = Instant::now();
     let (rate, lat) = rt.block_on(throughput(&addr, o.load_secs, o.concurrency, o.channels));
     let wall = load_started.elapsed().as_secs_f64();
-    let server_busy = (cpu_seconds(server.0.id()) - server_cpu_before) / wall;
-    let client_busy = (cpu_seconds(std::process::id()) - client_cpu_before) / wall;
+    let server_busy = (common::cpu_seconds(server.0.id()) - server_cpu_before) / wall;
+    let client_busy = (common::cpu_seconds(std::process::id()) - client_cpu_before) / wall;
     drop(server);
 
     let row = |name: &str, s: &Stats| println!("| {name} | {:.1} | {:.1} | {} |", s.median, s.p99, s.n);
@@ -438,10 +429,10 @@ fn tls_cost(o: &Options) {
     for (_, dialer, addr, server) in &sides {
         let rtt = rt.block_on(grpc_rtt_with(dialer, addr, 10_000));
         let chans: Vec<_> = rt.block_on(async { (0..o.channels).map(|_| dialer.channel(addr, Duration::from_secs(30)).unwrap()).collect() });
-        let before = cpu_seconds(server.0.id());
+        let before = common::cpu_seconds(server.0.id());
         let started = Instant::now();
         let (rate, lat) = rt.block_on(load(chans, o.load_secs, o.concurrency));
-        let busy = (cpu_seconds(server.0.id()) - before) / started.elapsed().as_secs_f64();
+        let busy = (common::cpu_seconds(server.0.id()) - before) / started.elapsed().as_secs_f64();
         figures.push((rtt, rate, lat, busy * 1e6 / rate));
     }
     println!("\n## plaintext vs mutual TLS ({} syncs of {} samples per row; servers on CPU 0)\n", o.syncs, o.samples);

@@ -511,17 +511,17 @@ async fn scale(trials: usize, o: &Options) {
                     continue;
                 }
                 // What the settled group costs: the process's CPU over two seconds of heartbeats.
-                let (cpu0, wall0) = (process_cpu(), Instant::now());
+                let (cpu0, wall0) = (common::cpu_seconds(std::process::id()), Instant::now());
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                let busy = (process_cpu() - cpu0).as_secs_f64() / wall0.elapsed().as_secs_f64();
+                let busy = (common::cpu_seconds(std::process::id()) - cpu0) / wall0.elapsed().as_secs_f64();
                 println!("scale, {algorithm}, {n} nodes, settled: the process uses {:.0}% of one core (heartbeats)", busy * 100.0);
                 let survivors: Vec<NodeId> = (1..n).collect();
                 let all: Vec<NodeId> = (1..=n).collect();
-                let (mut samples, mut paths, mut unsettled) = (Vec::new(), Vec::new(), 0);
+                let (mut samples, mut paths, mut unsettled) = (Vec::new(), Vec::new(), false);
                 for _ in 0..trials {
                     if c.wait_for_agreement(&all, n, Duration::from_secs(30)).await.is_none() {
                         println!("  node {n}, back, was not followed by all within 30 s: no more trials");
-                        unsettled += 1;
+                        unsettled = true;
                         break;
                     }
                     tokio::time::sleep(300 * MS).await;
@@ -533,7 +533,7 @@ async fn scale(trials: usize, o: &Options) {
                     }
                     if c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.is_none() {
                         println!("  the survivors did not all follow node {} within 30 s: no more trials", n - 1);
-                        unsettled += 1;
+                        unsettled = true;
                         break;
                     }
                     let states: Vec<pb::NodeState> = c.states().await.into_values().collect();
@@ -547,32 +547,20 @@ async fn scale(trials: usize, o: &Options) {
                     continue;
                 }
                 let how = if kill { "kill the coordinator: no goodbye, connections closed" } else { "stop the coordinator: it says goodbye" };
-                let state = if disk { "" } else { ", terms in memory" };
-                let stagger = if stagger.is_zero() { String::new() } else { format!(", election stagger {stagger:?}") };
-                let stagger = format!("{stagger}{state}");
-                print_split(&format!("scale, {algorithm}, {n} nodes in one process ({how}{stagger})"), &samples);
-                if unsettled > 0 {
+                let stagger_label = if stagger.is_zero() { String::new() } else { format!(", election stagger {stagger:?}") };
+                let settings = format!("{stagger_label}{}", if disk { "" } else { ", terms in memory" });
+                print_split(&format!("scale, {algorithm}, {n} nodes in one process ({how}{settings})"), &samples);
+                if unsettled {
                     println!("  {} trials complete; then one that did not settle", samples.len());
                 }
                 let verb = if kill { "kill" } else { "stop" };
-                let tag = format!("{}{}", if o.stagger.is_zero() { "" } else { "-stagger" }, if disk { "" } else { "-memory" });
-                plot_split(&format!("scale-{algorithm}-{n}-{verb}{tag}"), &format!("{algorithm}, {n} nodes in one process: {verb} the coordinator{stagger}, phases per trial"), &samples);
+                let tag = format!("{}{}", if stagger.is_zero() { "" } else { "-stagger" }, if disk { "" } else { "-memory" });
+                plot_split(&format!("scale-{algorithm}-{n}-{verb}{tag}"), &format!("{algorithm}, {n} nodes in one process: {verb} the coordinator{settings}, phases per trial"), &samples);
                 print_paths(&paths);
                 c.shutdown().await;
             }
         }
     }
-}
-
-/// CPU time (user and system) this process has used, from /proc/self/stat.
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    // After the command name (in parentheses, which may hold spaces): fields 14 and 15 are utime, stime.
-    let rest = &stat[stat.rfind(')').expect("stat's command name") + 2..];
-    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
-    let ticks = fields[11] + fields[12];
-    // Clock ticks are 1/100 s on Linux (USER_HZ).
-    Duration::from_millis(ticks * 10)
 }
 
 fn main() {
