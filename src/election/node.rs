@@ -2,9 +2,12 @@
 //!
 //! It serves `synclab.election.v1.ElectionService`, feeds the machine the requests that arrive, the
 //! outcome of every message it sends (each RPC has a deadline shorter than the suspicion timeout; an
-//! unreachable peer counts as dead for that message) and its timers. After every event it stores a raised
-//! term in the state file ([`super::state`]) and only then sends the machine's messages or answers: a
-//! term no message has revealed yet is one a restarted node cannot claim twice.
+//! unreachable peer counts as dead for that message) and its timers. A term the machine minted (it won,
+//! or completed a ring lap) is stored in the state file ([`super::state`]) before any of the event's
+//! messages or answers leave: a term no message has revealed yet is one a restarted node cannot claim
+//! twice. A term learned from a message is stored too, but behind the messages: the group knows it
+//! already, and a group that all learn a new term at once would otherwise queue every announcement
+//! behind a hundred `fsync`s.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
-use synclab_core::election::{Algorithm, ConfigError, Envelope, GroupConfig, Machine, Message, NodeId, Role, SendError, Term};
+use synclab_core::election::{Algorithm, ConfigError, Envelope, GroupConfig, Kind, Machine, Message, NodeId, Role, SendError, Term};
 use tokio::sync::{Notify, watch};
 use tonic::{Request, Response, Status};
 
@@ -81,15 +84,29 @@ pub struct NodeConfig {
 
 struct Inner {
     machine: Machine,
-    /// The term last written to the state file.
+    /// The highest term written to the state file.
     saved: Term,
+    /// The highest term a write was started for.
+    requested: Term,
+}
+
+/// An `Election` not answered yet.
+enum Slot {
+    /// Its turn to leave has not come.
+    Waiting,
+    /// On its way, in this task.
+    Running(tokio::task::AbortHandle),
 }
 
 /// What one event left to do once the machine has handled it.
 struct Effects {
     outbox: Vec<Envelope>,
-    /// A raised term to store before anything else leaves.
+    /// Tags of sent messages whose answers no longer matter.
+    withdrawn: Vec<u64>,
+    /// A minted term to store before anything else leaves.
     store: Option<Term>,
+    /// A learned term to store behind the messages.
+    store_behind: Option<Term>,
     /// The new observers' view, if role, term or coordinator changed.
     changed: Option<pb::NodeState>,
 }
@@ -104,6 +121,8 @@ struct Shared {
     peers: BTreeMap<NodeId, Arc<Peer>>,
     members: Vec<pb::Member>,
     state: Option<StateFile>,
+    /// The highest term in the state file; held while writing it, so writes never go back.
+    written: tokio::sync::Mutex<Term>,
     /// The observers' view, republished when role, term or coordinator change.
     leader: watch::Sender<pb::NodeState>,
     /// Wakes the timer loop when the machine's next deadline may have moved.
@@ -137,6 +156,8 @@ struct Shared {
     message_watchers: Watchers,
     /// Set to stop as a crash does: without a goodbye (for experiments).
     crashed: std::sync::atomic::AtomicBool,
+    /// `Election`s not answered yet, by tag: cancelled when the machine withdraws them.
+    inflight: Mutex<std::collections::HashMap<u64, Slot>>,
 }
 
 /// A running node's handle: its gRPC service, its timer loop, and test hooks.
@@ -185,12 +206,13 @@ impl ElectionNode {
         let shared = Arc::new(Shared {
             id: config.id,
             algorithm: config.algorithm,
-            inner: Mutex::new(Inner { machine, saved: term }),
+            inner: Mutex::new(Inner { machine, saved: term, requested: term }),
             turn: tokio::sync::Mutex::new(()),
             timeline,
             peers,
             members,
             state,
+            written: tokio::sync::Mutex::new(term),
             leader: watch::channel(pb::NodeState::default()).0,
             wake: Notify::new(),
             frozen: watch::channel(false).0,
@@ -211,6 +233,7 @@ impl ElectionNode {
             messages: tokio::sync::broadcast::channel(1024).0,
             message_watchers: Watchers::new(Limits::default().max_watchers),
             crashed: std::sync::atomic::AtomicBool::new(false),
+            inflight: Mutex::new(std::collections::HashMap::new()),
         });
         let node = Self { shared };
         let state = node.describe(&node.lock().machine);
@@ -410,14 +433,25 @@ impl ElectionNode {
                 crate::observe::election_began(&e.reason);
             }
             let outbox = inner.machine.drain();
+            let withdrawn = inner.machine.drain_withdrawn();
             let term = inner.machine.core().term();
-            let store = (term > inner.saved).then_some(term);
+            let minted = inner.machine.core().minted() > inner.saved;
+            let store = (minted && term > inner.saved).then_some(term);
+            let store_behind = (!minted && term > inner.requested && self.shared.state.is_some()).then_some(term);
+            inner.requested = inner.requested.max(term);
             let changed = (leader_key(&inner.machine) != before).then(|| self.describe(&inner.machine));
-            (result, Effects { outbox, store, changed })
+            (result, Effects { outbox, withdrawn, store, store_behind, changed })
         };
         if let Some(term) = effects.store {
-            self.store(term).await?;
-            self.lock().saved = term;
+            self.store(term, true).await?;
+        }
+        if let Some(term) = effects.store_behind {
+            let node = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = node.store(term, false).await {
+                    node.shared.store_failures.refused("cannot store a learned term", &e);
+                }
+            });
         }
         if let Some(state) = effects.changed {
             tracing::info!(id = self.shared.id, role = role_name(state.role), term = state.term, coordinator = state.coordinator, "state changed");
@@ -426,31 +460,114 @@ impl ElectionNode {
             self.shared.watchers.published();
             self.shared.lines.published();
         }
+        self.cancel(&effects.withdrawn);
         if !self.shared.halted.is_stopping() {
-            for envelope in effects.outbox {
+            let (elections, others): (Vec<Envelope>, Vec<Envelope>) = effects
+                .outbox
+                .into_iter()
+                .filter(|e| !effects.withdrawn.contains(&e.tag))
+                .partition(|e| matches!(e.message, Message::Election { .. }));
+            for envelope in others {
                 self.send(envelope);
+            }
+            if !elections.is_empty() {
+                self.send_paced(elections);
             }
         }
         Ok(result)
     }
 
-    /// Writes `term` to the state file (if the node has one), off the async runtime.
-    async fn store(&self, term: Term) -> Result<(), StateError> {
+    /// Writes `term` to the state file (if the node has one and holds a lower term), off the async
+    /// runtime; `urgent`: messages wait for it.
+    async fn store(&self, term: Term, urgent: bool) -> Result<(), StateError> {
         let Some(state) = self.shared.state.clone() else { return Ok(()) };
+        let mut written = self.shared.written.lock().await;
+        if term <= *written {
+            let mut inner = self.lock();
+            inner.saved = inner.saved.max(*written);
+            return Ok(());
+        }
         let path = state.path().to_path_buf();
-        match tokio::task::spawn_blocking(move || state.save(term)).await {
-            Ok(result) => result,
-            Err(e) => Err(StateError { path, reason: format!("the writer failed: {e}") }),
+        if urgent && tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            // On this thread: a write handed to the blocking pool is awaited, and the task that awaits it
+            // waits its turn again behind every task queued meanwhile, which under an election storm is
+            // tens of milliseconds before the announcement leaves.
+            tokio::task::block_in_place(|| state.save(term))?;
+        } else {
+            match tokio::task::spawn_blocking(move || state.save(term)).await {
+                Ok(result) => result?,
+                Err(e) => return Err(StateError { path, reason: format!("the writer failed: {e}") }),
+            }
+        }
+        *written = term;
+        let mut inner = self.lock();
+        inner.saved = inner.saved.max(term);
+        Ok(())
+    }
+
+    /// Cancels the `Election`s among `tags` (the machine withdrew them) that are not answered yet: one
+    /// not started is never sent, one on its way is reset, and the machine hears nothing of either.
+    fn cancel(&self, tags: &[u64]) {
+        if tags.is_empty() {
+            return;
+        }
+        let mut inflight = lock(&self.shared.inflight);
+        for tag in tags {
+            if let Some(slot) = inflight.remove(tag) {
+                if let Slot::Running(task) = slot {
+                    task.abort();
+                }
+                crate::observe::election_message(Kind::Election.as_str(), "sent", "withdrawn");
+            }
         }
     }
 
-    fn send(&self, envelope: Envelope) {
-        let Some(peer) = self.shared.peers.get(&envelope.to).cloned() else {
-            tracing::warn!(to = envelope.to, "no address for node");
-            return;
-        };
+    /// Sends one event's `Election`s from one task, one at a time with a turn of the runtime between
+    /// them (they do not wait for each other's answers). On an idle runtime a turn is microseconds and
+    /// they all leave at once, as the algorithm has it. On a busy one (a group of n that all hold an
+    /// election at once sends n²/2 of them) the machine's first OK usually comes back before the later
+    /// ones have left, and withdraws them ([`Self::cancel`]): the work the group does shrinks with its
+    /// load instead of growing with it.
+    fn send_paced(&self, elections: Vec<Envelope>) {
+        {
+            let mut inflight = lock(&self.shared.inflight);
+            for e in &elections {
+                inflight.insert(e.tag, Slot::Waiting);
+            }
+        }
         let node = self.clone();
         tokio::spawn(async move {
+            for (i, envelope) in elections.into_iter().enumerate() {
+                if i > 0 {
+                    tokio::task::yield_now().await;
+                }
+                let mut inflight = lock(&node.shared.inflight);
+                if node.shared.halted.is_stopping() {
+                    inflight.remove(&envelope.tag);
+                    continue;
+                }
+                // Gone from the table: withdrawn while it waited.
+                if inflight.get(&envelope.tag).is_some_and(|slot| matches!(slot, Slot::Waiting)) {
+                    let tag = envelope.tag;
+                    if let Some(task) = node.send(envelope) {
+                        inflight.insert(tag, Slot::Running(task.abort_handle()));
+                    } else {
+                        inflight.remove(&tag);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Sends one message in a task of its own, which feeds the outcome to the machine.
+    fn send(&self, envelope: Envelope) -> Option<tokio::task::JoinHandle<()>> {
+        let Some(peer) = self.shared.peers.get(&envelope.to).cloned() else {
+            tracing::warn!(to = envelope.to, "no address for node");
+            return None;
+        };
+        let node = self.clone();
+        let cancellable = matches!(envelope.message, Message::Election { .. });
+        Some(tokio::spawn(async move {
             node.record(Direction::Sent, envelope.to, &envelope.message, true, envelope.tag);
             let result = match node.shared.links.outgoing(envelope.to) {
                 Verdict::Lost => {
@@ -472,9 +589,13 @@ impl ElectionNode {
                     tracing::debug!(to = envelope.to, kind = envelope.message.kind().as_str(), error = %e, "send failed");
                 }
             }
+            // Answered: no longer to cancel (the pacer put it in the table before this task could run).
+            if cancellable {
+                lock(&node.shared.inflight).remove(&envelope.tag);
+            }
             node.thawed().await;
             node.event(move |m, now| m.on_reply(now, envelope, result)).await;
-        });
+        }))
     }
 
     /// Handles a protocol request: checks it (its sender's identity too, with TLS), feeds it to the
@@ -604,48 +725,106 @@ pub async fn server(node: &ElectionNode) -> Result<Server, ServerError> {
 mod tests {
     use super::*;
 
-    /// A request handler that gives up while the node stores a raised term (its caller's deadline
-    /// passed) must not take the event's messages with it: the node would wait for answers to messages
-    /// it never sent and, in Bully, take the silence for the death of every node above it.
-    #[tokio::test]
-    async fn an_event_cut_short_by_its_caller_still_sends_its_messages() {
-        let dir = std::env::temp_dir().join(format!("synclab-cut-short-{}", std::process::id()));
+    /// Node `id` of 1..=3, its peers at `addrs` (by default nobody listens there: what matters is that
+    /// the sends start), slow timers if `slow`.
+    fn node(name: &str, id: NodeId, addrs: &[(NodeId, String)], slow: bool) -> (ElectionNode, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("synclab-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        // Nobody listens at the peers' addresses: what matters is that the sends start.
-        let peers = (1..=3).map(|id| (id, format!("127.0.0.1:{}", 1 + id))).collect();
+        let mut peers: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, format!("127.0.0.1:{}", 1 + id))).collect();
+        peers.extend(addrs.iter().cloned());
+        let scale = if slow { 20 } else { 1 };
         let config = NodeConfig {
-            id: 2,
+            id,
             peers,
             algorithm: Algorithm::Bully,
-            heartbeat: Duration::from_millis(50),
-            timeout: Duration::from_millis(200),
-            rpc_timeout: Duration::from_millis(100),
-            probe_timeout: Duration::from_millis(50),
+            heartbeat: Duration::from_millis(50 * scale),
+            timeout: Duration::from_millis(200 * scale),
+            rpc_timeout: Duration::from_millis(100 * scale),
+            probe_timeout: Duration::from_millis(50 * scale),
             election_stagger: Duration::ZERO,
             state_dir: Some(dir.clone()),
             tls: None,
             lab: false,
         };
-        let node = ElectionNode::new(config).unwrap();
-        let mut sent = node.shared.messages.subscribe();
-        // An Election from node 1 with a higher term: node 2 stores the term, answers OK and holds an
-        // election of its own (an Election to node 3). The caller waits for none of it.
-        // Polled once and dropped, as a handler is when its caller's deadline passes mid-event.
-        let event = node.apply(|m, now| m.on_request(now, 1, Message::Election { term: 7 }));
-        assert!(futures::FutureExt::now_or_never(event).is_none(), "the store takes longer than one poll");
-        let to_3 = tokio::time::timeout(Duration::from_secs(5), async {
+        (ElectionNode::new(config).unwrap(), dir)
+    }
+
+    async fn first_sent(sent: &mut tokio::sync::broadcast::Receiver<pb::MessageEvent>, to: i64, kind: &str) -> pb::MessageEvent {
+        tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 let e = sent.recv().await.expect("the node's message events");
-                if e.direction == Direction::Sent as i32 && e.peer == 3 && e.kind == "Election" {
+                if e.direction == Direction::Sent as i32 && e.peer == to && e.kind == kind {
                     return e;
                 }
             }
         })
         .await
-        .expect("the Election to node 3 left although the caller gave up");
-        assert_eq!(to_3.term, 7);
-        assert_eq!(StateFile::new(&dir, 2).load().unwrap(), 7, "the term was stored");
+        .unwrap_or_else(|_| panic!("no {kind} to node {to} left"))
+    }
+
+    /// An event cut short by its caller (a request handler whose caller's deadline passed while the
+    /// node stored the term it just won) must not take the event's messages with it: the group would
+    /// never hear of the win. And the won term is in the state file before any of them leaves.
+    #[tokio::test]
+    async fn an_event_cut_short_by_its_caller_still_sends_its_messages_after_storing_its_won_term() {
+        let (node, dir) = node("cut-short", 3, &[], false);
+        let mut sent = node.shared.messages.subscribe();
+        // Node 3, the highest, wins at once: it mints a term, stores it, announces it to nodes 1 and 2.
+        // Polled once and dropped, as a handler is when its caller's deadline passes mid-event.
+        let event = node.apply(|m, now| m.hold_election(now, "test"));
+        assert!(futures::FutureExt::now_or_never(event).is_none(), "the event takes longer than one poll");
+        let announcement = first_sent(&mut sent, 1, "Coordinator").await;
+        assert!(announcement.term > 0);
+        assert_eq!(StateFile::new(&dir, 3).load().unwrap(), announcement.term, "the won term was stored before it left");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A term learned from a message does not hold the node's messages back, and is stored all the same.
+    #[tokio::test]
+    async fn a_learned_term_is_stored_behind_the_messages() {
+        // Node 3 accepts connections and never answers: node 2's Election to it waits out its 2 s
+        // deadline, and node 2 wins (and stores the term it mints) only after that.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (node, dir) = node("learned", 2, &[(3, silent.local_addr().unwrap().to_string())], true);
+        let mut sent = node.shared.messages.subscribe();
+        // An Election from node 1 with term 7: node 2 answers OK and holds an election of its own.
+        let reply = node.apply(|m, now| m.on_request(now, 1, Message::Election { term: 7 })).await.unwrap().unwrap();
+        assert!(reply.ok);
+        assert_eq!(first_sent(&mut sent, 3, "Election").await.term, 7);
+        let stored = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match StateFile::new(&dir, 2).load().unwrap() {
+                    0 => tokio::time::sleep(Duration::from_millis(2)).await,
+                    term => return term,
+                }
+            }
+        })
+        .await;
+        assert_eq!(stored, Ok(7), "the learned term, stored before the node's own election ended");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `Election`s the machine withdraws before their turn to leave never leave; the others do.
+    #[tokio::test]
+    async fn a_withdrawn_election_that_has_not_left_never_leaves() {
+        let (node, dir) = node("withdrawn", 1, &[], false);
+        let mut sent = node.shared.messages.subscribe();
+        let election = |to, tag| Envelope { to, message: Message::Election { term: 0 }, tag };
+        node.send_paced(vec![election(3, 1001), election(2, 1002)]);
+        // On this single-threaded runtime the pacer has not run yet.
+        node.cancel(&[1002]);
+        let mut to = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while let Ok(e) = sent.recv().await {
+                if e.direction == Direction::Sent as i32 {
+                    to.push(e.peer);
+                }
+            }
+        })
+        .await;
+        assert_eq!(to, vec![3]);
+        assert!(lock(&node.shared.inflight).is_empty(), "nothing left in the table");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

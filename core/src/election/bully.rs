@@ -48,11 +48,14 @@ impl Bully {
     /// Holds an election: asks every higher node, or wins at once if there is none.
     pub(crate) fn start_election(&mut self, now: Duration, reason: String) {
         self.core.begin_election(now, reason, Role::Candidate);
-        // The coordinator this node just found dead gets no Election: it would only time out.
+        // The coordinator this node just found dead gets no Election: it would only time out. Highest
+        // first: the highest live node is the one whose OK every candidate gets (it answers them all),
+        // so a shell that cannot send them all at once asks it before the rest.
         let suspected = self.core.suspected();
         let higher: Vec<NodeId> = self.core.others().filter(|&m| m > self.core.id() && Some(m) != suspected).collect();
+        let higher: Vec<NodeId> = higher.into_iter().rev().collect();
         self.pending.clear();
-        self.tags.clear();
+        self.withdraw_all();
         if higher.is_empty() {
             self.win(now);
             return;
@@ -65,10 +68,16 @@ impl Bully {
         self.deadline = Some(now + self.core.config().election_timeout);
     }
 
+    /// The current election's outstanding `Election`s no longer need answers.
+    fn withdraw_all(&mut self) {
+        let tags = std::mem::take(&mut self.tags);
+        self.core.withdraw(tags);
+    }
+
     /// No higher node answered: claim the next owned term and tell every lower node.
     fn win(&mut self, now: Duration) {
         self.pending.clear();
-        self.tags.clear();
+        self.withdraw_all();
         self.deadline = None;
         let Some(term) = self.core.next_term_for(self.core.id()) else {
             // Try again after an election timeout rather than at every tick.
@@ -95,7 +104,7 @@ impl Bully {
     fn settle(&mut self) {
         if matches!(self.core.role(), Role::Follower | Role::Coordinator) {
             self.pending.clear();
-            self.tags.clear();
+            self.withdraw_all();
             self.deadline = None;
         }
     }
@@ -206,6 +215,8 @@ impl Bully {
                     // A live higher node took over: wait for its announcement.
                     self.core.begin_election(now, String::new(), Role::Waiting);
                     self.pending.clear();
+                    // One OK decides this node's part: the other higher nodes' answers cannot change it.
+                    self.withdraw_all();
                     self.deadline = Some(now + self.core.config().election_timeout);
                 } else if self.pending.is_empty() {
                     self.win(now);

@@ -37,8 +37,12 @@ pub struct Core {
     /// election, as the ring's announcement still goes round after it; a node that comes back speaks
     /// first (it holds an election or rules), or is not the highest, so no election misses it.
     suspected: Option<NodeId>,
+    /// The highest term this node chose itself (see [`Core::minted`]).
+    minted: Term,
     counters: Counters,
     outbox: Vec<Envelope>,
+    /// Tags of sent messages whose answers no longer matter.
+    withdrawn: Vec<u64>,
     next_tag: u64,
 }
 
@@ -55,8 +59,10 @@ impl Core {
             election: None,
             deferred: None,
             suspected: None,
+            minted: 0,
             counters: Kind::ALL.iter().map(|&k| (k, Count::default())).collect(),
             outbox: Vec::new(),
+            withdrawn: Vec::new(),
             next_tag: 0,
         }
     }
@@ -72,6 +78,14 @@ impl Core {
     /// The highest term this node has seen (persist it before sending anything).
     pub fn term(&self) -> Term {
         self.term
+    }
+    /// The highest term this node chose itself (a Bully win, a Ring lap it completed), as opposed to a
+    /// term it learned from a message. No message has revealed a minted term before this node sends
+    /// it, so it is the one to store before anything leaves: a node that restarted without it could
+    /// mint it again. A learned term is known to the group already; storing it keeps a restarted node
+    /// up to date, but nothing depends on it being stored first.
+    pub fn minted(&self) -> Term {
+        self.minted
     }
     /// What the node does now.
     pub fn role(&self) -> Role {
@@ -100,6 +114,16 @@ impl Core {
 
     pub(crate) fn drain(&mut self) -> Vec<Envelope> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// Takes the tags of the messages withdrawn since the last call.
+    pub(crate) fn drain_withdrawn(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.withdrawn)
+    }
+
+    /// The answers to the messages tagged `tags` no longer matter to this node.
+    pub(crate) fn withdraw(&mut self, tags: impl IntoIterator<Item = u64>) {
+        self.withdrawn.extend(tags);
     }
 
     /// Queues a message; returns its tag.
@@ -224,11 +248,13 @@ impl Core {
     }
 
     /// The term `id` claims when it wins: the next one it owns above everything this node has seen;
-    /// `None` if none is left below [`super::MAX_TERM`] (only forged terms lead there).
-    pub(crate) fn next_term_for(&self, id: NodeId) -> Option<Term> {
+    /// `None` if none is left below [`super::MAX_TERM`] (only forged terms lead there). The term is
+    /// minted here: see [`Core::minted`].
+    pub(crate) fn next_term_for(&mut self, id: NodeId) -> Option<Term> {
         let term = next_owned_term(&self.config.members, id, self.term);
-        if term.is_none() {
-            tracing::error!(id = self.config.id, term = self.term, "no term left to claim below the largest valid term");
+        match term {
+            Some(term) => self.minted = self.minted.max(term),
+            None => tracing::error!(id = self.config.id, term = self.term, "no term left to claim below the largest valid term"),
         }
         term
     }

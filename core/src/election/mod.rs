@@ -484,6 +484,16 @@ impl Machine {
         self.core_mut().drain()
     }
 
+    /// Takes the tags of sent messages whose answers no longer matter (a Bully candidate that got its
+    /// first OK, or that follows a coordinator now, needs no more answers to its `Election`s). An I/O
+    /// layer may cancel those still on their way, or let them go: a withdrawn message may arrive or not,
+    /// and its answer, if one comes, is handled like any late answer. Under load that spares the
+    /// receivers work that can no longer change the outcome (in a group of n that all suspect at once,
+    /// n²/2 `Election`s, most of them moot once each candidate has one OK).
+    pub fn drain_withdrawn(&mut self) -> Vec<u64> {
+        self.core_mut().drain_withdrawn()
+    }
+
     /// Checks what every message must satisfy before the algorithm sees it.
     fn check(&self, from: NodeId, message: &Message) -> Result<(), Rejection> {
         let core = self.core();
@@ -632,6 +642,60 @@ mod tests {
                 m.drain();
             }
             assert_eq!((m.core().role(), m.core().coordinator()), (Role::Follower, Some(3)), "{algorithm}");
+        }
+    }
+
+    /// A Bully candidate asks the highest node first, and its first OK withdraws the `Election`s still
+    /// unanswered: their answers cannot change its part (it waits for an announcement now), so a shell
+    /// may cancel them. A candidate that then follows withdraws nothing more, and nothing twice.
+    #[test]
+    fn a_bully_candidate_asks_the_highest_first_and_its_first_ok_withdraws_the_rest() {
+        let ms = Duration::from_millis;
+        let hb = ms(50);
+        let mut m = Machine::new(Algorithm::Bully, GroupConfig::new(1, 1..=5, hb, hb * 4).unwrap(), 0);
+        m.hold_election(ms(10), "test");
+        let sent = m.drain();
+        let to: Vec<NodeId> = sent.iter().map(|e| e.to).collect();
+        assert_eq!(to, vec![5, 4, 3, 2], "highest first");
+        assert!(m.drain_withdrawn().is_empty(), "nothing withdrawn while no answer came");
+        // Node 3 answers first.
+        let from_3 = sent.iter().find(|e| e.to == 3).unwrap().clone();
+        m.on_reply(ms(11), from_3.clone(), Ok(Reply { term: 0, coordinator: None, ok: true }));
+        assert_eq!(m.core().role(), Role::Waiting);
+        let mut withdrawn = m.drain_withdrawn();
+        withdrawn.sort_unstable();
+        let mut others: Vec<u64> = sent.iter().filter(|e| e.to != 3).map(|e| e.tag).collect();
+        others.sort_unstable();
+        // The answered one may be among them (withdrawing it is harmless); the other three must be.
+        assert!(others.iter().all(|t| withdrawn.contains(t)), "withdrawn {withdrawn:?}, expected {others:?}");
+        // A late OK from node 5 and the announcement change nothing of that.
+        let from_5 = sent.iter().find(|e| e.to == 5).unwrap().clone();
+        m.on_reply(ms(12), from_5, Ok(Reply { term: 0, coordinator: None, ok: true }));
+        m.on_request(ms(13), 5, Message::Coordinator { term: 4 }).unwrap();
+        assert_eq!((m.core().role(), m.core().coordinator()), (Role::Follower, Some(5)));
+        assert!(m.drain_withdrawn().is_empty(), "nothing withdrawn twice");
+    }
+
+    /// The term a node must store before its messages leave is the one it minted (a win), not one it
+    /// learned from a message: the group knows a learned term already.
+    #[test]
+    fn a_won_term_is_minted_and_a_learned_one_is_not() {
+        let ms = Duration::from_millis;
+        let hb = ms(50);
+        for algorithm in [Algorithm::Bully, Algorithm::Ring] {
+            let mut m = follower_of_3(algorithm, ms(1000));
+            assert_eq!((m.core().term(), m.core().minted()), (2, 0), "{algorithm}: term 2 learned from node 3");
+            let mut top = Machine::new(algorithm, GroupConfig::new(3, [1, 2, 3], hb, hb * 4).unwrap(), 7);
+            top.hold_election(ms(10), "test");
+            if algorithm == Algorithm::Ring {
+                // The lap comes back with every id on it; node 3 completes it.
+                let lap = top.drain().into_iter().find(|e| matches!(e.message, Message::RingElection { .. })).unwrap();
+                if let Message::RingElection { term, .. } = lap.message {
+                    top.on_request(ms(11), 2, Message::RingElection { term, initiator: 3, ids: vec![3, 1, 2] }).unwrap();
+                }
+            }
+            assert_eq!(top.core().role(), Role::Coordinator, "{algorithm}");
+            assert!(top.core().term() > 7 && top.core().minted() == top.core().term(), "{algorithm}: term {} minted {}", top.core().term(), top.core().minted());
         }
     }
 
