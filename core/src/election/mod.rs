@@ -683,7 +683,7 @@ mod tests {
         let ms = Duration::from_millis;
         let hb = ms(50);
         for algorithm in [Algorithm::Bully, Algorithm::Ring] {
-            let mut m = follower_of_3(algorithm, ms(1000));
+            let m = follower_of_3(algorithm, ms(1000));
             assert_eq!((m.core().term(), m.core().minted()), (2, 0), "{algorithm}: term 2 learned from node 3");
             let mut top = Machine::new(algorithm, GroupConfig::new(3, [1, 2, 3], hb, hb * 4).unwrap(), 7);
             top.hold_election(ms(10), "test");
