@@ -47,6 +47,12 @@ impl Stop {
         *self.0.borrow()
     }
 
+    /// Whether the stop was asked for, or nothing can ask for it any more (when [`Stop::wait`] would
+    /// complete): for a loop on a thread of its own, which cannot await it.
+    pub fn should_stop(&self) -> bool {
+        *self.0.borrow() || self.0.has_changed().is_err()
+    }
+
     /// Completes when the stop is asked for (or nothing can ask for it any more).
     pub async fn wait(&self) {
         let mut rx = self.0.clone();
