@@ -85,6 +85,20 @@ pub(crate) fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, std::ne
     Ok((n, from, stamp))
 }
 
+/// Waits in poll(2) up to `timeout` (whole milliseconds, rounded up) for `events` on `fd`; returns what
+/// poll reported: none (0) when the time ran out or a signal interrupted the wait.
+pub(crate) fn poll(fd: RawFd, events: libc::c_short, timeout: std::time::Duration) -> io::Result<libc::c_short> {
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if r >= 0 {
+        return Ok(if r > 0 { pfd.revents } else { 0 });
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::Interrupted { Ok(0) } else { Err(e) }
+}
+
 /// A message header reading into `iov` with room for control messages in `control`.
 fn message(iov: &mut libc::iovec, control: &mut [u64]) -> libc::msghdr {
     // SAFETY: an all-zero msghdr is valid; the caller keeps `iov` and `control` alive past the recvmsg.

@@ -197,8 +197,7 @@ fn blocking_exchange(
     loop {
         let revents = wait(fd, libc::POLLIN, deadline, timeout)?;
         if revents & libc::POLLERR != 0 && revents & libc::POLLIN == 0 {
-            let before = t1_host;
-            t1_host = sent_at(fd, id).or(before);
+            t1_host = sent_at(fd, id).or(t1_host);
         }
         let (n, _, kernel) = match linux::recv_from(fd, &mut buf) {
             Ok(r) => r,
@@ -226,19 +225,9 @@ fn wait(fd: std::os::fd::RawFd, events: libc::c_short, deadline: Instant, timeou
         if left.is_zero() {
             return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no valid reply within {timeout:?}")));
         }
-        let mut pfd = libc::pollfd { fd, events, revents: 0 };
-        // Whole milliseconds, rounded up: never returns before the deadline.
-        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-        // SAFETY: one valid pollfd, for the duration of the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r > 0 {
-            return Ok(pfd.revents);
-        }
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
+        let revents = linux::poll(fd, events, left)?;
+        if revents != 0 {
+            return Ok(revents);
         }
     }
 }

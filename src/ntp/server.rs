@@ -58,8 +58,8 @@ impl NtpStats {
     }
 }
 
-/// How long the serving thread waits for a datagram before it looks whether to stop (ms).
-const STOP_CHECK_MS: libc::c_int = 50;
+/// How long the serving thread waits for a datagram before it looks whether to stop.
+const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Replies whose kernel transmit stamp is awaited, by datagram sequence number.
 const PENDING: usize = 256;
@@ -127,18 +127,8 @@ impl NtpServer {
         let mut buf = vec![0u8; 2048];
         let fd = self.socket.as_raw_fd();
         while !stop.should_stop() {
-            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
             // A stop is noticed within this wait.
-            // SAFETY: one valid pollfd, for the duration of the call.
-            let ready = unsafe { libc::poll(&mut pfd, 1, STOP_CHECK_MS) };
-            if ready < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if ready == 0 {
+            if linux::poll(fd, libc::POLLIN, STOP_CHECK)? == 0 {
                 continue;
             }
             // Transmit stamps in the error queue make poll report an error: they are read here.

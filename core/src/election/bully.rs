@@ -52,8 +52,8 @@ impl Bully {
         // first: the highest live node is the one whose OK every candidate gets (it answers them all),
         // so a shell that cannot send them all at once asks it before the rest.
         let suspected = self.core.suspected();
-        let higher: Vec<NodeId> = self.core.others().filter(|&m| m > self.core.id() && Some(m) != suspected).collect();
-        let higher: Vec<NodeId> = higher.into_iter().rev().collect();
+        let mut higher: Vec<NodeId> = self.core.others().filter(|&m| m > self.core.id() && Some(m) != suspected).collect();
+        higher.reverse();
         self.pending.clear();
         self.withdraw_all();
         if higher.is_empty() {
