@@ -139,7 +139,6 @@ pub(super) async fn follow(node: ElectionNode, peer: Arc<Peer>, coordinator: Nod
             Ok((stream, pb::FollowEvent { event: Some(pb::follow_event::Event::Leading(_)) })) => {
                 had_line = true;
                 opened = std::time::Instant::now();
-                peer.mark_up();
                 hold(stream).await
             }
             Ok((_, pb::FollowEvent { event: Some(pb::follow_event::Event::Goodbye(bye)) })) if bye.reason == STOPPING => {
@@ -151,7 +150,6 @@ pub(super) async fn follow(node: ElectionNode, peer: Arc<Peer>, coordinator: Nod
             Err(why) if had_line => {
                 // The line broke and reopening it, the probe, found nobody.
                 tracing::info!(coordinator, %why, "the coordinator's line broke and it does not answer");
-                peer.mark_down("its line broke and it did not answer a probe");
                 node.lost_coordinator(coordinator, "lost its connection").await;
                 return;
             }
@@ -160,7 +158,6 @@ pub(super) async fn follow(node: ElectionNode, peer: Arc<Peer>, coordinator: Nod
         match ended {
             Ended::Goodbye(reason) if reason == STOPPING => {
                 tracing::info!(coordinator, "the coordinator said goodbye: it is stopping");
-                peer.mark_down("it said goodbye: stopping");
                 node.lost_coordinator(coordinator, "said goodbye").await;
                 return;
             }

@@ -419,16 +419,7 @@ impl ElectionNode {
             let mut inner = self.lock();
             let before = leader_key(&inner.machine);
             let election_before = inner.machine.core().last_election().map(|e| e.started);
-            let suspected_before = inner.machine.core().suspected();
             let result = event(&mut inner.machine, self.now());
-            // The machine learned that a node it had found dead lives (a message, an answer, a ring lap
-            // that names it): messages to it go out again at once, not only after the peer's down mark
-            // runs out.
-            if let Some(revived) = suspected_before.filter(|_| inner.machine.core().suspected().is_none())
-                && let Some(peer) = self.shared.peers.get(&revived)
-            {
-                peer.mark_up();
-            }
             if let Some(e) = inner.machine.core().last_election().filter(|e| Some(e.started) != election_before) {
                 crate::observe::election_began(&e.reason);
             }
@@ -617,9 +608,6 @@ impl ElectionNode {
             )));
         }
         let message = request.message()?;
-        if let Some(peer) = self.shared.peers.get(&from) {
-            peer.mark_up();
-        }
         let kind = message.kind();
         let seen = message.clone();
         let outcome = self.apply(move |m, now| m.on_request(now, from, message)).await;

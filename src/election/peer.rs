@@ -4,14 +4,12 @@
 //! by a deadline alone: each call is cancelled, the connection stays, and every later call on it is lost
 //! too. So after a few deadlines missed in a row the link drops the connection and dials again.
 //!
-//! A link also knows when its peer is down: its line broke and a probe found nobody, it said goodbye, or
-//! it missed deadlines in a row. For a while after that, election messages to it fail at once instead of
-//! costing a deadline each (heartbeats still go out, and any answer or message from the peer clears
-//! it), so an election that follows a coordinator's death does not wait on the dead coordinator.
+//! Whether the peer is down is not the link's to judge: the state machine decides that from the
+//! outcomes of its sends and what the node tells it (`Core::is_down`), and sends a down peer nothing.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use synclab_core::election::{Message, NodeId, Reply, SendError};
 use tonic::Code;
@@ -25,9 +23,6 @@ use crate::rpc::{Dialer, RpcError, request, with_deadline};
 /// Deadlines missed in a row after which the connection is dropped and dialled again.
 pub const REDIAL_AFTER_MISSES: u32 = 2;
 
-/// How long a peer found down stays down (unless it shows signs of life sooner).
-pub const DOWN_FOR: Duration = Duration::from_secs(1);
-
 /// One peer of a node.
 #[derive(Debug)]
 pub struct Peer {
@@ -37,39 +32,14 @@ pub struct Peer {
     dialer: Dialer,
     client: Mutex<ElectionServiceClient<Channel>>,
     misses: AtomicU32,
-    /// Until when the peer counts as down, and why.
-    down: Mutex<Option<(Instant, String)>>,
 }
 
 impl Peer {
     /// A link to node `id` at `address`; every call has `timeout` as its deadline.
     pub fn new(id: NodeId, address: &str, timeout: Duration, dialer: Dialer) -> Result<Self, RpcError> {
         let client = ElectionServiceClient::new(dialer.channel(address, timeout)?);
-        let (address, client, misses, down) = (address.to_string(), Mutex::new(client), AtomicU32::new(0), Mutex::new(None));
-        Ok(Self { id, address, timeout, dialer, client, misses, down })
-    }
-
-    /// The peer is down (`why`): election messages to it fail at once for [`DOWN_FOR`].
-    pub fn mark_down(&self, why: &str) {
-        *lock(&self.down) = Some((Instant::now() + DOWN_FOR, why.to_string()));
-    }
-
-    /// The peer showed signs of life.
-    pub fn mark_up(&self) {
-        *lock(&self.down) = None;
-    }
-
-    /// Why the peer counts as down now, if it does.
-    pub fn down(&self) -> Option<String> {
-        let mut down = lock(&self.down);
-        match &*down {
-            Some((until, why)) if Instant::now() < *until => Some(why.clone()),
-            Some(_) => {
-                *down = None;
-                None
-            }
-            None => None,
-        }
+        let (address, client, misses) = (address.to_string(), Mutex::new(client), AtomicU32::new(0));
+        Ok(Self { id, address, timeout, dialer, client, misses })
     }
 
     /// A client for this peer (on the current connection).
@@ -97,11 +67,6 @@ impl Peer {
     /// Sends `message` from node `from`, with the deadline. A peer that does not answer in time, cannot
     /// be reached, or turns out to be another node counts as dead for this message.
     pub async fn call(&self, from: NodeId, message: Message) -> Result<Reply, SendError> {
-        if !matches!(message, Message::Alive { .. })
-            && let Some(why) = self.down()
-        {
-            return Err(SendError::Unreachable(format!("node {} is down ({why})", self.id)));
-        }
         let mut client = lock(&self.client).clone();
         let (addr, timeout) = (self.address.as_str(), self.timeout);
         let answer = match Outgoing::new(from, self.id, message) {
@@ -119,7 +84,6 @@ impl Peer {
             }
             Ok(reply) => {
                 self.misses.store(0, Ordering::Relaxed);
-                self.mark_up();
                 Ok(reply_from_wire(reply))
             }
             Err(RpcError::Rpc { code: Code::InvalidArgument, message, .. }) => {
@@ -134,7 +98,6 @@ impl Peer {
             Err(e @ RpcError::Timeout { .. }) => {
                 if self.misses.fetch_add(1, Ordering::Relaxed) + 1 >= REDIAL_AFTER_MISSES {
                     self.redial("deadlines missed in a row");
-                    self.mark_down("it missed deadlines in a row");
                 }
                 Err(SendError::Unreachable(e.to_string()))
             }

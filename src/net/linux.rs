@@ -32,30 +32,9 @@ fn set_socket_option(fd: RawFd, name: libc::c_int, value: libc::c_int) -> io::Re
 pub(crate) fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option<i64>)> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     let mut control = [0u64; 16]; // room for a cmsghdr and a timespec, aligned
-    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the recvmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: `msg` describes writable memory of the stated sizes.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut stamp = None;
-    // SAFETY: the cmsg macros walk the control buffer the kernel filled in, within msg_controllen.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                stamp = timespec_nanos(&ts);
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    Ok((n as usize, stamp))
+    let mut msg = message(&mut iov, &mut control);
+    let n = receive(fd, &mut msg, libc::MSG_DONTWAIT)?;
+    Ok((n, rx_stamp(&msg)))
 }
 
 /// One datagram read without blocking: its length (the whole datagram's, even when longer than `buf`),
@@ -70,19 +49,24 @@ pub(crate) fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, std::ne
     msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
     let n = receive(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC)?;
     let from = sockaddr_to_std(&name).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from an address that is not IP"))?;
+    Ok((n, from, rx_stamp(&msg)))
+}
+
+/// The kernel's receive time (SCM_TIMESTAMPNS) among the control messages `receive` filled in.
+fn rx_stamp(msg: &libc::msghdr) -> Option<i64> {
     let mut stamp = None;
     // SAFETY: the cmsg macros walk the control buffer the kernel filled in, within msg_controllen.
     unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
                 let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
                 stamp = timespec_nanos(&ts);
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
-    Ok((n, from, stamp))
+    stamp
 }
 
 /// Waits in poll(2) up to `timeout` (whole milliseconds, rounded up) for `events` on `fd`; returns what
@@ -228,7 +212,7 @@ pub(crate) fn recv_tx_stamp(fd: RawFd) -> io::Result<Option<(u32, i64)>> {
     let mut msg = message(&mut iov, &mut control);
     receive(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)?;
     let (mut stamp, mut id) = (None, None);
-    // SAFETY: as in `recv`, within msg_controllen.
+    // SAFETY: as in `rx_stamp`, within msg_controllen.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {

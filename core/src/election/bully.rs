@@ -48,11 +48,10 @@ impl Bully {
     /// Holds an election: asks every higher node, or wins at once if there is none.
     pub(crate) fn start_election(&mut self, now: Duration, reason: String) {
         self.core.begin_election(now, reason, Role::Candidate);
-        // The coordinator this node just found dead gets no Election: it would only time out. Highest
-        // first: the highest live node is the one whose OK every candidate gets (it answers them all),
-        // so a shell that cannot send them all at once asks it before the rest.
-        let suspected = self.core.suspected();
-        let mut higher: Vec<NodeId> = self.core.others().filter(|&m| m > self.core.id() && Some(m) != suspected).collect();
+        // A node found down (the coordinator this node just found dead, say) gets no Election: it would
+        // only time out. Highest first: the highest live node is the one whose OK every candidate gets
+        // (it answers them all), so a shell that cannot send them all at once asks it before the rest.
+        let mut higher: Vec<NodeId> = self.core.others().filter(|&m| m > self.core.id() && !self.core.is_down(m, now)).collect();
         higher.reverse();
         self.pending.clear();
         self.withdraw_all();
@@ -85,7 +84,8 @@ impl Bully {
             return;
         };
         self.core.rule(now, term);
-        let lower: Vec<NodeId> = self.core.others().filter(|&m| m < self.core.id()).collect();
+        // Nodes found down are not told: they learn it from the heartbeats once they answer again.
+        let lower: Vec<NodeId> = self.core.others().filter(|&m| m < self.core.id() && !self.core.is_down(m, now)).collect();
         for peer in lower {
             self.core.send(peer, Message::Coordinator { term });
         }

@@ -1,9 +1,19 @@
 //! What the Bully and Ring state machines share: the term, the role, the coordinator, heartbeats and
 //! suspicion, the counters and the outbox.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{GroupConfig, Count, Counters, Envelope, Kind, Message, NodeId, Rejection, Reply, Role, Term, next_owned_term, owner};
+
+/// Sends in a row to one peer that got no answer (its deadline passed, or it could not be reached) after
+/// which the peer counts as down for [`DOWN_FOR`].
+pub const MISSES_FOR_DOWN: u32 = 2;
+
+/// How long a peer found down stays down unless it is heard from sooner: its line broke and a probe
+/// found nobody, it said goodbye while this node followed another, or [`MISSES_FOR_DOWN`] sends to it
+/// went unanswered. (The coordinator this node suspects stays down until it is heard from.)
+pub const DOWN_FOR: Duration = Duration::from_secs(1);
 
 /// The last election a node took part in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +47,10 @@ pub struct Core {
     /// election, as the ring's announcement still goes round after it; a node that comes back speaks
     /// first (it holds an election or rules), or is not the highest, so no election misses it.
     suspected: Option<NodeId>,
+    /// Other peers found down, and until when (see [`DOWN_FOR`]).
+    down_until: BTreeMap<NodeId, Duration>,
+    /// Unanswered sends in a row, per peer (see [`MISSES_FOR_DOWN`]).
+    misses: BTreeMap<NodeId, u32>,
     /// The highest term this node chose itself (see [`Core::minted`]).
     minted: Term,
     counters: Counters,
@@ -59,6 +73,8 @@ impl Core {
             election: None,
             deferred: None,
             suspected: None,
+            down_until: BTreeMap::new(),
+            misses: BTreeMap::new(),
             minted: 0,
             counters: Kind::ALL.iter().map(|&k| (k, Count::default())).collect(),
             outbox: Vec::new(),
@@ -198,6 +214,14 @@ impl Core {
         self.suspected
     }
 
+    /// Whether `peer` counts as dead at `now`: the coordinator this node suspects, or a peer found down
+    /// less than [`DOWN_FOR`] ago; either way not heard from since. Elections send it nothing (a Bully
+    /// `Election` or `Coordinator`, a ring message passed on): it would only wait out its deadline.
+    /// Heartbeats still go to it, and any word from it ends this at once.
+    pub fn is_down(&self, peer: NodeId, now: Duration) -> bool {
+        self.suspected == Some(peer) || self.down_until.get(&peer).is_some_and(|&until| now < until)
+    }
+
     /// The coordinator this node follows, or followed until it began an election, and when it counts as
     /// silent (its last word plus the timeout).
     pub(crate) fn silent_at(&self) -> Option<(NodeId, Duration)> {
@@ -209,11 +233,36 @@ impl Core {
         self.suspected = Some(peer);
     }
 
+    /// `peer` counts as down until [`DOWN_FOR`] after `now`, unless heard from sooner.
+    pub(crate) fn found_down(&mut self, now: Duration, peer: NodeId) {
+        self.down_until.retain(|_, until| now < *until);
+        if peer != self.config.id {
+            self.down_until.insert(peer, now.saturating_add(DOWN_FOR));
+        }
+    }
+
+    /// A send to `peer` got no answer; after [`MISSES_FOR_DOWN`] in a row it counts as down.
+    pub(crate) fn unanswered(&mut self, now: Duration, peer: NodeId) {
+        let misses = self.misses.entry(peer).or_default();
+        *misses = misses.saturating_add(1);
+        if *misses >= MISSES_FOR_DOWN {
+            self.misses.remove(&peer);
+            self.found_down(now, peer);
+        }
+    }
+
+    /// `peer` answered, if only to refuse: its sends are no longer missing in a row.
+    pub(crate) fn answered(&mut self, peer: NodeId) {
+        self.misses.remove(&peer);
+    }
+
     /// A message or an answer came from `peer`: it is alive after all.
     pub(crate) fn heard_from(&mut self, peer: NodeId) {
         if self.suspected == Some(peer) {
             self.suspected = None;
         }
+        self.down_until.remove(&peer);
+        self.misses.remove(&peer);
     }
 
     /// Follows `coordinator` in the current term.

@@ -23,7 +23,7 @@ mod core;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use self::core::{Core, ElectionTiming};
+pub use self::core::{Core, DOWN_FOR, ElectionTiming, MISSES_FOR_DOWN};
 
 /// A node's id: a positive integer, unique in its group.
 pub type NodeId = u64;
@@ -411,9 +411,11 @@ impl Machine {
     }
 
     /// The line to the coordinator `coordinator` broke and the coordinator did not answer a probe, or it
-    /// said goodbye: if this node follows it, it holds an election now instead of waiting for the
-    /// suspicion timeout. `why` is the reason recorded for the election.
+    /// said goodbye: it counts as down (see [`Core::is_down`]), and if this node follows it, it holds an
+    /// election now instead of waiting for the suspicion timeout. `why` is the reason recorded for the
+    /// election.
     pub fn coordinator_lost(&mut self, now: Duration, coordinator: NodeId, why: &str) {
+        self.core_mut().found_down(now, coordinator);
         let core = self.core();
         if core.role() == Role::Follower && core.coordinator() == Some(coordinator) {
             let reason = format!("coordinator {coordinator} {why}");
@@ -470,8 +472,10 @@ impl Machine {
             Ok(reply) if reply.term > MAX_TERM => Err(SendError::Refused(Rejection::TermTooLarge(reply.term).to_string())),
             other => other,
         };
-        if result.is_ok() {
-            self.core_mut().heard_from(envelope.to);
+        match &result {
+            Ok(_) => self.core_mut().heard_from(envelope.to),
+            Err(SendError::Refused(_)) => self.core_mut().answered(envelope.to),
+            Err(SendError::Unreachable(_)) => self.core_mut().unanswered(now, envelope.to),
         }
         match self {
             Machine::Bully(m) => m.on_reply(now, envelope, result),
@@ -697,6 +701,83 @@ mod tests {
             assert_eq!(top.core().role(), Role::Coordinator, "{algorithm}");
             assert!(top.core().term() > 7 && top.core().minted() == top.core().term(), "{algorithm}: term {} minted {}", top.core().term(), top.core().minted());
         }
+    }
+
+    fn unreachable(m: &mut Machine, now: Duration, to: NodeId, message: Message) {
+        m.on_reply(now, Envelope { to, message, tag: 0 }, Err(SendError::Unreachable("test".into())));
+    }
+
+    fn election_targets(m: &mut Machine, now: Duration) -> Vec<NodeId> {
+        m.hold_election(now, "test");
+        let to = m.drain().iter().filter(|e| !matches!(e.message, Message::Alive { .. })).map(|e| e.to).collect();
+        m.drain_withdrawn();
+        to
+    }
+
+    /// Whether a peer is down is the machine's to judge, from the outcomes of its sends: after
+    /// [`MISSES_FOR_DOWN`] unanswered sends in a row a peer gets no election message for [`DOWN_FOR`]
+    /// (it would only wait out its deadline), unless it is heard from sooner; one answer in between, if
+    /// only a refusal, starts the count again. Both algorithms skip it.
+    #[test]
+    fn a_peer_whose_sends_go_unanswered_is_skipped_until_heard_from_or_down_for_has_passed() {
+        let ms = Duration::from_millis;
+        let hb = ms(50);
+        let alive = || Message::Alive { term: 0, coordinator: None };
+        for algorithm in [Algorithm::Bully, Algorithm::Ring] {
+            let mut m = Machine::new(algorithm, GroupConfig::new(1, 1..=3, hb, hb * 4).unwrap(), 0);
+            // The peer each algorithm asks first: Bully the highest, the ring its successor.
+            let skipped = if algorithm == Algorithm::Bully { 3 } else { 2 };
+            assert_eq!(election_targets(&mut m, ms(0)).first(), Some(&skipped), "{algorithm}");
+            // One miss, an answer (a refusal), one miss: not two in a row.
+            unreachable(&mut m, ms(10), skipped, alive());
+            m.on_reply(ms(11), Envelope { to: skipped, message: alive(), tag: 0 }, Err(SendError::Refused("test".into())));
+            unreachable(&mut m, ms(12), skipped, alive());
+            assert!(!m.core().is_down(skipped, ms(13)), "{algorithm}: an answer in between resets the count");
+            assert!(election_targets(&mut m, ms(13)).contains(&skipped));
+            // Two in a row: down for DOWN_FOR.
+            unreachable(&mut m, ms(20), skipped, alive());
+            assert!(m.core().is_down(skipped, ms(20)), "{algorithm}");
+            let to = election_targets(&mut m, ms(30));
+            assert!(!to.contains(&skipped), "{algorithm}: sent {to:?} to a peer found down");
+            if algorithm == Algorithm::Ring {
+                assert_eq!(to, vec![3], "the ring passes it by");
+            }
+            assert!(!m.core().is_down(skipped, ms(20) + DOWN_FOR), "{algorithm}");
+            assert!(election_targets(&mut m, ms(20) + DOWN_FOR).contains(&skipped), "{algorithm}: asked again after DOWN_FOR");
+            // Down again, then a message from it: asked again at once.
+            unreachable(&mut m, ms(2000), skipped, alive());
+            unreachable(&mut m, ms(2001), skipped, alive());
+            assert!(m.core().is_down(skipped, ms(2002)));
+            m.on_request(ms(2003), skipped, Message::Alive { term: 0, coordinator: None }).unwrap();
+            m.drain();
+            assert!(!m.core().is_down(skipped, ms(2004)), "{algorithm}: heard from");
+        }
+    }
+
+    /// A coordinator whose line broke unanswered, or that said goodbye, is down for the elections that
+    /// follow even when this node had already moved on to another coordinator; a Bully winner does not
+    /// announce itself to a node found down (the heartbeats tell it once it answers).
+    #[test]
+    fn a_lost_coordinator_is_down_even_for_a_node_that_follows_another_now() {
+        let ms = Duration::from_millis;
+        let hb = ms(50);
+        // Node 2 of 1..=4 follows node 4 (term 3, owned by node 4).
+        let mut m = Machine::new(Algorithm::Bully, GroupConfig::new(2, 1..=4, hb, hb * 4).unwrap(), 0);
+        m.on_request(ms(0), 4, Message::Coordinator { term: 3 }).unwrap();
+        m.drain();
+        // Node 3's old line reports it gone: node 2 does not follow node 3, so no election, but 3 is down.
+        m.coordinator_lost(ms(5), 3, "said goodbye");
+        assert_eq!((m.core().role(), m.core().coordinator()), (Role::Follower, Some(4)));
+        assert!(m.core().is_down(3, ms(6)));
+        // Node 4 dies (its line breaks unanswered): node 2 asks neither 3 nor 4, wins, and tells only 1.
+        m.coordinator_lost(ms(10), 4, "lost its connection");
+        assert_eq!(m.core().role(), Role::Coordinator);
+        let sent: Vec<(NodeId, Kind)> = m.drain().iter().map(|e| (e.to, e.message.kind())).collect();
+        assert_eq!(sent, vec![(1, Kind::Coordinator)]);
+        // Node 3 comes back and speaks: elections reach it again at once.
+        let term = m.core().term();
+        m.on_request(ms(20), 3, Message::Alive { term, coordinator: Some(2) }).unwrap();
+        assert!(!m.core().is_down(3, ms(21)));
     }
 
     #[test]

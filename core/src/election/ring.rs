@@ -39,16 +39,15 @@ impl Ring {
         self.deadline
     }
 
-    /// The next member after `after` in ring order, other than this node and the coordinator it found
-    /// dead (a message to it would only time out); `None` if the ring has wrapped around to this node.
-    fn successor_after(&self, after: NodeId) -> Option<NodeId> {
+    /// The next member after `after` in ring order, other than this node and those found down (a
+    /// message to one would only time out); `None` if the ring has wrapped around to this node.
+    fn successor_after(&self, now: Duration, after: NodeId) -> Option<NodeId> {
         let members = &self.core.config().members;
         let start = members.iter().position(|&m| m == after)?;
-        let suspected = self.core.suspected();
         (1..members.len())
             .map(|step| members[(start + step) % members.len()])
             .take_while(|&next| next != self.core.id())
-            .find(|&next| Some(next) != suspected)
+            .find(|&next| !self.core.is_down(next, now))
     }
 
     /// Starts an election: sends our id to our successor.
@@ -69,7 +68,7 @@ impl Ring {
 
     /// Sends `message` to the first member after `after`; with none left, finishes it here.
     fn forward(&mut self, now: Duration, after: NodeId, message: Message) {
-        match self.successor_after(after) {
+        match self.successor_after(now, after) {
             Some(next) => {
                 self.core.send(next, message);
             }
