@@ -423,7 +423,7 @@ impl Sim {
                     return;
                 }
                 if !self.reachable(to) || self.nodes[&from].cut || self.nodes[&from].mute || self.lost() {
-                    let result = Err(SendError::Unreachable(format!("no answer from node {to}")));
+                    let result = Err(SendError::NoAnswer(format!("no answer from node {to}")));
                     self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
                     return;
                 }
@@ -439,7 +439,7 @@ impl Sim {
                 self.flush(to);
                 let result = result.map_err(|e| SendError::Refused(e.to_string()));
                 if self.nodes[&to].mute || self.lost() {
-                    let result = Err(SendError::Unreachable(format!("the answer from node {to} was lost")));
+                    let result = Err(SendError::NoAnswer(format!("the answer from node {to} was lost")));
                     self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
                 } else {
                     let at = self.now + self.link_latency(to, from) + self.jitter();

@@ -564,7 +564,7 @@ impl ElectionNode {
                 Verdict::Lost => {
                     // Lost on the way: the sender hears nothing before its deadline.
                     tokio::time::sleep(node.shared.rpc_timeout).await;
-                    Err(SendError::Unreachable(format!("node {}: lost on a faulty link (lab)", envelope.to)))
+                    Err(SendError::NoAnswer(format!("node {}: lost on a faulty link (lab)", envelope.to)))
                 }
                 Verdict::Pass(delay) => {
                     if !delay.is_zero() {

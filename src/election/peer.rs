@@ -99,7 +99,7 @@ impl Peer {
                 if self.misses.fetch_add(1, Ordering::Relaxed) + 1 >= REDIAL_AFTER_MISSES {
                     self.redial("deadlines missed in a row");
                 }
-                Err(SendError::Unreachable(e.to_string()))
+                Err(SendError::NoAnswer(e.to_string()))
             }
             Err(e) => Err(SendError::Unreachable(e.to_string())),
         }

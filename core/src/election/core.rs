@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::{GroupConfig, Count, Counters, Envelope, Kind, Message, NodeId, Rejection, Reply, Role, Term, next_owned_term, owner};
 
-/// Sends in a row to one peer that got no answer (its deadline passed, or it could not be reached) after
-/// which the peer counts as down for [`DOWN_FOR`].
+/// Sends in a row to one peer that waited out their deadline without an answer
+/// ([`super::SendError::NoAnswer`]) after which the peer counts as down for [`DOWN_FOR`]. A refused
+/// connection costs no wait and does not count.
 pub const MISSES_FOR_DOWN: u32 = 2;
 
 /// How long a peer found down stays down unless it is heard from sooner: its line broke and a probe
@@ -241,7 +242,7 @@ impl Core {
         }
     }
 
-    /// A send to `peer` got no answer; after [`MISSES_FOR_DOWN`] in a row it counts as down.
+    /// A send to `peer` waited out its deadline; after [`MISSES_FOR_DOWN`] in a row it counts as down.
     pub(crate) fn unanswered(&mut self, now: Duration, peer: NodeId) {
         let misses = self.misses.entry(peer).or_default();
         *misses = misses.saturating_add(1);

@@ -184,7 +184,12 @@ pub struct Envelope {
 /// Why a send produced no reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// The peer could not be reached or did not answer before the deadline: it counts as dead.
+    /// No answer came before the deadline (the message or its answer was lost, or the peer is silent or
+    /// too slow): it counts as dead for this message, and after [`MISSES_FOR_DOWN`] in a row as down.
+    #[error("no answer: {0}")]
+    NoAnswer(String),
+    /// The peer could not be reached at once (its connection was refused, or its address is another
+    /// node's): it counts as dead for this message. That cost no wait, so it marks nothing down.
     #[error("unreachable: {0}")]
     Unreachable(String),
     /// The peer refused the message as malformed.
@@ -475,7 +480,8 @@ impl Machine {
         match &result {
             Ok(_) => self.core_mut().heard_from(envelope.to),
             Err(SendError::Refused(_)) => self.core_mut().answered(envelope.to),
-            Err(SendError::Unreachable(_)) => self.core_mut().unanswered(now, envelope.to),
+            Err(SendError::NoAnswer(_)) => self.core_mut().unanswered(now, envelope.to),
+            Err(SendError::Unreachable(_)) => {}
         }
         match self {
             Machine::Bully(m) => m.on_reply(now, envelope, result),
@@ -703,8 +709,8 @@ mod tests {
         }
     }
 
-    fn unreachable(m: &mut Machine, now: Duration, to: NodeId, message: Message) {
-        m.on_reply(now, Envelope { to, message, tag: 0 }, Err(SendError::Unreachable("test".into())));
+    fn unanswered(m: &mut Machine, now: Duration, to: NodeId, message: Message) {
+        m.on_reply(now, Envelope { to, message, tag: 0 }, Err(SendError::NoAnswer("test".into())));
     }
 
     fn election_targets(m: &mut Machine, now: Duration) -> Vec<NodeId> {
@@ -715,9 +721,10 @@ mod tests {
     }
 
     /// Whether a peer is down is the machine's to judge, from the outcomes of its sends: after
-    /// [`MISSES_FOR_DOWN`] unanswered sends in a row a peer gets no election message for [`DOWN_FOR`]
-    /// (it would only wait out its deadline), unless it is heard from sooner; one answer in between, if
-    /// only a refusal, starts the count again. Both algorithms skip it.
+    /// [`MISSES_FOR_DOWN`] sends in a row that waited out their deadline a peer gets no election message
+    /// for [`DOWN_FOR`] (it would only wait again), unless it is heard from sooner; one answer in
+    /// between, if only a refusal, starts the count again. Both algorithms skip it. A refused
+    /// connection cost no wait and marks nothing (a node starting up refuses until it listens).
     #[test]
     fn a_peer_whose_sends_go_unanswered_is_skipped_until_heard_from_or_down_for_has_passed() {
         let ms = Duration::from_millis;
@@ -729,13 +736,18 @@ mod tests {
             let skipped = if algorithm == Algorithm::Bully { 3 } else { 2 };
             assert_eq!(election_targets(&mut m, ms(0)).first(), Some(&skipped), "{algorithm}");
             // One miss, an answer (a refusal), one miss: not two in a row.
-            unreachable(&mut m, ms(10), skipped, alive());
+            unanswered(&mut m, ms(10), skipped, alive());
             m.on_reply(ms(11), Envelope { to: skipped, message: alive(), tag: 0 }, Err(SendError::Refused("test".into())));
-            unreachable(&mut m, ms(12), skipped, alive());
+            unanswered(&mut m, ms(12), skipped, alive());
             assert!(!m.core().is_down(skipped, ms(13)), "{algorithm}: an answer in between resets the count");
             assert!(election_targets(&mut m, ms(13)).contains(&skipped));
+            // Refused connections, however many, mark nothing.
+            for t in 14..18 {
+                m.on_reply(ms(t), Envelope { to: skipped, message: alive(), tag: 0 }, Err(SendError::Unreachable("refused".into())));
+            }
+            assert!(!m.core().is_down(skipped, ms(18)), "{algorithm}: a refusing peer is not down");
             // Two in a row: down for DOWN_FOR.
-            unreachable(&mut m, ms(20), skipped, alive());
+            unanswered(&mut m, ms(20), skipped, alive());
             assert!(m.core().is_down(skipped, ms(20)), "{algorithm}");
             let to = election_targets(&mut m, ms(30));
             assert!(!to.contains(&skipped), "{algorithm}: sent {to:?} to a peer found down");
@@ -745,8 +757,8 @@ mod tests {
             assert!(!m.core().is_down(skipped, ms(20) + DOWN_FOR), "{algorithm}");
             assert!(election_targets(&mut m, ms(20) + DOWN_FOR).contains(&skipped), "{algorithm}: asked again after DOWN_FOR");
             // Down again, then a message from it: asked again at once.
-            unreachable(&mut m, ms(2000), skipped, alive());
-            unreachable(&mut m, ms(2001), skipped, alive());
+            unanswered(&mut m, ms(2000), skipped, alive());
+            unanswered(&mut m, ms(2001), skipped, alive());
             assert!(m.core().is_down(skipped, ms(2002)));
             m.on_request(ms(2003), skipped, Message::Alive { term: 0, coordinator: None }).unwrap();
             m.drain();
