@@ -175,6 +175,19 @@ impl Bully {
             }
             Message::Alive { term, coordinator } => {
                 let reply = self.core.on_alive(now, from, term, coordinator);
+                // The owner of this node's term says it rules it: as good as its `Coordinator` of this
+                // term, which would be followed. A node that suspected it falsely (a busy coordinator
+                // late with its heartbeats) and is still asking, or waiting for an announcement, follows
+                // it at its next heartbeat instead of after the election timeout. A higher node only: a
+                // candidate bullying a lower coordinator goes on.
+                if matches!(self.core.role(), Role::Candidate | Role::Waiting)
+                    && coordinator == Some(from)
+                    && term == self.core.term()
+                    && from > self.core.id()
+                    && self.core.check_owner(term, from).is_ok()
+                {
+                    self.core.follow(now, from);
+                }
                 self.settle();
                 reply
             }

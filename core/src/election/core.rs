@@ -210,11 +210,6 @@ impl Core {
         None
     }
 
-    /// The coordinator this node last found dead and has not heard from since (see `suspected`).
-    pub fn suspected(&self) -> Option<NodeId> {
-        self.suspected
-    }
-
     /// Whether `peer` counts as dead at `now`: the coordinator this node suspects, or a peer found down
     /// less than [`DOWN_FOR`] ago; either way not heard from since. Elections send it nothing (a Bully
     /// `Election` or `Coordinator`, a ring message passed on): it would only wait out its deadline.
