@@ -194,7 +194,7 @@ fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
 
 async fn healthcheck(args: HealthArgs) -> anyhow::Result<ExitCode> {
     match check_health(&args.tls.dialer()?, &args.addr, &args.service, args.timeout).await {
-        Ok(status) if status == tonic_health::pb::health_check_response::ServingStatus::Serving => Ok(ExitCode::SUCCESS),
+        Ok(tonic_health::pb::health_check_response::ServingStatus::Serving) => Ok(ExitCode::SUCCESS),
         Ok(status) => {
             eprintln!("{}: {}", args.addr, status.as_str_name());
             Ok(ExitCode::FAILURE)

@@ -103,7 +103,7 @@ pub fn largest_agreeing_set(sorted: &[f64], tolerance: f64, preferred: f64) -> s
 /// clock, the largest set agreeing within `tolerance_nanos` is averaged, and every member is sent
 /// `average − its offset`. No readings (no members answered) is a round of the master alone.
 pub fn plan_round(readings: &[Reading], tolerance_nanos: f64) -> Result<RoundPlan, BerkeleyError> {
-    if !(tolerance_nanos >= 0.0) || !tolerance_nanos.is_finite() {
+    if !tolerance_nanos.is_finite() || tolerance_nanos < 0.0 {
         return Err(BerkeleyError::BadTolerance(tolerance_nanos));
     }
     let mut seen = std::collections::HashSet::new();
@@ -239,7 +239,7 @@ mod tests {
             // master moves to them with the rest.
             ("two groups, majority away from the master", &[("KMC", 10.0 * SEC), ("MIT", 10.0 * SEC + 2.0 * MS), ("TAPMI", 10.0 * SEC - 2.0 * MS), ("SOLS", 1.0 * MS)], SEC, 10.0 * SEC, &["SOLS"], false),
             // Two against two plus the master: the master's group is larger.
-            ("two groups, master's side larger", &[("KMC", 10.0 * SEC), ("MIT", 10.0 * SEC), ("TAPMI", -1.0 * MS), ("SOLS", 1.0 * MS)], SEC, 0.0, &["KMC", "MIT"], true),
+            ("two groups, master's side larger", &[("KMC", 10.0 * SEC), ("MIT", 10.0 * SEC), ("TAPMI", -MS), ("SOLS", 1.0 * MS)], SEC, 0.0, &["KMC", "MIT"], true),
             ("a single slave", &[("KMC", 400.0 * MS)], SEC, 200.0 * MS, &[], true),
             ("no slaves", &[], SEC, 0.0, &[], true),
             ("zero tolerance, equal clocks", &[("KMC", 0.0), ("MIT", 0.0)], 0.0, 0.0, &[], true),

@@ -320,7 +320,7 @@ impl ElectionNode {
     /// Keeps a line to the coordinator this node follows (and only to it), per its published state.
     fn refollow(&self, state: &pb::NodeState) {
         let target = (state.role == pb::Role::Follower as i32 && state.coordinator > 0 && state.coordinator != wire_id(self.shared.id))
-            .then(|| (state.coordinator as NodeId, state.term));
+            .then_some((state.coordinator as NodeId, state.term));
         let mut following = lock(&self.shared.following);
         if following.as_ref().map(|(c, t, _)| (*c, *t)) == target {
             return;
