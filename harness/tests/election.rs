@@ -218,6 +218,35 @@ fn a_node_drawn_into_an_election_stops_waiting_for_a_silent_coordinator_at_the_t
     assert!(took <= config.timeout + 2 * config.tick, "{took:?} from the pause to node 4 ruling");
 }
 
+/// A Bully node that suspects a coordinator which lives (its heartbeats held up on the way, as a busy
+/// coordinator's are) asks the nodes between, gets an OK and waits for an announcement that will not
+/// come: nobody between runs an election the coordinator does not end. It follows the coordinator again
+/// when its held-up heartbeat arrives, in the same term, instead of waiting out the election timeout and
+/// holding a second election; nobody else moves.
+#[test]
+fn a_false_suspicion_ends_at_the_coordinators_next_heartbeat() {
+    let config = SimConfig::default();
+    let mut sim = started(Algorithm::Bully, 5);
+    sim.run_for(ms(1_000));
+    let term = term_of(&sim, 5);
+    let elections: Vec<u64> = (1..=5).map(|id| sim.elections(id)).collect();
+    // Node 5's messages to node 1 are held up 260 ms: node 1 hears nothing for longer than the timeout.
+    sim.delay(5, 1, ms(260));
+    let held = sim.now();
+    sim.run_for(ms(300));
+    sim.delay(5, 1, Duration::ZERO);
+    sim.run_for(ms(1_000));
+    assert_settled_on(&mut sim, 5);
+    let node_1 = sim.node(1).core();
+    assert_eq!((node_1.term(), term_of(&sim, 5)), (term, term), "the term moved");
+    assert_eq!(sim.elections(1), elections[0] + 1, "node 1 held one election");
+    let back = node_1.coordinator_since() - held;
+    assert!(back <= ms(260) + config.heartbeat + 2 * config.tick, "node 1 followed node 5 again {back:?} after the hold-up began");
+    for id in 2..=5 {
+        assert!(sim.elections(id) <= elections[id as usize - 1] + 1, "node {id} drawn into more than one election");
+    }
+}
+
 #[test]
 fn a_coordinator_cut_off_is_replaced_and_rejoins() {
     for algorithm in BOTH {
