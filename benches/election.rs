@@ -2,7 +2,7 @@
 //!
 //!     cargo bench --bench election -- [--mode all|failover|failover-kill|failover-stop|failover-pause|steady|messages|scale]
 //!         [--trials 25] [--steady 10m] [--stagger 1ms] [--algorithms bully,ring]
-//!         [--sizes 50,100] [--faults kill,stop] [--state disk|memory]
+//!         [--sizes 50,100] [--faults kill,stop] [--state disk|memory] [--via cli|api]
 //!
 //! With RUST_LOG set (e.g. `RUST_LOG=info`), the nodes log to stderr as JSON lines.
 //!
@@ -14,6 +14,9 @@
 //!   Times come from the nodes' own timestamps (GetState) and the moment the docker command started: one
 //!   kernel clock, so they compare exactly. Detection = the command → first suspicion;
 //!   election = first suspicion → first node to know the winner; announcement = that → last survivor to know.
+//!   `--via api` sends each fault as one request to the engine's API (bollard on its unix socket, one
+//!   connection for the run, as `synclab lab run` does) instead of running the `docker` command, whose
+//!   own start-up (~15 ms) is in the figures otherwise.
 //! - steady: five nodes per algorithm in this process for --steady; counts elections.
 //! - messages: one election after the coordinator stops, with a chosen initiator, n = 5, 20, 50, in process.
 //! - scale: failover times with n = 50 and 100 nodes in this process.
@@ -47,6 +50,8 @@ struct Options {
     kills: Vec<bool>,
     /// Whether the scale trials' nodes keep their terms in state files (as deployed) or in memory.
     disk: bool,
+    /// Whether the failover trials send their faults to the engine's API instead of running `docker`.
+    via_api: bool,
 }
 
 fn options() -> Options {
@@ -55,6 +60,7 @@ fn options() -> Options {
         sizes: vec![50, 100],
         kills: vec![true, false],
         disk: true,
+        via_api: false,
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     for pair in args.chunks(2) {
@@ -90,6 +96,13 @@ fn options() -> Options {
                     "disk" => true,
                     "memory" => false,
                     other => panic!("--state: disk or memory, not {other}"),
+                }
+            }
+            "--via" => {
+                o.via_api = match value.as_str() {
+                    "cli" => false,
+                    "api" => true,
+                    other => panic!("--via: cli or api, not {other}"),
                 }
             }
             other => panic!("unknown option {other}"),
@@ -284,7 +297,34 @@ impl Fault {
     }
 }
 
-async fn failover(trials: usize, faults: &[Fault]) {
+/// Takes the coordinator's container away with one request to the engine's API.
+#[cfg(feature = "lab-runner")]
+async fn fault_via_api(docker: &bollard::Docker, fault: Fault, id: &str) {
+    use bollard::query_parameters::{KillContainerOptionsBuilder, StopContainerOptionsBuilder};
+    let result = match fault {
+        Fault::Kill => docker.kill_container(id, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await,
+        Fault::Stop => docker.stop_container(id, Some(StopContainerOptionsBuilder::new().t(5).build())).await,
+        Fault::Pause => docker.pause_container(id).await,
+    };
+    result.unwrap_or_else(|e| panic!("docker {} {id} through the engine's API: {e}", fault.name()));
+}
+
+#[cfg(not(feature = "lab-runner"))]
+async fn fault_via_api(_: &(), _: Fault, _: &str) {
+    panic!("--via api needs the lab-runner feature (bollard)");
+}
+
+async fn failover(trials: usize, faults: &[Fault], via_api: bool) {
+    #[cfg(feature = "lab-runner")]
+    let docker = bollard::Docker::connect_with_local_defaults().expect("the Docker engine's socket");
+    #[cfg(not(feature = "lab-runner"))]
+    let docker = ();
+    if via_api {
+        // One request first, so the trials do not pay for the connection.
+        #[cfg(feature = "lab-runner")]
+        docker.ping().await.expect("the Docker engine answers");
+    }
+    let via = if via_api { "the engine's API" } else { "the docker command" };
     for (algorithm, files) in [("bully", "docker-compose.yml"), ("ring", "docker-compose.yml:docker-compose.ring.yml")] {
         let compose = Compose { project: format!("synclab-bench-{algorithm}"), files, ports: (50171..=50175).collect() };
         let _ = compose.cmd().args(["down", "--volumes", "--timeout", "2"]).output();
@@ -295,15 +335,20 @@ async fn failover(trials: usize, faults: &[Fault]) {
         for &fault in faults {
             let (mut failovers, mut takeovers, mut paths) = (Vec::new(), Vec::new(), Vec::new());
             let (mut engine_exits, mut after_exit) = (Vec::new(), Vec::new());
+            let mut incomplete = 0;
             for _ in 0..trials {
                 compose.wait_agreed(&all, 5).await;
                 tokio::time::sleep(300 * MS).await;
                 let before = host_now();
-                match fault {
-                    Fault::Kill => Command::new("docker").args(["kill", &id5]).output().unwrap(),
-                    Fault::Stop => Command::new("docker").args(["stop", "--time", "5", &id5]).output().unwrap(),
-                    Fault::Pause => Command::new("docker").args(["pause", &id5]).output().unwrap(),
-                };
+                if via_api {
+                    fault_via_api(&docker, fault, &id5).await;
+                } else {
+                    match fault {
+                        Fault::Kill => Command::new("docker").args(["kill", &id5]).output().unwrap(),
+                        Fault::Stop => Command::new("docker").args(["stop", "--time", "5", &id5]).output().unwrap(),
+                        Fault::Pause => Command::new("docker").args(["pause", &id5]).output().unwrap(),
+                    };
+                }
                 let states = compose.wait_agreed(&[1, 2, 3, 4], 4).await;
                 // Every fault is timed from the moment its command starts (the engine's own latency
                 // included). For a kill the engine also records when the process exited
@@ -317,7 +362,26 @@ async fn failover(trials: usize, faults: &[Fault]) {
                     Fault::Stop => sigterm_time(&id5, before).map(|t| (t - before) as f64 / 1e6),
                     Fault::Pause => None,
                 };
-                let failover = split(died, &states).expect("a complete failover");
+                let Some(failover) = split(died, &states) else {
+                    // No survivor's last election started after the fault: say what each one reports,
+                    // leave the trial out, and count it.
+                    incomplete += 1;
+                    let since = |t: &Option<prost_types::Timestamp>| ts(t).map_or("-".to_string(), |t| format!("{:+.1} ms", (t - died) as f64 / 1e6));
+                    for st in &states {
+                        let e = st.last_election.clone().unwrap_or_default();
+                        println!(
+                            "  trial left out: node {} {:?} term {} coordinator {} since {}; last election started {} finished {} ({})",
+                            st.id, st.role(), st.term, st.coordinator, since(&st.coordinator_since), since(&e.started), since(&e.finished), e.reason
+                        );
+                    }
+                    tokio::time::sleep(300 * MS).await;
+                    match fault {
+                        Fault::Kill | Fault::Stop => Command::new("docker").args(["start", &id5]).output().unwrap(),
+                        Fault::Pause => Command::new("docker").args(["unpause", &id5]).output().unwrap(),
+                    };
+                    compose.wait_agreed(&all, 5).await;
+                    continue;
+                };
                 if let Some(exited) = exited {
                     engine_exits.push(exited);
                     after_exit.push(failover[3] - exited);
@@ -338,17 +402,20 @@ async fn failover(trials: usize, faults: &[Fault]) {
                 let last = states.iter().filter_map(|s| ts(&s.coordinator_since)).max().unwrap();
                 takeovers.push((last - started) as f64 / 1e6);
             }
-            print_split(&format!("failover, {algorithm}, compose, 5 nodes (docker {} the coordinator)", fault.name()), &failovers);
+            print_split(&format!("failover, {algorithm}, compose, 5 nodes (docker {} the coordinator, through {via})", fault.name()), &failovers);
             plot_split(
                 &format!("failover-{algorithm}-{}", fault.name()),
                 &format!("{algorithm}, compose, 5 nodes: docker {} the coordinator, phases per trial", fault.name()),
                 &failovers,
             );
             print_paths(&paths);
+            if incomplete > 0 {
+                println!("  left out: {incomplete} trials in which no survivor's last election started after the fault");
+            }
             if !engine_exits.is_empty() {
                 let what = match fault {
-                    Fault::Kill => "the engine's exit time (State.FinishedAt) after `docker kill` started",
-                    _ => "SIGTERM reached the node (its log) after `docker stop` started",
+                    Fault::Kill => "the engine's exit time (State.FinishedAt) after the kill started",
+                    _ => "SIGTERM reached the node (its log) after the stop started",
                 };
                 let (median, p99, max) = stats(&engine_exits);
                 println!("  {what}: median {median:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({} of {trials} trials)", engine_exits.len());
@@ -575,11 +642,11 @@ fn main() {
         println!("synclab election benchmark, {date}");
         let all = o.mode == "all";
         if all || o.mode == "failover" {
-            failover(o.trials, &[Fault::Kill, Fault::Stop, Fault::Pause]).await;
+            failover(o.trials, &[Fault::Kill, Fault::Stop, Fault::Pause], o.via_api).await;
         }
         for (mode, fault) in [("failover-kill", Fault::Kill), ("failover-stop", Fault::Stop), ("failover-pause", Fault::Pause)] {
             if o.mode == mode {
-                failover(o.trials, &[fault]).await;
+                failover(o.trials, &[fault], o.via_api).await;
             }
         }
         if all || o.mode == "messages" {
