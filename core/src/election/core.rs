@@ -266,6 +266,9 @@ impl Core {
         self.deferred = None;
         self.last_heard = now;
         if self.role == Role::Follower && self.coordinator == Some(coordinator) {
+            // A ring follower that joined a lap electing the coordinator it already follows learns the
+            // outcome here: its election record ends (else the next election would not start one).
+            self.finish_election(now);
             return;
         }
         if self.role == Role::Coordinator {

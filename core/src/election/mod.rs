@@ -846,6 +846,23 @@ mod tests {
         assert_eq!(m.core().role(), Role::Candidate, "a lower coordinator's heartbeat");
     }
 
+    /// A ring follower drawn into a lap that elects the coordinator it already follows (a lap started
+    /// late, after another had settled the group) ends its election record when the announcement comes:
+    /// the next election, on the coordinator's death, is recorded from its own start (the dashboard and
+    /// `GetState` show it, and the failover benchmark splits on it).
+    #[test]
+    fn a_ring_lap_that_elects_the_coordinator_already_followed_ends_the_election_record() {
+        let ms = Duration::from_millis;
+        let mut m = follower_of_3(Algorithm::Ring, ms(1000));
+        m.on_request(ms(1010), 2, Message::RingElection { term: 2, initiator: 2, ids: vec![2] }).unwrap();
+        assert_eq!(m.core().last_election().map(|e| (e.started, e.finished)), Some((ms(1010), None)));
+        m.on_request(ms(1020), 2, Message::RingCoordinator { term: 5, coordinator: 3, initiator: 2 }).unwrap();
+        assert_eq!((m.core().role(), m.core().coordinator(), m.core().term()), (Role::Follower, Some(3), 5));
+        assert_eq!(m.core().last_election().and_then(|e| e.finished), Some(ms(1020)), "the lap's outcome is known");
+        m.coordinator_lost(ms(2000), 3, "lost its connection");
+        assert_eq!(m.core().last_election().map(|e| e.started), Some(ms(2000)), "a new election, recorded from its start");
+    }
+
     #[test]
     fn configs_are_checked() {
         let hb = Duration::from_millis(50);
