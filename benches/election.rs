@@ -297,6 +297,23 @@ impl Fault {
     }
 }
 
+/// Takes the coordinator's container away with the `docker` command.
+fn fault_via_cli(fault: Fault, id: &str) {
+    match fault {
+        Fault::Kill => Command::new("docker").args(["kill", id]).output().unwrap(),
+        Fault::Stop => Command::new("docker").args(["stop", "--time", "5", id]).output().unwrap(),
+        Fault::Pause => Command::new("docker").args(["pause", id]).output().unwrap(),
+    };
+}
+
+/// Brings the coordinator's container back after `fault`.
+fn bring_back(fault: Fault, id: &str) {
+    match fault {
+        Fault::Kill | Fault::Stop => Command::new("docker").args(["start", id]).output().unwrap(),
+        Fault::Pause => Command::new("docker").args(["unpause", id]).output().unwrap(),
+    };
+}
+
 /// Takes the coordinator's container away with one request to the engine's API.
 #[cfg(feature = "lab-runner")]
 async fn fault_via_api(docker: &bollard::Docker, fault: Fault, id: &str) {
@@ -343,11 +360,7 @@ async fn failover(trials: usize, faults: &[Fault], via_api: bool) {
                 if via_api {
                     fault_via_api(&docker, fault, &id5).await;
                 } else {
-                    match fault {
-                        Fault::Kill => Command::new("docker").args(["kill", &id5]).output().unwrap(),
-                        Fault::Stop => Command::new("docker").args(["stop", "--time", "5", &id5]).output().unwrap(),
-                        Fault::Pause => Command::new("docker").args(["pause", &id5]).output().unwrap(),
-                    };
+                    fault_via_cli(fault, &id5);
                 }
                 let states = compose.wait_agreed(&[1, 2, 3, 4], 4).await;
                 // Every fault is timed from the moment its command starts (the engine's own latency
@@ -375,10 +388,7 @@ async fn failover(trials: usize, faults: &[Fault], via_api: bool) {
                         );
                     }
                     tokio::time::sleep(300 * MS).await;
-                    match fault {
-                        Fault::Kill | Fault::Stop => Command::new("docker").args(["start", &id5]).output().unwrap(),
-                        Fault::Pause => Command::new("docker").args(["unpause", &id5]).output().unwrap(),
-                    };
+                    bring_back(fault, &id5);
                     compose.wait_agreed(&all, 5).await;
                     continue;
                 };
@@ -390,10 +400,7 @@ async fn failover(trials: usize, faults: &[Fault], via_api: bool) {
                 paths.push(path(died, &states));
                 tokio::time::sleep(300 * MS).await;
                 let back = host_now();
-                match fault {
-                    Fault::Kill | Fault::Stop => Command::new("docker").args(["start", &id5]).output().unwrap(),
-                    Fault::Pause => Command::new("docker").args(["unpause", &id5]).output().unwrap(),
-                };
+                bring_back(fault, &id5);
                 let states = compose.wait_agreed(&all, 5).await;
                 let started = match fault {
                     Fault::Kill | Fault::Stop => docker_time(&id5, "StartedAt"),
