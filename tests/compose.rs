@@ -59,7 +59,7 @@ impl Project {
         drop(held);
         let free = chosen[..ports.len()].to_vec();
         let mut vars: Vec<(String, String)> = names.iter().zip(&chosen).map(|(k, p)| (k.to_string(), p.to_string())).collect();
-        // Docker's health checks every 500 ms, not the compose file's 10 s: the tests wait for healthy
+        // Docker checks health every 500 ms here, not every 10 s as the compose file says: the tests wait for healthy
         // after every `up`, and what they check does not depend on how often docker looks.
         vars.push(("SYNCLAB_HEALTH_INTERVAL".to_string(), "500ms".to_string()));
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
