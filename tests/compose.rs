@@ -661,7 +661,8 @@ fn prometheus_scrapes_every_service_and_sees_one_coordinator_and_synced_clocks()
 
     // Each check is a PromQL query and what its answer must be; all must hold together within 90 s
     // (Prometheus scrapes every second; Berkeley rounds every second; Cristian syncs every 5 s).
-    let checks: Vec<(&str, Box<dyn Fn(Option<f64>) -> bool>)> = vec![
+    type Check = (&'static str, Box<dyn Fn(Option<f64>) -> bool>);
+    let checks: Vec<Check> = vec![
         ("count(up == 1)", Box::new(|v| v == Some(13.0))),
         ("count(count by (job) (synclab_grpc_requests_total))", Box::new(|v| v == Some(13.0))),
         // Five election nodes, one coordinator, one term, one coordinator id (node 5's).

@@ -168,7 +168,7 @@ async fn impossible_answers_are_refused_and_leave_the_clock_alone() {
     for lie in [Lie::BadNanos, Lie::TransmitBeforeReceive, Lie::HeldLongerThanRoundTrip, Lie::NoTransmitTime, Lie::WrongOrigin, Lie::BeforeEpoch] {
         let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = synclab::server::Services::new().add(TimeServiceServer::new(lie)).build().await.unwrap();
+        let server = synclab::server::Services::new().service(TimeServiceServer::new(lie)).build().await.unwrap();
         let server = tokio::spawn(server.serve(listener, synclab::server::Stop::never()));
         let device = clock("laptop", 5 * SEC, 0.0);
         let mut client = CristianClient::new(&addr.to_string(), Duration::from_secs(2)).unwrap();

@@ -229,8 +229,9 @@ mod tests {
 
     #[test]
     fn rounds_as_the_scenarios_need() {
-        // (scenario, readings, tolerance, expected average, expected excluded, master included)
-        let cases: &[(&str, &[(&str, f64)], f64, f64, &[&str], bool)] = &[
+        /// (scenario, readings, tolerance, expected average, expected excluded, master included)
+        type Case<'a> = (&'a str, &'a [(&'a str, f64)], f64, f64, &'a [&'a str], bool);
+        let cases: &[Case] = &[
             ("equal clocks", &[("KMC", 0.0), ("MIT", 0.0), ("TAPMI", 0.0), ("SOLS", 0.0)], SEC, 0.0, &[], true),
             ("spread within tolerance", &[("KMC", 10.0 * MS), ("MIT", -20.0 * MS), ("TAPMI", 5.0 * MS), ("SOLS", 30.0 * MS)], SEC, 5.0 * MS, &[], true),
             ("one wild clock", &[("KMC", 1.0 * MS), ("MIT", -2.0 * MS), ("TAPMI", 300.0 * SEC), ("SOLS", 3.0 * MS)], SEC, 0.5 * MS, &["TAPMI"], true),

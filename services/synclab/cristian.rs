@@ -218,7 +218,7 @@ async fn serve_clocks(
     stop: Stop,
 ) -> anyhow::Result<(tokio::task::JoinHandle<Result<(), server::ServerError>>, HealthReporter)> {
     let listener = server::bind(listen).await?;
-    let server = Services::new().tls(tls).lab(lab, ClockSet::new(clocks.to_vec())).add(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec())))).build().await?;
+    let server = Services::new().tls(tls).lab(lab, ClockSet::new(clocks.to_vec())).service(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec())))).build().await?;
     let reporter = server.health();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     tracing::info!(addr = %listener.local_addr()?, "serving Clock/Read and health");

@@ -480,8 +480,8 @@ pub async fn server(master: Arc<Master>, name: &str, stop: Stop, lab: bool) -> R
     let watchers = master.watchers.clone();
     let clock = master.clock().clone();
     services
-        .add(BerkeleyMasterServer::new(MasterService::new(master, name, watchers, stop)))
-        .add(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))))
+        .service(BerkeleyMasterServer::new(MasterService::new(master, name, watchers, stop)))
+        .service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))))
         .build()
         .await
 }

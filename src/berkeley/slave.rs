@@ -183,9 +183,9 @@ impl Slave {
         Services::new()
             .tls(self.dialer.tls())
             .lab(lab, ClockSet::new(vec![self.clock.clone()]))
-            .add(TimeServiceServer::new(TimeServer::new(self.clock.clone(), 0)))
-            .add(ClockServer::new(ClockService::new(ClockSet::new(vec![self.clock.clone()]))))
-            .add(BerkeleySlaveServer::new(SlaveService { slave: self.clone() }))
+            .service(TimeServiceServer::new(TimeServer::new(self.clock.clone(), 0)))
+            .service(ClockServer::new(ClockService::new(ClockSet::new(vec![self.clock.clone()]))))
+            .service(BerkeleySlaveServer::new(SlaveService { slave: self.clone() }))
             .build()
             .await
     }

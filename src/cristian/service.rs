@@ -77,9 +77,9 @@ pub async fn server(clock: LiveClock, root_dispersion_nanos: u64, tls: Option<&T
     Services::new()
         .tls(tls)
         .lab(lab, ClockSet::new(vec![clock.clone()]))
-        .add(TimeServiceServer::new(time.clone()))
-        .add(BaselineTimeServiceServer::new(time))
-        .add(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))))
+        .service(TimeServiceServer::new(time.clone()))
+        .service(BaselineTimeServiceServer::new(time))
+        .service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))))
         .build()
         .await
 }

@@ -700,9 +700,9 @@ impl ElectionService for ElectionNode {
 
 /// Everything a node serves: `ElectionService`, health and reflection.
 pub async fn server(node: &ElectionNode) -> Result<Server, ServerError> {
-    let services = Services::new().tls(node.shared.tls.as_ref()).add(node.service());
+    let services = Services::new().tls(node.shared.tls.as_ref()).service(node.service());
     let services = if node.shared.lab {
-        services.add(LabService::new(crate::clock::ClockSet::default(), Some(node.shared.links.clone())).server())
+        services.service(LabService::new(crate::clock::ClockSet::default(), Some(node.shared.links.clone())).server())
     } else {
         services
     };

@@ -98,7 +98,7 @@ impl Services {
     }
 
     /// Adds a service. Reflection lists it, and health reports it SERVING.
-    pub fn add<S>(mut self, service: S) -> Self
+    pub fn service<S>(mut self, service: S) -> Self
     where
         S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
             + NamedService
@@ -115,7 +115,7 @@ impl Services {
 
     /// Adds the `Lab` service (faults for experiments) over `clocks` when `on`.
     pub fn lab(self, on: bool, clocks: crate::clock::ClockSet) -> Self {
-        if on { self.add(crate::lab::LabService::new(clocks, None).server()) } else { self }
+        if on { self.service(crate::lab::LabService::new(clocks, None).server()) } else { self }
     }
 
     /// Adds reflection (of the added services and health) and health; every added service, and the
