@@ -1,4 +1,5 @@
-# Shared by the scripts: find the compose tool and the docker build mode this machine has.
+# Shared by the scripts: find the compose tool and the docker build mode this machine has; how busy the
+# machine's CPUs are.
 
 # The compose command: the v2 plugin (`docker compose`) if present, else the standalone `docker-compose`.
 compose_cmd() {
@@ -17,4 +18,13 @@ docker_build_env() {
   if ! docker buildx version >/dev/null 2>&1; then
     export DOCKER_BUILDKIT=0
   fi
+}
+
+# cpu_ticks: the machine's busy and idle CPU time so far (all CPUs, /proc/stat ticks), as "BUSY IDLE".
+cpu_ticks() { awk '/^cpu /{print $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
+# busy_percent "BUSY IDLE" "BUSY IDLE": the share of all CPUs busy between two cpu_ticks readings.
+busy_percent() {
+  local b1 i1 b2 i2
+  read -r b1 i1 <<<"$1"; read -r b2 i2 <<<"$2"
+  awk -v b=$((b2 - b1)) -v i=$((i2 - i1)) 'BEGIN { printf "%.1f", 100 * b / (b + i) }'
 }
