@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use synclab_harness::attack::{
-    self, CallError, Conn, ElectionGroup, ElectionWatch, Empty, FakeMaster, MemWatch, Process, Prober, Stalled, Tally, code, path,
+    self, CallError, Conn, ElectionGroup, ElectionWatch, Empty, FakeMaster, MemWatch, Prober, Process, Stalled, Tally, code, path,
 };
 
 const STEP: Duration = Duration::from_secs(3);
@@ -89,7 +89,8 @@ async fn lone_node(b: &Bins) -> (Process, PathBuf) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("state dir");
     let peers = format!("1={dead},2={addr}");
-    let p = spawn(&b.election_node, &["--id", "2", "--listen", &addr, "--peers", &peers, "--state-dir", &dir.to_string_lossy()], &addr).await;
+    let p =
+        spawn(&b.election_node, &["--id", "2", "--listen", &addr, "--peers", &peers, "--state-dir", &dir.to_string_lossy()], &addr).await;
     (p, dir)
 }
 
@@ -287,7 +288,14 @@ async fn forgeries(b: &Bins, rounds: usize) -> Row {
 }
 
 fn failed_row(what: &str, e: &dyn std::fmt::Display) -> Row {
-    Row { attack: what.into(), memory: "-".into(), latency: "-".into(), elections: "-".into(), exit: "-".into(), outcome: format!("attack failed: {e}") }
+    Row {
+        attack: what.into(),
+        memory: "-".into(),
+        latency: "-".into(),
+        elections: "-".into(),
+        exit: "-".into(),
+        outcome: format!("attack failed: {e}"),
+    }
 }
 
 /// A heartbeat with `term` (default: node 4's next term), as node 4 (as node 5 to node 4), to every
@@ -316,9 +324,7 @@ async fn misdirected(b: &Bins) -> Row {
     let term = g.wait_agreement(Duration::from_secs(1)).await.map_or(1, |(_, t)| t);
     let mut target = g.nodes.remove(2);
     let m = measure(&target, path::GET_STATE, Some(&g)).await;
-    let messages = [
-        attack::encode(&synclab::proto::election::ElectionRequest { from: 1, term, to: 1003 }),
-    ];
+    let messages = [attack::encode(&synclab::proto::election::ElectionRequest { from: 1, term, to: 1003 })];
     let outcome = match attack::flood(&target.addr, path::ELECTION, &messages, 100, 4, STEP).await {
         Ok(f) => format!("{}; {}", codes(&f.tally), agreement(&g).await),
         Err(e) => format!("cannot connect: {e}"),
@@ -437,7 +443,15 @@ async fn takeover(b: &Bins) -> Row {
             let first = conn.call_raw(path::REGISTER, attack::register_request("KMC", "127.0.0.1:9", &[1; 32]), STEP).await;
             let mut tries = Tally::default();
             for i in 0..100u8 {
-                tries.add(&conn.call_raw(path::REGISTER, attack::register_request("KMC", &format!("127.0.0.{}:10", 2 + i % 50), &[2 + i; 32]), STEP).await);
+                tries.add(
+                    &conn
+                        .call_raw(
+                            path::REGISTER,
+                            attack::register_request("KMC", &format!("127.0.0.{}:10", 2 + i % 50), &[2 + i; 32]),
+                            STEP,
+                        )
+                        .await,
+                );
             }
             let holder = conn
                 .call::<synclab::proto::berkeley::StatusResponse>(path::STATUS, &Empty {}, STEP)
@@ -456,11 +470,13 @@ async fn huge_name(b: &Bins) -> Row {
     let mut master = master(b, &[]).await;
     let m = measure(&master, path::STATUS, None).await;
     let outcome = match Conn::connect(&master.addr, STEP).await {
-        Ok(conn) => match conn.call_raw(path::REGISTER, attack::register_request(&"x".repeat(3_000_000), "127.0.0.1:9", &[1; 32]), STEP).await {
-            Ok(_) => "accepted".into(),
-            Err(CallError::Status(s)) => format!("{}; error of {} bytes", code::name(s.code), s.message.len()),
-            Err(e) => e.to_string(),
-        },
+        Ok(conn) => {
+            match conn.call_raw(path::REGISTER, attack::register_request(&"x".repeat(3_000_000), "127.0.0.1:9", &[1; 32]), STEP).await {
+                Ok(_) => "accepted".into(),
+                Err(CallError::Status(s)) => format!("{}; error of {} bytes", code::name(s.code), s.message.len()),
+                Err(e) => e.to_string(),
+            }
+        }
         Err(e) => format!("cannot connect: {e}"),
     };
     finish(m, &mut master, "Register with a 3 MB name", outcome).await
@@ -543,11 +559,21 @@ async fn besieged(b: &Bins, which: &str) -> Row {
         "berkeley-master" => (master(b, &["--interval", "200ms"]).await, path::STATUS, Some(path::WATCH_ROUNDS), None),
         "berkeley-slave" => {
             let addr = local();
-            (spawn(&b.berkeley_slave, &["--name", "KMC", "--listen", &addr, "--advertise", &addr, "--master", &fake.addr], &addr).await, path::GET_TIME, None, None)
+            (
+                spawn(&b.berkeley_slave, &["--name", "KMC", "--listen", &addr, "--advertise", &addr, "--master", &fake.addr], &addr).await,
+                path::GET_TIME,
+                None,
+                None,
+            )
         }
         _ => {
             let addr = local();
-            (spawn(&b.synclab, &["cristian", "--server", &server.addr, "--interval", "100ms", "--listen", &addr], &addr).await, path::CLOCK_READ, None, None)
+            (
+                spawn(&b.synclab, &["cristian", "--server", &server.addr, "--interval", "100ms", "--listen", &addr], &addr).await,
+                path::CLOCK_READ,
+                None,
+                None,
+            )
         }
     };
     let m = measure(&target, probe, None).await;
@@ -577,7 +603,13 @@ async fn besieged(b: &Bins, which: &str) -> Row {
         seen
     });
     let watched = watches.as_ref().map_or(0, |w| w.opened());
-    let mut row = finish(m, &mut target, &format!("SIGTERM to {which} holding 20 idle TCP + 20 idle HTTP/2 conns, 4 unfinished requests, {watched} watch streams"), String::new()).await;
+    let mut row = finish(
+        m,
+        &mut target,
+        &format!("SIGTERM to {which} holding 20 idle TCP + 20 idle HTTP/2 conns, 4 unfinished requests, {watched} watch streams"),
+        String::new(),
+    )
+    .await;
     let seen = seen.await.unwrap_or_default();
     row.outcome = format!("health watcher saw {}", if seen.is_empty() { "nothing".to_string() } else { seen.join(" → ") });
     drop((tcp, h2, unfinished, watches, health));
@@ -593,7 +625,15 @@ async fn run(name: &str, only: &Option<String>, rows: &mut Vec<Row>, attack: imp
     eprintln!("attack: {name}");
     let started = Instant::now();
     let row = attack.await;
-    eprintln!("  {:.1} s: {} | {} | {} | {} | {}", started.elapsed().as_secs_f64(), row.memory, row.latency, row.elections, row.exit, row.outcome);
+    eprintln!(
+        "  {:.1} s: {} | {} | {} | {} | {}",
+        started.elapsed().as_secs_f64(),
+        row.memory,
+        row.latency,
+        row.elections,
+        row.exit,
+        row.outcome
+    );
     rows.push(row);
 }
 
@@ -649,12 +689,27 @@ fn main() {
     });
     println!("## {label}");
     println!();
-    println!("Binaries: {}. {} CPUs, {:.0} s.", bin_dir.as_deref().unwrap_or("this build"), std::thread::available_parallelism().map_or(0, |n| n.get()), started.elapsed().as_secs_f64());
+    println!(
+        "Binaries: {}. {} CPUs, {:.0} s.",
+        bin_dir.as_deref().unwrap_or("this build"),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        started.elapsed().as_secs_f64()
+    );
     println!();
-    println!("| attack | memory (RSS peak, MB) | legitimate call latency median / p99 | false elections | exit after SIGTERM | outcome (status) |");
+    println!(
+        "| attack | memory (RSS peak, MB) | legitimate call latency median / p99 | false elections | exit after SIGTERM | outcome (status) |"
+    );
     println!("|---|---|---|---|---|---|");
     for r in rows {
         let cell = |s: &str| s.replace('|', "\\|");
-        println!("| {} | {} | {} | {} | {} | {} |", cell(&r.attack), cell(&r.memory), cell(&r.latency), cell(&r.elections), cell(&r.exit), cell(&r.outcome));
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            cell(&r.attack),
+            cell(&r.memory),
+            cell(&r.latency),
+            cell(&r.elections),
+            cell(&r.exit),
+            cell(&r.outcome)
+        );
     }
 }

@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use synclab::berkeley::master::{Master, MasterConfig};
 use synclab::berkeley::slave::Slave;
-use synclab_core::clock::ClockConfig;
 use synclab::clock::LiveClock;
 use synclab::proto::time::GetTimeRequest;
 use synclab::proto::time::time_service_client::TimeServiceClient;
 use synclab::proto::timestamp_to_nanos;
+use synclab_core::clock::ClockConfig;
 
 mod common;
 
@@ -104,7 +104,11 @@ fn spread(clocks: &[&LiveClock]) -> f64 {
 }
 
 fn master_clock(drift_ppm: f64) -> LiveClock {
-    LiveClock::new("berkeley-master", ClockConfig { drift_ppm, step_threshold_nanos: MS, max_slew_ppm: MAX_SLEW_PPM, ..ClockConfig::default() }).unwrap()
+    LiveClock::new(
+        "berkeley-master",
+        ClockConfig { drift_ppm, step_threshold_nanos: MS, max_slew_ppm: MAX_SLEW_PPM, ..ClockConfig::default() },
+    )
+    .unwrap()
 }
 
 fn four_lines() -> Vec<(String, i64, f64)> {
@@ -126,7 +130,15 @@ fn synclab_run(o: &Options) -> (Vec<(usize, f64)>, f64, f64) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _in_runtime = rt.enter(); // channels start their workers on the runtime they are made in
     let clock = master_clock(MASTER_DRIFT_PPM);
-    let config = MasterConfig { interval: o.interval, tolerance_nanos: SEC as f64, samples: 8, timeout: Duration::from_secs(1), max_missed: 3, max_members: 8, dialer: synclab::rpc::Dialer::plaintext() };
+    let config = MasterConfig {
+        interval: o.interval,
+        tolerance_nanos: SEC as f64,
+        samples: 8,
+        timeout: Duration::from_secs(1),
+        max_missed: 3,
+        max_members: 8,
+        dialer: synclab::rpc::Dialer::plaintext(),
+    };
     let master = Master::new(clock.clone(), config);
     slaves.enrol(&master, four_lines().into_iter().map(|(name, _, _)| name));
     let good: Vec<&LiveClock> = slaves.clocks.iter().filter(|c| c.name() != "TAPMI").chain([&clock]).collect();
@@ -160,7 +172,8 @@ fn classroom_run(o: &Options) -> (Vec<(usize, f64)>, f64) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _in_runtime = rt.enter(); // channels start their workers on the runtime they are made in
     let clock = master_clock(MASTER_DRIFT_PPM);
-    let mut clients: Vec<_> = slaves.addrs.iter().map(|a| TimeServiceClient::new(synclab::rpc::channel(a, Duration::from_secs(1)).unwrap())).collect();
+    let mut clients: Vec<_> =
+        slaves.addrs.iter().map(|a| TimeServiceClient::new(synclab::rpc::channel(a, Duration::from_secs(1)).unwrap())).collect();
     let good: Vec<&LiveClock> = slaves.clocks.iter().filter(|c| c.name() != "TAPMI").chain([&clock]).collect();
     let mean_true = |cs: &[&LiveClock]| cs.iter().map(|c| c.read().true_offset).sum::<f64>() / cs.len() as f64;
     let before = mean_true(&good);
@@ -202,7 +215,15 @@ fn scale_run(n: usize) -> (Vec<f64>, Vec<(usize, f64)>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let _in_runtime = rt.enter(); // channels start their workers on the runtime they are made in
     let clock = master_clock(0.0);
-    let config = MasterConfig { interval: Duration::from_secs(1), tolerance_nanos: SEC as f64, samples: 4, timeout: Duration::from_secs(2), max_missed: 3, max_members: 1024, dialer: synclab::rpc::Dialer::plaintext() };
+    let config = MasterConfig {
+        interval: Duration::from_secs(1),
+        tolerance_nanos: SEC as f64,
+        samples: 4,
+        timeout: Duration::from_secs(2),
+        max_missed: 3,
+        max_members: 1024,
+        dialer: synclab::rpc::Dialer::plaintext(),
+    };
     let master = Master::new(clock.clone(), config);
     slaves.enrol(&master, specs.iter().map(|(name, _, _)| name.clone()));
     let all: Vec<&LiveClock> = slaves.clocks.iter().chain([&clock]).collect();
@@ -224,7 +245,10 @@ fn scale_run(n: usize) -> (Vec<f64>, Vec<(usize, f64)>) {
 
 fn main() {
     let o = options();
-    println!("# Berkeley benchmark: master + 4 slaves (TAPMI 5 min out), {} rounds every {:?}; scale {} slaves", o.rounds, o.interval, o.scale);
+    println!(
+        "# Berkeley benchmark: master + 4 slaves (TAPMI 5 min out), {} rounds every {:?}; scale {} slaves",
+        o.rounds, o.interval, o.scale
+    );
     let (synclab_at, holdover, last_duration) = synclab_run(&o);
     let (classroom_at, pulled) = classroom_run(&o);
     println!("\n| after round | synclab spread (µs) | classroom shortcut spread (µs) |\n|---|---|---|");
@@ -241,10 +265,14 @@ fn main() {
     );
     println!("last round took {last_duration:.1} ms");
     let points = |at: &[(usize, f64)]| at.iter().map(|(r, s)| (*r as f64, (s / 1e9).max(1e-7))).collect::<Vec<_>>();
-    let chart = synclab::plot::Chart::new("Berkeley: spread of the good clocks after each round", "round", "spread (s, log)").log(1e-7, 1e3);
+    let chart =
+        synclab::plot::Chart::new("Berkeley: spread of the good clocks after each round", "round", "spread (s, log)").log(1e-7, 1e3);
     let svg = synclab::plot::lines(
         &chart,
-        &[synclab::plot::Series::new("synclab", points(&synclab_at)), synclab::plot::Series::new("classroom shortcut", points(&classroom_at))],
+        &[
+            synclab::plot::Series::new("synclab", points(&synclab_at)),
+            synclab::plot::Series::new("classroom shortcut", points(&classroom_at)),
+        ],
     );
     println!("{}", common::write_plot("berkeley-spread", &svg));
     println!("classroom shortcut: TAPMI's wild clock moved the good clocks by {:.3} s on average (synclab: excluded, 0)", pulled / 1e9);
@@ -256,5 +284,9 @@ fn main() {
     for (i, d) in durations.iter().enumerate() {
         println!("| {} | {d:.1} |", i + 1);
     }
-    println!("\nmedian round {:.1} ms; spread after rounds 1, 2, 5: {}", sorted[sorted.len() / 2], at.iter().map(|(r, s)| format!("{r}: {:.1} µs", s / 1e3)).collect::<Vec<_>>().join(", "));
+    println!(
+        "\nmedian round {:.1} ms; spread after rounds 1, 2, 5: {}",
+        sorted[sorted.len() / 2],
+        at.iter().map(|(r, s)| format!("{r}: {:.1} µs", s / 1e3)).collect::<Vec<_>>().join(", ")
+    );
 }

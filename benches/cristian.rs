@@ -22,15 +22,15 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use synclab::cristian::CristianClient;
-use synclab_core::clock::ClockConfig;
-use synclab_core::cristian::Estimator;
 use synclab::clock::LiveClock;
+use synclab::cristian::CristianClient;
 use synclab::proto::time::GetTimeRequest;
 use synclab::proto::time::GetTimeStringRequest;
 use synclab::proto::time::baseline_time_service_client::BaselineTimeServiceClient;
 use synclab::proto::time::time_service_client::TimeServiceClient;
 use synclab::rpc::Dialer;
+use synclab_core::clock::ClockConfig;
+use synclab_core::cristian::Estimator;
 
 mod common;
 
@@ -94,7 +94,8 @@ fn free_port() -> u16 {
 }
 
 fn pin_self(cpu: usize) {
-    let ok = Command::new("taskset").args(["-a", "-p", "-c", &cpu.to_string(), &std::process::id().to_string()]).stdout(Stdio::null()).status();
+    let ok =
+        Command::new("taskset").args(["-a", "-p", "-c", &cpu.to_string(), &std::process::id().to_string()]).stdout(Stdio::null()).status();
     assert!(ok.is_ok_and(|s| s.success()), "taskset is needed to pin the benchmark");
 }
 
@@ -323,7 +324,10 @@ async fn load(chans: Vec<tonic::transport::Channel>, secs: u64, concurrency: usi
 
 fn main() {
     let o = options();
-    println!("# Cristian benchmark: {} syncs x {} samples, load {} s x {} callers / {} channels", o.syncs, o.samples, o.load_secs, o.concurrency, o.channels);
+    println!(
+        "# Cristian benchmark: {} syncs x {} samples, load {} s x {} callers / {} channels",
+        o.syncs, o.samples, o.load_secs, o.concurrency, o.channels
+    );
     let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     if o.tls {
         return tls_cost(&o);
@@ -362,7 +366,10 @@ fn main() {
     drop(server);
 
     let row = |name: &str, s: &Stats| println!("| {name} | {:.1} | {:.1} | {} |", s.median, s.p99, s.n);
-    for (placement, acc, seed, tcp, rtt) in [("same CPU", &acc_same, &seed_same, &tcp_same, &rtt_same), ("client CPU 1, server CPU 0", &acc_cross, &seed_cross, &tcp_cross, &rtt_cross)] {
+    for (placement, acc, seed, tcp, rtt) in [
+        ("same CPU", &acc_same, &seed_same, &tcp_same, &rtt_same),
+        ("client CPU 1, server CPU 0", &acc_cross, &seed_cross, &tcp_cross, &rtt_cross),
+    ] {
         println!("\n## {placement}\n\n| figure (µs) | median | p99 | n |\n|---|---|---|---|");
         row("synclab \\|true error\\| (NTP θ, min-RTT of 8)", &acc.ntp);
         row("same samples, Cristian's RTT/2 \\|true error\\|", &acc.cristian);
@@ -392,7 +399,9 @@ fn main() {
             ],
         );
     }
-    println!("\n## throughput (client CPU 1, server CPU 0)\n\n| calls/s | latency median (µs) | latency p99 (µs) | calls | server CPU busy | server CPU per call (µs) | client CPU busy |\n|---|---|---|---|---|---|---|");
+    println!(
+        "\n## throughput (client CPU 1, server CPU 0)\n\n| calls/s | latency median (µs) | latency p99 (µs) | calls | server CPU busy | server CPU per call (µs) | client CPU busy |\n|---|---|---|---|---|---|---|"
+    );
     println!(
         "| {:.0} | {:.1} | {:.1} | {} | {:.0}% | {:.1} | {:.0}% |",
         rate,
@@ -410,7 +419,8 @@ fn tls_cost(o: &Options) {
     let dir = std::env::temp_dir().join(format!("synclab-bench-tls-{}", std::process::id()));
     synclab::tls::certs::make(&dir, &["time-server".to_string(), "observer".to_string()], true).unwrap();
     let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
-    let tls = synclab::tls::Tls::from_flags(Some(&dir.join("ca.pem")), Some(&dir.join("observer.pem")), Some(&dir.join("observer.key"))).unwrap();
+    let tls =
+        synclab::tls::Tls::from_flags(Some(&dir.join("ca.pem")), Some(&dir.join("observer.pem")), Some(&dir.join("observer.key"))).unwrap();
     let (plain_server, plain_addr) = start_time_server(0);
     let (ca, cert, key) = (path("ca.pem"), path("time-server.pem"), path("time-server.key"));
     let (tls_server, tls_addr) = start_time_server_with(0, &["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key]);
@@ -428,7 +438,8 @@ fn tls_cost(o: &Options) {
     let mut figures = Vec::new();
     for (_, dialer, addr, server) in &sides {
         let rtt = rt.block_on(grpc_rtt_with(dialer, addr, 10_000));
-        let chans: Vec<_> = rt.block_on(async { (0..o.channels).map(|_| dialer.channel(addr, Duration::from_secs(30)).unwrap()).collect() });
+        let chans: Vec<_> =
+            rt.block_on(async { (0..o.channels).map(|_| dialer.channel(addr, Duration::from_secs(30)).unwrap()).collect() });
         let before = common::cpu_seconds(server.0.id());
         let started = Instant::now();
         let (rate, lat) = rt.block_on(load(chans, o.load_secs, o.concurrency));

@@ -25,12 +25,12 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use synclab_core::election::{Algorithm, NodeId};
-use synclab_harness::cluster::{LocalCluster, agreed};
 use synclab::clock::host_now;
 use synclab::proto::election as pb;
 use synclab::proto::election::election_service_client::ElectionServiceClient;
 use synclab::proto::timestamp_to_nanos;
+use synclab_core::election::{Algorithm, NodeId};
+use synclab_harness::cluster::{LocalCluster, agreed};
 
 mod common;
 
@@ -55,7 +55,11 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options { mode: "all".into(), trials: 25, steady: Duration::from_secs(600), stagger: Duration::ZERO,
+    let mut o = Options {
+        mode: "all".into(),
+        trials: 25,
+        steady: Duration::from_secs(600),
+        stagger: Duration::ZERO,
         algorithms: vec![Algorithm::Bully, Algorithm::Ring],
         sizes: vec![50, 100],
         kills: vec![true, false],
@@ -162,8 +166,11 @@ fn split(died: i64, states: &[pb::NodeState]) -> Option<[f64; 4]> {
 /// Draws each trial's phases as a stacked bar to target/plots/NAME.svg and says where.
 fn plot_split(name: &str, title: &str, samples: &[[f64; 4]]) {
     let labels: Vec<String> = (1..=samples.len()).map(|i| i.to_string()).collect();
-    let parts: Vec<(String, Vec<f64>)> =
-        ["detection", "election", "announcement"].iter().enumerate().map(|(k, part)| (part.to_string(), samples.iter().map(|s| s[k]).collect())).collect();
+    let parts: Vec<(String, Vec<f64>)> = ["detection", "election", "announcement"]
+        .iter()
+        .enumerate()
+        .map(|(k, part)| (part.to_string(), samples.iter().map(|s| s[k]).collect()))
+        .collect();
     let chart = synclab::plot::Chart::new(title, "trial", "ms").size(720, 300);
     println!("  {}", common::write_plot(name, &synclab::plot::stacked_bars(&chart, &labels, &parts)));
 }
@@ -379,12 +386,21 @@ async fn failover(trials: usize, faults: &[Fault], via_api: bool) {
                     // No survivor's last election started after the fault: say what each one reports,
                     // leave the trial out, and count it.
                     incomplete += 1;
-                    let since = |t: &Option<prost_types::Timestamp>| ts(t).map_or("-".to_string(), |t| format!("{:+.1} ms", (t - died) as f64 / 1e6));
+                    let since = |t: &Option<prost_types::Timestamp>| {
+                        ts(t).map_or("-".to_string(), |t| format!("{:+.1} ms", (t - died) as f64 / 1e6))
+                    };
                     for st in &states {
                         let e = st.last_election.clone().unwrap_or_default();
                         println!(
                             "  trial left out: node {} {:?} term {} coordinator {} since {}; last election started {} finished {} ({})",
-                            st.id, st.role(), st.term, st.coordinator, since(&st.coordinator_since), since(&e.started), since(&e.finished), e.reason
+                            st.id,
+                            st.role(),
+                            st.term,
+                            st.coordinator,
+                            since(&st.coordinator_since),
+                            since(&e.started),
+                            since(&e.finished),
+                            e.reason
                         );
                     }
                     tokio::time::sleep(300 * MS).await;
@@ -409,7 +425,10 @@ async fn failover(trials: usize, faults: &[Fault], via_api: bool) {
                 let last = states.iter().filter_map(|s| ts(&s.coordinator_since)).max().unwrap();
                 takeovers.push((last - started) as f64 / 1e6);
             }
-            print_split(&format!("failover, {algorithm}, compose, 5 nodes (docker {} the coordinator, through {via})", fault.name()), &failovers);
+            print_split(
+                &format!("failover, {algorithm}, compose, 5 nodes (docker {} the coordinator, through {via})", fault.name()),
+                &failovers,
+            );
             plot_split(
                 &format!("failover-{algorithm}-{}", fault.name()),
                 &format!("{algorithm}, compose, 5 nodes: docker {} the coordinator, phases per trial", fault.name()),
@@ -457,12 +476,7 @@ async fn cluster_with(algorithm: Algorithm, n: u64, tag: &str, [heartbeat, timeo
 }
 
 fn elections_started(states: &BTreeMap<NodeId, pb::NodeState>) -> u64 {
-    states
-        .values()
-        .flat_map(|s| s.messages.iter())
-        .filter(|m| m.kind == "Election" || m.kind == "RingElection")
-        .map(|m| m.sent)
-        .sum()
+    states.values().flat_map(|s| s.messages.iter()).filter(|m| m.kind == "Election" || m.kind == "RingElection").map(|m| m.sent).sum()
 }
 
 async fn steady(span: Duration) {
@@ -481,7 +495,9 @@ async fn steady(span: Duration) {
         let alive: u64 = after[i].values().flat_map(|s| &s.messages).filter(|m| m.kind == "Alive").map(|m| m.sent).sum::<u64>()
             - before[i].values().flat_map(|s| &s.messages).filter(|m| m.kind == "Alive").map(|m| m.sent).sum::<u64>();
         let failed: u64 = after[i].values().flat_map(|s| &s.messages).filter(|m| m.kind == "Alive").map(|m| m.failed).sum::<u64>();
-        println!("  {name:<5}: election messages {elections}, nodes whose term moved {moved}, Alive sent {alive} (failed since start {failed})");
+        println!(
+            "  {name:<5}: election messages {elections}, nodes whose term moved {moved}, Alive sent {alive} (failed since start {failed})"
+        );
     }
     bully.shutdown().await;
     ring.shutdown().await;
@@ -539,7 +555,8 @@ async fn messages() {
                 ),
                 _ => format!("RingElection n-1 = {} delivered, RingCoordinator n-1 = {} delivered", n - 1, n - 1),
             };
-            let kinds: &[&str] = if algorithm == Algorithm::Ring { &["RingElection", "RingCoordinator"] } else { &["Election", "Ok", "Coordinator"] };
+            let kinds: &[&str] =
+                if algorithm == Algorithm::Ring { &["RingElection", "RingCoordinator"] } else { &["Election", "Ok", "Coordinator"] };
             let measured: Vec<String> = kinds
                 .iter()
                 .map(|k| {
@@ -569,8 +586,8 @@ async fn scale(trials: usize, o: &Options) {
                         node.state_dir = None;
                     }
                 })
-                    .await
-                    .expect("cluster");
+                .await
+                .expect("cluster");
                 if c.wait_for_agreement(&c.ids(), n, Duration::from_secs(60)).await.is_none() {
                     let states = c.states().await;
                     let coordinators: std::collections::BTreeSet<i64> = states.values().map(|s| s.coordinator).collect();
@@ -620,7 +637,8 @@ async fn scale(trials: usize, o: &Options) {
                     c.shutdown().await;
                     continue;
                 }
-                let how = if kill { "kill the coordinator: no goodbye, connections closed" } else { "stop the coordinator: it says goodbye" };
+                let how =
+                    if kill { "kill the coordinator: no goodbye, connections closed" } else { "stop the coordinator: it says goodbye" };
                 let stagger_label = if stagger.is_zero() { String::new() } else { format!(", election stagger {stagger:?}") };
                 let settings = format!("{stagger_label}{}", if disk { "" } else { ", terms in memory" });
                 print_split(&format!("scale, {algorithm}, {n} nodes in one process ({how}{settings})"), &samples);
@@ -629,7 +647,11 @@ async fn scale(trials: usize, o: &Options) {
                 }
                 let verb = if kill { "kill" } else { "stop" };
                 let tag = format!("{}{}", if stagger.is_zero() { "" } else { "-stagger" }, if disk { "" } else { "-memory" });
-                plot_split(&format!("scale-{algorithm}-{n}-{verb}{tag}"), &format!("{algorithm}, {n} nodes in one process: {verb} the coordinator{settings}, phases per trial"), &samples);
+                plot_split(
+                    &format!("scale-{algorithm}-{n}-{verb}{tag}"),
+                    &format!("{algorithm}, {n} nodes in one process: {verb} the coordinator{settings}, phases per trial"),
+                    &samples,
+                );
                 print_paths(&paths);
                 c.shutdown().await;
             }
@@ -645,7 +667,8 @@ fn main() {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let date = Command::new("date").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        let date =
+            Command::new("date").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
         println!("synclab election benchmark, {date}");
         let all = o.mode == "all";
         if all || o.mode == "failover" {

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use clap::Parser;
 use anyhow::Context as _;
+use clap::Parser;
 use synclab::berkeley::slave::Slave;
 use synclab::cli::{ClockArgs, LabArgs, LogArgs, MetricsArgs, TlsArgs, parse_address, parse_duration, parse_name, parse_positive_nanos};
 use synclab::clock::{ClockSet, LiveClock};

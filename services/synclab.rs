@@ -222,7 +222,8 @@ async fn clock(args: ClockReadArgs) -> anyhow::Result<ExitCode> {
         });
         println!("{value}");
     } else {
-        let time = |ts: Option<&prost_types::Timestamp>| timestamp_to_nanos(ts, "time").map(format_rfc3339).unwrap_or_else(|e| e.to_string());
+        let time =
+            |ts: Option<&prost_types::Timestamp>| timestamp_to_nanos(ts, "time").map(format_rfc3339).unwrap_or_else(|e| e.to_string());
         println!("{} at {}", r.clock, args.addr);
         println!("  clock time   {}", time(r.clock_time.as_ref()));
         println!("  true time    {}", time(r.true_time.as_ref()));
@@ -232,4 +233,3 @@ async fn clock(args: ClockReadArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-

@@ -9,8 +9,8 @@ use clap::Parser;
 use synclab::cli::{ClockArgs, LabArgs, LogArgs, MetricsArgs, NtpServerArgs, TlsArgs, parse_nonnegative_nanos};
 use synclab::clock::ClockSet;
 use synclab::clock::LiveClock;
-use synclab::server::{self, Stop};
 use synclab::ntp::NtpServer;
+use synclab::server::{self, Stop};
 use synclab::{cristian, telemetry};
 use synclab_core::duration::format_nanos;
 
@@ -80,7 +80,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 burst: args.ntp.ntp_burst,
                 ..Default::default()
             };
-            let ntp = NtpServer::bind(addr, clock.clone(), config).await.with_context(|| format!("cannot serve NTP on '{addr}' (--ntp-listen)"))?;
+            let ntp = NtpServer::bind(addr, clock.clone(), config)
+                .await
+                .with_context(|| format!("cannot serve NTP on '{addr}' (--ntp-listen)"))?;
             tracing::info!(addr = %ntp.local_addr()?, "answering NTP");
             Some(tokio::spawn(ntp.serve(stop.clone())))
         }

@@ -18,14 +18,14 @@
 pub mod berkeley;
 pub mod cli;
 pub mod clock;
-pub mod dashboard;
 pub mod cristian;
+pub mod dashboard;
 pub mod election;
 pub mod lab;
 mod lock;
 pub mod net;
-pub mod observe;
 pub mod ntp;
+pub mod observe;
 pub mod plot;
 pub mod proto;
 pub mod random;

@@ -27,7 +27,10 @@ impl Series {
 pub enum Scale {
     Linear,
     /// Logarithmic between these bounds (values are clamped into them; zero and below show at the low end).
-    Log { min: f64, max: f64 },
+    Log {
+        min: f64,
+        max: f64,
+    },
 }
 
 /// A chart's size and captions.
@@ -87,7 +90,13 @@ pub fn css_color(i: usize) -> String {
 fn x_range(series: &[Series]) -> (f64, f64) {
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0).chain(s.band.iter().map(|b| b.0)));
     let (lo, hi) = xs.filter(|x| x.is_finite()).fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
-    if lo > hi { (0.0, 1.0) } else if lo == hi { (lo - 0.5, hi + 0.5) } else { (lo, hi) }
+    if lo > hi {
+        (0.0, 1.0)
+    } else if lo == hi {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        (lo, hi)
+    }
 }
 
 fn y_range(series: &[Series]) -> (f64, f64) {
@@ -257,7 +266,10 @@ mod tests {
             points: vec![(0.0, 3.2), (5.0, 2e-4), (10.0, 1e-5)],
             band: vec![(0.0, 3.1, 3.3), (5.0, 1e-4, 3e-4), (10.0, 5e-6, 2e-5)],
         };
-        let svg = lines(&Chart::new("offsets", "s", "|offset| (s)").log(1e-7, 1e3), &[line, Series::new("laptop", vec![(0.0, f64::NAN), (1.0, 0.0)])]);
+        let svg = lines(
+            &Chart::new("offsets", "s", "|offset| (s)").log(1e-7, 1e3),
+            &[line, Series::new("laptop", vec![(0.0, f64::NAN), (1.0, 0.0)])],
+        );
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
         assert!(svg.contains("mobile") && svg.contains("laptop") && svg.contains("offsets"));
         assert!(svg.contains("<polyline") || svg.contains("<path"), "no line drawn");

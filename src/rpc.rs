@@ -16,8 +16,8 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::net::{ClientIo, ClientStamps, MaybeTls, StampedStream, TimedTcp};
 use crate::proto::clock::clock_client::ClockClient;
-use crate::tls::Tls;
 use crate::proto::clock::{ReadRequest, ReadResponse};
+use crate::tls::Tls;
 
 /// Why a call to a synclab server failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +108,12 @@ impl Dialer {
 
     /// Connects to `uri` for a client that stamps its messages at the socket: TCP, then TLS if this
     /// dialer has it, the stamping layer above.
-    pub(crate) async fn connect_stamped(&self, uri: &Uri, timeout: Duration, stamps: Arc<ClientStamps>) -> io::Result<StampedStream<ClientStamps, ClientIo>> {
+    pub(crate) async fn connect_stamped(
+        &self,
+        uri: &Uri,
+        timeout: Duration,
+        stamps: Arc<ClientStamps>,
+    ) -> io::Result<StampedStream<ClientStamps, ClientIo>> {
         let tcp = TimedTcp::<ClientStamps>::new(connect_tcp(uri, timeout).await?);
         let io = match &self.tls {
             None => MaybeTls::Plain(tcp),
@@ -145,8 +150,8 @@ async fn tls_handshake<IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
 }
 
 pub(crate) fn endpoint(addr: &str, timeout: Duration) -> Result<Endpoint, RpcError> {
-    let endpoint = Endpoint::from_shared(server_url(addr))
-        .map_err(|e| RpcError::BadAddress { addr: addr.to_string(), reason: e.to_string() })?;
+    let endpoint =
+        Endpoint::from_shared(server_url(addr)).map_err(|e| RpcError::BadAddress { addr: addr.to_string(), reason: e.to_string() })?;
     if endpoint.uri().host().is_none_or(str::is_empty) || endpoint.uri().port_u16().is_none() {
         return Err(RpcError::BadAddress { addr: addr.to_string(), reason: "a host and a port are needed".into() });
     }

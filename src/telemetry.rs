@@ -24,8 +24,8 @@ pub enum TelemetryError {
 
 /// Sets up logging for the process, once.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
-    let env_filter = EnvFilter::try_new(filter)
-        .map_err(|e| TelemetryError::BadFilter { filter: filter.to_string(), reason: e.to_string() })?;
+    let env_filter =
+        EnvFilter::try_new(filter).map_err(|e| TelemetryError::BadFilter { filter: filter.to_string(), reason: e.to_string() })?;
     let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

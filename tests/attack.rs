@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use synclab_harness::attack::{self, CallError, Conn, Empty, MemWatch, Process, Prober, code, path};
+use synclab_harness::attack::{self, CallError, Conn, Empty, MemWatch, Prober, Process, code, path};
 
 const TIME_SERVER: &str = env!("CARGO_BIN_EXE_time-server");
 const ELECTION_NODE: &str = env!("CARGO_BIN_EXE_election-node");
@@ -197,10 +197,9 @@ async fn unfinished_bodies_on_many_connections_stay_under_a_ceiling() {
 async fn oversized_messages_are_refused_before_decoding() {
     let node = election_node("oversized").await;
     let master = berkeley_master(&[]).await;
-    for (target, kind, probe_path) in [
-        (&node, attack::Oversized::RingElection, path::GET_STATE),
-        (&master, attack::Oversized::Register, path::STATUS),
-    ] {
+    for (target, kind, probe_path) in
+        [(&node, attack::Oversized::RingElection, path::GET_STATE), (&master, attack::Oversized::Register, path::STATUS)]
+    {
         let what = format!("4 MiB {kind:?} at 20/s");
         let prober = probe(&target.addr, probe_path).await;
         let mem = MemWatch::start(target.pid());
@@ -258,7 +257,11 @@ async fn errors_echo_at_most_a_short_prefix_of_the_input() {
         let CallError::Status(status) = &err else { panic!("{err}") };
         assert_eq!(status.code, expected, "{status:?}");
         let echoed = longest_run(&status.message);
-        assert!(status.message.len() <= 300 && echoed <= 64, "the error echoes {echoed} characters of the input: {} bytes", status.message.len());
+        assert!(
+            status.message.len() <= 300 && echoed <= 64,
+            "the error echoes {echoed} characters of the input: {} bytes",
+            status.message.len()
+        );
     }
     // An unknown clock's name, 10 KB of it, on every process's Clock/Read.
     let err = conn.call_raw(path::CLOCK_READ, attack::encode(&ReadRequest { clock: long.clone() }), STEP).await.unwrap_err();
@@ -346,7 +349,10 @@ async fn a_plausible_forged_heartbeat_costs_one_election_and_no_split() {
             .unwrap();
         assert_eq!(reply.term, forged_term, "{algorithm}: the forged term was taken (this is what mutual TLS would prevent)");
         let after = settled(&cluster).await;
-        assert!(after.is_some_and(|t| t > forged_term), "{algorithm}: no agreement on node 5 above term {forged_term} within 1 s: {after:?}");
+        assert!(
+            after.is_some_and(|t| t > forged_term),
+            "{algorithm}: no agreement on node 5 above term {forged_term} within 1 s: {after:?}"
+        );
         cluster.shutdown().await;
     }
 }
@@ -434,7 +440,8 @@ async fn mass_registration_is_capped_and_names_stay_with_their_holder() {
     eprintln!("2,000 names: {} in {:?}", flood.tally, flood.elapsed);
     assert_eq!(flood.tally.count("OK"), 64, "the group is capped at --max-members (64): {}", flood.tally);
     assert_eq!(flood.tally.count("RESOURCE_EXHAUSTED"), 2_000 - 64, "{}", flood.tally);
-    let addresses: Vec<_> = (0..50).map(|i| attack::register_request(&format!("far-{i}"), &format!("{}:9", "a".repeat(60_000)), &[1; 32])).collect();
+    let addresses: Vec<_> =
+        (0..50).map(|i| attack::register_request(&format!("far-{i}"), &format!("{}:9", "a".repeat(60_000)), &[1; 32])).collect();
     let flood = attack::flood(&master.addr, path::REGISTER, &addresses, 50, 8, STEP).await.unwrap();
     assert_eq!(flood.tally.count("RESOURCE_EXHAUSTED"), 50, "60 KB addresses: {}", flood.tally);
     assert_quick(prober, "2,000 registrations").await;
@@ -642,4 +649,3 @@ async fn sigterm_stops_a_master_mid_round_with_a_stalled_member() {
     let exited = exited.expect("the master did not exit within 5 s of SIGTERM");
     assert!(exited < Duration::from_secs(1), "the master took {exited:?} to exit after SIGTERM");
 }
-

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use synclab::berkeley::master::{Master, MasterConfig};
 use synclab::berkeley::slave::Slave;
 use synclab::clock::LiveClock;
-use synclab::rpc::Dialer;
 use synclab::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
 use synclab::proto::berkeley::berkeley_slave_client::BerkeleySlaveClient;
 use synclab::proto::berkeley::{AdjustRequest, RegisterRequest, StatusRequest, WatchRoundsRequest};
+use synclab::rpc::Dialer;
 use synclab::server::{Stop, StopHandle};
 use synclab_core::clock::ClockConfig;
 use tonic::Code;
@@ -66,7 +66,15 @@ async fn start_slave(name: &'static str, offset: i64, drift_ppm: f64) -> TestSla
 }
 
 fn config(interval: Duration) -> MasterConfig {
-    MasterConfig { interval, tolerance_nanos: SEC as f64, samples: 4, timeout: Duration::from_millis(300), max_missed: 2, max_members: 8, dialer: Dialer::plaintext() }
+    MasterConfig {
+        interval,
+        tolerance_nanos: SEC as f64,
+        samples: 4,
+        timeout: Duration::from_millis(300),
+        max_missed: 2,
+        max_members: 8,
+        dialer: Dialer::plaintext(),
+    }
 }
 
 async fn start_master(interval: Duration, addr: &str) -> (Arc<Master>, Serving) {
@@ -134,7 +142,10 @@ async fn four_lines_converge_and_the_wild_clock_is_left_out_of_the_average() {
     tokio::time::sleep(Duration::from_millis(50)).await; // the last round's slews done
     let mut offsets = Vec::new();
     for addr in &addrs {
-        offsets.push(synclab::rpc::read_clock(&synclab::rpc::Dialer::plaintext(), addr, "", Duration::from_secs(1)).await.unwrap().true_offset_nanos as f64);
+        offsets.push(
+            synclab::rpc::read_clock(&synclab::rpc::Dialer::plaintext(), addr, "", Duration::from_secs(1)).await.unwrap().true_offset_nanos
+                as f64,
+        );
     }
     let observed = offsets.iter().copied().fold(f64::MIN, f64::max) - offsets.iter().copied().fold(f64::MAX, f64::min);
     assert!(observed <= allowed_spread(&round), "Clock/Read shows offsets {offsets:?} after {round:?}");
@@ -209,7 +220,8 @@ async fn bad_registrations_are_refused_without_harm() {
     let (master, server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
     let mut client = BerkeleyMasterClient::new(synclab::rpc::channel(&server.addr.to_string(), Duration::from_secs(1)).unwrap());
     let claim = vec![7u8; 32];
-    let register = |name: &str, address: &str, claim: &[u8]| RegisterRequest { name: name.into(), address: address.into(), claim: claim.to_vec() };
+    let register =
+        |name: &str, address: &str, claim: &[u8]| RegisterRequest { name: name.into(), address: address.into(), claim: claim.to_vec() };
     let long = "x".repeat(10_000);
     let cases = [
         register("", "127.0.0.1:1", &claim),
@@ -222,7 +234,12 @@ async fn bad_registrations_are_refused_without_harm() {
         register("KMC", "127.0.0.1:1", &[]),
     ];
     for request in cases {
-        let what = format!("{:?} {:?} {} bytes of claim", synclab::server::excerpt(&request.name, 10), synclab::server::excerpt(&request.address, 20), request.claim.len());
+        let what = format!(
+            "{:?} {:?} {} bytes of claim",
+            synclab::server::excerpt(&request.name, 10),
+            synclab::server::excerpt(&request.address, 20),
+            request.claim.len()
+        );
         let status = client.register(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
         assert!(status.message().len() < 300, "{what}: the error echoes the input: {} bytes", status.message().len());
@@ -301,7 +318,8 @@ async fn a_member_that_refuses_its_adjustments_is_dropped_and_the_group_stays_bo
         client.register(request).await.unwrap();
     }
     // The group is full (max_members = 8 here): a ninth name is refused.
-    let status = client.register(RegisterRequest { name: "NINTH".into(), address: time_server.url(), claim: vec![9; 32] }).await.unwrap_err();
+    let status =
+        client.register(RegisterRequest { name: "NINTH".into(), address: time_server.url(), claim: vec![9; 32] }).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     for _ in 0..3 {
         let round = master.run_round().await;

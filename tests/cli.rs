@@ -131,7 +131,16 @@ fn the_human_summary_shows_what_a_user_wants_to_see() {
     let out = synclab(&["cristian", "--server", &addr, "--device", "laptop", "--clock-offset", "-300ms", "--samples", "3"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["laptop: synced with time-server", "server time", "round trip", "offset", "error bound   ±", "synced time", "true error", "was -300.000ms"] {
+    for needle in [
+        "laptop: synced with time-server",
+        "server time",
+        "round trip",
+        "offset",
+        "error bound   ±",
+        "synced time",
+        "true error",
+        "was -300.000ms",
+    ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
 }
@@ -297,7 +306,8 @@ fn cpu_time(pid: u32) -> Duration {
 fn an_idle_election_node_does_not_spin() {
     let addr = format!("127.0.0.1:{}", free_port());
     let peers = format!("1={addr},2=127.0.0.1:{}", free_port());
-    let child = Command::new(ELECTION_NODE).args(["--id", "1", "--listen", &addr, "--peers", &peers]).stderr(Stdio::null()).spawn().unwrap();
+    let child =
+        Command::new(ELECTION_NODE).args(["--id", "1", "--listen", &addr, "--peers", &peers]).stderr(Stdio::null()).spawn().unwrap();
     let running = Running(child);
     wait_healthy(&addr);
     let before = cpu_time(running.0.id());

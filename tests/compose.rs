@@ -164,7 +164,8 @@ fn cristian_scenario_in_compose() {
     assert!(described.contains("rpc GetTime") && described.contains("Reads the server's clock"), "{described}");
 
     // A GetTime call and a health check, as a user types them.
-    let answer: serde_json::Value = serde_json::from_str(&grpcurl(time_port, Some("{}"), &["synclab.time.v1.TimeService/GetTime"])).unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_str(&grpcurl(time_port, Some("{}"), &["synclab.time.v1.TimeService/GetTime"])).unwrap();
     assert!(answer["receiveTime"].is_string() && answer["transmitTime"].is_string(), "{answer}");
     assert_eq!(answer["serverName"], "time-server");
     let health: serde_json::Value = serde_json::from_str(&grpcurl(time_port, None, &["grpc.health.v1.Health/Check"])).unwrap();
@@ -195,7 +196,8 @@ fn number(v: &serde_json::Value) -> f64 {
 
 /// The master's last round, once it has one.
 fn last_round(master_port: u16) -> Option<serde_json::Value> {
-    let status: serde_json::Value = serde_json::from_str(&grpcurl(master_port, None, &["synclab.berkeley.v1.BerkeleyMaster/Status"])).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&grpcurl(master_port, None, &["synclab.berkeley.v1.BerkeleyMaster/Status"])).unwrap();
     status.get("lastRound").cloned()
 }
 
@@ -261,7 +263,10 @@ fn berkeley_scenario_in_compose() {
     ok(project.compose().args(["kill", "mit"]));
     let round = wait_round(master, "MIT is skipped", |r| member(r, "MIT").is_some_and(|m| m["answered"] != true));
     let skipped_at = number(&round["number"]);
-    wait_round(master, "rounds go on", |r| number(&r["number"]) >= skipped_at + 2.0 && ["KMC", "TAPMI", "SOLS"].iter().all(|n| member(r, n).is_some_and(|m| m["answered"] == true)));
+    wait_round(master, "rounds go on", |r| {
+        number(&r["number"]) >= skipped_at + 2.0
+            && ["KMC", "TAPMI", "SOLS"].iter().all(|n| member(r, n).is_some_and(|m| m["answered"] == true))
+    });
 
     // It comes back with its clock 300 ms off again, registers, and is brought back in.
     ok(project.compose().args(["start", "mit"]));
@@ -283,8 +288,13 @@ struct ElectionProbe {
 
 impl ElectionProbe {
     fn state(&mut self, node: usize) -> serde_json::Value {
-        let state: serde_json::Value =
-            serde_json::from_str(&grpcurl_as(self.certs.as_deref(), self.ports[node - 1], None, &["synclab.election.v1.ElectionService/GetState"])).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&grpcurl_as(
+            self.certs.as_deref(),
+            self.ports[node - 1],
+            None,
+            &["synclab.election.v1.ElectionService/GetState"],
+        ))
+        .unwrap();
         let term = number(&state["term"]);
         assert!(term >= self.last_term[node - 1], "node {node}'s term went back to {term}: {state}");
         self.last_term[node - 1] = term;
@@ -444,18 +454,39 @@ fn the_lab_runs_with_mutual_tls() {
     let (project, ports) = Project::new("tls", &names, &[("SYNCLAB_TLS", "1"), ("SYNCLAB_BERKELEY_INTERVAL", "1s")]);
     let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
     ok(project.compose().args(["up", "-d"]));
-    project.wait_healthy(&["time-server", "mobile", "laptop", "berkeley-master", "kmc", "mit", "tapmi", "sols", "node-1", "node-2", "node-3", "node-4", "node-5"]);
+    project.wait_healthy(&[
+        "time-server",
+        "mobile",
+        "laptop",
+        "berkeley-master",
+        "kmc",
+        "mit",
+        "tapmi",
+        "sols",
+        "node-1",
+        "node-2",
+        "node-3",
+        "node-4",
+        "node-5",
+    ]);
     let port = |name: &str| ports[names.iter().position(|n| *n == name).unwrap()];
 
     // Plaintext is refused; the observer reads.
-    let out = run(Command::new("grpcurl").args(["-plaintext", "-max-time", "3", &format!("127.0.0.1:{}", port("SYNCLAB_TIME_SERVER_PORT")), "list"]));
+    let out = run(Command::new("grpcurl").args([
+        "-plaintext",
+        "-max-time",
+        "3",
+        &format!("127.0.0.1:{}", port("SYNCLAB_TIME_SERVER_PORT")),
+        "list",
+    ]));
     assert!(!out.status.success(), "plaintext was answered over TLS");
     let list = grpcurl_as(Some(&certs), port("SYNCLAB_TIME_SERVER_PORT"), None, &["list"]);
     assert!(list.lines().any(|l| l == "synclab.time.v1.TimeService"), "{list}");
 
     // Cristian: both devices synced (health SERVING means a first sync succeeded).
     for name in ["SYNCLAB_MOBILE_PORT", "SYNCLAB_LAPTOP_PORT"] {
-        let reading: serde_json::Value = serde_json::from_str(&grpcurl_as(Some(&certs), port(name), Some("{}"), &["synclab.clock.v1.Clock/Read"])).unwrap();
+        let reading: serde_json::Value =
+            serde_json::from_str(&grpcurl_as(Some(&certs), port(name), Some("{}"), &["synclab.clock.v1.Clock/Read"])).unwrap();
         let offset = number(&reading["trueOffsetNanos"]);
         assert!(offset.abs() < 5e6, "{name}: {reading}");
     }
@@ -490,7 +521,8 @@ fn the_lab_runs_with_mutual_tls() {
 
     // Elections: agreed on node 5, and after `docker kill` on node 4.
     let node_ports: Vec<u16> = (1..=5).map(|i| port(&format!("SYNCLAB_NODE_{i}_PORT"))).collect();
-    let mut probe = ElectionProbe { certs: Some(certs.clone()), ports: node_ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
+    let mut probe =
+        ElectionProbe { certs: Some(certs.clone()), ports: node_ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
     let t5 = probe.agree(&[1, 2, 3, 4, 5], 5);
     // The dashboard follows the services with its own identity.
     let dashboard = port("SYNCLAB_DASHBOARD_PORT");
@@ -621,7 +653,9 @@ fn http_get(port: u16, path: &str) -> Option<String> {
         }
         let text = String::from_utf8_lossy(&answer);
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
+            let length = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
             if length.is_some_and(|n| body.len() >= n) {
                 break;
             }
@@ -675,7 +709,10 @@ fn prometheus_scrapes_every_service_and_sees_one_coordinator_and_synced_clocks()
         // The time server is exact; each device's true offset is within its last sync's error bound,
         // grown by 100 ppm over the 6 s since (the devices drift at 45 and -30 ppm).
         ("abs(synclab_clock_offset_seconds{job=\"time-server\"})", Box::new(|v| v.is_some_and(|v| v < 1e-6))),
-        ("count(abs(synclab_clock_offset_seconds{job=~\"mobile|laptop\"}) <= on(clock) (synclab_sync_error_bound_seconds + 0.0006))", Box::new(|v| v == Some(2.0))),
+        (
+            "count(abs(synclab_clock_offset_seconds{job=~\"mobile|laptop\"}) <= on(clock) (synclab_sync_error_bound_seconds + 0.0006))",
+            Box::new(|v| v == Some(2.0)),
+        ),
         ("sum(synclab_syncs_total{outcome=\"ok\"})", Box::new(|v| v.is_some_and(|v| v >= 2.0))),
         // Berkeley: four members, TAPMI left out at first, every clock within 5 ms of the others.
         ("synclab_berkeley_members", Box::new(|v| v == Some(4.0))),
@@ -751,7 +788,8 @@ impl Browser {
         let deadline = Instant::now() + Duration::from_secs(20);
         let ws = loop {
             let targets: serde_json::Value = http_get(port, "/json/list").and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default();
-            let page = targets.as_array().and_then(|t| t.iter().find(|t| t["type"] == "page")).and_then(|t| t["webSocketDebuggerUrl"].as_str());
+            let page =
+                targets.as_array().and_then(|t| t.iter().find(|t| t["type"] == "page")).and_then(|t| t["webSocketDebuggerUrl"].as_str());
             if let Some(url) = page {
                 break url.to_string();
             }
@@ -790,7 +828,8 @@ fn the_dashboard_shows_the_lab_live_in_a_browser_and_a_new_coordinator_within_2_
     if !tools_available() {
         return;
     }
-    if !require(Command::new("chromium").arg("--version").output().is_ok_and(|o| o.status.success()), "chromium (apt-get install chromium)") {
+    if !require(Command::new("chromium").arg("--version").output().is_ok_and(|o| o.status.success()), "chromium (apt-get install chromium)")
+    {
         return;
     }
     let (project, ports) = whole_stack("dashboard", &["SYNCLAB_DASHBOARD_PORT"]);
@@ -811,13 +850,33 @@ fn the_dashboard_shows_the_lab_live_in_a_browser_and_a_new_coordinator_within_2_
         }
     };
     wait(&mut browser, "live updates", "document.getElementById('live').textContent === 'live'", Duration::from_secs(20));
-    wait(&mut browser, "node 5 as coordinator", "document.body.dataset.coordinator === '5' && document.querySelectorAll('#nodes .node').length === 5", Duration::from_secs(30));
-    wait(&mut browser, "every clock read", "!document.getElementById('clock-table').innerText.includes('unreachable') && document.querySelectorAll('#clocks svg').length === 1", Duration::from_secs(30));
-    wait(&mut browser, "a Berkeley round and TAPMI's exclusion", "!!document.querySelector('#round [data-round]') && document.getElementById('round').innerText.includes('TAPMI')", Duration::from_secs(30));
+    wait(
+        &mut browser,
+        "node 5 as coordinator",
+        "document.body.dataset.coordinator === '5' && document.querySelectorAll('#nodes .node').length === 5",
+        Duration::from_secs(30),
+    );
+    wait(
+        &mut browser,
+        "every clock read",
+        "!document.getElementById('clock-table').innerText.includes('unreachable') && document.querySelectorAll('#clocks svg').length === 1",
+        Duration::from_secs(30),
+    );
+    wait(
+        &mut browser,
+        "a Berkeley round and TAPMI's exclusion",
+        "!!document.querySelector('#round [data-round]') && document.getElementById('round').innerText.includes('TAPMI')",
+        Duration::from_secs(30),
+    );
     // TAPMI's first rounds may have passed before the page connected: restart its container, which
     // brings its clock back five minutes out, and the page must show the master leaving it out.
     ok(project.compose().args(["restart", "tapmi"]));
-    wait(&mut browser, "TAPMI left out of the average", "/TAPMI in rounds/.test(document.getElementById('exclusions').innerText)", Duration::from_secs(30));
+    wait(
+        &mut browser,
+        "TAPMI left out of the average",
+        "/TAPMI in rounds/.test(document.getElementById('exclusions').innerText)",
+        Duration::from_secs(30),
+    );
     wait(&mut browser, "a sync of the phone or the laptop", "!!document.querySelector('#syncs table')", Duration::from_secs(30));
 
     // The coordinator's container is killed: the page shows node 4 within 2 s, without a reload.
@@ -826,11 +885,17 @@ fn the_dashboard_shows_the_lab_live_in_a_browser_and_a_new_coordinator_within_2_
     let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
     ok(Command::new("docker").args(["kill", &container]));
     wait(&mut browser, "node 4 as coordinator", "document.body.dataset.coordinator === '4'", Duration::from_secs(10));
-    let arrived = browser.eval("Number([...document.querySelectorAll('#seen li')].filter(li => li.dataset.coordinator === '4').pop().dataset.at)");
+    let arrived =
+        browser.eval("Number([...document.querySelectorAll('#seen li')].filter(li => li.dataset.coordinator === '4').pop().dataset.at)");
     let after_ms = arrived.as_f64().unwrap() - killed_at;
     assert!(after_ms < 2000.0, "the new coordinator reached the page {after_ms:.0} ms after the kill");
     assert_eq!(browser.eval("document.querySelectorAll('#seen li').length >= 2"), serde_json::Value::Bool(true), "the page was reloaded");
-    wait(&mut browser, "node 5 unreachable and a failover row", "!!document.querySelector('#nodes [data-role=unreachable]') && !!document.querySelector('#failovers table')", Duration::from_secs(10));
+    wait(
+        &mut browser,
+        "node 5 unreachable and a failover row",
+        "!!document.querySelector('#nodes [data-role=unreachable]') && !!document.querySelector('#failovers table')",
+        Duration::from_secs(10),
+    );
     eprintln!("new coordinator on the page {after_ms:.0} ms after docker kill");
     eprintln!("{}", browser.eval("document.getElementById('failovers').innerText"));
 

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use common::{TestServer, clock, free_port};
 use synclab::cristian::{CristianClient, SyncError};
-use synclab::rpc::{RpcError, check_health, read_clock};
-use synclab_core::clock::AdjustmentKind;
-use synclab_core::cristian::{CristianError, Estimator};
 use synclab::proto::time::time_service_client::TimeServiceClient;
 use synclab::proto::time::time_service_server::{TimeService, TimeServiceServer};
 use synclab::proto::time::{GetTimeRequest, GetTimeResponse};
 use synclab::proto::{TimestampError, nanos_to_timestamp};
+use synclab::rpc::{RpcError, check_health, read_clock};
+use synclab_core::clock::AdjustmentKind;
+use synclab_core::cristian::{CristianError, Estimator};
 use tonic::{Code, Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -85,34 +85,45 @@ async fn the_server_serves_ground_truth_health_and_both_reflection_versions() {
     assert!(matches!(err, RpcError::Rpc { code: Code::NotFound, .. }), "{err}");
 
     for service in ["", "synclab.time.v1.TimeService", "synclab.clock.v1.Clock"] {
-        assert_eq!(check_health(&synclab::rpc::Dialer::plaintext(), &server.url(), service, timeout).await.unwrap(), ServingStatus::Serving, "{service}");
+        assert_eq!(
+            check_health(&synclab::rpc::Dialer::plaintext(), &server.url(), service, timeout).await.unwrap(),
+            ServingStatus::Serving,
+            "{service}"
+        );
     }
 
     let channel = synclab::rpc::channel(&server.url(), timeout).unwrap();
     let want = ["grpc.health.v1.Health", "synclab.clock.v1.Clock", "synclab.time.v1.TimeService"];
     {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
         let mut client = ServerReflectionClient::new(channel.clone());
         let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
         let mut answers = client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
-        let Some(MessageResponse::ListServicesResponse(list)) = answers.message().await.unwrap().unwrap().message_response else { panic!("v1: no list") };
+        let Some(MessageResponse::ListServicesResponse(list)) = answers.message().await.unwrap().unwrap().message_response else {
+            panic!("v1: no list")
+        };
         let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
         for w in want {
             assert!(names.iter().any(|n| n == w), "v1 lacks {w}: {names:?}");
         }
     }
     {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         let mut client = ServerReflectionClient::new(channel);
-        let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol("synclab.time.v1.TimeService".into())) };
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol("synclab.time.v1.TimeService".into())),
+        };
         let mut answers = client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
-        let Some(MessageResponse::FileDescriptorResponse(files)) = answers.message().await.unwrap().unwrap().message_response else { panic!("v1alpha: no file") };
+        let Some(MessageResponse::FileDescriptorResponse(files)) = answers.message().await.unwrap().unwrap().message_response else {
+            panic!("v1alpha: no file")
+        };
         assert!(!files.file_descriptor_proto.is_empty());
     }
 }
@@ -165,7 +176,9 @@ impl TimeService for Lie {
 
 #[tokio::test]
 async fn impossible_answers_are_refused_and_leave_the_clock_alone() {
-    for lie in [Lie::BadNanos, Lie::TransmitBeforeReceive, Lie::HeldLongerThanRoundTrip, Lie::NoTransmitTime, Lie::WrongOrigin, Lie::BeforeEpoch] {
+    for lie in
+        [Lie::BadNanos, Lie::TransmitBeforeReceive, Lie::HeldLongerThanRoundTrip, Lie::NoTransmitTime, Lie::WrongOrigin, Lie::BeforeEpoch]
+    {
         let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = synclab::server::Services::new().service(TimeServiceServer::new(lie)).build().await.unwrap();
@@ -176,7 +189,9 @@ async fn impossible_answers_are_refused_and_leave_the_clock_alone() {
         let expected = match lie {
             Lie::BadNanos => matches!(err, SyncError::BadTimestamp { source: TimestampError::BadNanos { .. }, .. }),
             Lie::TransmitBeforeReceive => matches!(err, SyncError::BadExchange { source: CristianError::NegativeProcessing(_), .. }),
-            Lie::HeldLongerThanRoundTrip => matches!(err, SyncError::BadExchange { source: CristianError::ProcessingLongerThanRoundTrip { .. }, .. }),
+            Lie::HeldLongerThanRoundTrip => {
+                matches!(err, SyncError::BadExchange { source: CristianError::ProcessingLongerThanRoundTrip { .. }, .. })
+            }
             Lie::NoTransmitTime => matches!(err, SyncError::BadTimestamp { source: TimestampError::Missing("transmit_time"), .. }),
             Lie::WrongOrigin => matches!(err, SyncError::Mismatch { .. }),
             Lie::BeforeEpoch => matches!(err, SyncError::BadTimestamp { source: TimestampError::OutOfRange { .. }, .. }),

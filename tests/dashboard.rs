@@ -71,7 +71,10 @@ async fn the_page_follows_clocks_and_a_failover_live() {
     // The page: every asset in it, nothing from elsewhere, and its event stream.
     let page = get(addr, "/").await;
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("new EventSource(\"events\")"), "{page}");
-    assert!(!page.contains("src=\"http") && !page.contains("href=\"http") && !page.contains("@import"), "the page loads something from elsewhere");
+    assert!(
+        !page.contains("src=\"http") && !page.contains("href=\"http") && !page.contains("@import"),
+        "the page loads something from elsewhere"
+    );
 
     // Clocks: the time server's offset in the table and a line in the chart; an unreachable clock says so.
     let s = state_until(addr, "the time server's offset", |s| s["parts"]["clock-table"].as_str().unwrap_or("").contains("+2.500 ms")).await;
@@ -91,7 +94,10 @@ async fn the_page_follows_clocks_and_a_failover_live() {
     let s = state_until(addr, "node 2 as coordinator", |s| s["coordinator"] == 2).await;
     assert!(killed.elapsed() < Duration::from_secs(2), "the new coordinator showed after {:?}", killed.elapsed());
     assert!(s["term"].as_u64().unwrap() > first_term);
-    let s = state_until(addr, "node 3 unreachable", |s| s["parts"]["nodes"].as_str().unwrap_or("").contains(r#"data-id="3" data-role="unreachable""#)).await;
+    let s = state_until(addr, "node 3 unreachable", |s| {
+        s["parts"]["nodes"].as_str().unwrap_or("").contains(r#"data-id="3" data-role="unreachable""#)
+    })
+    .await;
     let failovers = s["parts"]["failovers"].as_str().unwrap();
     assert!(failovers.contains("<td>2</td>") && failovers.contains("bully"), "{failovers}");
     assert!(s["parts"]["phases"].as_str().unwrap().contains("detection"));

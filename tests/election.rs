@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use synclab_core::election::{Algorithm, NodeId};
-use synclab_harness::cluster::LocalCluster;
 use synclab::proto::election as pb;
 use synclab::proto::election::election_service_client::ElectionServiceClient;
+use synclab_core::election::{Algorithm, NodeId};
+use synclab_harness::cluster::LocalCluster;
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -172,7 +172,8 @@ async fn bad_messages_get_a_clear_error_and_change_nothing() {
             assert!(status.message().contains(why), "{status:?}");
         }
         if algorithm == Algorithm::Ring {
-            let status = client.ring_election(pb::RingElectionRequest { from: 1, term, initiator: 1, ids: vec![], to: 0 }).await.unwrap_err();
+            let status =
+                client.ring_election(pb::RingElectionRequest { from: 1, term, initiator: 1, ids: vec![], to: 0 }).await.unwrap_err();
             assert!(status.message().contains("no ids"), "{status:?}");
             let status = client.election(pb::ElectionRequest { from: 1, term, to: 0 }).await.unwrap_err();
             assert!(status.message().contains("not a message of the ring"), "{status:?}");

@@ -54,7 +54,10 @@ fn run_valid(scenario: &str, extra: &[&str], faults: &[&str]) -> PathBuf {
     assert_eq!(h[0]["type"], "run");
     assert!(h.iter().any(|e| e["type"] == "election" && e["role"] == "coordinator"), "{scenario}: no coordinator observed");
     for op in faults {
-        assert!(h.iter().any(|e| e["type"] == "fault" && e["op"] == *op && e.get("error").is_none()), "{scenario}: no clean {op} in the history");
+        assert!(
+            h.iter().any(|e| e["type"] == "fault" && e["op"] == *op && e.get("error").is_none()),
+            "{scenario}: no clean {op} in the history"
+        );
     }
     let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(report.contains("<svg") && report.contains(scenario), "{scenario}: the report has no plot");
@@ -148,7 +151,8 @@ fn an_edited_history_is_checked_again_and_fails() {
 #[test]
 fn no_cluster_and_no_scenario_are_unknown_results() {
     let dir = out("nowhere");
-    let (code, text) = lab(&["run", "initial-election", "--project", "synclab-no-such-project", "--no-start", "--out", dir.to_str().unwrap()]);
+    let (code, text) =
+        lab(&["run", "initial-election", "--project", "synclab-no-such-project", "--no-start", "--out", dir.to_str().unwrap()]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("synclab-no-such-project") || text.contains("Docker"), "{text}");
     let (code, text) = lab(&["run", "no-such-scenario", "--local", "--out", dir.to_str().unwrap()]);
@@ -173,7 +177,8 @@ fn pd(d: Duration) -> Option<prost_types::Duration> {
 async fn absurd_link_faults_are_refused_and_a_node_without_lab_serves_none() {
     for lab_on in [true, false] {
         let state = out(&format!("links-{lab_on}"));
-        let cluster = LocalCluster::start_with(Algorithm::Bully, 2, ms(50), ms(200), ms(100), state, move |c| c.lab = lab_on).await.unwrap();
+        let cluster =
+            LocalCluster::start_with(Algorithm::Bully, 2, ms(50), ms(200), ms(100), state, move |c| c.lab = lab_on).await.unwrap();
         let mut client = LabClient::new(synclab::rpc::channel(cluster.address(1), TIMEOUT).unwrap());
         let set = |links: Vec<LinkFault>| SetLinksRequest { links, seed: 1 };
         let fault = |peer: i64| LinkFault { peer, drop: false, delay: None, jitter: None, loss: 0.0 };
@@ -232,7 +237,12 @@ async fn clock_faults_move_the_clock_by_exactly_what_was_asked_and_no_more() {
         let e = r.unwrap_err();
         assert!(matches!(e.code(), Code::InvalidArgument | Code::NotFound), "{what}: {e:?}");
     }
-    let strobe = |period: Duration, length: Duration| StrobeRequest { clock: String::new(), amplitude_nanos: 1_000_000, period: pd(period), duration: pd(length) };
+    let strobe = |period: Duration, length: Duration| StrobeRequest {
+        clock: String::new(),
+        amplitude_nanos: 1_000_000,
+        period: pd(period),
+        duration: pd(length),
+    };
     assert_eq!(lab.strobe(strobe(ms(1), ms(100))).await.unwrap_err().code(), Code::InvalidArgument, "a 1 ms period");
     assert_eq!(lab.strobe(strobe(ms(100), Duration::from_secs(7200))).await.unwrap_err().code(), Code::InvalidArgument, "two hours");
     let e = lab.set_drift(synclab::proto::lab::SetDriftRequest { clock: String::new(), drift_ppm: f64::INFINITY }).await.unwrap_err();

@@ -78,7 +78,11 @@ async fn metrics_report_grpc_calls_by_known_method_and_clocks_read_at_scrape() {
     assert_eq!(code, 200, "{text}");
     assert!(text.contains("content-type: text/plain; version=0.0.4"), "{text}");
     assert_eq!(sample(&text, r#"synclab_grpc_requests_total{method="/synclab.clock.v1.Clock/Read",code="OK"}"#), Some(3.0), "{text}");
-    assert_eq!(sample(&text, r#"synclab_grpc_requests_total{method="/synclab.clock.v1.Clock/Read",code="NOT_FOUND"}"#), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, r#"synclab_grpc_requests_total{method="/synclab.clock.v1.Clock/Read",code="NOT_FOUND"}"#),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(sample(&text, r#"synclab_grpc_requests_total{method="unknown",code="UNIMPLEMENTED"}"#), Some(1.0), "{text}");
     assert!(!text.contains("BerkeleyMaster"), "an unserved method became a label:\n{text}");
     assert!(text.contains(r#"synclab_grpc_request_duration_seconds_bucket{method="/synclab.clock.v1.Clock/Read",le="0.001"}"#), "{text}");
@@ -125,17 +129,21 @@ async fn wrong_paths_methods_and_bodies_are_refused() {
     assert_eq!(code, 405);
     // A body of 100 MB is announced: refused at once, without reading it.
     let started = Instant::now();
-    let (code, _) = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nxxxx", Duration::from_secs(5)).await;
+    let (code, _) =
+        exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\nxxxx", Duration::from_secs(5)).await;
     assert_eq!(code, 413);
     assert!(started.elapsed() < Duration::from_secs(1));
-    let (code, _) = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", Duration::from_secs(5)).await;
+    let (code, _) =
+        exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", Duration::from_secs(5))
+            .await;
     assert_eq!(code, 413);
     // A head of 64 KiB: refused (431) or cut, never read whole.
     let huge = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Junk: {}\r\n\r\n", "j".repeat(64 * 1024));
     let (code, text) = exchange(addr, huge.as_bytes(), Duration::from_secs(5)).await;
     assert!(code == 431 || text.is_empty(), "{code}: {text}");
     // Not HTTP at all.
-    let (code, _) = exchange(addr, &[0x16, 0x03, 0x01, 0x00, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, b'\r', b'\n', b'\r', b'\n'], Duration::from_secs(5)).await;
+    let (code, _) =
+        exchange(addr, &[0x16, 0x03, 0x01, 0x00, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, b'\r', b'\n', b'\r', b'\n'], Duration::from_secs(5)).await;
     assert!(code == 400 || code == 0, "{code}");
     // And the listener still serves.
     let (code, _) = get(addr, "/metrics").await;

@@ -141,9 +141,11 @@ async fn chronyd_q_sees_a_server_one_and_a_half_seconds_ahead() {
     let server = TestNtpServer::start(3 * SEC / 2, ServerConfig::default()).await;
     let dir = ChronyDir::new("q");
     let conf = dir.config(&format!("server 127.0.0.1 port {} iburst maxsamples 4", server.addr.port()));
-    let out = tokio::task::spawn_blocking(move || Command::new("chronyd").args(["-Q", "-u", "root", "-t", "20", "-f"]).arg(conf).stdin(Stdio::null()).output().unwrap())
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("chronyd").args(["-Q", "-u", "root", "-t", "20", "-f"]).arg(conf).stdin(Stdio::null()).output().unwrap()
+    })
+    .await
+    .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let wrong: f64 = text
         .lines()
@@ -277,8 +279,16 @@ async fn bad_datagrams_get_no_answer_or_a_correct_one_and_valid_clients_still_sy
         let silent: Vec<(&str, Vec<u8>)> = vec![
             ("empty", vec![]),
             ("47 bytes", vec![0x23; 47]),
-            ("1 kB", { let mut b = raw(4, 3, 7); b.resize(1024, 0); b }),
-            ("64 kB", { let mut b = raw(4, 3, 7); b.resize(65_000, 0xFF); b }),
+            ("1 kB", {
+                let mut b = raw(4, 3, 7);
+                b.resize(1024, 0);
+                b
+            }),
+            ("64 kB", {
+                let mut b = raw(4, 3, 7);
+                b.resize(65_000, 0xFF);
+                b
+            }),
             ("mode 6 (control)", raw(2, 6, 7)),
             ("mode 7 (private)", raw(2, 7, 7)),
             ("mode 4 (a reply)", raw(4, 4, 7)),
@@ -286,7 +296,11 @@ async fn bad_datagrams_get_no_answer_or_a_correct_one_and_valid_clients_still_sy
             ("version 5", raw(5, 3, 7)),
             ("version 0", raw(0, 3, 7)),
             ("zero transmit timestamp", raw(4, 3, 0)),
-            ("unaligned", { let mut b = raw(4, 3, 7); b.push(0); b }),
+            ("unaligned", {
+                let mut b = raw(4, 3, 7);
+                b.push(0);
+                b
+            }),
         ];
         for (what, bytes) in &silent {
             assert_eq!(ask(&socket, bytes), None, "{what} got an answer");
@@ -304,11 +318,14 @@ async fn bad_datagrams_get_no_answer_or_a_correct_one_and_valid_clients_still_sy
     })
     .await
     .unwrap();
-    for (kind, n) in [("truncated", 2), ("oversized", 2), ("not_client_mode", 4), ("bad_version", 2), ("zero_transmit", 1), ("unaligned", 1)] {
+    for (kind, n) in
+        [("truncated", 2), ("oversized", 2), ("not_client_mode", 4), ("bad_version", 2), ("zero_transmit", 1), ("unaligned", 1)]
+    {
         assert_eq!(stats.dropped(kind), n, "{kind}");
     }
     let device = clock("phone", SEC, 0.0);
-    let report = NtpClient::new(&addr.to_string(), Duration::from_secs(2), NtpMode::Interleaved).sync(&device, 4, Estimator::Ntp).await.unwrap();
+    let report =
+        NtpClient::new(&addr.to_string(), Duration::from_secs(2), NtpMode::Interleaved).sync(&device, 4, Estimator::Ntp).await.unwrap();
     assert!(report.true_error_us.abs() <= report.error_bound_us + 1.0, "{report:?}");
 }
 
@@ -403,7 +420,8 @@ fn udp_sockets_of(pid: u32) -> usize {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
         .collect();
-    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default() + &std::fs::read_to_string("/proc/net/udp6").unwrap_or_default();
+    let table =
+        std::fs::read_to_string("/proc/net/udp").unwrap_or_default() + &std::fs::read_to_string("/proc/net/udp6").unwrap_or_default();
     table.lines().skip(1).filter(|l| l.split_whitespace().nth(9).is_some_and(|i| inodes.iter().any(|x| x == i))).count()
 }
 
@@ -430,7 +448,9 @@ fn the_time_server_answers_ntp_only_when_asked_and_both_protocols_report_alike()
 
     // Without --ntp-listen: no UDP socket.
     let grpc = format!("127.0.0.1:{}", common::free_port());
-    let mut plain = Running(Command::new(TIME_SERVER).args(["--listen", &grpc]).env_remove("SYNCLAB_NTP_LISTEN").stderr(Stdio::piped()).spawn().unwrap());
+    let mut plain = Running(
+        Command::new(TIME_SERVER).args(["--listen", &grpc]).env_remove("SYNCLAB_NTP_LISTEN").stderr(Stdio::piped()).spawn().unwrap(),
+    );
     wait_for_line(&mut plain.0, "time server listening");
     assert_eq!(udp_sockets_of(plain.0.id()), 0);
     drop(plain);
@@ -484,12 +504,26 @@ fn the_time_server_answers_ntp_only_when_asked_and_both_protocols_report_alike()
 fn with_an_interval_the_client_learns_its_frequency_and_holds_over_for_both_protocols() {
     let grpc = format!("127.0.0.1:{}", common::free_port());
     let ntp = format!("127.0.0.1:{}", free_udp_port());
-    let mut server = Running(Command::new(TIME_SERVER).args(["--listen", &grpc, "--ntp-listen", &ntp]).stderr(Stdio::piped()).spawn().unwrap());
+    let mut server =
+        Running(Command::new(TIME_SERVER).args(["--listen", &grpc, "--ntp-listen", &ntp]).stderr(Stdio::piped()).spawn().unwrap());
     wait_for_line(&mut server.0, "answering NTP");
     for (protocol, addr) in [("ntp", &ntp), ("grpc", &grpc)] {
         // 200 ppm slow: 100 µs lost per 500 ms interval without a frequency correction.
         let out = Command::new(SYNCLAB)
-            .args(["cristian", "--protocol", protocol, "--server", addr, "--json", "--interval", "500ms", "--count", "8", "--clock-drift-ppm", "-200"])
+            .args([
+                "cristian",
+                "--protocol",
+                protocol,
+                "--server",
+                addr,
+                "--json",
+                "--interval",
+                "500ms",
+                "--count",
+                "8",
+                "--clock-drift-ppm",
+                "-200",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

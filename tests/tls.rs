@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject;
 use synclab::berkeley::master::{Master, MasterConfig};
 use synclab::berkeley::slave::Slave;
 use synclab::clock::LiveClock;
@@ -24,7 +25,6 @@ use synclab::tls::{Tls, TlsError, TlsFiles};
 use synclab_core::clock::ClockConfig;
 use synclab_core::cristian::Estimator;
 use synclab_core::election::Algorithm;
-use rustls_pki_types::pem::PemObject;
 use synclab_harness::cluster::LocalCluster;
 use tonic::Code;
 
@@ -248,9 +248,17 @@ async fn each_identity_may_do_only_what_the_table_says() {
     let state = std::env::temp_dir().join(format!("synclab-tls-election-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     let heartbeat = Duration::from_millis(50);
-    let cluster = LocalCluster::start_with(Algorithm::Bully, 3, heartbeat, Duration::from_millis(200), Duration::from_millis(100), state, move |node| {
-        node.tls = Some(tls(&certs_dir, &format!("node-{}", node.id)));
-    })
+    let cluster = LocalCluster::start_with(
+        Algorithm::Bully,
+        3,
+        heartbeat,
+        Duration::from_millis(200),
+        Duration::from_millis(100),
+        state,
+        move |node| {
+            node.tls = Some(tls(&certs_dir, &format!("node-{}", node.id)));
+        },
+    )
     .await
     .unwrap();
     assert!(cluster.wait_for_agreement(&[1, 2, 3], 3, Duration::from_secs(10)).await.is_some(), "a TLS group elects");

@@ -233,14 +233,49 @@ mod tests {
         type Case<'a> = (&'a str, &'a [(&'a str, f64)], f64, f64, &'a [&'a str], bool);
         let cases: &[Case] = &[
             ("equal clocks", &[("KMC", 0.0), ("MIT", 0.0), ("TAPMI", 0.0), ("SOLS", 0.0)], SEC, 0.0, &[], true),
-            ("spread within tolerance", &[("KMC", 10.0 * MS), ("MIT", -20.0 * MS), ("TAPMI", 5.0 * MS), ("SOLS", 30.0 * MS)], SEC, 5.0 * MS, &[], true),
-            ("one wild clock", &[("KMC", 1.0 * MS), ("MIT", -2.0 * MS), ("TAPMI", 300.0 * SEC), ("SOLS", 3.0 * MS)], SEC, 0.5 * MS, &["TAPMI"], true),
-            ("a wild clock behind", &[("KMC", 1.0 * MS), ("MIT", -300.0 * SEC), ("TAPMI", 2.0 * MS), ("SOLS", 3.0 * MS)], SEC, 1.5 * MS, &["MIT"], true),
+            (
+                "spread within tolerance",
+                &[("KMC", 10.0 * MS), ("MIT", -20.0 * MS), ("TAPMI", 5.0 * MS), ("SOLS", 30.0 * MS)],
+                SEC,
+                5.0 * MS,
+                &[],
+                true,
+            ),
+            (
+                "one wild clock",
+                &[("KMC", 1.0 * MS), ("MIT", -2.0 * MS), ("TAPMI", 300.0 * SEC), ("SOLS", 3.0 * MS)],
+                SEC,
+                0.5 * MS,
+                &["TAPMI"],
+                true,
+            ),
+            (
+                "a wild clock behind",
+                &[("KMC", 1.0 * MS), ("MIT", -300.0 * SEC), ("TAPMI", 2.0 * MS), ("SOLS", 3.0 * MS)],
+                SEC,
+                1.5 * MS,
+                &["MIT"],
+                true,
+            ),
             // Three clocks near +10 s against the master and one slave near 0: the three win, and the
             // master moves to them with the rest.
-            ("two groups, majority away from the master", &[("KMC", 10.0 * SEC), ("MIT", 10.0 * SEC + 2.0 * MS), ("TAPMI", 10.0 * SEC - 2.0 * MS), ("SOLS", 1.0 * MS)], SEC, 10.0 * SEC, &["SOLS"], false),
+            (
+                "two groups, majority away from the master",
+                &[("KMC", 10.0 * SEC), ("MIT", 10.0 * SEC + 2.0 * MS), ("TAPMI", 10.0 * SEC - 2.0 * MS), ("SOLS", 1.0 * MS)],
+                SEC,
+                10.0 * SEC,
+                &["SOLS"],
+                false,
+            ),
             // Two against two plus the master: the master's group is larger.
-            ("two groups, master's side larger", &[("KMC", 10.0 * SEC), ("MIT", 10.0 * SEC), ("TAPMI", -MS), ("SOLS", 1.0 * MS)], SEC, 0.0, &["KMC", "MIT"], true),
+            (
+                "two groups, master's side larger",
+                &[("KMC", 10.0 * SEC), ("MIT", 10.0 * SEC), ("TAPMI", -MS), ("SOLS", 1.0 * MS)],
+                SEC,
+                0.0,
+                &["KMC", "MIT"],
+                true,
+            ),
             ("a single slave", &[("KMC", 400.0 * MS)], SEC, 200.0 * MS, &[], true),
             ("no slaves", &[], SEC, 0.0, &[], true),
             ("zero tolerance, equal clocks", &[("KMC", 0.0), ("MIT", 0.0)], 0.0, 0.0, &[], true),

@@ -245,10 +245,10 @@ mod tests {
             (0, 0.0, 100, 0.0),
             (2_500_000_000, 0.0, 10, 2_500_000_000.0),
             (-300_000_000, 0.0, 10, -300_000_000.0),
-            (0, 100.0, 10, 1_000_000.0),    // 100 ppm fast: +1 ms after 10 s
-            (0, -50.0, 20, -1_000_000.0),   // 50 ppm slow: -1 ms after 20 s
+            (0, 100.0, 10, 1_000_000.0),  // 100 ppm fast: +1 ms after 10 s
+            (0, -50.0, 20, -1_000_000.0), // 50 ppm slow: -1 ms after 20 s
             (-5 * SEC, 10.0, 1, -5.0 * SEC as f64 + 10_000.0),
-            (0, 0.5, 1, 500.0),             // sub-ppm drift is kept exactly
+            (0, 0.5, 1, 500.0), // sub-ppm drift is kept exactly
         ];
         for &(offset, drift, secs, want) in cases {
             let c = clock(offset, drift);
@@ -279,7 +279,8 @@ mod tests {
 
     #[test]
     fn negative_slews_never_run_the_clock_backwards() {
-        let cfg = ClockConfig { drift_ppm: -MAX_DRIFT_PPM, max_slew_ppm: MAX_SLEW_PPM, step_threshold_nanos: i64::MAX, ..ClockConfig::default() };
+        let cfg =
+            ClockConfig { drift_ppm: -MAX_DRIFT_PPM, max_slew_ppm: MAX_SLEW_PPM, step_threshold_nanos: i64::MAX, ..ClockConfig::default() };
         let mut c = VirtualClock::new(cfg, T0).unwrap();
         c.set_frequency_correction(T0, -MAX_DRIFT_PPM).unwrap();
         c.adjust(T0, -SEC).unwrap();

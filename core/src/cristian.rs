@@ -271,7 +271,12 @@ mod tests {
 
     #[test]
     fn keeps_the_minimum_round_trip_sample() {
-        let samples = [exchange(0, 500_000, 0, 20_000), exchange(0, 12_000, 1_000, 12_000), exchange(0, 30_000, 0, 30_000), exchange(0, 12_000, 1_000, 12_000)];
+        let samples = [
+            exchange(0, 500_000, 0, 20_000),
+            exchange(0, 12_000, 1_000, 12_000),
+            exchange(0, 30_000, 0, 30_000),
+            exchange(0, 12_000, 1_000, 12_000),
+        ];
         let est = estimate(&samples, Estimator::Ntp, 0).unwrap();
         assert_eq!(est.round_trip_nanos, 25_000);
         assert_eq!(est.delay_nanos, 24_000);
@@ -291,10 +296,7 @@ mod tests {
     fn refuses_impossible_timestamps() {
         assert_eq!(Exchange::new(T, T, T, T - 1), Err(CristianError::NegativeRoundTrip(-1)));
         assert_eq!(Exchange::new(T, T, T - 5, T + 10), Err(CristianError::NegativeProcessing(-5)));
-        assert_eq!(
-            Exchange::new(T, T, T + 20, T + 10),
-            Err(CristianError::ProcessingLongerThanRoundTrip { processing: 20, rtt: 10 })
-        );
+        assert_eq!(Exchange::new(T, T, T + 20, T + 10), Err(CristianError::ProcessingLongerThanRoundTrip { processing: 20, rtt: 10 }));
         assert!(Exchange::new(i64::MIN, 0, 0, i64::MAX).is_err());
         assert!(Exchange::new(0, i64::MIN, i64::MAX, 0).is_err());
         assert_eq!(estimate(&[], Estimator::Ntp, 0), Err(CristianError::NoSamples));

@@ -28,15 +28,7 @@ pub enum DurationError {
     NotPositive(String),
 }
 
-const UNITS: &[(&str, f64)] = &[
-    ("ns", 1.0),
-    ("us", 1e3),
-    ("µs", 1e3),
-    ("ms", 1e6),
-    ("s", 1e9),
-    ("m", 60e9),
-    ("h", 3600e9),
-];
+const UNITS: &[(&str, f64)] = &[("ns", 1.0), ("us", 1e3), ("µs", 1e3), ("ms", 1e6), ("s", 1e9), ("m", 60e9), ("h", 3600e9)];
 
 /// Parses a signed duration into nanoseconds.
 ///
@@ -56,22 +48,14 @@ pub fn parse_signed_nanos(text: &str) -> Result<i64, DurationError> {
         .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || ((c == '+' || c == '-') && i == 0)))
         .map_or(s.len(), |(i, _)| i);
     let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .ok()
-        .filter(|v: &f64| v.is_finite())
-        .ok_or_else(|| DurationError::BadNumber(number.to_string()))?;
+    let value: f64 = number.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| DurationError::BadNumber(number.to_string()))?;
     let scale = if unit.is_empty() {
         if value == 0.0 {
             return Ok(0);
         }
         return Err(DurationError::MissingUnit(s.to_string()));
     } else {
-        UNITS
-            .iter()
-            .find(|(name, _)| *name == unit)
-            .map(|&(_, scale)| scale)
-            .ok_or_else(|| DurationError::BadUnit(unit.to_string()))?
+        UNITS.iter().find(|(name, _)| *name == unit).map(|&(_, scale)| scale).ok_or_else(|| DurationError::BadUnit(unit.to_string()))?
     };
     let nanos = (value * scale).round();
     if nanos.abs() >= i64::MAX as f64 {

@@ -415,8 +415,7 @@ impl ClientTable {
     /// The saved transmit timestamp of the reply to `client` whose receive timestamp was `receive`.
     pub fn interleaved_transmit(&self, client: IpAddr, receive: NtpTimestamp) -> Option<NtpTimestamp> {
         let s = self.slots[self.index(client)]?;
-        (s.client == client && !receive.is_zero() && s.last_receive == receive && !s.last_transmit.is_zero())
-            .then_some(s.last_transmit)
+        (s.client == client && !receive.is_zero() && s.last_receive == receive && !s.last_transmit.is_zero()).then_some(s.last_transmit)
     }
 
     /// Records a reply sent to `client`: its receive timestamp and its transmit time (the time read
@@ -660,7 +659,10 @@ pub fn basic_exchange(t1: i64, reply: &Packet, t4: i64) -> Result<crate::cristia
 
 /// The exchange an interleaved reply completes: the previous request and reply, with the previous reply's
 /// precise transmit time that this reply carries.
-pub fn interleaved_exchange(previous: &ClientExchange, reply: &Packet) -> Result<crate::cristian::Exchange, crate::cristian::CristianError> {
+pub fn interleaved_exchange(
+    previous: &ClientExchange,
+    reply: &Packet,
+) -> Result<crate::cristian::Exchange, crate::cristian::CristianError> {
     let t1 = previous.t1;
     crate::cristian::Exchange::new(t1, previous.server_receive.to_unix_nanos(t1), reply.transmit.to_unix_nanos(t1), previous.t4)
 }

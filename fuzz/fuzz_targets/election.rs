@@ -393,5 +393,9 @@ fuzz_target!(|input: Input| {
         .iter()
         .map(|(id, n)| format!("{id}: {:?} t{} c{:?}", n.machine.core().role(), n.machine.core().term(), n.machine.core().coordinator()))
         .collect();
-    assert!(group.heal().is_some(), "{algorithm} group {:?} never settled after the faults; it started healing as {states:?}", group.members);
+    assert!(
+        group.heal().is_some(),
+        "{algorithm} group {:?} never settled after the faults; it started healing as {states:?}",
+        group.members
+    );
 });

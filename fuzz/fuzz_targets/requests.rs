@@ -211,7 +211,9 @@ async fn berkeley(kind: u8, knobs: u8, bytes: &[u8]) -> Option<()> {
             match kind {
                 0 => {
                     let r: RegisterRequest = decode(bytes)?;
-                    let valid = check_name(&r.name).is_ok() && check_address(&r.address).is_ok() && (MIN_CLAIM_LEN..=MAX_CLAIM_LEN).contains(&r.claim.len());
+                    let valid = check_name(&r.name).is_ok()
+                        && check_address(&r.address).is_ok()
+                        && (MIN_CLAIM_LEN..=MAX_CLAIM_LEN).contains(&r.claim.len());
                     let first = answered(service.register(Request::new(r.clone())).await);
                     if !valid {
                         assert!(first.is_none(), "{r:?} registered");

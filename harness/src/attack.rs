@@ -282,10 +282,8 @@ impl Conn {
         within: Duration,
     ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), CallError> {
         let request = self.request(path)?;
-        let mut send = tokio::time::timeout(within, self.send.clone().ready())
-            .await
-            .map_err(|_| CallError::Timeout(within))?
-            .map_err(transport)?;
+        let mut send =
+            tokio::time::timeout(within, self.send.clone().ready()).await.map_err(|_| CallError::Timeout(within))?.map_err(transport)?;
         let (response, mut stream) = send.send_request(request, false).map_err(transport)?;
         stream.send_data(body, end).map_err(transport)?;
         Ok((response, stream))
@@ -472,12 +470,14 @@ impl IdleTcp {
     /// reset means closed).
     pub fn still_open(&mut self) -> usize {
         let mut buf = [0u8; 4096];
-        self.streams.retain(|s| loop {
-            match s.try_read(&mut buf) {
-                Ok(0) => return false,
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(_) => return false,
+        self.streams.retain(|s| {
+            loop {
+                match s.try_read(&mut buf) {
+                    Ok(0) => return false,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                    Err(_) => return false,
+                }
             }
         });
         self.streams.len()
@@ -672,7 +672,8 @@ pub async fn unfinished_bodies(
     body.put_bytes(0x08, body_bytes);
     let body = body.freeze();
     let answers = Arc::new(Mutex::new(Tally::default()));
-    let mut out = Unfinished { conns: Vec::new(), streams: Vec::new(), answers: answers.clone(), tasks: Vec::new(), opened: 0, not_opened: 0 };
+    let mut out =
+        Unfinished { conns: Vec::new(), streams: Vec::new(), answers: answers.clone(), tasks: Vec::new(), opened: 0, not_opened: 0 };
     for _ in 0..conns {
         let conn = match Conn::connect(addr, within).await {
             Ok(c) => c,
@@ -839,7 +840,14 @@ pub async fn send_at_rate(
 
 /// Sends `count` requests to `path`, cycling through `messages`, at most `parallel` at a time (32 per
 /// connection). Each call has `within`.
-pub async fn flood(addr: &str, path: &'static str, messages: &[Bytes], count: usize, parallel: usize, within: Duration) -> Result<Flood, CallError> {
+pub async fn flood(
+    addr: &str,
+    path: &'static str,
+    messages: &[Bytes],
+    count: usize,
+    parallel: usize,
+    within: Duration,
+) -> Result<Flood, CallError> {
     calls(addr, path, messages, count, None, parallel, parallel.div_ceil(32).max(1), within).await
 }
 
@@ -919,8 +927,18 @@ pub fn election_forgeries(receiver: i64, member: i64, term: u64) -> Vec<Forgery>
     let mut out = Vec::new();
     let mut push = |label: String, path: &'static str, message: Bytes, expected: i32| out.push(Forgery { label, path, message, expected });
     for (what, t) in bad_terms {
-        push(format!("Election, {what}"), path::ELECTION, encode(&ElectionRequest { from: member, term: t, to: receiver }), code::INVALID_ARGUMENT);
-        push(format!("Coordinator, {what}"), path::COORDINATOR, encode(&CoordinatorRequest { from: member, term: t, to: receiver }), code::INVALID_ARGUMENT);
+        push(
+            format!("Election, {what}"),
+            path::ELECTION,
+            encode(&ElectionRequest { from: member, term: t, to: receiver }),
+            code::INVALID_ARGUMENT,
+        );
+        push(
+            format!("Coordinator, {what}"),
+            path::COORDINATOR,
+            encode(&CoordinatorRequest { from: member, term: t, to: receiver }),
+            code::INVALID_ARGUMENT,
+        );
         push(
             format!("Alive, {what}"),
             path::ALIVE,
@@ -941,7 +959,12 @@ pub fn election_forgeries(receiver: i64, member: i64, term: u64) -> Vec<Forgery>
         );
     }
     for (what, id) in bad_ids {
-        push(format!("Alive from {what}"), path::ALIVE, encode(&AliveRequest { from: id, term, coordinator: 0, to: receiver }), code::INVALID_ARGUMENT);
+        push(
+            format!("Alive from {what}"),
+            path::ALIVE,
+            encode(&AliveRequest { from: id, term, coordinator: 0, to: receiver }),
+            code::INVALID_ARGUMENT,
+        );
         // Coordinator 0 means "none": a valid heartbeat.
         if id != 0 {
             push(
@@ -951,7 +974,12 @@ pub fn election_forgeries(receiver: i64, member: i64, term: u64) -> Vec<Forgery>
                 code::INVALID_ARGUMENT,
             );
         }
-        push(format!("Coordinator from {what}"), path::COORDINATOR, encode(&CoordinatorRequest { from: id, term, to: receiver }), code::INVALID_ARGUMENT);
+        push(
+            format!("Coordinator from {what}"),
+            path::COORDINATOR,
+            encode(&CoordinatorRequest { from: id, term, to: receiver }),
+            code::INVALID_ARGUMENT,
+        );
         push(
             format!("RingElection with {what}"),
             path::RING_ELECTION,
@@ -967,8 +995,18 @@ pub fn election_forgeries(receiver: i64, member: i64, term: u64) -> Vec<Forgery>
         code::RESOURCE_EXHAUSTED,
     );
     let elsewhere = receiver + 1000;
-    push("Alive for another node".into(), path::ALIVE, encode(&AliveRequest { from: member, term, coordinator: 0, to: elsewhere }), code::FAILED_PRECONDITION);
-    push("Election for another node".into(), path::ELECTION, encode(&ElectionRequest { from: member, term, to: elsewhere }), code::FAILED_PRECONDITION);
+    push(
+        "Alive for another node".into(),
+        path::ALIVE,
+        encode(&AliveRequest { from: member, term, coordinator: 0, to: elsewhere }),
+        code::FAILED_PRECONDITION,
+    );
+    push(
+        "Election for another node".into(),
+        path::ELECTION,
+        encode(&ElectionRequest { from: member, term, to: elsewhere }),
+        code::FAILED_PRECONDITION,
+    );
     push(
         "Coordinator for another node".into(),
         path::COORDINATOR,
@@ -1114,7 +1152,11 @@ impl FakeMaster {
     }
 }
 
-async fn serve_fake_master(tcp: TcpStream, epoch: u64, registrations: Arc<Mutex<Vec<berkeley_pb::RegisterRequest>>>) -> Result<(), h2::Error> {
+async fn serve_fake_master(
+    tcp: TcpStream,
+    epoch: u64,
+    registrations: Arc<Mutex<Vec<berkeley_pb::RegisterRequest>>>,
+) -> Result<(), h2::Error> {
     let mut conn = h2::server::handshake(tcp).await?;
     while let Some(request) = conn.accept().await {
         let (request, mut respond) = request?;

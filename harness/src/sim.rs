@@ -43,8 +43,18 @@ struct SimNode {
 enum Event {
     Tick,
     /// A request; `copy`: a duplicate, whose answer goes nowhere (the sender hears the original's).
-    Deliver { from: NodeId, incarnation: u64, envelope: Envelope, copy: bool },
-    Reply { to: NodeId, incarnation: u64, envelope: Envelope, result: Result<Reply, SendError> },
+    Deliver {
+        from: NodeId,
+        incarnation: u64,
+        envelope: Envelope,
+        copy: bool,
+    },
+    Reply {
+        to: NodeId,
+        incarnation: u64,
+        envelope: Envelope,
+        result: Result<Reply, SendError>,
+    },
 }
 
 /// Settings of a simulated network.

@@ -410,7 +410,11 @@ fn bad_messages_are_refused_without_changing_state() {
                 (2, Message::RingElection { term, initiator: 1, ids: vec![1, 2, 1, 2] }, "twice"),
                 (2, Message::RingElection { term, initiator: 4, ids: vec![1, 2] }, "not the first"),
                 (2, Message::RingElection { term, initiator: 1, ids: vec![1, 4] }, "not the last"),
-                (2, Message::RingCoordinator { term: next_owned_term(&[1, 2, 3, 4, 5], 4, term).unwrap(), coordinator: 2, initiator: 2 }, "belongs to node 4"),
+                (
+                    2,
+                    Message::RingCoordinator { term: next_owned_term(&[1, 2, 3, 4, 5], 4, term).unwrap(), coordinator: 2, initiator: 2 },
+                    "belongs to node 4",
+                ),
             ],
         };
         for (from, message, why) in algorithm_cases {
@@ -536,4 +540,3 @@ fn staggered_elections_elect_the_same_node_with_fewer_messages() {
     eprintln!("Election messages after the coordinator's death, n = {n}: without stagger {}, with {}", counts[0], counts[1]);
     assert!(counts[1] * 4 < counts[0], "the stagger saved too little: {counts:?}");
 }
-

@@ -45,7 +45,11 @@ enum Fault {
     Cut(NodeId, bool),
     Suspect(NodeId),
     /// A request to `to` that `from` (a member, or not) never sent.
-    Forge { to: NodeId, from: NodeId, message: Forged },
+    Forge {
+        to: NodeId,
+        from: NodeId,
+        message: Forged,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -94,13 +98,15 @@ fn fault(n: u64) -> impl Strategy<Value = Fault> {
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     let algorithm = prop_oneof![Just(Algorithm::Bully), Just(Algorithm::Ring)];
-    (algorithm, 2..=6u64, any::<u64>(), 0.0..0.3f64, 0..20u64, 0.0..0.3f64).prop_flat_map(|(algorithm, n, seed, loss, jitter_ms, duplicate)| {
-        let faults = proptest::collection::vec((0..FAULTS_FOR, fault(n)), 0..24).prop_map(|mut faults| {
-            faults.sort_by_key(|(at, _)| *at);
-            faults
-        });
-        faults.prop_map(move |faults| Scenario { algorithm, n, seed, loss, jitter_ms, duplicate, faults })
-    })
+    (algorithm, 2..=6u64, any::<u64>(), 0.0..0.3f64, 0..20u64, 0.0..0.3f64).prop_flat_map(
+        |(algorithm, n, seed, loss, jitter_ms, duplicate)| {
+            let faults = proptest::collection::vec((0..FAULTS_FOR, fault(n)), 0..24).prop_map(|mut faults| {
+                faults.sort_by_key(|(at, _)| *at);
+                faults
+            });
+            faults.prop_map(move |faults| Scenario { algorithm, n, seed, loss, jitter_ms, duplicate, faults })
+        },
+    )
 }
 
 fn term(sim: &Sim, to: NodeId, t: &ForgedTerm) -> Term {
@@ -116,7 +122,9 @@ fn message(sim: &Sim, to: NodeId, forged: &Forged) -> Message {
         Forged::Election(t) => Message::Election { term: term(sim, to, t) },
         Forged::Coordinator(t) => Message::Coordinator { term: term(sim, to, t) },
         Forged::Alive(t, coordinator) => Message::Alive { term: term(sim, to, t), coordinator: *coordinator },
-        Forged::RingElection(t, initiator, ids) => Message::RingElection { term: term(sim, to, t), initiator: *initiator, ids: ids.clone() },
+        Forged::RingElection(t, initiator, ids) => {
+            Message::RingElection { term: term(sim, to, t), initiator: *initiator, ids: ids.clone() }
+        }
         Forged::RingCoordinator(t, coordinator, initiator) => {
             Message::RingCoordinator { term: term(sim, to, t), coordinator: *coordinator, initiator: *initiator }
         }
@@ -125,7 +133,13 @@ fn message(sim: &Sim, to: NodeId, forged: &Forged) -> Message {
 
 /// Runs the scenario's faults; returns the simulator, faults still on.
 fn run_faults(s: &Scenario) -> Sim {
-    let config = SimConfig { seed: s.seed, loss: s.loss, jitter: Duration::from_millis(s.jitter_ms), duplicate: s.duplicate, ..SimConfig::default() };
+    let config = SimConfig {
+        seed: s.seed,
+        loss: s.loss,
+        jitter: Duration::from_millis(s.jitter_ms),
+        duplicate: s.duplicate,
+        ..SimConfig::default()
+    };
     let mut sim = Sim::new(s.algorithm, s.n, config);
     sim.start_all();
     let mut at = 0;

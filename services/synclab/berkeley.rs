@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use synclab::cli::{TlsArgs, parse_duration, parse_member};
-use synclab::rpc::Dialer;
-use synclab::rpc::{read_clock, request};
-use synclab_core::duration::format_nanos;
 use synclab::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
 use synclab::proto::berkeley::{Round, StatusRequest, StatusResponse, WatchRoundsRequest};
 use synclab::proto::{format_rfc3339, timestamp_to_nanos};
+use synclab::rpc::Dialer;
+use synclab::rpc::{read_clock, request};
+use synclab_core::duration::format_nanos;
 
 #[derive(Debug, clap::Args)]
 pub struct BerkeleyArgs {
@@ -46,7 +46,11 @@ pub async fn run(args: BerkeleyArgs) -> anyhow::Result<()> {
     let overrides: HashMap<String, String> = args.members.iter().cloned().collect();
     match args.command {
         BerkeleyCommand::Status => {
-            let status = client.status(request(StatusRequest {}, args.timeout)).await.map_err(|s| anyhow::anyhow!("{}: {}", args.master, s.message()))?.into_inner();
+            let status = client
+                .status(request(StatusRequest {}, args.timeout))
+                .await
+                .map_err(|s| anyhow::anyhow!("{}: {}", args.master, s.message()))?
+                .into_inner();
             show(&args, &dialer, &overrides, &status, status.last_round.as_ref()).await;
         }
         BerkeleyCommand::Watch => {
@@ -94,7 +98,10 @@ async fn show(args: &BerkeleyArgs, dialer: &Dialer, overrides: &HashMap<String, 
             .collect();
         let values: Vec<i64> = offsets.iter().flatten().copied().collect();
         let spread = values.iter().max().zip(values.iter().min()).map(|(a, b)| (a - b) as f64 / 1e3);
-        println!("{}", serde_json::json!({ "round": round.map(|r| r.number), "average_us": round.map(|r| r.average_nanos as f64 / 1e3), "spread_us": spread, "clocks": clocks }));
+        println!(
+            "{}",
+            serde_json::json!({ "round": round.map(|r| r.number), "average_us": round.map(|r| r.average_nanos as f64 / 1e3), "spread_us": spread, "clocks": clocks })
+        );
         return;
     }
     match round {
@@ -112,7 +119,10 @@ async fn show(args: &BerkeleyArgs, dialer: &Dialer, overrides: &HashMap<String, 
     for (i, ((name, _), offset)) in rows.iter().zip(&offsets).enumerate() {
         let offset = offset.map_or("?".to_string(), |o| format_nanos(o as f64));
         let (adjustment, excluded) = if i == 0 {
-            (round.map(|r| format_nanos(r.master_adjustment_nanos as f64)), round.map(|r| if r.master_included { String::new() } else { "yes".into() }))
+            (
+                round.map(|r| format_nanos(r.master_adjustment_nanos as f64)),
+                round.map(|r| if r.master_included { String::new() } else { "yes".into() }),
+            )
         } else {
             let r = result(name);
             (

@@ -6,13 +6,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::future::join_all;
 use synclab::cli::{ClockArgs, Device, LabArgs, LogArgs, MetricsArgs, Protocol, TlsArgs, named, parse_device, parse_duration};
-use synclab::ntp::{NtpClient, NtpMode};
+use synclab::clock::host_now;
 use synclab::clock::{ClockService, ClockSet, LiveClock};
 use synclab::cristian::{CristianClient, SyncError, SyncReport};
+use synclab::ntp::{NtpClient, NtpMode};
 use synclab::proto::clock::clock_server::ClockServer;
 use synclab::server::{self, Services, Stop};
 use synclab::telemetry;
-use synclab::clock::host_now;
 use synclab_core::berkeley::FrequencyEstimator;
 use synclab_core::clock::AdjustmentKind;
 use synclab_core::cristian::Estimator;
@@ -131,11 +131,8 @@ fn disagreement(clocks: &[LiveClock]) -> f64 {
 
 /// One clock per device, each with its own offset and drift where `--device` gave them.
 fn device_clocks(args: &CristianArgs) -> anyhow::Result<Vec<LiveClock>> {
-    let devices = if args.devices.is_empty() {
-        vec![Device { name: "device".into(), offset: None, drift_ppm: None }]
-    } else {
-        args.devices.clone()
-    };
+    let devices =
+        if args.devices.is_empty() { vec![Device { name: "device".into(), offset: None, drift_ppm: None }] } else { args.devices.clone() };
     let mut names = std::collections::HashSet::new();
     let mut clocks = Vec::new();
     for d in &devices {
@@ -175,7 +172,9 @@ pub async fn run(args: CristianArgs) -> anyhow::Result<ExitCode> {
     let mut clients = Vec::new();
     for _ in &clocks {
         clients.push(match args.protocol {
-            Protocol::Grpc => Client::Grpc(CristianClient::dial(&args.server, args.timeout, &dialer).context("invalid value for '--server'")?),
+            Protocol::Grpc => {
+                Client::Grpc(CristianClient::dial(&args.server, args.timeout, &dialer).context("invalid value for '--server'")?)
+            }
             Protocol::Ntp => Client::Ntp(NtpClient::new(&args.server, args.timeout, args.ntp_mode)),
         });
     }
@@ -218,7 +217,12 @@ async fn serve_clocks(
     stop: Stop,
 ) -> anyhow::Result<(tokio::task::JoinHandle<Result<(), server::ServerError>>, HealthReporter)> {
     let listener = server::bind(listen).await?;
-    let server = Services::new().tls(tls).lab(lab, ClockSet::new(clocks.to_vec())).service(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec())))).build().await?;
+    let server = Services::new()
+        .tls(tls)
+        .lab(lab, ClockSet::new(clocks.to_vec()))
+        .service(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec()))))
+        .build()
+        .await?;
     let reporter = server.health();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     tracing::info!(addr = %listener.local_addr()?, "serving Clock/Read and health");
@@ -250,7 +254,8 @@ async fn sync_every(interval: Duration, clients: &mut [Client], clocks: &[LiveCl
     // Frequency discipline: each sync's correction over the time since the last one is the clock's
     // frequency error, which the estimator learns (as Berkeley slaves do), so the clock drifts less
     // between syncs. The true error just before a sync (true_offset_before) is the holdover.
-    let mut estimators: Vec<FrequencyEstimator> = clocks.iter().map(|_| FrequencyEstimator::new(0.5, MAX_FREQUENCY_PPM, MIN_LEARNING_INTERVAL_NANOS)).collect();
+    let mut estimators: Vec<FrequencyEstimator> =
+        clocks.iter().map(|_| FrequencyEstimator::new(0.5, MAX_FREQUENCY_PPM, MIN_LEARNING_INTERVAL_NANOS)).collect();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}

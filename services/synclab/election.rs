@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use synclab::cli::{TlsArgs, parse_duration};
-use synclab::rpc::Dialer;
 use synclab::election::agreement;
-use synclab::rpc::request;
 use synclab::proto::election::election_service_client::ElectionServiceClient;
 use synclab::proto::election::{GetStateRequest, NodeState, Role};
 use synclab::proto::{format_rfc3339, timestamp_to_nanos};
+use synclab::rpc::Dialer;
+use synclab::rpc::request;
 
 #[derive(Debug, clap::Args)]
 pub struct ElectionArgs {
@@ -152,13 +152,18 @@ fn show(args: &ElectionArgs, answers: &[Answer]) {
         match result {
             Ok(s) => {
                 let election = s.last_election.as_ref().map_or("-".to_string(), |e| {
-                    let took = e.duration.as_ref().map_or("running".to_string(), |d| {
-                        format!("{:.1} ms", d.seconds as f64 * 1e3 + f64::from(d.nanos) / 1e6)
-                    });
+                    let took = e
+                        .duration
+                        .as_ref()
+                        .map_or("running".to_string(), |d| format!("{:.1} ms", d.seconds as f64 * 1e3 + f64::from(d.nanos) / 1e6));
                     format!("{} ({took})", e.reason)
                 });
-                let messages: Vec<String> =
-                    s.messages.iter().filter(|m| m.sent + m.received > 0).map(|m| format!("{} {}/{}", m.kind, m.sent, m.received)).collect();
+                let messages: Vec<String> = s
+                    .messages
+                    .iter()
+                    .filter(|m| m.sent + m.received > 0)
+                    .map(|m| format!("{} {}/{}", m.kind, m.sent, m.received))
+                    .collect();
                 let coordinator = if s.coordinator == 0 { "-".to_string() } else { s.coordinator.to_string() };
                 println!(
                     "{:<4} {:<22} {:<12} {:>5} {:>5}  {:<34} {}",

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use futures::StreamExt;
+use futures::future::join_all;
 use synclab_core::berkeley::{Exclusion, FrequencyEstimator, Reading, RoundPlan, plan_round};
 use synclab_core::clock::AdjustmentKind;
 use synclab_core::cristian::{CristianError, Estimator, estimate};
@@ -31,9 +31,9 @@ use crate::proto::berkeley::{
 use crate::proto::clock::clock_server::ClockServer;
 use crate::proto::nanos_to_timestamp;
 use crate::rpc::{Dialer, RpcError, request, with_deadline};
-use crate::tls::authz::{Allowed, authorize};
-use crate::server::{Server, ServerError, Services, Stop, Watched, WatchStream, Watchers, excerpt};
+use crate::server::{Server, ServerError, Services, Stop, WatchStream, Watched, Watchers, excerpt};
 use crate::telemetry::Refusals;
+use crate::tls::authz::{Allowed, authorize};
 
 /// How a master runs its rounds.
 #[derive(Debug, Clone)]
@@ -77,7 +77,9 @@ pub enum RegisterError {
     #[error("the group is full ({0} members); a member that stops answering is dropped after a few rounds")]
     Full(usize),
     /// Another slave holds the name.
-    #[error("'{name}' belongs to the slave at {holder}; another slave can take the name once that one has been dropped, or, at the same address, once it misses a round")]
+    #[error(
+        "'{name}' belongs to the slave at {holder}; another slave can take the name once that one has been dropped, or, at the same address, once it misses a round"
+    )]
     NameTaken { name: String, holder: String },
 }
 
@@ -99,9 +101,10 @@ impl From<RegisterError> for Status {
         match e {
             RegisterError::NameTaken { .. } => Status::already_exists(e.to_string()),
             RegisterError::Full(_) => Status::resource_exhausted(e.to_string()),
-            RegisterError::BadName { .. } | RegisterError::BadAddress { .. } | RegisterError::Undialable(_) | RegisterError::BadClaim(_) => {
-                Status::invalid_argument(e.to_string())
-            }
+            RegisterError::BadName { .. }
+            | RegisterError::BadAddress { .. }
+            | RegisterError::Undialable(_)
+            | RegisterError::BadClaim(_) => Status::invalid_argument(e.to_string()),
         }
     }
 }
@@ -458,7 +461,11 @@ impl BerkeleyMaster for MasterService {
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        Ok(Response::new(StatusResponse { master: self.name.clone(), members: self.master.members(), last_round: self.master.last_round() }))
+        Ok(Response::new(StatusResponse {
+            master: self.name.clone(),
+            members: self.master.members(),
+            last_round: self.master.last_round(),
+        }))
     }
 
     type WatchRoundsStream = WatchStream<Round>;

@@ -25,9 +25,9 @@ use crate::proto::clock::clock_server::ClockServer;
 use crate::proto::time::time_service_server::TimeServiceServer;
 use crate::random::{same_secret, secret};
 use crate::rpc::{Dialer, RpcError, request, with_deadline};
-use crate::tls::authz::{Allowed, authorize};
 use crate::server::{Server, ServerError, Services, Stop};
 use crate::telemetry::Refusals;
+use crate::tls::authz::{Allowed, authorize};
 
 /// Largest frequency correction a slave learns, in ppm: real oscillators are within a few hundred.
 const MAX_CORRECTION_PPM: f64 = 1000.0;
@@ -42,7 +42,9 @@ pub enum AdjustError {
     #[error("this slave has not registered with a master yet")]
     NotRegistered,
     /// The adjustment comes from another incarnation of the master.
-    #[error("epoch {got} is not that of the master this slave registered with ({expected}); a restarted master's adjustments are taken once the slave has registered with it again")]
+    #[error(
+        "epoch {got} is not that of the master this slave registered with ({expected}); a restarted master's adjustments are taken once the slave has registered with it again"
+    )]
     OtherEpoch { got: u64, expected: u64 },
     /// The round is not after the last one applied.
     #[error("round {round} is not after round {last}, the last this slave applied: each round is applied once")]

@@ -231,7 +231,13 @@ impl CristianClient {
 
 /// Corrects `clock` by `est` and reports the sync, ground truth included: the one report of both
 /// protocols (gRPC here, NTP in `crate::ntp`), so their outputs compare line by line.
-pub fn apply_estimate(clock: &LiveClock, server: &str, server_name: String, est: &Estimate, interleaved: bool) -> Result<SyncReport, ClockError> {
+pub fn apply_estimate(
+    clock: &LiveClock,
+    server: &str,
+    server_name: String,
+    est: &Estimate,
+    interleaved: bool,
+) -> Result<SyncReport, ClockError> {
     let before = clock.read().true_offset;
     let adjustment = clock.adjust(est.offset_nanos.round() as i64)?;
     let after = clock.settled_offset();

@@ -3,14 +3,14 @@
 use tonic::{Request, Response, Status};
 
 use crate::clock::{ClockService, ClockSet, LiveClock, host_now};
-use crate::proto::time::baseline_time_service_server::BaselineTimeService;
-use crate::proto::time::time_service_server::TimeService;
-use crate::proto::time::{GetTimeRequest, GetTimeResponse, GetTimeStringRequest, GetTimeStringResponse};
-use crate::proto::{nanos_to_timestamp, timestamp_to_nanos};
 use crate::net::ConnectionInfo;
 use crate::proto::clock::clock_server::ClockServer;
+use crate::proto::time::baseline_time_service_server::BaselineTimeService;
 use crate::proto::time::baseline_time_service_server::BaselineTimeServiceServer;
+use crate::proto::time::time_service_server::TimeService;
 use crate::proto::time::time_service_server::TimeServiceServer;
+use crate::proto::time::{GetTimeRequest, GetTimeResponse, GetTimeStringRequest, GetTimeStringResponse};
+use crate::proto::{nanos_to_timestamp, timestamp_to_nanos};
 use crate::server::{Server, ServerError, Services};
 use crate::tls::Tls;
 

@@ -21,13 +21,13 @@ use tokio::sync::watch;
 use crate::lock::lock;
 use crate::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
 use crate::proto::berkeley::{Round, WatchRoundsRequest};
-use crate::proto::election::election_service_client::ElectionServiceClient;
-use crate::proto::election::{GetStateRequest, NodeState, Role, WatchLeaderRequest};
 use crate::proto::clock::ReadRequest;
 use crate::proto::clock::clock_client::ClockClient;
+use crate::proto::election::election_service_client::ElectionServiceClient;
+use crate::proto::election::{GetStateRequest, NodeState, Role, WatchLeaderRequest};
 use crate::rpc::{Dialer, request};
-use tonic::transport::Channel;
 use crate::server::Stop;
+use tonic::transport::Channel;
 
 /// What the dashboard follows.
 #[derive(Debug, Clone)]
@@ -225,7 +225,8 @@ impl Dashboard {
             }))
             .await;
             let bounds =
-                futures::future::join_all(self.config.devices.iter().map(|(name, addr)| device_bound(addr, name, self.config.timeout))).await;
+                futures::future::join_all(self.config.devices.iter().map(|(name, addr)| device_bound(addr, name, self.config.timeout)))
+                    .await;
             let now = self.since_start(crate::clock::host_now());
             let mut o = lock(&self.observed);
             let before = disagreement(&o);
@@ -406,7 +407,8 @@ fn agreement_changed(o: &mut Observed, since: f64) {
         let live: Vec<&NodeState> = o.nodes.iter().filter(|n| n.reachable).filter_map(|n| n.state.as_ref()).collect();
         // Detection: from the old coordinator's last answer to the first election's start; election:
         // to the winner's rule; announcement: to the last node's following it.
-        let old_last_seen = o.nodes.iter().find(|n| n.state.as_ref().is_some_and(|s| s.id == previous.coordinator)).and_then(|n| n.last_seen);
+        let old_last_seen =
+            o.nodes.iter().find(|n| n.state.as_ref().is_some_and(|s| s.id == previous.coordinator)).and_then(|n| n.last_seen);
         let started = live.iter().filter_map(|s| s.last_election.as_ref()).filter_map(|e| wall(e.started.as_ref())).min();
         let elected = live.iter().find(|s| s.id == coordinator).and_then(|s| wall(s.coordinator_since.as_ref()));
         let announced = live.iter().filter_map(|s| wall(s.coordinator_since.as_ref())).max();

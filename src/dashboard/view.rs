@@ -92,7 +92,12 @@ fn clocks_chart(o: &Observed, now: f64) -> String {
             Some(Series { name: label(name), points, band })
         })
         .collect();
-    lines(&Chart::new("Every clock's true offset |clock − true time|", "seconds ago", "|offset| (s, log)").log(LOG_MIN, LOG_MAX).size(900, 340), &series)
+    lines(
+        &Chart::new("Every clock's true offset |clock − true time|", "seconds ago", "|offset| (s, log)")
+            .log(LOG_MIN, LOG_MAX)
+            .size(900, 340),
+        &series,
+    )
 }
 
 fn clock_table(o: &Observed) -> String {
@@ -201,7 +206,10 @@ fn round_spread(round: &crate::proto::berkeley::Round) -> f64 {
 
 fn spread_chart(o: &Observed) -> String {
     let points = o.rounds.iter().map(|r| (r.number as f64, round_spread(r).max(LOG_MIN))).collect();
-    lines(&Chart::new("Group spread per round", "round", "spread (s, log)").log(LOG_MIN, LOG_MAX).size(440, 260), &[Series::new("spread", points)])
+    lines(
+        &Chart::new("Group spread per round", "round", "spread (s, log)").log(LOG_MIN, LOG_MAX).size(440, 260),
+        &[Series::new("spread", points)],
+    )
 }
 
 fn corrections_chart(o: &Observed) -> String {
@@ -209,12 +217,15 @@ fn corrections_chart(o: &Observed) -> String {
     names.sort();
     names.dedup();
     names.truncate(8);
-    let mut series = vec![Series::new("master", o.rounds.iter().map(|r| (r.number as f64, (r.master_adjustment_nanos as f64 / 1e9).abs())).collect())];
+    let mut series =
+        vec![Series::new("master", o.rounds.iter().map(|r| (r.number as f64, (r.master_adjustment_nanos as f64 / 1e9).abs())).collect())];
     series.extend(names.iter().map(|name| {
         let points = o
             .rounds
             .iter()
-            .filter_map(|r| r.members.iter().find(|m| &m.name == name && m.answered).map(|m| (r.number as f64, (m.adjustment_nanos as f64 / 1e9).abs())))
+            .filter_map(|r| {
+                r.members.iter().find(|m| &m.name == name && m.answered).map(|m| (r.number as f64, (m.adjustment_nanos as f64 / 1e9).abs()))
+            })
             .collect();
         Series::new(label(name), points)
     }));

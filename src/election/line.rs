@@ -99,7 +99,12 @@ enum Ended {
 }
 
 /// Opens the line to `coordinator` for `term`; the first event must come within `probe`.
-async fn open(node_id: NodeId, peer: &Peer, term: Term, probe: Duration) -> Result<(tonic::Streaming<pb::FollowEvent>, pb::FollowEvent), String> {
+async fn open(
+    node_id: NodeId,
+    peer: &Peer,
+    term: Term,
+    probe: Duration,
+) -> Result<(tonic::Streaming<pb::FollowEvent>, pb::FollowEvent), String> {
     let request = pb::FollowRequest { from: super::convert::wire_id(node_id), to: super::convert::wire_id(peer.id()), term };
     let attempt = async {
         let mut stream = peer.client().follow(request).await.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?.into_inner();

@@ -23,16 +23,16 @@ use super::convert::{Incoming, Timeline, node_state, wire_id, wire_reply};
 use super::line;
 use super::peer::Peer;
 use super::state::{StateError, StateFile};
+use crate::lab::{LabService, LinkFaults, Verdict};
 use crate::lock::lock;
 use crate::proto::election as pb;
 use crate::proto::election::election_service_server::{ElectionService, ElectionServiceServer};
+use crate::proto::election::message_event::Direction;
 use crate::rpc::{Dialer, RpcError};
+use crate::server::{Limits, Server, ServerError, Services, Stop, StopHandle, WatchStream, Watched, Watchers};
+use crate::telemetry::Refusals;
 use crate::tls::Tls;
 use crate::tls::authz::{Allowed, authorize};
-use crate::lab::{LabService, LinkFaults, Verdict};
-use crate::proto::election::message_event::Direction;
-use crate::telemetry::Refusals;
-use crate::server::{Limits, Server, ServerError, Services, Stop, StopHandle, Watched, WatchStream, Watchers};
 
 /// Why a node cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -194,11 +194,7 @@ impl ElectionNode {
             let peer = Peer::new(id, addr, config.rpc_timeout, dialer).map_err(|source| NodeError::PeerAddress { id, source })?;
             peers.insert(id, Arc::new(peer));
         }
-        let members = config
-            .peers
-            .iter()
-            .map(|(&id, address)| pb::Member { id: wire_id(id), address: address.clone() })
-            .collect();
+        let members = config.peers.iter().map(|(&id, address)| pb::Member { id: wire_id(id), address: address.clone() }).collect();
         let machine = Machine::new(config.algorithm, group, term);
         let timeline = Timeline::start();
         let (halt, halted) = Stop::new();
@@ -398,10 +394,7 @@ impl ElectionNode {
     /// drops its handler) cannot cut it short: once the machine has taken an event, its messages leave.
     /// Cut short between the machine and the network, a node would wait for answers to messages it
     /// never sent and, in Bully, take the silence for the death of every node above it.
-    async fn apply<T: Send + 'static>(
-        &self,
-        event: impl FnOnce(&mut Machine, Duration) -> T + Send + 'static,
-    ) -> Result<T, StateError> {
+    async fn apply<T: Send + 'static>(&self, event: impl FnOnce(&mut Machine, Duration) -> T + Send + 'static) -> Result<T, StateError> {
         let node = self.clone();
         match tokio::spawn(async move { node.apply_to_the_end(event).await }).await {
             Ok(result) => result,
@@ -445,7 +438,13 @@ impl ElectionNode {
             });
         }
         if let Some(state) = effects.changed {
-            tracing::info!(id = self.shared.id, role = role_name(state.role), term = state.term, coordinator = state.coordinator, "state changed");
+            tracing::info!(
+                id = self.shared.id,
+                role = role_name(state.role),
+                term = state.term,
+                coordinator = state.coordinator,
+                "state changed"
+            );
             self.refollow(&state);
             self.shared.leader.send_replace(state);
             self.shared.watchers.published();

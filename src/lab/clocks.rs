@@ -35,7 +35,8 @@ const SEC: i64 = 1_000_000_000;
 const BUMP: i64 = 300 * SEC;
 
 /// The four production lines as compose starts them: (name, offset, drift ppm).
-const LINES: [(&str, i64, f64); 4] = [("KMC", 400 * MS, 60.0), ("MIT", -300 * MS, -100.0), ("TAPMI", 300 * SEC, 20.0), ("SOLS", 150 * MS, 100.0)];
+const LINES: [(&str, i64, f64); 4] =
+    [("KMC", 400 * MS, 60.0), ("MIT", -300 * MS, -100.0), ("TAPMI", 300 * SEC, 20.0), ("SOLS", 150 * MS, 100.0)];
 
 /// Compose's slave clocks: corrections of 1 ms or more stepped, smaller ones slewed at 5%.
 fn line_clock(offset_nanos: i64, drift_ppm: f64) -> ClockConfig {
@@ -104,7 +105,15 @@ pub(super) async fn berkeley(options: &RunOptions, rec: &Recorder) -> Result<(),
     };
     let (stop, stopped) = watch::channel(false);
     let (counted, mut rounds) = watch::channel(0u64);
-    let watcher = tokio::spawn(watch_rounds(options.dialer.clone(), master_addr, clocks.clone(), reads.clone(), rec.clone(), counted, stopped.clone()));
+    let watcher = tokio::spawn(watch_rounds(
+        options.dialer.clone(),
+        master_addr,
+        clocks.clone(),
+        reads.clone(),
+        rec.clone(),
+        counted,
+        stopped.clone(),
+    ));
     let sampler = tokio::spawn(sample_clocks(options.dialer.clone(), clocks.clone(), reads.clone(), rec.clone(), stopped));
     // Three rounds together, the bump, then five rounds to come back (a round every second locally;
     // in Docker, every SYNCLAB_BERKELEY_INTERVAL).
@@ -117,11 +126,18 @@ pub(super) async fn berkeley(options: &RunOptions, rec: &Recorder) -> Result<(),
     let error = match &compose {
         None => {
             let clock = clocks.iter().find(|c| c.name() == victim).cloned();
-            clock.map(|c| c.with(|v, host| v.step(host, BUMP)).map(|_| ()).map_err(|e| e.to_string())).unwrap_or_else(|| Err("no such line".into()))
+            clock
+                .map(|c| c.with(|v, host| v.step(host, BUMP)).map(|_| ()).map_err(|e| e.to_string()))
+                .unwrap_or_else(|| Err("no such line".into()))
         }
         Some(c) => bump(&options.dialer, &c.address(&victim.to_lowercase()), BUMP).await,
     };
-    rec.push(Event::Fault(Fault { start, end: rec.now(), op: Op::Bump { target: victim.to_lowercase(), by_nanos: BUMP }, error: error.err() }));
+    rec.push(Event::Fault(Fault {
+        start,
+        end: rec.now(),
+        op: Op::Bump { target: victim.to_lowercase(), by_nanos: BUMP },
+        error: error.err(),
+    }));
     let _ = tokio::time::timeout(Duration::from_secs(120), rounds.wait_for(enough(8))).await;
     let _ = stop.send(true);
     let _ = watcher.await;
@@ -259,7 +275,9 @@ pub(super) async fn cristian(options: &RunOptions, rec: &Recorder, restart: bool
     let devices = [("mobile", 3_200 * MS, 45.0), ("laptop", -1_700 * MS, -30.0)];
     let clocks: Vec<LiveClock> = devices
         .iter()
-        .map(|(name, offset, drift)| LiveClock::new(*name, ClockConfig { offset_nanos: *offset, drift_ppm: *drift, ..ClockConfig::default() }))
+        .map(|(name, offset, drift)| {
+            LiveClock::new(*name, ClockConfig { offset_nanos: *offset, drift_ppm: *drift, ..ClockConfig::default() })
+        })
         .collect::<Result<_, _>>()
         .map_err(|e| LabError::Unreachable(e.to_string()))?;
     let (stop, stopped) = watch::channel(false);
@@ -300,7 +318,14 @@ pub(super) async fn cristian(options: &RunOptions, rec: &Recorder, restart: bool
 }
 
 /// Syncs `clock` with the server every `interval`, recording each sync's bound and true error.
-async fn sync_every(dialer: Dialer, addr: Arc<std::sync::Mutex<String>>, clock: LiveClock, interval: Duration, rec: Recorder, mut stop: watch::Receiver<bool>) {
+async fn sync_every(
+    dialer: Dialer,
+    addr: Arc<std::sync::Mutex<String>>,
+    clock: LiveClock,
+    interval: Duration,
+    rec: Recorder,
+    mut stop: watch::Receiver<bool>,
+) {
     while !*stop.borrow() {
         let server = crate::lock::lock(&addr).clone();
         if let Ok(mut client) = CristianClient::dial(&server, Duration::from_millis(500), &dialer)

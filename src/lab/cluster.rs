@@ -65,7 +65,10 @@ impl LocalCluster {
         let mut addresses = BTreeMap::new();
         for id in 1..=n {
             let listener = crate::server::bind("127.0.0.1:0").await?;
-            let port = listener.local_addr().map_err(|e| NodeError::Server(crate::server::ServerError::Bind { addr: "127.0.0.1:0".into(), source: e }))?.port();
+            let port = listener
+                .local_addr()
+                .map_err(|e| NodeError::Server(crate::server::ServerError::Bind { addr: "127.0.0.1:0".into(), source: e }))?
+                .port();
             addresses.insert(id, format!("127.0.0.1:{port}"));
             listeners.insert(id, listener);
         }

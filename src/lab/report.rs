@@ -17,7 +17,8 @@ const MAX_DIAGRAMS: usize = 6;
 /// The whole page.
 pub fn html(events: &[Event], results: &Results) -> String {
     let run = events.iter().find_map(|e| if let Event::Run(r) = e { Some(r.clone()) } else { None });
-    let observations: Vec<&ElectionObservation> = events.iter().filter_map(|e| if let Event::Election(o) = e { Some(o) } else { None }).collect();
+    let observations: Vec<&ElectionObservation> =
+        events.iter().filter_map(|e| if let Event::Election(o) = e { Some(o) } else { None }).collect();
     let faults: Vec<&Fault> = events.iter().filter_map(|e| if let Event::Fault(f) = e { Some(f) } else { None }).collect();
     let messages: Vec<&MessageObservation> = events.iter().filter_map(|e| if let Event::Message(m) = e { Some(m) } else { None }).collect();
     let end = events
@@ -47,7 +48,11 @@ pub fn html(events: &[Event], results: &Results) -> String {
         }
         None => page.push_str("<h1>synclab lab report</h1>"),
     }
-    let _ = write!(page, "<p>Overall: {}</p><table><tr><th>checker</th><th>verdict</th><th>figures</th><th>violations</th></tr>", verdict(results.valid));
+    let _ = write!(
+        page,
+        "<p>Overall: {}</p><table><tr><th>checker</th><th>verdict</th><th>figures</th><th>violations</th></tr>",
+        verdict(results.valid)
+    );
     for (name, r) in &results.checkers {
         let figures = super::run::figures(r, " = ");
         let _ = write!(
@@ -64,9 +69,11 @@ pub fn html(events: &[Event], results: &Results) -> String {
     if let Some(run) = &run
         && !run.nodes.is_empty()
     {
-        page.push_str("<h2>Timeline</h2><p>Each node's role over time (green: coordinator, blue: follower, orange: candidate, \
+        page.push_str(
+            "<h2>Timeline</h2><p>Each node's role over time (green: coordinator, blue: follower, orange: candidate, \
                        yellow: waiting, grey: unreachable), its term written where it changes; faults shaded from when they began \
-                       to the next operation.</p>");
+                       to the next operation.</p>",
+        );
         page.push_str(&timeline(run, &observations, &faults, end));
         page.push_str("<h2>Faults</h2><table><tr><th>start (s)</th><th>end (s)</th><th>operation</th><th>error</th></tr>");
         for f in &faults {
@@ -80,7 +87,8 @@ pub fn html(events: &[Event], results: &Results) -> String {
             );
         }
         page.push_str("</table>");
-        if let Some(windows) = results.checkers.get("election-liveness").and_then(|c| c.figures.get("degraded_windows")).and_then(|v| v.as_array())
+        if let Some(windows) =
+            results.checkers.get("election-liveness").and_then(|c| c.figures.get("degraded_windows")).and_then(|v| v.as_array())
             && !windows.is_empty()
         {
             page.push_str("<h2>Slow and lossy links</h2><table><tr><th>while</th><th>seconds</th><th>elections</th></tr>");
@@ -95,7 +103,9 @@ pub fn html(events: &[Event], results: &Results) -> String {
             }
             page.push_str("</table>");
         }
-        if let Some(times) = results.checkers.get("election-liveness").and_then(|c| c.figures.get("settle_seconds")).and_then(|v| v.as_array()) {
+        if let Some(times) =
+            results.checkers.get("election-liveness").and_then(|c| c.figures.get("settle_seconds")).and_then(|v| v.as_array())
+        {
             let times: Vec<f64> = times.iter().filter_map(|v| v.as_f64()).collect();
             if !times.is_empty() {
                 page.push_str("<h2>Time to settle after each fault</h2>");
@@ -107,15 +117,18 @@ pub fn html(events: &[Event], results: &Results) -> String {
     }
     let clocks: Vec<&ClockObservation> = events.iter().filter_map(|e| if let Event::Clock(c) = e { Some(c) } else { None }).collect();
     if !clocks.is_empty() {
-        page.push_str("<h2>Clock offsets</h2><p>How far each clock is from the group's median (true offsets, ground truth), four \
+        page.push_str(
+            "<h2>Clock offsets</h2><p>How far each clock is from the group's median (true offsets, ground truth), four \
                        times a second, on a log scale so minutes and microseconds both read; the bump is shaded. Berkeley \
-                       brings the clocks together, at their fault-tolerant average, not to true time.</p>");
+                       brings the clocks together, at their fault-tolerant average, not to true time.</p>",
+        );
         page.push_str(&log_lines(&from_median(&clocks), &faults, end, "distance from the median"));
     }
     let syncs: Vec<&SyncObservation> = events.iter().filter_map(|e| if let Event::Sync(s) = e { Some(s) } else { None }).collect();
     if !syncs.is_empty() {
         page.push_str("<h2>Cristian syncs</h2><p>Each sync's true error (solid) under its reported bound (dashed), on a log scale; faults shaded.</p>");
-        let mut series = group(syncs.iter().map(|s| (format!("{} |true error|", s.device), s.time, s.true_error_nanos.unsigned_abs() as f64)));
+        let mut series =
+            group(syncs.iter().map(|s| (format!("{} |true error|", s.device), s.time, s.true_error_nanos.unsigned_abs() as f64)));
         series.extend(group(syncs.iter().map(|s| (format!("{} bound", s.device), s.time, s.error_bound_nanos as f64))));
         page.push_str(&log_lines(&series, &faults, end, "nanoseconds"));
     }
@@ -152,11 +165,8 @@ fn timeline(run: &RunInfo, observations: &[&ElectionObservation], faults: &[&Fau
         let root = SVGBackend::with_string(&mut svg, (1050, 80 + 40 * n as u32)).into_drawing_area();
         let _ = root.fill(&WHITE);
         let max_id = run.nodes.iter().copied().max().unwrap_or(1) as f64;
-        let Ok(mut chart) = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..end, 0.5..max_id + 0.5)
+        let Ok(mut chart) =
+            ChartBuilder::on(&root).margin(10).x_label_area_size(30).y_label_area_size(60).build_cartesian_2d(0.0..end, 0.5..max_id + 0.5)
         else {
             return svg_or_empty(String::new());
         };
@@ -170,18 +180,28 @@ fn timeline(run: &RunInfo, observations: &[&ElectionObservation], faults: &[&Fau
         // Faults: shaded from each operation to the next.
         for (i, f) in faults.iter().enumerate() {
             let until = faults.get(i + 1).map_or(end, |g| g.start);
-            let shade = if f.op.name() == "heal" || f.op.name() == "start" || f.op.name() == "unpause" { RGBColor(240, 240, 240) } else { RGBColor(255, 220, 220) };
+            let shade = if f.op.name() == "heal" || f.op.name() == "start" || f.op.name() == "unpause" {
+                RGBColor(240, 240, 240)
+            } else {
+                RGBColor(255, 220, 220)
+            };
             let _ = chart.draw_series(std::iter::once(Rectangle::new([(f.start, 0.5), (until, max_id + 0.5)], shade.filled())));
-            let _ = chart.draw_series(std::iter::once(Text::new(f.op.describe(), (f.start, max_id + 0.45), ("sans-serif", 11).into_font())));
+            let _ =
+                chart.draw_series(std::iter::once(Text::new(f.op.describe(), (f.start, max_id + 0.45), ("sans-serif", 11).into_font())));
         }
         for &node in &run.nodes {
             let mine: Vec<&&ElectionObservation> = observations.iter().filter(|o| o.node == node).collect();
             let y = node as f64;
             for (i, o) in mine.iter().enumerate() {
                 let until = mine.get(i + 1).map_or(end, |p| p.time);
-                let _ = chart.draw_series(std::iter::once(Rectangle::new([(o.time, y - 0.3), (until, y + 0.3)], role_color(o.role).filled())));
+                let _ =
+                    chart.draw_series(std::iter::once(Rectangle::new([(o.time, y - 0.3), (until, y + 0.3)], role_color(o.role).filled())));
                 if o.role != Role::Unreachable && (i == 0 || mine[i - 1].term != o.term) {
-                    let _ = chart.draw_series(std::iter::once(Text::new(format!("{}", o.term), (o.time, y + 0.05), ("sans-serif", 10).into_font())));
+                    let _ = chart.draw_series(std::iter::once(Text::new(
+                        format!("{}", o.term),
+                        (o.time, y + 0.05),
+                        ("sans-serif", 10).into_font(),
+                    )));
                 }
             }
         }
@@ -206,11 +226,8 @@ fn distribution(times: &[f64]) -> String {
             *buckets.entry((t * 1e3 / width) as u64).or_default() += 1;
         }
         let top = buckets.values().copied().max().unwrap_or(1) + 1;
-        let Ok(mut chart) = ChartBuilder::on(&root)
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(40)
-            .build_cartesian_2d(0.0..max + width, 0u32..top)
+        let Ok(mut chart) =
+            ChartBuilder::on(&root).margin(10).x_label_area_size(35).y_label_area_size(40).build_cartesian_2d(0.0..max + width, 0u32..top)
         else {
             return String::new();
         };
@@ -236,7 +253,10 @@ fn elections(run: &RunInfo, observations: &[&ElectionObservation], messages: &[&
     }
     let n = run.nodes.len();
     let theory = if run.algorithm == "ring" {
-        format!("Ring, n = {n}: an election message around the ring and a coordinator message around it again, about 2n = {} sends when every node is up (each dead successor costs a failed send).", 2 * n)
+        format!(
+            "Ring, n = {n}: an election message around the ring and a coordinator message around it again, about 2n = {} sends when every node is up (each dead successor costs a failed send).",
+            2 * n
+        )
     } else {
         format!(
             "Bully, n = {n}: from n − 2 = {} messages (the next-highest node notices) to O(n²), about {} (the lowest notices: every node holds an election).",
@@ -244,7 +264,13 @@ fn elections(run: &RunInfo, observations: &[&ElectionObservation], messages: &[&
             n * (n - 1) / 2 + n.saturating_sub(1) + n.saturating_sub(2)
         )
     };
-    let _ = write!(out, "<p>{}</p><p>{} terms were claimed; the first {} are drawn.</p>", esc(&theory), claimed.len(), claimed.len().min(MAX_DIAGRAMS));
+    let _ = write!(
+        out,
+        "<p>{}</p><p>{} terms were claimed; the first {} are drawn.</p>",
+        esc(&theory),
+        claimed.len(),
+        claimed.len().min(MAX_DIAGRAMS)
+    );
     let election_kinds = |m: &&&MessageObservation| m.kind != "Alive";
     let mut previous = 0.0;
     for (term, (at, coordinator)) in claimed.iter().take(MAX_DIAGRAMS) {
@@ -308,7 +334,12 @@ fn lamport(run: &RunInfo, window: &[&&MessageObservation], from: f64, to: f64) -
         let mut used = BTreeSet::new();
         for s in &sent {
             let receipt = window.iter().enumerate().find(|(i, r)| {
-                !used.contains(i) && r.direction == "received" && r.node == s.peer && r.peer == s.node && r.kind == s.kind && r.time >= s.time - 0.001
+                !used.contains(i)
+                    && r.direction == "received"
+                    && r.node == s.peer
+                    && r.peer == s.node
+                    && r.kind == s.kind
+                    && r.time >= s.time - 0.001
             });
             let color = match s.kind.as_str() {
                 "Coordinator" | "RingCoordinator" => RGBColor(46, 160, 67),
@@ -363,7 +394,6 @@ fn group(points: impl Iterator<Item = (String, f64, f64)>) -> Vec<(String, Vec<(
     series
 }
 
-
 /// Lines of positive values over time on a log scale (values below 1 ns drawn at 1 ns); series whose
 /// names end in "bound" dashed, in the colour of the series before them.
 fn log_lines(series: &[(String, Vec<(f64, f64)>)], faults: &[&Fault], end: f64, what: &str) -> String {
@@ -387,7 +417,10 @@ fn log_lines(series: &[(String, Vec<(f64, f64)>)], faults: &[&Fault], end: f64, 
             .y_label_formatter(&|v| synclab_core::duration::format_nanos(*v).trim_start_matches('+').to_string())
             .draw();
         for f in faults {
-            let _ = chart.draw_series(std::iter::once(Rectangle::new([(f.start, 1.0), ((f.end).max(f.start + end / 200.0), top)], RGBColor(255, 200, 200).filled())));
+            let _ = chart.draw_series(std::iter::once(Rectangle::new(
+                [(f.start, 1.0), ((f.end).max(f.start + end / 200.0), top)],
+                RGBColor(255, 200, 200).filled(),
+            )));
         }
         let names: Vec<&str> = series.iter().map(|(n, _)| n.as_str()).filter(|n| !n.ends_with("bound")).collect();
         for (name, points) in series {

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use synclab_core::election::{Algorithm, NodeId};
+use synclab_core::lab::Rng;
 use synclab_core::lab::check::{self, Results};
 use synclab_core::lab::history::{self, ElectionObservation, Event, Fault, MessageObservation, Op, Role, RunInfo};
-use synclab_core::lab::Rng;
 use tokio::sync::watch;
 
 use super::cluster::LocalCluster;
@@ -61,7 +61,11 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "steady", about: "no faults at all: any election is a false one (default 60 s)", local_nodes: 5 },
     Scenario { name: "steady-loss", about: "1% loss on every link: the false elections it causes (default 60 s)", local_nodes: 5 },
     Scenario { name: "berkeley-faulty-clock", about: "bump a production line's clock by five minutes mid-run", local_nodes: 0 },
-    Scenario { name: "cristian-server-restart", about: "stop the time server while the phone and the laptop sync, start it again", local_nodes: 0 },
+    Scenario {
+        name: "cristian-server-restart",
+        about: "stop the time server while the phone and the laptop sync, start it again",
+        local_nodes: 0,
+    },
     Scenario { name: "cristian-clock-bump", about: "the laptop's clock jumps five minutes between two syncs", local_nodes: 0 },
     Scenario {
         name: "nemesis",
@@ -132,11 +136,12 @@ pub async fn run(options: RunOptions) -> Result<Results, LabError> {
         Target::Local => {
             let _ = std::fs::remove_dir_all(&state_dir);
             let ms = Duration::from_millis;
-            let cluster = LocalCluster::start_with(options.algorithm, scenario.local_nodes, ms(50), ms(200), ms(100), state_dir.clone(), |c| {
-                c.lab = true
-            })
-            .await
-            .map_err(|e| LabError::Unreachable(format!("cannot start the nodes: {e}")))?;
+            let cluster =
+                LocalCluster::start_with(options.algorithm, scenario.local_nodes, ms(50), ms(200), ms(100), state_dir.clone(), |c| {
+                    c.lab = true
+                })
+                .await
+                .map_err(|e| LabError::Unreachable(format!("cannot start the nodes: {e}")))?;
             Backend::Local(cluster)
         }
         Target::Compose { project, start } => Backend::Compose(Compose::connect(project, &ELECTION_SERVICES, *start).await?),
@@ -452,7 +457,8 @@ impl Compose {
 
     async fn find(project: &str, needs: &[&str]) -> Result<Self, LabError> {
         let unreachable = |what: String| LabError::Unreachable(what);
-        let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| unreachable(format!("cannot reach the Docker engine: {e}")))?;
+        let docker =
+            bollard::Docker::connect_with_local_defaults().map_err(|e| unreachable(format!("cannot reach the Docker engine: {e}")))?;
         let filters = HashMap::from([("label", vec![format!("com.docker.compose.project={project}")])]);
         let options = bollard::query_parameters::ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
         let containers = docker.list_containers(Some(options)).await.map_err(|e| unreachable(format!("cannot list containers: {e}")))?;
@@ -460,7 +466,12 @@ impl Compose {
         for c in containers {
             let labels = c.labels.unwrap_or_default();
             let Some(service) = labels.get("com.docker.compose.service") else { continue };
-            let port = c.ports.unwrap_or_default().iter().find(|p| SERVICE_PORTS.contains(&p.private_port) || p.private_port == 50062).and_then(|p| p.public_port);
+            let port = c
+                .ports
+                .unwrap_or_default()
+                .iter()
+                .find(|p| SERVICE_PORTS.contains(&p.private_port) || p.private_port == 50062)
+                .and_then(|p| p.public_port);
             let (Some(container), Some(port)) = (c.id, port) else { continue };
             services.insert(service.clone(), (container, port));
         }
@@ -488,7 +499,10 @@ impl Compose {
         let container = &self.services.get(service).ok_or_else(|| format!("no container for {service}"))?.0;
         let d = &self.docker;
         let result = match op {
-            "kill" => d.kill_container(container, Some(bollard::query_parameters::KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await,
+            "kill" => {
+                d.kill_container(container, Some(bollard::query_parameters::KillContainerOptionsBuilder::new().signal("SIGKILL").build()))
+                    .await
+            }
             "stop" => d.stop_container(container, Some(bollard::query_parameters::StopContainerOptionsBuilder::new().t(10).build())).await,
             "start" => d.start_container(container, None::<bollard::query_parameters::StartContainerOptions>).await,
             "pause" => d.pause_container(container).await,
@@ -550,10 +564,14 @@ impl Ctx {
                 Ok(())
             }
             Op::Partition { groups, .. } => {
-                self.cut = self.nodes.iter().map(|&n| {
-                    let reach = |m: NodeId| groups.iter().any(|g| g.contains(&n) && g.contains(&m));
-                    (n, self.nodes.iter().copied().filter(|&m| m != n && !reach(m)).collect())
-                }).collect();
+                self.cut = self
+                    .nodes
+                    .iter()
+                    .map(|&n| {
+                        let reach = |m: NodeId| groups.iter().any(|g| g.contains(&n) && g.contains(&m));
+                        (n, self.nodes.iter().copied().filter(|&m| m != n && !reach(m)).collect())
+                    })
+                    .collect();
                 self.push_all_links().await
             }
             Op::Heal => {
@@ -672,7 +690,8 @@ impl Ctx {
             return false;
         }
         up.iter().all(|o| {
-            let group: Vec<&&&ElectionObservation> = up.iter().filter(|p| !self.cut.get(&o.node).is_some_and(|c| c.contains(&p.node))).collect();
+            let group: Vec<&&&ElectionObservation> =
+                up.iter().filter(|p| !self.cut.get(&o.node).is_some_and(|c| c.contains(&p.node))).collect();
             group.iter().all(|p| p.coordinator == o.coordinator && p.term == o.term && o.coordinator.is_some())
         })
     }

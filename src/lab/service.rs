@@ -91,7 +91,9 @@ impl Lab for LabService {
         let period = duration(r.period, "period")?;
         let length = duration(r.duration, "duration")?;
         if period < MIN_STROBE_PERIOD || length > MAX_STROBE {
-            return Err(Status::invalid_argument(format!("a strobe's period is at least {MIN_STROBE_PERIOD:?} and it lasts at most {MAX_STROBE:?}")));
+            return Err(Status::invalid_argument(format!(
+                "a strobe's period is at least {MIN_STROBE_PERIOD:?} and it lasts at most {MAX_STROBE:?}"
+            )));
         }
         tracing::warn!(clock = %clock.name(), amplitude_nanos = amplitude, ?period, ?length, "lab: strobing the clock");
         let strobed = clock.clone();

@@ -163,7 +163,8 @@ mod tests {
 
         for chunk in [1, 2, 3, 5, 7, 9, 10, 100, 4096, wire.len()] {
             let mut scanner = FrameScanner::client_to_server();
-            let found: Vec<usize> = wire.chunks(chunk).enumerate().filter(|(_, piece)| scanner.scan(piece)).map(|(i, _)| i * chunk).collect();
+            let found: Vec<usize> =
+                wire.chunks(chunk).enumerate().filter(|(_, piece)| scanner.scan(piece)).map(|(i, _)| i * chunk).collect();
             // Each end is reported once, in the piece that completes its head.
             let mut expect: Vec<usize> = [first, second].iter().map(|at| (at + HEAD_LEN - 1) / chunk * chunk).collect();
             expect.dedup();

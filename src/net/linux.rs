@@ -48,7 +48,8 @@ pub(crate) fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, std::ne
     msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
     msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
     let n = receive(fd, &mut msg, libc::MSG_DONTWAIT | libc::MSG_TRUNC)?;
-    let from = sockaddr_to_std(&name).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from an address that is not IP"))?;
+    let from =
+        sockaddr_to_std(&name).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from an address that is not IP"))?;
     Ok((n, from, rx_stamp(&msg)))
 }
 
@@ -153,9 +154,8 @@ pub(crate) fn send_to(fd: RawFd, bytes: &[u8], to: Option<std::net::SocketAddr>,
     let mut control = [0u64; 4]; // one cmsghdr and a u32, aligned
     if stamp {
         // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations.
-        let (space, len) = unsafe {
-            (libc::CMSG_SPACE(std::mem::size_of::<u32>() as u32), libc::CMSG_LEN(std::mem::size_of::<u32>() as u32))
-        };
+        let (space, len) =
+            unsafe { (libc::CMSG_SPACE(std::mem::size_of::<u32>() as u32), libc::CMSG_LEN(std::mem::size_of::<u32>() as u32)) };
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
         // SAFETY: the control buffer holds CMSG_SPACE(4) bytes, so the first header and its data fit.

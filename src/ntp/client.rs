@@ -14,11 +14,11 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::net::UdpSocket;
 use synclab_core::cristian::{Estimator, Exchange, estimate};
 use synclab_core::ntp::{
     Answered, ClientExchange, Packet, ReplyError, basic_exchange, check_reply, interleaved_exchange, next_request, root_distance_nanos,
 };
-use std::net::UdpSocket;
 
 use crate::clock::{LiveClock, host_now};
 use crate::cristian::{SyncError, SyncReport, apply_estimate};
@@ -106,7 +106,8 @@ impl NtpClient {
         let (tx_stamps, id) = (self.tx_stamps, self.sent);
         self.sent = self.sent.wrapping_add(1);
         let (request, clock, name) = (*request, clock.clone(), server.clone());
-        let outcome = tokio::task::spawn_blocking(move || blocking_exchange(&socket, &request, &clock, tx_stamps, id, timeout, &name)).await;
+        let outcome =
+            tokio::task::spawn_blocking(move || blocking_exchange(&socket, &request, &clock, tx_stamps, id, timeout, &name)).await;
         match outcome {
             Ok(Ok(Ok(received))) => Ok(received),
             Ok(Ok(Err(source))) => Err(SyncError::Ntp { server, source }),
@@ -250,11 +251,7 @@ fn sent_at(fd: std::os::fd::RawFd, id: u32) -> Option<i64> {
 fn server_name(reply: &Packet) -> String {
     let id = reply.reference_id;
     let ascii = id.iter().all(|&b| b == 0 || b.is_ascii_graphic()) && id[0] != 0;
-    let refid = if ascii {
-        String::from_utf8_lossy(&id).trim_end_matches('\0').to_string()
-    } else {
-        std::net::Ipv4Addr::from(id).to_string()
-    };
+    let refid =
+        if ascii { String::from_utf8_lossy(&id).trim_end_matches('\0').to_string() } else { std::net::Ipv4Addr::from(id).to_string() };
     format!("NTP stratum {} ({refid})", reply.stratum)
 }
-

@@ -13,8 +13,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use synclab_core::ntp::{MAX_REQUEST_LEN, NtpTimestamp, ParseError, ReplyKind, Server, ServerConfig};
 use std::net::UdpSocket;
+use synclab_core::ntp::{MAX_REQUEST_LEN, NtpTimestamp, ParseError, ReplyKind, Server, ServerConfig};
 
 use crate::clock::{LiveClock, host_now};
 use crate::net::linux;

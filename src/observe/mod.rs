@@ -79,22 +79,37 @@ pub fn installed() -> bool {
 }
 
 fn describe() {
-    describe_gauge!("synclab_clock_offset_seconds", metrics::Unit::Seconds, "The clock's true offset from the host's real time (ground truth), read at scrape.");
+    describe_gauge!(
+        "synclab_clock_offset_seconds",
+        metrics::Unit::Seconds,
+        "The clock's true offset from the host's real time (ground truth), read at scrape."
+    );
     describe_gauge!("synclab_clock_frequency_correction_ratio", "The frequency correction in force on the clock (ppm / 1e6).");
     describe_gauge!("synclab_sync_offset_seconds", metrics::Unit::Seconds, "The offset the last sync measured and applied.");
-    describe_gauge!("synclab_sync_error_bound_seconds", metrics::Unit::Seconds, "The last sync's error bound (±): the clock is within it of the server's.");
+    describe_gauge!(
+        "synclab_sync_error_bound_seconds",
+        metrics::Unit::Seconds,
+        "The last sync's error bound (±): the clock is within it of the server's."
+    );
     describe_histogram!("synclab_sync_round_trip_seconds", metrics::Unit::Seconds, "Round trip of each sync's chosen exchange.");
     describe_counter!("synclab_syncs_total", "Syncs by outcome.");
     describe_counter!("synclab_berkeley_rounds_total", "Berkeley rounds run.");
     describe_histogram!("synclab_berkeley_round_duration_seconds", metrics::Unit::Seconds, "How long each Berkeley round took.");
-    describe_gauge!("synclab_berkeley_spread_seconds", metrics::Unit::Seconds, "The last round's spread of the answering clocks (max − min of their measured offsets, master included).");
+    describe_gauge!(
+        "synclab_berkeley_spread_seconds",
+        metrics::Unit::Seconds,
+        "The last round's spread of the answering clocks (max − min of their measured offsets, master included)."
+    );
     describe_counter!("synclab_berkeley_excluded_total", "Rounds in which a member's clock was left out of the average.");
     describe_gauge!("synclab_berkeley_members", "Members registered with the master.");
     describe_gauge!("synclab_election_term", "The node's term, read at scrape.");
     describe_gauge!("synclab_election_is_coordinator", "1 if the node is the coordinator, else 0.");
     describe_gauge!("synclab_election_coordinator", "The coordinator this node knows (0: none).");
     describe_counter!("synclab_elections_total", "Elections this node began or joined, by reason.");
-    describe_counter!("synclab_election_messages_total", "Election messages: sent (answered, refused, failed) and received (accepted, rejected).");
+    describe_counter!(
+        "synclab_election_messages_total",
+        "Election messages: sent (answered, refused, failed) and received (accepted, rejected)."
+    );
     describe_counter!("synclab_grpc_requests_total", "gRPC requests served, by method and status code.");
     describe_histogram!("synclab_grpc_request_duration_seconds", metrics::Unit::Seconds, "gRPC request duration, until the response ends.");
 }
@@ -240,11 +255,17 @@ pub fn election_message(kind: &'static str, direction: &'static str, outcome: &'
 
 /// Serves `/metrics` on `addr` until `stop` (see [`web`] for the limits), recording from now on.
 /// Returns the bound address and the server's task.
-pub async fn serve(addr: std::net::SocketAddr, stop: Stop) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), crate::server::ServerError> {
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    stop: Stop,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), crate::server::ServerError> {
     install();
     let listener = crate::server::bind(&addr.to_string()).await?;
     let bound = listener.local_addr().map_err(|source| crate::server::ServerError::Bind { addr: addr.to_string(), source })?;
-    let router = axum::Router::new().route("/metrics", axum::routing::get(|| async { ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render().await) }));
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async { ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render().await) }),
+    );
     tracing::info!(addr = %bound, "serving Prometheus metrics at /metrics");
     let task = tokio::spawn(web::serve(listener, router, web::HttpLimits::metrics(), stop));
     Ok((bound, task))

@@ -102,10 +102,8 @@ impl Registry {
         let activity = Arc::new(Activity::default());
         let mut entries = lock(&self.shared.entries);
         while entries.len() >= max.max(1) {
-            let Some(&oldest) = entries
-                .iter()
-                .min_by_key(|(_, e)| (e.activity.last_request.load(Ordering::Relaxed), e.accepted))
-                .map(|(id, _)| id)
+            let Some(&oldest) =
+                entries.iter().min_by_key(|(_, e)| (e.activity.last_request.load(Ordering::Relaxed), e.accepted)).map(|(id, _)| id)
             else {
                 break;
             };

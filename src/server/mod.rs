@@ -32,7 +32,7 @@ use tonic_health::server::HealthReporter;
 pub use guard::excerpt;
 pub use limits::Limits;
 pub use stop::{Stop, StopHandle, shutdown_signal};
-pub use watch::{Watched, Watchers, WatchStream};
+pub use watch::{WatchStream, Watched, Watchers};
 
 use crate::net::ServerStream;
 use connections::Registry;
@@ -137,10 +137,24 @@ impl Services {
             health.set_service_status(*name, ServingStatus::Serving).await;
         }
         let methods = observed::methods(
-            &[self.names.as_slice(), &[health_name, "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]].concat(),
-            &[crate::proto::FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET, tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET, tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET],
+            &[self.names.as_slice(), &[health_name, "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]]
+                .concat(),
+            &[
+                crate::proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
         );
-        Ok(Server { routes: self.routes.routes(), health, names: self.names, limits: self.limits, registry: Registry::new(), tls: self.tls, methods })
+        Ok(Server {
+            routes: self.routes.routes(),
+            health,
+            names: self.names,
+            limits: self.limits,
+            registry: Registry::new(),
+            tls: self.tls,
+            methods,
+        })
     }
 }
 
@@ -224,7 +238,8 @@ impl Server {
                 match tls {
                     None => incoming(listener, registry.clone(), limits.max_connections).boxed(),
                     Some(tls) => {
-                        incoming_tls(listener, registry.clone(), limits.max_connections, tls.server_config(), limits.first_bytes_timeout).boxed()
+                        incoming_tls(listener, registry.clone(), limits.max_connections, tls.server_config(), limits.first_bytes_timeout)
+                            .boxed()
                     }
                 },
                 graceful,

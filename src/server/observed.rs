@@ -137,7 +137,8 @@ impl Timed {
         }
         let code = self.code.unwrap_or("CANCELLED");
         metrics::counter!("synclab_grpc_requests_total", "method" => self.method.clone(), "code" => code).increment(1);
-        metrics::histogram!("synclab_grpc_request_duration_seconds", "method" => self.method.clone()).record(self.started.elapsed().as_secs_f64());
+        metrics::histogram!("synclab_grpc_request_duration_seconds", "method" => self.method.clone())
+            .record(self.started.elapsed().as_secs_f64());
     }
 }
 

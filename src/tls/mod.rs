@@ -58,9 +58,8 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 /// The PEM certificates in `path` (at least one).
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad(path, format!("not a PEM certificate: {e}")))?;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().map_err(|e| bad(path, format!("not a PEM certificate: {e}")))?;
     if certs.is_empty() {
         return Err(bad(path, "holds no certificate (expected -----BEGIN CERTIFICATE-----)"));
     }
@@ -132,7 +131,8 @@ impl Tls {
         let roots = Arc::new(roots);
         let chain = certificates(&files.cert)?;
         check_validity(&files.cert, &chain[0])?;
-        let identity: Arc<str> = common_name(&chain[0]).ok_or_else(|| bad(&files.cert, "the certificate has no Common Name (the identity)"))?.into();
+        let identity: Arc<str> =
+            common_name(&chain[0]).ok_or_else(|| bad(&files.cert, "the certificate has no Common Name (the identity)"))?.into();
         let key_pem = read(&files.key)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(&files.key, format!("not a PEM private key: {e}")))?;
         rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider)

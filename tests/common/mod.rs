@@ -3,9 +3,9 @@
 
 use std::net::SocketAddr;
 
-use synclab_core::clock::ClockConfig;
 use synclab::clock::LiveClock;
 use synclab::server::{Stop, StopHandle};
+use synclab_core::clock::ClockConfig;
 
 /// A time server running in this process on 127.0.0.1:0; stops when dropped.
 pub struct TestServer {

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::{GroupConfig, Core, Envelope, Kind, Message, NodeId, Reply, Role, SendError, Term};
+use super::{Core, Envelope, GroupConfig, Kind, Message, NodeId, Reply, Role, SendError, Term};
 
 /// A Bully node.
 #[derive(Debug, Clone)]

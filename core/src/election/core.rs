@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{GroupConfig, Count, Counters, Envelope, Kind, Message, NodeId, Rejection, Reply, Role, Term, next_owned_term, owner};
+use super::{Count, Counters, Envelope, GroupConfig, Kind, Message, NodeId, Rejection, Reply, Role, Term, next_owned_term, owner};
 
 /// Sends in a row to one peer that waited out their deadline without an answer
 /// ([`super::SendError::NoAnswer`]) after which the peer counts as down for [`DOWN_FOR`]. A refused

@@ -526,9 +526,7 @@ impl Machine {
         match (algorithm, message) {
             (_, Message::Alive { coordinator: Some(c), .. }) if !config.is_member(*c) => Err(Rejection::UnknownMember(*c)),
             (_, Message::Alive { .. }) => Ok(()),
-            (Algorithm::Bully, Message::Election { .. }) if from > config.id => {
-                Err(Rejection::ElectionFromHigher { from, to: config.id })
-            }
+            (Algorithm::Bully, Message::Election { .. }) if from > config.id => Err(Rejection::ElectionFromHigher { from, to: config.id }),
             (Algorithm::Bully, Message::Election { .. }) => Ok(()),
             (Algorithm::Bully, Message::Coordinator { term }) => core.check_owner(*term, from),
             (Algorithm::Ring, Message::RingElection { initiator, ids, .. }) => {
@@ -591,7 +589,11 @@ mod tests {
             for low in 1..100 {
                 let low_term = next_owned_term(&members, low, after).unwrap();
                 let high_term = next_owned_term(&members, low + 1, after).unwrap();
-                assert!(low_term > after && high_term > low_term, "after {after}: node {low} claims {low_term}, node {} {high_term}", low + 1);
+                assert!(
+                    low_term > after && high_term > low_term,
+                    "after {after}: node {low} claims {low_term}, node {} {high_term}",
+                    low + 1
+                );
             }
         }
     }
@@ -705,7 +707,12 @@ mod tests {
                 }
             }
             assert_eq!(top.core().role(), Role::Coordinator, "{algorithm}");
-            assert!(top.core().term() > 7 && top.core().minted() == top.core().term(), "{algorithm}: term {} minted {}", top.core().term(), top.core().minted());
+            assert!(
+                top.core().term() > 7 && top.core().minted() == top.core().term(),
+                "{algorithm}: term {} minted {}",
+                top.core().term(),
+                top.core().minted()
+            );
         }
     }
 

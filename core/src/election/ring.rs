@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::{GroupConfig, Core, Envelope, Message, NodeId, Reply, Role, SendError, Term};
+use super::{Core, Envelope, GroupConfig, Message, NodeId, Reply, Role, SendError, Term};
 
 /// A Ring node.
 #[derive(Debug, Clone)]

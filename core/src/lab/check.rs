@@ -208,7 +208,9 @@ impl Worlds {
         let mut steps = vec![(0.0, world.clone())];
         let mut links: BTreeSet<NodeId> = BTreeSet::new();
         for fault in faults {
-            let ids = |targets: &[String]| -> Vec<NodeId> { targets.iter().filter_map(|t| node_id(t)).filter(|n| run.nodes.contains(n)).collect() };
+            let ids = |targets: &[String]| -> Vec<NodeId> {
+                targets.iter().filter_map(|t| node_id(t)).filter(|n| run.nodes.contains(n)).collect()
+            };
             match &fault.op {
                 Op::Kill { targets } | Op::Stop { targets } | Op::Pause { targets } => world.down.extend(ids(targets)),
                 Op::Start { targets } | Op::Unpause { targets } => {
@@ -282,7 +284,13 @@ fn election_safety(observations: &[ElectionObservation], worlds: &Worlds) -> Che
 }
 
 /// The settle times, and the highest-id rule at each settle.
-fn election_liveness(run: &RunInfo, observations: &[ElectionObservation], worlds: &Worlds, faults: &[Fault], end: f64) -> (CheckResult, CheckResult) {
+fn election_liveness(
+    run: &RunInfo,
+    observations: &[ElectionObservation],
+    worlds: &Worlds,
+    faults: &[Fault],
+    end: f64,
+) -> (CheckResult, CheckResult) {
     let mut live = CheckResult::new();
     let mut highest = CheckResult::new();
     if observations.iter().all(|o| o.role == Role::Unreachable) {
@@ -444,7 +452,9 @@ fn cristian(run: &RunInfo, events: &[Event], faults: &[Fault], end: f64) -> Chec
             continue;
         }
         for device in &devices {
-            let back = syncs.iter().find(|s| s.device == *device && s.time > fault.end && s.true_error_nanos.unsigned_abs() <= s.error_bound_nanos);
+            let back = syncs
+                .iter()
+                .find(|s| s.device == *device && s.time > fault.end && s.true_error_nanos.unsigned_abs() <= s.error_bound_nanos);
             match back {
                 Some(s) if s.time - fault.end <= within => recoveries.push(s.time - fault.end),
                 _ => result.violation(format!("{device} was not back inside its bound within {within:.1} s after {}", fault.op.describe())),
@@ -680,9 +690,16 @@ mod tests {
     #[test]
     fn a_device_that_does_not_recover_after_a_bump_is_invalid() {
         let bump = fault(2.0, Op::Bump { target: "laptop".into(), by_nanos: 300_000_000_000 });
-        let good = vec![run(&[]), sync(1.0, "laptop", 50_000, 1_000), bump.clone(), sync(6.0, "laptop", 50_000, 1_000), sync(20.0, "laptop", 1, 0)];
+        let good = vec![
+            run(&[]),
+            sync(1.0, "laptop", 50_000, 1_000),
+            bump.clone(),
+            sync(6.0, "laptop", 50_000, 1_000),
+            sync(20.0, "laptop", 1, 0),
+        ];
         assert_eq!(check(&good).valid, Validity::Valid, "{:#?}", check(&good));
-        let late = vec![run(&[]), sync(1.0, "laptop", 50_000, 1_000), bump, sync(12.0, "laptop", 50_000, 1_000), sync(20.0, "laptop", 1, 0)];
+        let late =
+            vec![run(&[]), sync(1.0, "laptop", 50_000, 1_000), bump, sync(12.0, "laptop", 50_000, 1_000), sync(20.0, "laptop", 1, 0)];
         let r = check(&late);
         assert_eq!(r.checkers["cristian"].valid, Validity::Invalid, "{r:#?}");
     }
@@ -691,7 +708,14 @@ mod tests {
     fn recovery_is_due_after_the_server_is_back_not_while_it_is_down() {
         let stop = fault(2.0, Op::Stop { targets: vec!["time-server".into()] });
         let start = fault(5.0, Op::Start { targets: vec!["time-server".into()] });
-        let back = vec![run(&[]), sync(1.0, "laptop", 50_000, 1_000), stop.clone(), start.clone(), sync(6.0, "laptop", 50_000, 1_000), sync(20.0, "laptop", 1, 0)];
+        let back = vec![
+            run(&[]),
+            sync(1.0, "laptop", 50_000, 1_000),
+            stop.clone(),
+            start.clone(),
+            sync(6.0, "laptop", 50_000, 1_000),
+            sync(20.0, "laptop", 1, 0),
+        ];
         assert_eq!(check(&back).valid, Validity::Valid, "{:#?}", check(&back));
         let never = vec![run(&[]), sync(1.0, "laptop", 50_000, 1_000), stop, start, sync(20.0, "laptop", 1, 0)];
         assert_eq!(check(&never).checkers["cristian"].valid, Validity::Invalid);

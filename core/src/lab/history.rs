@@ -81,28 +81,57 @@ pub struct Fault {
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Op {
     /// SIGKILL: the processes die at once (in one process: the nodes stop without a goodbye).
-    Kill { targets: Vec<String> },
+    Kill {
+        targets: Vec<String>,
+    },
     /// SIGTERM: the processes stop as they would in a rolling restart.
-    Stop { targets: Vec<String> },
+    Stop {
+        targets: Vec<String>,
+    },
     /// Started again after a kill or a stop.
-    Start { targets: Vec<String> },
+    Start {
+        targets: Vec<String>,
+    },
     /// Frozen (`docker pause`): alive, but answers nothing and does nothing.
-    Pause { targets: Vec<String> },
-    Unpause { targets: Vec<String> },
+    Pause {
+        targets: Vec<String>,
+    },
+    Unpause {
+        targets: Vec<String>,
+    },
     /// The election nodes are cut into these groups: no message crosses between groups. A node in no
     /// group is in a group of its own. `shape` names it (isolate, halves, bridge, majorities-ring).
     /// In a bridge, one node sees both halves: the groups overlap.
-    Partition { shape: String, groups: Vec<Vec<NodeId>> },
+    Partition {
+        shape: String,
+        groups: Vec<Vec<NodeId>>,
+    },
     /// Every partition and link fault removed.
     Heal,
     /// Delay, jitter and loss on every link of `node` (both ways); node 0: on every link of the group.
-    Link { node: NodeId, delay_ms: f64, jitter_ms: f64, loss: f64 },
+    Link {
+        node: NodeId,
+        delay_ms: f64,
+        jitter_ms: f64,
+        loss: f64,
+    },
     /// A clock stepped by `by_nanos` at once.
-    Bump { target: String, by_nanos: i64 },
+    Bump {
+        target: String,
+        by_nanos: i64,
+    },
     /// A clock stepped back and forth by `amplitude_nanos`.
-    Strobe { target: String, amplitude_nanos: i64, period_ms: f64, duration_ms: f64 },
+    Strobe {
+        target: String,
+        amplitude_nanos: i64,
+        period_ms: f64,
+        duration_ms: f64,
+    },
     /// A clock's drift changed.
-    Drift { target: String, drift_ppm: f64 },
+    Drift {
+        target: String,
+        drift_ppm: f64,
+    },
 }
 
 impl Op {
