@@ -222,3 +222,120 @@ impl<B: Backend> Player<B> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use synclab_core::lab::history::ElectionObservation;
+    use synclab_core::lab::{Scenario, plan};
+
+    use super::*;
+    use crate::lab_runner::backend::Endpoint;
+    use crate::lab_runner::record::RunClock;
+
+    /// A backend with no process, no gRPC and no real time, as a simulator would be: it keeps what it
+    /// was asked to do, and its clock moves only when the player sleeps.
+    #[derive(Clone, Default)]
+    struct Fake {
+        calls: Arc<Mutex<Vec<(Lifecycle, NodeId)>>>,
+        links: Arc<Mutex<BTreeMap<NodeId, LinkTable>>>,
+        nanos: Arc<AtomicU64>,
+    }
+
+    impl Backend for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
+        fn members(&self) -> Vec<NodeId> {
+            vec![1, 2, 3, 4, 5]
+        }
+
+        fn endpoint(&self, _: NodeId) -> Option<Endpoint> {
+            None
+        }
+
+        async fn lifecycle(&mut self, action: Lifecycle, id: NodeId) -> Result<(), LabError> {
+            self.calls.lock().unwrap().push((action, id));
+            Ok(())
+        }
+
+        async fn set_links(&mut self, id: NodeId, table: &LinkTable) -> Result<(), LabError> {
+            self.links.lock().unwrap().insert(id, table.clone());
+            Ok(())
+        }
+
+        fn clock(&self) -> RunClock {
+            let nanos = self.nanos.clone();
+            RunClock::virtual_time(move || Duration::from_nanos(nanos.load(Ordering::SeqCst)))
+        }
+
+        fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send {
+            self.nanos.fetch_add(d.as_nanos() as u64, Ordering::SeqCst);
+            std::future::ready(())
+        }
+    }
+
+    /// A recorder on the fake's clock that has seen node 5 rule the group in term 1.
+    fn settled_group(fake: &Fake) -> Recorder {
+        let rec = Recorder::new(fake.clock());
+        for node in 1..=5 {
+            let role = if node == 5 { Role::Coordinator } else { Role::Follower };
+            rec.push(Event::Election(ElectionObservation { time: 0.0, node, role, term: 1, coordinator: Some(5) }));
+        }
+        rec
+    }
+
+    fn faults(rec: &Recorder) -> Vec<Fault> {
+        rec.take().into_iter().filter_map(|e| if let Event::Fault(f) = e { Some(f) } else { None }).collect()
+    }
+
+    /// Pins that a plan plays through the backend alone: the coordinator found is the one killed and
+    /// started, each planned fault is one recorded fault, and the waits pass on the backend's clock
+    /// (exactly the plan's two holds, with no real sleeping).
+    #[tokio::test]
+    async fn a_plan_plays_through_the_backend_and_its_clock() {
+        let fake = Fake::default();
+        let rec = settled_group(&fake);
+        let plan = plan(Scenario::KillCoordinator, 1, &fake.members(), Some(Duration::from_secs(2))).unwrap();
+        let mut player = Player::new(fake.clone(), rec.clone(), 1);
+        player.play(&plan).await.unwrap();
+        assert_eq!(*fake.calls.lock().unwrap(), [(Lifecycle::Kill, 5), (Lifecycle::Start, 5)]);
+        assert_eq!(rec.now(), 2.0, "two holds of 1 s on the virtual clock");
+        let faults = faults(&rec);
+        assert_eq!(faults.len(), plan.faults());
+        assert!(faults.iter().all(|f| f.error.is_none()), "{faults:?}");
+    }
+
+    /// Pins that the nemesis records exactly its planned faults and that the player's restore leaves
+    /// every member's links healed and every member it broke started again.
+    #[tokio::test]
+    async fn the_nemesis_records_its_planned_faults_and_restore_heals_all() {
+        let fake = Fake::default();
+        let rec = settled_group(&fake);
+        let plan = plan(Scenario::Nemesis, 3, &fake.members(), Some(Duration::from_secs(60))).unwrap();
+        let mut player = Player::new(fake.clone(), rec.clone(), 3);
+        player.play(&plan).await.unwrap();
+        player.restore().await;
+        assert_eq!(faults(&rec).len(), plan.faults());
+        let links = fake.links.lock().unwrap();
+        assert_eq!(links.len(), 5, "every member's links were set");
+        assert!(links.values().all(|t| t.links.is_empty()), "healed: {links:?}");
+    }
+
+    /// Pins the start's failure: a group that shows no coordinator fails the run after the plan's
+    /// limit, measured on the backend's clock.
+    #[tokio::test]
+    async fn no_first_coordinator_fails_the_run_on_the_backends_clock() {
+        let fake = Fake::default();
+        let rec = Recorder::new(fake.clock());
+        let plan = plan(Scenario::Steady, 1, &fake.members(), None).unwrap();
+        let e = Player::new(fake.clone(), rec.clone(), 1).play(&plan).await.unwrap_err();
+        assert!(matches!(e, LabError::NoCoordinator { .. }), "{e}");
+        assert!(rec.now() >= 10.0 && rec.now() < 10.1, "{}", rec.now());
+        assert!(fake.calls.lock().unwrap().is_empty());
+    }
+}
