@@ -14,6 +14,8 @@
 //!   channels and deadlines).
 //! - [`cli`]: every flag and its validation, named alike across the binaries in `services/`.
 //! - [`proto`]: the generated gRPC code; [`telemetry`]: logging; [`observe`]: Prometheus metrics.
+//! - [`lab`]: the fault lab's hooks inside every service (`--lab`); `lab_runner` (the `lab-runner`
+//!   feature): the runner that plays scenarios against a group from the host.
 
 pub mod berkeley;
 pub mod cli;
@@ -22,6 +24,8 @@ pub mod cristian;
 pub mod dashboard;
 pub mod election;
 pub mod lab;
+#[cfg(feature = "lab-runner")]
+pub mod lab_runner;
 mod lock;
 pub mod net;
 pub mod ntp;

@@ -106,20 +106,67 @@ fn a_flaky_link_is_measured_not_judged() {
     assert_eq!(windows, 4, "one row per loss rate");
 }
 
+/// A history's faults without their timing: what was done, to whom.
+fn fault_ops(dir: &Path) -> Vec<Value> {
+    history(dir)
+        .into_iter()
+        .filter(|e| e["type"] == "fault")
+        .map(|mut e| {
+            for key in ["start", "end", "error"] {
+                e.as_object_mut().unwrap().remove(key);
+            }
+            e
+        })
+        .collect()
+}
+
+/// Pins that a seed fixes the nemesis whole: both runs play the same faults, as many as the plan the
+/// history records and as `synclab lab plan` prints for the same inputs, whatever the runs' timing.
 #[test]
 fn the_nemesis_is_reproducible_from_its_seed() {
-    let ops = |dir: &Path| -> Vec<String> {
-        history(dir).iter().filter(|e| e["type"] == "fault").map(|e| e["op"].as_str().unwrap().to_string()).collect()
-    };
     let a = run_valid("nemesis", &["--duration", "4s", "--seed", "11"], &[]);
-    let first = ops(&a);
+    let first = fault_ops(&a);
     assert!(first.len() >= 2, "{first:?}");
     let b = out("nemesis-again");
     let (code, text) = lab(&["run", "nemesis", "--local", "--duration", "4s", "--seed", "11", "--out", b.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
-    let second = ops(&b);
-    let n = first.len().min(second.len());
-    assert_eq!(first[..n], second[..n], "the same seed plays the same faults");
+    assert_eq!(first, fault_ops(&b), "the same seed plays the same faults, as many of them");
+    let h = history(&a);
+    assert_eq!(h[1]["type"], "plan", "the plan follows the run line");
+    let planned = |plan: &Value| plan["steps"].as_array().unwrap().iter().filter(|s| s["step"] == "fault").count();
+    assert_eq!(planned(&h[1]), first.len(), "one fault in the history per planned fault");
+    let (code, printed) = lab(&["plan", "nemesis", "--duration", "4s", "--seed", "11"]);
+    assert_eq!(code, 0, "{printed}");
+    let printed: Value = serde_json::from_str(&printed).unwrap();
+    let mut recorded = h[1].clone();
+    recorded.as_object_mut().unwrap().remove("type");
+    assert_eq!(printed, recorded, "the history's plan is the one `lab plan` prints");
+}
+
+/// Pins `synclab lab plan`: the same bytes on every call, members 1..=N, and clear errors for a
+/// scenario that does not exist (named) or has no plan.
+#[test]
+fn a_plan_prints_the_same_bytes_on_every_call() {
+    let plan = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_synclab")).args(["lab", "plan"]).args(args).output().unwrap();
+    let args = ["nemesis", "--seed", "3", "--duration", "10s"];
+    let (a, b) = (plan(&args), plan(&args));
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(a.stdout, b.stdout, "the same bytes twice");
+    let p: Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(p["scenario"], "nemesis");
+    assert_eq!(p["members"], serde_json::json!([1, 2, 3, 4, 5]), "the scenario's five nodes by default");
+    assert_ne!(plan(&["nemesis", "--seed", "4", "--duration", "10s"]).stdout, a.stdout, "another seed, another nemesis");
+    let seven: Value = serde_json::from_slice(&plan(&["kill-coordinator", "--nodes", "7"]).stdout).unwrap();
+    assert_eq!(seven["members"].as_array().unwrap().len(), 7);
+
+    let bad = plan(&["no-such-scenario"]);
+    let text = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{text}");
+    assert!(text.contains("no-such-scenario") && text.contains("synclab lab list"), "{text}");
+    let clock = plan(&["cristian-clock-bump"]);
+    let text = String::from_utf8_lossy(&clock.stderr);
+    assert_eq!(clock.status.code(), Some(2), "{text}");
+    assert!(text.contains("cristian-clock-bump is a clock scenario"), "{text}");
 }
 
 #[test]

@@ -7,10 +7,10 @@
 //!   the probes that measure what they cost (memory, a legitimate call's latency, exit time).
 //! - [`cluster`]: real election nodes in one process, each a gRPC server on its own loopback port, for
 //!   the integration tests and the benchmarks (the fault lab's `--local` mode runs on it too, so it lives
-//!   in `synclab::lab::cluster`).
+//!   in `synclab::lab_runner::backend::local`).
 
 pub mod attack;
 pub mod cluster {
-    pub use synclab::lab::cluster::*;
+    pub use synclab::lab_runner::backend::local::{LocalCluster, agreed};
 }
 pub mod sim;

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use synclab::cli::{TlsArgs, named, parse_duration};
-use synclab::lab::run::{self, RunOptions, Target};
-use synclab_core::election::Algorithm;
+use synclab::lab_runner::{self as runner, RunOptions, Target};
+use synclab_core::election::{Algorithm, NodeId};
+use synclab_core::lab::Scenario;
 
 #[derive(Debug, Args)]
 pub struct LabArgs {
@@ -27,12 +28,37 @@ enum LabCommand {
         /// A run's folder.
         dir: PathBuf,
     },
+    /// Print an election scenario's plan as JSON: every step a run with this seed plays (the same bytes
+    /// on every call).
+    Plan(PlanArgs),
+}
+
+/// Parses a scenario's name; any other is an error that names it.
+fn parse_scenario(name: &str) -> Result<Scenario, String> {
+    <Scenario as synclab_core::Named>::from_name(name).ok_or_else(|| format!("no scenario '{name}' (see `synclab lab list`)"))
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// The scenario (see `synclab lab list`; the clock scenarios have no plan).
+    #[arg(value_parser = parse_scenario)]
+    scenario: Scenario,
+    /// Seeds every random choice.
+    #[arg(long, env = "SYNCLAB_SEED", default_value_t = 1)]
+    seed: u64,
+    /// How long the scenario's main part lasts (each has its own default).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// The group's size: members 1..=N (default: the scenario's size in one process).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..=1000))]
+    nodes: Option<u64>,
 }
 
 #[derive(Debug, Args)]
 struct RunArgs {
     /// The scenario (see `synclab lab list`).
-    scenario: String,
+    #[arg(value_parser = parse_scenario)]
+    scenario: Scenario,
     /// The folder to write the run into (created if missing).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -63,12 +89,12 @@ struct RunArgs {
 pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         LabCommand::List => {
-            print!("{}", run::list());
+            print!("{}", Scenario::list());
             Ok(ExitCode::SUCCESS)
         }
-        LabCommand::Check { dir } => match run::check_dir(&dir) {
+        LabCommand::Check { dir } => match runner::check_dir(&dir) {
             Ok(results) => {
-                print!("{}", run::summary(&results));
+                print!("{}", runner::summary(&results));
                 Ok(ExitCode::from(results.valid.exit_code() as u8))
             }
             Err(e) => {
@@ -76,15 +102,28 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        LabCommand::Plan(a) => {
+            let members: Vec<NodeId> = (1..=a.nodes.unwrap_or(a.scenario.local_nodes())).collect();
+            match synclab_core::lab::plan(a.scenario, a.seed, &members, a.duration) {
+                Ok(plan) => {
+                    println!("{}", plan.to_json());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         LabCommand::Run(a) => {
             let target = if a.local {
                 Target::Local
             } else {
-                let project = a.project.clone().unwrap_or_else(|| run::default_project(&std::env::current_dir().unwrap_or_default()));
+                let project = a.project.clone().unwrap_or_else(|| runner::default_project(&std::env::current_dir().unwrap_or_default()));
                 Target::Compose { project, start: !a.no_start }
             };
             let options = RunOptions {
-                scenario: a.scenario.clone(),
+                scenario: a.scenario,
                 out: a.out.clone(),
                 seed: a.seed,
                 algorithm: a.algorithm,
@@ -92,10 +131,10 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 target,
                 dialer: a.tls.dialer()?,
             };
-            match run::run(options).await {
+            match runner::run(options).await {
                 Ok(results) => {
                     println!("{} (seed {}): {}", a.scenario, a.seed, a.out.display());
-                    print!("{}", run::summary(&results));
+                    print!("{}", runner::summary(&results));
                     Ok(ExitCode::from(results.valid.exit_code() as u8))
                 }
                 Err(e) => {

@@ -142,7 +142,7 @@ pub fn check(events: &[Event]) -> Results {
 
 fn event_time(e: &Event) -> f64 {
     match e {
-        Event::Run(_) => 0.0,
+        Event::Run(_) | Event::Plan(_) => 0.0,
         Event::Fault(f) => f.end,
         Event::Election(o) => o.time,
         Event::Message(m) => m.time,

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::plan::Plan;
 use crate::election::NodeId;
 
 /// One line of a history.
@@ -14,6 +15,9 @@ use crate::election::NodeId;
 pub enum Event {
     /// What the run was: written first.
     Run(RunInfo),
+    /// The plan an election run played (written after the run line; histories from before plans have
+    /// none, and the clock scenarios have none).
+    Plan(Plan),
     /// A fault operation, from when it was begun to when it was done.
     Fault(Fault),
     /// What one election node reported of itself.
@@ -264,4 +268,28 @@ pub fn parse(text: &str) -> Result<Vec<Event>, HistoryError> {
 /// Writes one event as a line of JSON.
 pub fn line(event: &Event) -> String {
     serde_json::to_string(event).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab::{Scenario, plan};
+
+    /// Pins that a history written before plans existed (no plan line) still reads, and that a plan
+    /// line reads back as the plan that was written.
+    #[test]
+    fn old_and_new_histories_read_back() {
+        let old = r#"{"type":"run","scenario":"kill-coordinator","seed":1,"backend":"local","nodes":[1,2,3]}
+{"type":"election","time":0.5,"node":3,"role":"coordinator","term":1,"coordinator":3}
+"#;
+        let events = parse(old).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(!events.iter().any(|e| matches!(e, Event::Plan(_))));
+
+        let p = plan(Scenario::Nemesis, 3, &[1, 2, 3, 4, 5], Some(std::time::Duration::from_secs(10))).unwrap();
+        let text = [&events[0], &Event::Plan(p.clone()), &events[1]].iter().map(|e| line(e) + "\n").collect::<String>();
+        let back = parse(&text).unwrap();
+        assert_eq!(back[1], Event::Plan(p));
+        assert_eq!(back.iter().map(line).collect::<Vec<_>>(), text.lines().collect::<Vec<_>>(), "the same bytes again");
+    }
 }

@@ -1,9 +1,15 @@
-//! The fault lab's rules, with no I/O: what a run records ([`history`]), the checkers that judge a
-//! history ([`check`]), and the seeded randomness schedules are drawn from ([`Rng`]). The runner that
-//! injects the faults and observes the services lives in the `synclab` crate.
+//! The fault lab's rules, with no I/O: the scenarios by name ([`scenario`]), each election scenario as a
+//! pure plan of steps ([`plan`]), what a run records ([`history`]), the checkers that judge a history
+//! ([`check`]), and the seeded randomness plans are drawn from ([`Rng`]). The runner that plays a plan
+//! against a group and observes it lives in the `synclab` crate (`synclab::lab_runner`).
 
 pub mod check;
 pub mod history;
+pub mod plan;
+pub mod scenario;
+
+pub use plan::{Plan, PlanError, plan};
+pub use scenario::Scenario;
 
 /// A small seeded generator (SplitMix64): the same seed gives the same schedule on every machine.
 #[derive(Debug, Clone)]

@@ -1,6 +1,8 @@
-//! A group of real election nodes in one process, each a gRPC server on its own loopback port: what the
-//! integration tests and the benchmarks run. Nodes can be stopped (as a crash: their server goes away),
-//! started again on the same port with the same state directory, and frozen (as `docker pause`).
+//! Election nodes in this process as a lab backend (`--local`): [`LocalCluster`], a group of real
+//! election nodes, each a gRPC server on its own loopback port (what the integration tests and the
+//! benchmarks run too), and [`Local`], the backend around it. Nodes can be killed (a crash: their server
+//! goes away), stopped (with a goodbye), started again on the same port with the same state directory,
+//! and frozen (as `docker pause`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,9 +10,12 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use super::{Backend, Endpoint, Lifecycle};
 use crate::election::state::StateError;
 use crate::election::{ElectionNode, NodeConfig, NodeError, agreement};
+use crate::lab_runner::error::LabError;
 use crate::proto::election as pb;
+use crate::rpc::Dialer;
 use crate::server::{Connections, Stop, StopHandle};
 use synclab_core::election::{Algorithm, NodeId};
 
@@ -207,5 +212,62 @@ impl LocalCluster {
         for id in self.running() {
             self.stop(id).await;
         }
+    }
+}
+
+/// The lab's in-process group: `n` nodes with the lab's switch on and fast timers, their state files in
+/// a folder of the run that goes when the run ends.
+pub struct Local {
+    cluster: LocalCluster,
+    state_dir: PathBuf,
+    dialer: Dialer,
+}
+
+impl Local {
+    /// Starts `n` nodes running `algorithm` (50 ms heartbeats, 200 ms timeout, 100 ms RPC deadline),
+    /// their state in `state_dir` (emptied first).
+    pub async fn start(algorithm: Algorithm, n: u64, state_dir: PathBuf, dialer: Dialer) -> Result<Self, LabError> {
+        let _ = std::fs::remove_dir_all(&state_dir);
+        let ms = Duration::from_millis;
+        let cluster = LocalCluster::start_with(algorithm, n, ms(50), ms(200), ms(100), state_dir.clone(), |c| c.lab = true)
+            .await
+            .map_err(|source| LabError::Nodes { source })?;
+        Ok(Self { cluster, state_dir, dialer })
+    }
+}
+
+impl Backend for Local {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        self.cluster.ids()
+    }
+
+    fn endpoint(&self, id: NodeId) -> Option<Endpoint> {
+        let address = self.cluster.addresses.get(&id)?.clone();
+        Some(Endpoint { address, dialer: self.dialer.clone() })
+    }
+
+    async fn lifecycle(&mut self, action: Lifecycle, id: NodeId) -> Result<(), LabError> {
+        let c = &mut self.cluster;
+        match action {
+            Lifecycle::Kill => c.kill(id).await,
+            Lifecycle::Stop => c.stop(id).await,
+            Lifecycle::Start => {
+                if !c.running.contains_key(&id) {
+                    c.restart(id).await.map_err(|source| LabError::Restart { node: id, source })?;
+                }
+            }
+            Lifecycle::Pause => c.freeze(id, true),
+            Lifecycle::Unpause => c.freeze(id, false),
+        }
+        Ok(())
+    }
+
+    async fn shutdown(self) {
+        self.cluster.shutdown().await;
+        let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }

@@ -14,10 +14,14 @@ use futures::StreamExt;
 use synclab_core::clock::ClockConfig;
 use synclab_core::cristian::Estimator;
 use synclab_core::lab::Rng;
+use synclab_core::lab::Scenario;
 use synclab_core::lab::history::{ClockObservation, Event, Fault, Op, RoundObservation, RunInfo, SyncObservation};
 use tokio::sync::watch;
 
-use super::run::{Compose, LabError, Recorder, RunOptions, Target};
+use super::backend::compose::Compose;
+use super::backend::{Lifecycle, Target};
+use super::error::LabError;
+use super::record::Recorder;
 use crate::berkeley::master::{Master, MasterConfig};
 use crate::berkeley::slave::Slave;
 use crate::clock::LiveClock;
@@ -44,8 +48,8 @@ fn line_clock(offset_nanos: i64, drift_ppm: f64) -> ClockConfig {
 }
 
 async fn serve(server: crate::server::Server, addr: &str) -> Result<(String, StopHandle), LabError> {
-    let listener = crate::server::bind(addr).await.map_err(|e| LabError::Unreachable(e.to_string()))?;
-    let bound = listener.local_addr().map_err(|e| LabError::Unreachable(e.to_string()))?;
+    let listener = crate::server::bind(addr).await.map_err(|source| LabError::Serve { source })?;
+    let bound = listener.local_addr().map_err(|source| LabError::Listener { source })?;
     let (handle, stop) = Stop::new();
     tokio::spawn(server.serve(listener, stop));
     Ok((bound.to_string(), handle))
@@ -53,17 +57,17 @@ async fn serve(server: crate::server::Server, addr: &str) -> Result<(String, Sto
 
 /// Runs `berkeley-faulty-clock`: rounds until the group is together, a line bumped by five minutes, and
 /// rounds until it is back.
-pub(super) async fn berkeley(options: &RunOptions, rec: &Recorder) -> Result<(), LabError> {
+pub async fn berkeley(seed: u64, target: &Target, dialer: &Dialer, rec: &Recorder) -> Result<(), LabError> {
     let interval = Duration::from_secs(1);
-    let mut rng = Rng::new(options.seed);
+    let mut rng = Rng::new(seed);
     // The line to bump; TAPMI starts five minutes out already, so another one.
     let victim = [LINES[0].0, LINES[1].0, LINES[3].0][rng.below(3) as usize];
     // Local: the group in this process. Docker: the compose stack's.
     let mut local: Vec<StopHandle> = Vec::new();
     let mut clocks: Vec<LiveClock> = Vec::new();
-    let (master_addr, reads, compose): (String, Vec<String>, Option<Compose>) = match &options.target {
+    let (master_addr, reads, compose): (String, Vec<String>, Option<Compose>) = match target {
         Target::Local => {
-            let clock = LiveClock::new("berkeley-master", line_clock(0, 15.0)).map_err(|e| LabError::Unreachable(e.to_string()))?;
+            let clock = LiveClock::new("berkeley-master", line_clock(0, 15.0)).map_err(|source| LabError::Clock { source })?;
             let config = MasterConfig {
                 interval,
                 tolerance_nanos: SEC as f64,
@@ -77,15 +81,15 @@ pub(super) async fn berkeley(options: &RunOptions, rec: &Recorder) -> Result<(),
             let (stop_handle, stop) = Stop::new();
             let server = crate::berkeley::master::server(master.clone(), "berkeley-master", stop.clone(), false)
                 .await
-                .map_err(|e| LabError::Unreachable(e.to_string()))?;
+                .map_err(|source| LabError::Serve { source })?;
             let (master_addr, handle) = serve(server, "127.0.0.1:0").await?;
             local.push(handle);
             local.push(stop_handle);
             clocks.push(clock);
             for (name, offset, drift) in LINES {
-                let clock = LiveClock::new(name, line_clock(offset, drift)).map_err(|e| LabError::Unreachable(e.to_string()))?;
-                let slave = Slave::new(clock.clone(), 3600 * SEC, Dialer::plaintext()).map_err(|e| LabError::Unreachable(e.to_string()))?;
-                let server = slave.server(false).await.map_err(|e| LabError::Unreachable(e.to_string()))?;
+                let clock = LiveClock::new(name, line_clock(offset, drift)).map_err(|source| LabError::Clock { source })?;
+                let slave = Slave::new(clock.clone(), 3600 * SEC, Dialer::plaintext()).map_err(|source| LabError::Random { source })?;
+                let server = slave.server(false).await.map_err(|source| LabError::Serve { source })?;
                 let (addr, handle) = serve(server, "127.0.0.1:0").await?;
                 local.push(handle);
                 let (keep, stop) = Stop::new();
@@ -98,45 +102,38 @@ pub(super) async fn berkeley(options: &RunOptions, rec: &Recorder) -> Result<(),
         }
         Target::Compose { project, start } => {
             let services = ["berkeley-master", "kmc", "mit", "tapmi", "sols"];
-            let compose = Compose::connect(project, &services, *start).await?;
+            let compose = Compose::connect(project, &services, *start, dialer.clone()).await?;
             let reads = services.iter().map(|s| compose.address(s)).collect();
             (compose.address("berkeley-master"), reads, Some(compose))
         }
     };
     let (stop, stopped) = watch::channel(false);
     let (counted, mut rounds) = watch::channel(0u64);
-    let watcher = tokio::spawn(watch_rounds(
-        options.dialer.clone(),
-        master_addr,
-        clocks.clone(),
-        reads.clone(),
-        rec.clone(),
-        counted,
-        stopped.clone(),
-    ));
-    let sampler = tokio::spawn(sample_clocks(options.dialer.clone(), clocks.clone(), reads.clone(), rec.clone(), stopped));
+    let watcher =
+        tokio::spawn(watch_rounds(dialer.clone(), master_addr, clocks.clone(), reads.clone(), rec.clone(), counted, stopped.clone()));
+    let sampler = tokio::spawn(sample_clocks(dialer.clone(), clocks.clone(), reads.clone(), rec.clone(), stopped));
     // Three rounds together, the bump, then five rounds to come back (a round every second locally;
     // in Docker, every SYNCLAB_BERKELEY_INTERVAL).
     let enough = |n: u64| move |seen: &u64| *seen >= n;
     if tokio::time::timeout(Duration::from_secs(60), rounds.wait_for(enough(3))).await.is_err() {
         let _ = stop.send(true);
-        return Err(LabError::Unreachable("the master reported no three rounds within 60 s".into()));
+        return Err(LabError::NoRounds);
     }
     let start = rec.now();
     let error = match &compose {
         None => {
             let clock = clocks.iter().find(|c| c.name() == victim).cloned();
             clock
-                .map(|c| c.with(|v, host| v.step(host, BUMP)).map(|_| ()).map_err(|e| e.to_string()))
-                .unwrap_or_else(|| Err("no such line".into()))
+                .map(|c| c.with(|v, host| v.step(host, BUMP)).map(|_| ()).map_err(|source| LabError::Step { clock: victim.into(), source }))
+                .unwrap_or_else(|| Err(LabError::NoLine(victim.into())))
         }
-        Some(c) => bump(&options.dialer, &c.address(&victim.to_lowercase()), BUMP).await,
+        Some(c) => bump(dialer, &c.address(&victim.to_lowercase()), BUMP).await,
     };
     rec.push(Event::Fault(Fault {
         start,
         end: rec.now(),
         op: Op::Bump { target: victim.to_lowercase(), by_nanos: BUMP },
-        error: error.err(),
+        error: error.err().map(|e| e.to_string()),
     }));
     let _ = tokio::time::timeout(Duration::from_secs(120), rounds.wait_for(enough(8))).await;
     let _ = stop.send(true);
@@ -214,10 +211,10 @@ async fn sample_clocks(dialer: Dialer, local: Vec<LiveClock>, reads: Vec<String>
     }
 }
 
-async fn bump(dialer: &Dialer, addr: &str, by: i64) -> Result<(), String> {
-    let channel = dialer.channel(addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+async fn bump(dialer: &Dialer, addr: &str, by: i64) -> Result<(), LabError> {
+    let channel = dialer.channel(addr, Duration::from_secs(1)).map_err(|source| LabError::Dial { source })?;
     let call = LabClient::new(channel).bump_clock(BumpClockRequest { clock: String::new(), by_nanos: by }).await;
-    call.map(|_| ()).map_err(|s| format!("{addr}: {} (is the stack started with SYNCLAB_LAB=1?)", s.message()))
+    call.map(|_| ()).map_err(|source| LabError::Bump { addr: addr.to_string(), source })
 }
 
 /// The server of the Cristian scenarios, which can be restarted.
@@ -234,43 +231,45 @@ impl TimeServer {
         }
     }
 
-    async fn stop(&mut self) -> Result<(), String> {
+    async fn stop(&mut self) -> Result<(), LabError> {
         match self {
             TimeServer::Local { handle, .. } => {
                 drop(handle.take());
                 Ok(())
             }
-            TimeServer::Compose(c) => c.lifecycle("stop", "time-server").await,
+            TimeServer::Compose(c) => c.service_lifecycle(Lifecycle::Stop, "time-server").await,
         }
     }
 
-    async fn start(&mut self) -> Result<(), String> {
+    async fn start(&mut self) -> Result<(), LabError> {
         match self {
             TimeServer::Local { clock, addr, handle } => {
-                let server = crate::cristian::server(clock.clone(), 0, None, false).await.map_err(|e| e.to_string())?;
-                let (bound, h) = serve(server, addr).await.map_err(|e| e.to_string())?;
+                let server = crate::cristian::server(clock.clone(), 0, None, false).await.map_err(|source| LabError::Serve { source })?;
+                let (bound, h) = serve(server, addr).await?;
                 // The first start takes a free port; later ones take it again.
                 *addr = bound;
                 *handle = Some(h);
                 Ok(())
             }
-            TimeServer::Compose(c) => c.lifecycle("start", "time-server").await,
+            TimeServer::Compose(c) => c.service_lifecycle(Lifecycle::Start, "time-server").await,
         }
     }
 }
 
 /// Runs `cristian-server-restart` or `cristian-clock-bump`: the phone and the laptop sync every second;
 /// the server stops and starts again, or the laptop's clock jumps five minutes.
-pub(super) async fn cristian(options: &RunOptions, rec: &Recorder, restart: bool) -> Result<(), LabError> {
+pub async fn cristian(target: &Target, dialer: &Dialer, rec: &Recorder, restart: bool) -> Result<(), LabError> {
     let interval = Duration::from_secs(1);
-    let mut server = match &options.target {
+    let mut server = match target {
         Target::Local => {
-            let clock = LiveClock::new("time-server", ClockConfig::default()).map_err(|e| LabError::Unreachable(e.to_string()))?;
+            let clock = LiveClock::new("time-server", ClockConfig::default()).map_err(|source| LabError::Clock { source })?;
             let mut s = TimeServer::Local { clock, addr: "127.0.0.1:0".into(), handle: None };
-            s.start().await.map_err(LabError::Unreachable)?;
+            s.start().await?;
             s
         }
-        Target::Compose { project, start } => TimeServer::Compose(Compose::connect(project, &["time-server"], *start).await?),
+        Target::Compose { project, start } => {
+            TimeServer::Compose(Compose::connect(project, &["time-server"], *start, dialer.clone()).await?)
+        }
     };
     let devices = [("mobile", 3_200 * MS, 45.0), ("laptop", -1_700 * MS, -30.0)];
     let clocks: Vec<LiveClock> = devices
@@ -279,25 +278,25 @@ pub(super) async fn cristian(options: &RunOptions, rec: &Recorder, restart: bool
             LiveClock::new(*name, ClockConfig { offset_nanos: *offset, drift_ppm: *drift, ..ClockConfig::default() })
         })
         .collect::<Result<_, _>>()
-        .map_err(|e| LabError::Unreachable(e.to_string()))?;
+        .map_err(|source| LabError::Clock { source })?;
     let (stop, stopped) = watch::channel(false);
     let addr = Arc::new(std::sync::Mutex::new(server.address()));
     let mut tasks = Vec::new();
     for clock in &clocks {
-        tasks.push(tokio::spawn(sync_every(options.dialer.clone(), addr.clone(), clock.clone(), interval, rec.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(sync_every(dialer.clone(), addr.clone(), clock.clone(), interval, rec.clone(), stopped.clone())));
     }
     tokio::time::sleep(interval * 3).await;
     let start = rec.now();
     if restart {
-        let error = server.stop().await.err();
+        let error = server.stop().await.err().map(|e| e.to_string());
         rec.push(Event::Fault(Fault { start, end: rec.now(), op: Op::Stop { targets: vec!["time-server".into()] }, error }));
         tokio::time::sleep(interval * 2).await;
         let start = rec.now();
-        let error = server.start().await.err();
+        let error = server.start().await.err().map(|e| e.to_string());
         rec.push(Event::Fault(Fault { start, end: rec.now(), op: Op::Start { targets: vec!["time-server".into()] }, error }));
     } else {
         let laptop = &clocks[1];
-        let error = laptop.with(|c, host| c.step(host, BUMP)).map(|_| ()).map_err(|e| e.to_string()).err();
+        let error = laptop.with(|c, host| c.step(host, BUMP)).map(|_| ()).err().map(|e| e.to_string());
         rec.push(Event::Fault(Fault { start, end: rec.now(), op: Op::Bump { target: "laptop".into(), by_nanos: BUMP }, error }));
     }
     tokio::time::sleep(interval * 4).await;
@@ -311,7 +310,7 @@ pub(super) async fn cristian(options: &RunOptions, rec: &Recorder, restart: bool
         }
         // Leave the stack as it was found.
         TimeServer::Compose(c) => {
-            let _ = c.lifecycle("start", "time-server").await;
+            let _ = c.service_lifecycle(Lifecycle::Start, "time-server").await;
         }
     }
     Ok(())
@@ -346,12 +345,12 @@ async fn sync_every(
 }
 
 /// The run line of a clock scenario.
-pub(super) fn run_info(options: &RunOptions, scenario: &str) -> RunInfo {
+pub fn run_info(scenario: Scenario, seed: u64, target: &Target) -> RunInfo {
     RunInfo {
-        scenario: scenario.into(),
-        seed: options.seed,
+        scenario: scenario.to_string(),
+        seed,
         algorithm: String::new(),
-        backend: if matches!(options.target, Target::Local) { "local" } else { "compose" }.into(),
+        backend: target.name().into(),
         nodes: Vec::new(),
         settle_bound: 5.0,
         sync_interval: 1.0,

@@ -1,14 +1,14 @@
-//! `report.html`: one self-contained page per run (inline SVG from plotters, no scripts, no network):
-//! the checkers' verdicts, a timeline per node (role and term) with the fault windows shaded, the
-//! failover-time distribution, and a Lamport (space-time) diagram of the messages of each election with
-//! their counts next to the theory.
+//! What a run's results look like to people: `report.html`, one self-contained page per run (inline SVG
+//! from plotters, no scripts, no network: the checkers' verdicts, a timeline per node (role and term)
+//! with the fault windows shaded, the failover-time distribution, and a Lamport (space-time) diagram of
+//! the messages of each election with their counts next to the theory), and the terminal's summary.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use plotters::prelude::*;
 use synclab_core::election::NodeId;
-use synclab_core::lab::check::{Results, Validity};
+use synclab_core::lab::check::{self, Results, Validity};
 use synclab_core::lab::history::{ClockObservation, ElectionObservation, Event, Fault, MessageObservation, Role, RunInfo, SyncObservation};
 
 /// The most elections drawn as diagrams.
@@ -30,7 +30,7 @@ pub fn html(events: &[Event], results: &Results) -> String {
             Event::Sync(s) => s.time,
             Event::Round(r) => r.time,
             Event::Message(m) => m.time,
-            Event::Run(_) => 0.0,
+            Event::Run(_) | Event::Plan(_) => 0.0,
         })
         .fold(1.0, f64::max);
 
@@ -54,7 +54,7 @@ pub fn html(events: &[Event], results: &Results) -> String {
         verdict(results.valid)
     );
     for (name, r) in &results.checkers {
-        let figures = super::run::figures(r, " = ");
+        let figures = figures(r, " = ");
         let _ = write!(
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -437,4 +437,45 @@ fn log_lines(series: &[(String, Vec<(f64, f64)>)], faults: &[&Fault], end: f64, 
         let _ = root.present();
     }
     svg
+}
+
+/// A summary of results, for the terminal.
+pub fn summary(results: &Results) -> String {
+    let mut out = String::new();
+    for (name, r) in &results.checkers {
+        let verdict = match r.valid {
+            Validity::Valid => "valid",
+            Validity::Invalid => "INVALID",
+            Validity::Unknown => "unknown",
+        };
+        out.push_str(&format!("  {name:<18} {verdict:<8} {}\n", figures(r, "=").join(" ")));
+        for v in &r.violations {
+            out.push_str(&format!("      {v}\n"));
+        }
+        for w in r.figures.get("degraded_windows").and_then(|w| w.as_array()).into_iter().flatten() {
+            let after = w["after"].as_str().unwrap_or("");
+            out.push_str(&format!("      while {after}: {} elections in {:.1} s\n", w["elections"], w["seconds"].as_f64().unwrap_or(0.0)));
+        }
+    }
+    let overall = match results.valid {
+        Validity::Valid => "valid",
+        Validity::Invalid => "INVALID",
+        Validity::Unknown => "unknown",
+    };
+    out.push_str(&format!("  {:<18} {overall}\n", "overall"));
+    out
+}
+
+/// A checker's single-valued figures as `name=value` (lists are left to the report's plots), fractions
+/// to three decimals.
+fn figures(result: &check::CheckResult, equals: &str) -> Vec<String> {
+    result
+        .figures
+        .iter()
+        .filter(|(_, v)| !v.is_array())
+        .map(|(k, v)| match v.as_f64() {
+            Some(f) if f.fract() != 0.0 => format!("{k}{equals}{f:.3}"),
+            _ => format!("{k}{equals}{v}"),
+        })
+        .collect()
 }

@@ -1,0 +1,131 @@
+//! The lab's built-in scenarios by name: the catalogue `synclab lab list` prints, and the group size each
+//! election scenario runs on.
+
+use serde::{Deserialize, Serialize};
+
+/// A built-in experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    InitialElection,
+    ReElection,
+    ManyElections,
+    PartitionHeal,
+    FlakyLink,
+    KillCoordinator,
+    StopCoordinator,
+    PauseCoordinator,
+    Steady,
+    SteadyLoss,
+    BerkeleyFaultyClock,
+    CristianServerRestart,
+    CristianClockBump,
+    Nemesis,
+}
+
+impl crate::Named for Scenario {
+    /// In the order `synclab lab list` prints them.
+    const ALL: &'static [Self] = &[
+        Scenario::InitialElection,
+        Scenario::ReElection,
+        Scenario::ManyElections,
+        Scenario::PartitionHeal,
+        Scenario::FlakyLink,
+        Scenario::KillCoordinator,
+        Scenario::StopCoordinator,
+        Scenario::PauseCoordinator,
+        Scenario::Steady,
+        Scenario::SteadyLoss,
+        Scenario::BerkeleyFaultyClock,
+        Scenario::CristianServerRestart,
+        Scenario::CristianClockBump,
+        Scenario::Nemesis,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Scenario::InitialElection => "initial-election",
+            Scenario::ReElection => "re-election",
+            Scenario::ManyElections => "many-elections",
+            Scenario::PartitionHeal => "partition-heal",
+            Scenario::FlakyLink => "flaky-link",
+            Scenario::KillCoordinator => "kill-coordinator",
+            Scenario::StopCoordinator => "stop-coordinator",
+            Scenario::PauseCoordinator => "pause-coordinator",
+            Scenario::Steady => "steady",
+            Scenario::SteadyLoss => "steady-loss",
+            Scenario::BerkeleyFaultyClock => "berkeley-faulty-clock",
+            Scenario::CristianServerRestart => "cristian-server-restart",
+            Scenario::CristianClockBump => "cristian-clock-bump",
+            Scenario::Nemesis => "nemesis",
+        }
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(crate::Named::as_str(*self))
+    }
+}
+
+impl Scenario {
+    /// One line on what it does.
+    pub fn about(self) -> &'static str {
+        match self {
+            Scenario::InitialElection => "five nodes start; one coordinator, terms agree",
+            Scenario::ReElection => "cut the coordinator off, reconnect it; cut it and one more off, reconnect them one by one",
+            Scenario::ManyElections => "seven nodes (five in Docker); rounds of cutting off three (two) random nodes and reconnecting them",
+            Scenario::PartitionHeal => "split brain on purpose: two halves each elect, then heal to one",
+            Scenario::FlakyLink => "delay and rising loss on the coordinator's links: false elections per loss rate",
+            Scenario::KillCoordinator => "kill the coordinator (no goodbye), then start it again",
+            Scenario::StopCoordinator => "stop the coordinator (SIGTERM: it says goodbye), then start it",
+            Scenario::PauseCoordinator => "pause the coordinator (alive, silent), then unpause it",
+            Scenario::Steady => "no faults at all: any election is a false one (default 60 s)",
+            Scenario::SteadyLoss => "1% loss on every link: the false elections it causes (default 60 s)",
+            Scenario::BerkeleyFaultyClock => "bump a production line's clock by five minutes mid-run",
+            Scenario::CristianServerRestart => "stop the time server while the phone and the laptop sync, start it again",
+            Scenario::CristianClockBump => "the laptop's clock jumps five minutes between two syncs",
+            Scenario::Nemesis => "random kills, stops, pauses, partitions (isolate, halves, bridge, majorities-ring) and link faults",
+        }
+    }
+
+    /// The election nodes it runs on in one process (in Docker: the compose file's five); 0 for the
+    /// clock scenarios, which have no election group.
+    pub fn local_nodes(self) -> u64 {
+        match self {
+            Scenario::ManyElections => 7,
+            Scenario::BerkeleyFaultyClock | Scenario::CristianServerRestart | Scenario::CristianClockBump => 0,
+            _ => 5,
+        }
+    }
+
+    /// Whether it breaks an election group (and so has a [`plan`](super::plan::plan)).
+    pub fn is_election(self) -> bool {
+        self.local_nodes() > 0
+    }
+
+    /// One line per scenario, for `synclab lab list`.
+    pub fn list() -> String {
+        use crate::Named;
+        let width = Self::ALL.iter().map(|s| s.as_str().len()).max().unwrap_or(0);
+        Self::ALL.iter().map(|s| format!("{:<width$}  {}\n", s.as_str(), s.about())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scenario;
+    use crate::Named;
+
+    /// Pins that every scenario's name parses back to it and that its serde name is the same one, so the
+    /// CLI, `lab list` and a history's plan agree on spelling.
+    #[test]
+    fn names_round_trip_through_the_cli_and_json() {
+        for &s in Scenario::ALL {
+            assert_eq!(Scenario::from_name(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+        }
+        assert_eq!(Scenario::from_name("no-such-scenario"), None);
+        assert_eq!(Scenario::list().lines().count(), Scenario::ALL.len());
+    }
+}
