@@ -11,7 +11,7 @@
 //!   frequency estimator slaves learn their drift with.
 //! - [`election`]: the Bully and Ring state machines: requests, replies and timer ticks in, messages out.
 //! - [`ntp`]: NTPv4 packets, the server's per-datagram decision (interleaved mode, rate limit) and the
-//!   client's checks of a reply.
+//!   client's requests and checks of a reply, each in a file of its own.
 //! - [`name`]: what a clock or member name may be.
 //! - [`lab`]: the fault lab's histories and the checkers that judge them.
 //!
