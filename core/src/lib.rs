@@ -7,6 +7,8 @@
 //!   corrections applied), whose error is therefore always known.
 //! - [`duration`]: signed durations as people type and read them.
 //! - [`cristian`]: the offset arithmetic of Cristian's algorithm and NTP's four-timestamp refinement.
+//! - [`sampler`]: a sync's exchanges as they complete, paired with the real transmit times later answers
+//!   report (interleaved mode), and the choice of the sample; both time clients use it.
 //! - [`berkeley`]: the Berkeley round (the largest agreeing set, relative adjustments) and the
 //!   frequency estimator slaves learn their drift with.
 //! - [`election`]: the Bully and Ring state machines: requests, replies and timer ticks in, messages out.
@@ -26,6 +28,7 @@ pub mod election;
 pub mod lab;
 pub mod name;
 pub mod ntp;
+pub mod sampler;
 
 /// An enum whose values have fixed lower-case names, as flags, logs and messages spell them (e.g.
 /// `bully`, `ring`). The command line parses them with one generic parser.

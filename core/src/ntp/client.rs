@@ -1,7 +1,8 @@
 //! The NTP client's side, without I/O: the next request (interleaved or basic), the checks of a reply,
-//! and the exchange a reply completes.
+//! and the exchange a checked reply completes, as the [`crate::sampler`] takes it.
 
 use super::packet::{LEAP_UNSYNCHRONIZED, MAX_DISPERSION_NANOS, Mode, NtpTimestamp, Packet, ParseError, short_to_nanos};
+use crate::sampler::{Completed, Earlier, Transmit};
 
 /// Why a reply is not used.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
@@ -85,6 +86,15 @@ pub struct ClientExchange {
     pub t4: i64,
 }
 
+impl ClientExchange {
+    /// The name an exchange goes by in the next request and in an interleaved reply to it: its reply's
+    /// arrival T4 (`t4`, ns) as an NTP timestamp, which the next request carries as its receive timestamp
+    /// and an interleaved reply echoes as its origin.
+    pub fn key_of(t4: i64) -> NtpTimestamp {
+        NtpTimestamp::from_unix_nanos(t4)
+    }
+}
+
 /// The next request of a client: interleaved (origin = the server's receive timestamp of the previous
 /// reply, receive = that reply's arrival) when `interleave` and there is a previous exchange, else basic.
 /// `transmit` is the client's time now (its T1, also the cookie the reply must echo).
@@ -92,7 +102,7 @@ pub fn next_request(previous: Option<&ClientExchange>, interleave: bool, transmi
     let mut transmit = NtpTimestamp::from_unix_nanos(transmit_nanos);
     match previous.filter(|_| interleave) {
         Some(p) => {
-            let receive = NtpTimestamp::from_unix_nanos(p.t4);
+            let receive = ClientExchange::key_of(p.t4);
             if transmit == receive {
                 transmit = NtpTimestamp(transmit.0.wrapping_add(1));
             }
@@ -102,20 +112,35 @@ pub fn next_request(previous: Option<&ClientExchange>, interleave: bool, transmi
     }
 }
 
-/// The four timestamps of a basic exchange: T1 and T4 as taken, T2 and T3 from the reply, read in the era
-/// near T1.
-pub fn basic_exchange(t1: i64, reply: &Packet, t4: i64) -> Result<crate::cristian::Exchange, crate::cristian::CristianError> {
-    crate::cristian::Exchange::new(t1, reply.receive.to_unix_nanos(t1), reply.transmit.to_unix_nanos(t1), t4)
-}
-
-/// The exchange an interleaved reply completes: the previous request and reply, with the previous reply's
-/// precise transmit time that this reply carries.
-pub fn interleaved_exchange(
-    previous: &ClientExchange,
+/// The exchange a checked reply completes, as the [`Sampler`](crate::sampler::Sampler) takes it: T1
+/// (the request's transmit time) and T4 (the reply's arrival) on the client's clock, `kernel` if both are
+/// the kernel's stamps; T2 from the reply. A basic reply's transmit timestamp is its own
+/// ([`Transmit::Sent`]); an interleaved reply's is that of the reply to `previous`, whose request this
+/// one named, so it completes that exchange ([`Earlier`]) and has none of its own ([`Transmit::Later`]).
+/// Timestamps are read in the era near the T1 of their own exchange.
+pub fn completed(
+    previous: Option<&ClientExchange>,
+    t1: i64,
     reply: &Packet,
-) -> Result<crate::cristian::Exchange, crate::cristian::CristianError> {
-    let t1 = previous.t1;
-    crate::cristian::Exchange::new(t1, previous.server_receive.to_unix_nanos(t1), reply.transmit.to_unix_nanos(t1), previous.t4)
+    answered: Answered,
+    t4: i64,
+    kernel: bool,
+) -> Completed<NtpTimestamp> {
+    let (transmit, earlier) = match (answered, previous) {
+        (Answered::Interleaved, Some(p)) => (Transmit::Later, Some(Earlier { key: reply.origin, t3: reply.transmit.to_unix_nanos(p.t1) })),
+        _ => (Transmit::Sent(reply.transmit.to_unix_nanos(t1)), None),
+    };
+    Completed {
+        key: ClientExchange::key_of(t4),
+        t1,
+        t2: reply.receive.to_unix_nanos(t1),
+        transmit,
+        t4,
+        kernel_t2: None,
+        kernel_t4: None,
+        kernel_t1_t4: kernel,
+        earlier,
+    }
 }
 
 #[cfg(test)]

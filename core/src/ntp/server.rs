@@ -298,6 +298,7 @@ mod tests {
     use super::*;
     use crate::ntp::client::*;
     use crate::ntp::testing::{A, B, T, request_bytes};
+    use crate::sampler::Sampler;
     use std::net::Ipv4Addr;
 
     fn server() -> Server {
@@ -319,7 +320,9 @@ mod tests {
         assert_eq!(p.reference_id, *b"SLAB");
         assert!(p.reference <= p.receive && p.receive < p.transmit);
         assert_eq!(p.origin, req.transmit);
-        let e = basic_exchange(t1, &p, T + 20_000).unwrap();
+        let mut sampler = Sampler::new();
+        sampler.take(completed(None, t1, &p, answered, T + 20_000, false)).unwrap();
+        let e = sampler.samples()[0].exchange;
         assert!((e.ntp_offset() - 1_000.0).abs() <= 2.0, "{}", e.ntp_offset());
         // Version echoed.
         let mut v3 = request_bytes(3, 3, 77);
@@ -367,7 +370,14 @@ mod tests {
         let b2 = r2.stamp_transmit(T + 1_012_000);
         let (p2, kind) = check_reply(&req2, &b2).unwrap();
         assert_eq!(kind, Answered::Interleaved);
-        let e = interleaved_exchange(&prev, &p2).unwrap();
+        // The sampler pairs it with the first exchange (by the name the reply echoes): one candidate, the
+        // basic one replaced.
+        let mut sampler = Sampler::new();
+        sampler.take(completed(None, T, &p1, Answered::Basic, prev.t4, false)).unwrap();
+        sampler.take(completed(Some(&prev), T + 1_000_000, &p2, kind, T + 1_020_000, false)).unwrap();
+        assert_eq!(sampler.len(), 1);
+        assert!(sampler.samples()[0].interleaved);
+        let e = sampler.samples()[0].exchange;
         assert!((e.server_time() - (T + 12_500)).abs() <= 1);
         assert!((e.ntp_offset() - 1_250.0).abs() <= 2.0, "{}", e.ntp_offset());
         // The interleaved reply's own send time (not the earlier one it carried) serves the next request.
@@ -375,8 +385,10 @@ mod tests {
         let prev2 = ClientExchange { t1: T + 1_000_000, server_receive: p2.receive, server_transmit: p2.transmit, t4: T + 1_020_000 };
         let req3 = next_request(Some(&prev2), true, T + 2_000_000, 0);
         let mut r3 = s.respond(&req3.to_bytes(), A, T + 2_010_000).unwrap();
-        let (p3, _) = check_reply(&req3, &r3.stamp_transmit(T + 2_012_000)).unwrap();
-        let e3 = interleaved_exchange(&prev2, &p3).unwrap();
+        let (p3, kind) = check_reply(&req3, &r3.stamp_transmit(T + 2_012_000)).unwrap();
+        sampler.take(completed(Some(&prev2), T + 2_000_000, &p3, kind, T + 2_020_000, false)).unwrap();
+        assert_eq!(sampler.len(), 2);
+        let e3 = sampler.samples()[1].exchange;
         assert!((e3.server_time() - (T + 1_012_000)).abs() <= 1, "{}", e3.server_time() - T);
         // Another client, or a stale origin, gets basic.
         let r = s.respond(&req2.to_bytes(), B, T + 1_020_000).unwrap();
