@@ -9,8 +9,9 @@
 //! - [`cristian`]: the offset arithmetic of Cristian's algorithm and NTP's four-timestamp refinement.
 //! - [`sampler`]: a sync's exchanges as they complete, paired with the real transmit times later answers
 //!   report (interleaved mode), and the choice of the sample; both time clients use it.
-//! - [`berkeley`]: the Berkeley round (the largest agreeing set, relative adjustments) and the
-//!   frequency estimator slaves learn their drift with.
+//! - [`discipline`]: the frequency discipline: learning a clock's frequency error from successive
+//!   corrections and running it against it in between (Berkeley members and time clients alike).
+//! - [`berkeley`]: the Berkeley round (the largest agreeing set, relative adjustments).
 //! - [`election`]: the Bully and Ring state machines: requests, replies and timer ticks in, messages out.
 //! - [`ntp`]: NTPv4 packets, the server's per-datagram decision (interleaved mode, rate limit) and the
 //!   client's requests and checks of a reply, each in a file of its own.
@@ -23,6 +24,7 @@
 pub mod berkeley;
 pub mod clock;
 pub mod cristian;
+pub mod discipline;
 pub mod duration;
 pub mod election;
 pub mod lab;

@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use synclab_core::clock::{AdjustmentKind, ClockError};
 use synclab_core::cristian::{CristianError, Estimator, Exchange};
+use synclab_core::discipline::Discipline;
 use synclab_core::sampler::{Choice, Completed, Earlier, Sampler, Transmit};
 use tonic::transport::Channel;
 
@@ -237,4 +238,11 @@ pub fn apply_estimate(clock: &LiveClock, server: &str, server_name: String, choi
         true_error_us: after / 1e3,
         synced_time: format_rfc3339(clock.now()),
     })
+}
+
+/// The frequency discipline of a device synced again and again: feeds the sync `report` describes to
+/// `discipline` and sets `clock`'s frequency correction to what it has learnt, so the clock drifts less
+/// until the next sync. Returns the correction, ppm.
+pub fn discipline_clock(clock: &LiveClock, discipline: &mut Discipline, report: &SyncReport) -> Result<f64, ClockError> {
+    clock.with(|c, host| discipline.synced(c, host, report.offset_us * 1e3, report.adjustment))
 }
