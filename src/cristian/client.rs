@@ -1,8 +1,10 @@
 //! The client side of Cristian's algorithm: syncs one device's clock against a time server.
 //!
 //! It keeps a connection of its own, whose reads and writes are stamped ([`crate::net`]), so T1 and T4
-//! are the times the request left and the answer arrived at the socket, and it pairs each exchange with
-//! the answer's real transmit time that the server reports in its next answer (NTP's interleaved mode).
+//! are the times the request left and the answer arrived at the socket. Core's sampler
+//! (`synclab_core::sampler`) pairs each exchange with the answer's real transmit time that the server
+//! reports in its next answer (NTP's interleaved mode) and chooses the sample. Repeated syncs can
+//! discipline the clock's frequency ([`discipline_clock`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -104,8 +106,9 @@ pub struct Sample {
 /// A Cristian client of one time server, for one device's clock.
 ///
 /// It keeps a connection of its own, whose reads and writes are stamped ([`crate::net`]), so T1 and T4
-/// are the times the request left and the answer arrived at the socket, and it pairs each exchange with
-/// the answer's real transmit time that the server reports in its next answer (NTP's interleaved mode).
+/// are the times the request left and the answer arrived at the socket, and each exchange is paired
+/// with the answer's real transmit time that the server reports in its next answer (NTP's interleaved
+/// mode).
 #[derive(Debug, Clone)]
 pub struct CristianClient {
     server: String,

@@ -1,6 +1,7 @@
 //! The NTP client: syncs one device's clock from any NTPv4 server (synclab's, chronyd, ntpd-rs...), in
-//! interleaved mode where the server speaks it and basic mode otherwise, with the same estimate, bound
-//! and report as the gRPC client (`crate::cristian`).
+//! interleaved mode where the server speaks it and basic mode otherwise, with the same sampler
+//! (`synclab_core::sampler`: pairing and choice), estimate, bound and report as the gRPC client
+//! (`crate::cristian`).
 //!
 //! Each exchange runs on a blocking thread with a plain socket that no epoll instance watches: on Linux a
 //! socket registered with epoll runs epoll's wake-up callbacks between the kernel's transmit stamp of a
