@@ -65,9 +65,10 @@ pub struct Completed<K> {
     pub transmit: Transmit,
     /// When the answer arrived, on the client's clock, ns.
     pub t4: i64,
-    /// The kernel's receive stamps of the request (server's clock) and of the answer (client's clock),
-    /// checked by [`Exchange::with_kernel_stamps`].
+    /// The kernel's receive stamp of the request, on the server's clock (checked by
+    /// [`Exchange::with_kernel_stamps`]).
     pub kernel_t2: Option<i64>,
+    /// The kernel's receive stamp of the answer, on the client's clock (checked likewise).
     pub kernel_t4: Option<i64>,
     /// Whether T1 and T4 themselves are the kernel's departure and arrival stamps (NTP over UDP).
     pub kernel_t1_t4: bool,
