@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, clock, free_port};
-use synclab::cristian::{CristianClient, SyncError};
+use synclab::cristian::{CristianClient, SyncError, discipline_clock};
 use synclab::proto::time::time_service_client::TimeServiceClient;
 use synclab::proto::time::time_service_server::{TimeService, TimeServiceServer};
 use synclab::proto::time::{GetTimeRequest, GetTimeResponse};
@@ -14,6 +14,7 @@ use synclab::proto::{TimestampError, nanos_to_timestamp};
 use synclab::rpc::{RpcError, check_health, read_clock};
 use synclab_core::clock::AdjustmentKind;
 use synclab_core::cristian::{CristianError, Estimator};
+use synclab_core::discipline::Discipline;
 use tonic::{Code, Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -36,6 +37,31 @@ async fn a_clock_five_seconds_off_syncs_to_within_its_error_bound() {
         assert!(truth.true_offset.abs() < 1e6, "clock still {} ns off", truth.true_offset);
         assert_eq!((truth.adjustments, truth.steps), (1, 1));
     }
+}
+
+#[tokio::test]
+async fn repeated_syncs_discipline_the_clock_s_frequency() {
+    // Pins discipline_clock, the one call the CLI's --interval loop and the lab's devices make: a device
+    // 200 ppm slow, synced every 300 ms, learns a correction near +200 ppm, and drifts far less between
+    // syncs than at first (60 µs per interval undisciplined).
+    let server = TestServer::start().await;
+    let device = clock("phone", SEC, -200.0);
+    let mut client = CristianClient::new(&server.url(), Duration::from_secs(2)).unwrap();
+    let mut discipline = Discipline::new();
+    let mut holdovers = Vec::new();
+    for i in 0..9 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let report = client.sync(&device, 4, Estimator::Ntp).await.unwrap();
+        holdovers.push(report.true_offset_before_us.abs());
+        let ppm = discipline_clock(&device, &mut discipline, &report).unwrap();
+        assert_eq!(ppm, device.read().frequency_correction_ppm);
+    }
+    let ppm = discipline.correction_ppm();
+    assert!((ppm - 200.0).abs() < 50.0, "learnt {ppm} ppm; holdovers {holdovers:?} µs");
+    assert!(holdovers[1] > 40.0, "{holdovers:?}");
+    assert!(holdovers[8] < holdovers[1] / 3.0, "{holdovers:?}");
 }
 
 #[tokio::test]

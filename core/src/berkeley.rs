@@ -1,5 +1,5 @@
-//! The Berkeley algorithm as Gusella and Zatti's TEMPO ran it, sans-I/O: the round's arithmetic and the
-//! slaves' frequency estimator, with no sockets and no clocks of their own.
+//! The Berkeley algorithm as Gusella and Zatti's TEMPO ran it, sans-I/O: the round's arithmetic, with no
+//! sockets and no clocks of their own.
 //!
 //! Each round the master measures every member's offset from its own clock, compensating the round trip
 //! (the NTP exchange of [`crate::cristian`]), and counts itself in with offset 0. It then finds the
@@ -9,10 +9,13 @@
 //! averages, wild clocks included, and sends back as absolute times that are stale on arrival.
 //!
 //! A slave that only ever steps to the average is right just after a round and drifts off until the
-//! next. [`FrequencyEstimator`] learns its frequency error from the adjustments it receives, so its clock
-//! stays close between rounds too.
+//! next. [`FrequencyEstimator`] (whose home is [`crate::discipline`], shared with the time clients)
+//! learns its frequency error from the adjustments it receives, so its clock stays close between rounds
+//! too.
 
 use serde::Serialize;
+
+pub use crate::discipline::FrequencyEstimator;
 
 /// One member's measured offset from the master's clock.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -142,61 +145,6 @@ pub fn plan_round(readings: &[Reading], tolerance_nanos: f64) -> Result<RoundPla
         })
         .collect();
     Ok(RoundPlan { average_nanos: average, master_adjustment_nanos: average, master_included: low <= 0.0 && 0.0 <= high, adjustments })
-}
-
-/// Learns a clock's frequency error from the adjustments it is sent, like a frequency-locked loop.
-///
-/// After each round the clock is right; by the next it is off by its residual frequency error times the
-/// interval, and the adjustment it then receives is minus that. So `−adjustment / interval` measures the
-/// residual error, and a share (`gain`) of it is added to the correction each round. Steps (first
-/// contact, a restart, a clock set wildly wrong) say nothing about frequency and reset the interval.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FrequencyEstimator {
-    gain: f64,
-    max_ppm: f64,
-    min_interval_nanos: i64,
-    correction_ppm: f64,
-    last_adjustment_host: Option<i64>,
-}
-
-impl FrequencyEstimator {
-    /// An estimator that moves its correction by `gain` (0 < gain ≤ 1) of each measured error, never
-    /// past ±`max_ppm`, and learns only from adjustments at least `min_interval_nanos` apart (over a
-    /// shorter interval the measurement's noise, not the frequency, makes the adjustment).
-    pub fn new(gain: f64, max_ppm: f64, min_interval_nanos: i64) -> Self {
-        // NaN would poison the correction for good (and a NaN bound makes `clamp` panic): a NaN gain
-        // learns as little as possible, a NaN bound allows no correction.
-        Self {
-            gain: if gain.is_nan() { f64::MIN_POSITIVE } else { gain.clamp(f64::MIN_POSITIVE, 1.0) },
-            max_ppm: if max_ppm.is_nan() { 0.0 } else { max_ppm.abs() },
-            min_interval_nanos: min_interval_nanos.max(1),
-            correction_ppm: 0.0,
-            last_adjustment_host: None,
-        }
-    }
-
-    /// The frequency correction to apply, in ppm.
-    pub fn correction_ppm(&self) -> f64 {
-        self.correction_ppm
-    }
-
-    /// Takes an adjustment of `by_nanos` received at host time `host` (ns); `stepped` if the clock was
-    /// stepped rather than slewed. Returns the new correction in ppm.
-    pub fn observe(&mut self, host: i64, by_nanos: f64, stepped: bool) -> f64 {
-        let last = self.last_adjustment_host.replace(host);
-        if stepped {
-            return self.correction_ppm;
-        }
-        if let Some(last) = last {
-            // In floating point: host times far apart (or a clock that went back) cannot overflow.
-            let interval = host as f64 - last as f64;
-            if interval >= self.min_interval_nanos as f64 && by_nanos.is_finite() {
-                let residual_ppm = -by_nanos / interval * 1e6;
-                self.correction_ppm = (self.correction_ppm - self.gain * residual_ppm).clamp(-self.max_ppm, self.max_ppm);
-            }
-        }
-        self.correction_ppm
-    }
 }
 
 #[cfg(test)]
@@ -333,37 +281,6 @@ mod tests {
     }
 
     #[test]
-    fn the_frequency_estimator_learns_a_drift_and_holds_over() {
-        // A clock 80 ppm fast, a round every 5 s, each round bringing it back to true time.
-        let (drift_ppm, interval) = (80.0, 5 * 1_000_000_000i64);
-        let mut est = FrequencyEstimator::new(0.7, 500.0, 1_000_000_000);
-        let mut host = 0i64;
-        est.observe(host, -5.0 * SEC, true); // first contact: a step, no frequency information
-        let mut last_error = f64::INFINITY;
-        for _ in 0..20 {
-            host += interval;
-            let accumulated = (drift_ppm + est.correction_ppm()) * 1e-6 * interval as f64;
-            est.observe(host, -accumulated, false);
-            last_error = accumulated.abs();
-        }
-        assert!((est.correction_ppm() + drift_ppm).abs() < 0.01, "correction {}", est.correction_ppm());
-        assert!(last_error < 100.0, "still {last_error} ns off after a round");
-    }
-
-    #[test]
-    fn steps_and_nonsense_do_not_move_the_frequency() {
-        let mut est = FrequencyEstimator::new(1.0, 100.0, 500_000_000);
-        assert_eq!(est.observe(0, 1e9, true), 0.0);
-        // Set 50 µs ahead after 1 s: the clock runs 50 ppm slow, so it is to run 50 ppm faster.
-        assert_eq!(est.observe(1_000_000_000, 50_000.0, false), 50.0);
-        assert_eq!(est.observe(2_000_000_000, 1e9, true), 50.0, "a step leaves the correction alone");
-        assert_eq!(est.observe(2_000_000_000, 1.0, false), 50.0, "no time passed: nothing to learn");
-        assert_eq!(est.observe(2_100_000_000, 1e6, false), 50.0, "too soon after the last: noise, not frequency");
-        assert_eq!(est.observe(3_000_000_000, f64::NAN, false), 50.0);
-        assert_eq!(est.observe(4_000_000_000, 1e9, false), 100.0, "clamped to the maximum");
-    }
-
-    #[test]
     fn the_average_stays_within_the_set_whatever_the_offsets() {
         // Found by fuzz/fuzz_targets/berkeley.rs: the sum of equal offsets rounded the average outside
         // them; offsets near f64::MAX summed to infinity.
@@ -373,25 +290,5 @@ mod tests {
         let big = f64::MAX / 2.0;
         let plan = plan_round(&readings(&[("KMC", big), ("MIT", big), ("TAPMI", big)]), 1.0).unwrap();
         assert_eq!(plan.average_nanos, big);
-    }
-
-    #[test]
-    fn nan_settings_do_not_poison_the_correction() {
-        // Found by fuzz/fuzz_targets/berkeley.rs: a NaN gain made every correction NaN.
-        let mut est = FrequencyEstimator::new(f64::NAN, 100.0, 1);
-        est.observe(0, 0.0, false);
-        assert!(est.observe(1_000_000_000, 1e6, false).is_finite());
-        let mut est = FrequencyEstimator::new(1.0, f64::NAN, 1);
-        est.observe(0, 0.0, false);
-        assert_eq!(est.observe(1_000_000_000, 1e6, false), 0.0, "a NaN bound allows no correction");
-    }
-
-    #[test]
-    fn host_times_at_the_ends_of_i64_do_not_overflow() {
-        // Found by fuzz/fuzz_targets/berkeley.rs: `host - last` overflowed.
-        let mut est = FrequencyEstimator::new(1.0, 100.0, 500_000_000);
-        est.observe(i64::MIN, 0.0, false);
-        assert_eq!(est.observe(i64::MAX, 1e9, false), 1e9 / (i64::MAX as f64 - i64::MIN as f64) * 1e6);
-        assert_eq!(est.observe(i64::MIN, 1e9, false), est.correction_ppm(), "time going back teaches nothing");
     }
 }

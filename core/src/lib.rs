@@ -7,11 +7,14 @@
 //!   corrections applied), whose error is therefore always known.
 //! - [`duration`]: signed durations as people type and read them.
 //! - [`cristian`]: the offset arithmetic of Cristian's algorithm and NTP's four-timestamp refinement.
-//! - [`berkeley`]: the Berkeley round (the largest agreeing set, relative adjustments) and the
-//!   frequency estimator slaves learn their drift with.
+//! - [`sampler`]: a sync's exchanges as they complete, paired with the real transmit times later answers
+//!   report (interleaved mode), and the choice of the sample; both time clients use it.
+//! - [`discipline`]: the frequency discipline: learning a clock's frequency error from successive
+//!   corrections and running it against it in between (Berkeley members and time clients alike).
+//! - [`berkeley`]: the Berkeley round (the largest agreeing set, relative adjustments).
 //! - [`election`]: the Bully and Ring state machines: requests, replies and timer ticks in, messages out.
 //! - [`ntp`]: NTPv4 packets, the server's per-datagram decision (interleaved mode, rate limit) and the
-//!   client's checks of a reply.
+//!   client's requests and checks of a reply, each in a file of its own.
 //! - [`name`]: what a clock or member name may be.
 //! - [`lab`]: the fault lab's histories and the checkers that judge them.
 //!
@@ -21,11 +24,13 @@
 pub mod berkeley;
 pub mod clock;
 pub mod cristian;
+pub mod discipline;
 pub mod duration;
 pub mod election;
 pub mod lab;
 pub mod name;
 pub mod ntp;
+pub mod sampler;
 
 /// An enum whose values have fixed lower-case names, as flags, logs and messages spell them (e.g.
 /// `bully`, `ring`). The command line parses them with one generic parser.

@@ -6,16 +6,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::future::join_all;
 use synclab::cli::{ClockArgs, Device, LabArgs, LogArgs, MetricsArgs, Protocol, TlsArgs, named, parse_device, parse_duration};
-use synclab::clock::host_now;
 use synclab::clock::{ClockService, ClockSet, LiveClock};
-use synclab::cristian::{CristianClient, SyncError, SyncReport};
+use synclab::cristian::{CristianClient, SyncError, SyncReport, discipline_clock};
 use synclab::ntp::{NtpClient, NtpMode};
 use synclab::proto::clock::clock_server::ClockServer;
 use synclab::server::{self, Services, Stop};
 use synclab::telemetry;
-use synclab_core::berkeley::FrequencyEstimator;
 use synclab_core::clock::AdjustmentKind;
 use synclab_core::cristian::Estimator;
+use synclab_core::discipline::Discipline;
 use synclab_core::duration::format_nanos;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -70,11 +69,6 @@ pub struct CristianArgs {
     #[command(flatten)]
     log: LogArgs,
 }
-
-/// The largest frequency correction the discipline applies, ppm.
-const MAX_FREQUENCY_PPM: f64 = 500.0;
-/// Syncs closer together than this teach the frequency estimator nothing (noise, not frequency).
-const MIN_LEARNING_INTERVAL_NANOS: i64 = 200_000_000;
 
 fn print_report(report: &SyncReport, json: bool) {
     if json {
@@ -252,10 +246,9 @@ async fn sync_every(interval: Duration, clients: &mut [Client], clocks: &[LiveCl
     let mut next = tokio::time::Instant::now();
     let mut retry = Duration::from_millis(100).min(interval);
     // Frequency discipline: each sync's correction over the time since the last one is the clock's
-    // frequency error, which the estimator learns (as Berkeley slaves do), so the clock drifts less
+    // frequency error, which the discipline learns (as Berkeley slaves do), so the clock drifts less
     // between syncs. The true error just before a sync (true_offset_before) is the holdover.
-    let mut estimators: Vec<FrequencyEstimator> =
-        clocks.iter().map(|_| FrequencyEstimator::new(0.5, MAX_FREQUENCY_PPM, MIN_LEARNING_INTERVAL_NANOS)).collect();
+    let mut disciplines: Vec<Discipline> = clocks.iter().map(|_| Discipline::new()).collect();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
@@ -267,15 +260,14 @@ async fn sync_every(interval: Duration, clients: &mut [Client], clocks: &[LiveCl
             () = stop.wait() => break,
         };
         let mut ok = true;
-        for ((result, clock), estimator) in results.iter().zip(clocks).zip(&mut estimators) {
+        for ((result, clock), discipline) in results.iter().zip(clocks).zip(&mut disciplines) {
             synclab::observe::sync_result(clock.name(), result.as_ref());
             match result {
                 Ok(report) => {
-                    let stepped = report.adjustment == AdjustmentKind::Step;
-                    let ppm = estimator.observe(host_now(), report.offset_us * 1e3, stepped);
-                    if let Err(e) = clock.with(|c, host| c.set_frequency_correction(host, ppm)) {
+                    let ppm = discipline_clock(clock, discipline, report).unwrap_or_else(|e| {
                         tracing::warn!(device = %clock.name(), error = %e, "cannot correct the frequency");
-                    }
+                        discipline.correction_ppm()
+                    });
                     log_report(report);
                     tracing::info!(device = %report.device, holdover_us = report.true_offset_before_us, frequency_correction_ppm = ppm, "frequency");
                     if args.json {

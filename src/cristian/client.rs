@@ -1,8 +1,10 @@
 //! The client side of Cristian's algorithm: syncs one device's clock against a time server.
 //!
 //! It keeps a connection of its own, whose reads and writes are stamped ([`crate::net`]), so T1 and T4
-//! are the times the request left and the answer arrived at the socket, and it pairs each exchange with
-//! the answer's real transmit time that the server reports in its next answer (NTP's interleaved mode).
+//! are the times the request left and the answer arrived at the socket. Core's sampler
+//! (`synclab_core::sampler`) pairs each exchange with the answer's real transmit time that the server
+//! reports in its next answer (NTP's interleaved mode) and chooses the sample. Repeated syncs can
+//! discipline the clock's frequency ([`discipline_clock`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,9 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use synclab_core::clock::{AdjustmentKind, ClockError};
-use synclab_core::cristian::{CristianError, Estimate, Estimator, Exchange, estimate};
+use synclab_core::cristian::{CristianError, Estimator, Exchange};
+use synclab_core::discipline::Discipline;
+use synclab_core::sampler::{Choice, Completed, Earlier, Sampler, Transmit};
 use tonic::transport::Channel;
 
 use crate::clock::LiveClock;
@@ -92,17 +96,9 @@ pub struct SyncReport {
 pub struct Sample {
     /// The exchange with the server's T3 as read in its handler.
     pub exchange: Exchange,
-    /// The request's `client_send_time`, which identifies it in a later answer.
-    origin: prost_types::Timestamp,
-    /// T1, T2 and T4 of this exchange, to pair later with its real T3.
-    t1: i64,
-    t2: i64,
-    t4: i64,
-    /// The kernel's receive timestamps of the request (server clock) and the answer (client clock).
-    kernel_t2: Option<i64>,
-    kernel_t4: Option<i64>,
-    /// The previous answer's origin and real transmit time, if the server sent them.
-    previous: Option<(prost_types::Timestamp, i64)>,
+    /// The exchange as the sampler takes it: named by the request's `client_send_time`, with the
+    /// previous answer's real transmit time if the server reported it.
+    completed: Completed<prost_types::Timestamp>,
     root_dispersion_nanos: u64,
     server_name: String,
 }
@@ -110,8 +106,9 @@ pub struct Sample {
 /// A Cristian client of one time server, for one device's clock.
 ///
 /// It keeps a connection of its own, whose reads and writes are stamped ([`crate::net`]), so T1 and T4
-/// are the times the request left and the answer arrived at the socket, and it pairs each exchange with
-/// the answer's real transmit time that the server reports in its next answer (NTP's interleaved mode).
+/// are the times the request left and the answer arrived at the socket, and each exchange is paired
+/// with the answer's real transmit time that the server reports in its next answer (NTP's interleaved
+/// mode).
 #[derive(Debug, Clone)]
 pub struct CristianClient {
     server: String,
@@ -184,60 +181,43 @@ impl CristianClient {
         let exchange = Exchange::new(t1, t2, t3, t4)
             .map_err(|source| SyncError::BadExchange { server: server.clone(), source })?
             .with_kernel_stamps(kernel_t2, kernel_t4);
-        Ok(Sample {
-            exchange,
-            origin,
+        let completed = Completed {
+            key: origin,
             t1,
             t2,
+            transmit: Transmit::Early(t3),
             t4,
             kernel_t2,
             kernel_t4,
-            previous,
-            root_dispersion_nanos: answer.root_dispersion_nanos,
-            server_name: answer.server_name,
-        })
+            kernel_t1_t4: false,
+            earlier: previous.map(|(key, t3)| Earlier { key, t3 }),
+        };
+        Ok(Sample { exchange, completed, root_dispersion_nanos: answer.root_dispersion_nanos, server_name: answer.server_name })
     }
 
     /// Takes `samples` exchanges (one request more, for the last one's real transmit time), estimates the
     /// offset from the minimum-round-trip one, and corrects `clock` by it. Any failed request fails the
     /// sync, and nothing is applied.
     pub async fn sync(&mut self, clock: &LiveClock, samples: usize, estimator: Estimator) -> Result<SyncReport, SyncError> {
-        let samples = samples.max(1);
-        let mut exchanges = Vec::with_capacity(samples);
-        let mut interleaved = Vec::with_capacity(samples);
-        let mut last: Option<Sample> = None;
-        while exchanges.len() < samples {
+        let server = self.server.clone();
+        let bad = |source| SyncError::BadExchange { server: server.clone(), source };
+        let mut sampler = Sampler::new();
+        let mut last = None;
+        for _ in 0..=samples.max(1) {
             let sample = self.sample(clock).await?;
-            if let Some(prev) = last.take() {
-                // The previous exchange with its answer's real transmit time, if this answer names it.
-                let real = sample
-                    .previous
-                    .filter(|(origin, _)| *origin == prev.origin)
-                    .and_then(|(_, t3)| Exchange::new(prev.t1, prev.t2, t3, prev.t4).ok())
-                    .map(|e| e.with_kernel_stamps(prev.kernel_t2, prev.kernel_t4));
-                interleaved.push(real.is_some());
-                exchanges.push(real.unwrap_or(prev.exchange));
-            }
+            sampler.take(sample.completed).map_err(bad)?;
             last = Some(sample);
         }
         let last = last.expect("at least one sample was taken");
-        let est: Estimate = estimate(&exchanges, estimator, last.root_dispersion_nanos)
-            .map_err(|source| SyncError::BadExchange { server: self.server.clone(), source })?;
-        let chosen = exchanges.iter().position(|e| e.round_trip() == est.round_trip_nanos).unwrap_or(0);
-        let interleaved = interleaved.get(chosen).copied().unwrap_or(false);
-        Ok(apply_estimate(clock, &self.server, last.server_name, &est, interleaved)?)
+        let choice = sampler.choose(estimator, last.root_dispersion_nanos).map_err(bad)?;
+        Ok(apply_estimate(clock, &self.server, last.server_name, &choice)?)
     }
 }
 
-/// Corrects `clock` by `est` and reports the sync, ground truth included: the one report of both
-/// protocols (gRPC here, NTP in `crate::ntp`), so their outputs compare line by line.
-pub fn apply_estimate(
-    clock: &LiveClock,
-    server: &str,
-    server_name: String,
-    est: &Estimate,
-    interleaved: bool,
-) -> Result<SyncReport, ClockError> {
+/// Corrects `clock` by the chosen sample's estimate and reports the sync, ground truth included: the one
+/// report of both protocols (gRPC here, NTP in `crate::ntp`), so their outputs compare line by line.
+pub fn apply_estimate(clock: &LiveClock, server: &str, server_name: String, choice: &Choice) -> Result<SyncReport, ClockError> {
+    let est = &choice.estimate;
     let before = clock.read().true_offset;
     let adjustment = clock.adjust(est.offset_nanos.round() as i64)?;
     let after = clock.settled_offset();
@@ -254,11 +234,18 @@ pub fn apply_estimate(
         estimator: est.estimator,
         error_bound_us: est.error_bound_nanos / 1e3,
         samples: est.samples,
-        interleaved,
-        kernel_timestamps: est.kernel_stamps,
+        interleaved: choice.interleaved,
+        kernel_timestamps: choice.kernel,
         adjustment,
         true_offset_before_us: before / 1e3,
         true_error_us: after / 1e3,
         synced_time: format_rfc3339(clock.now()),
     })
+}
+
+/// The frequency discipline of a device synced again and again: feeds the sync `report` describes to
+/// `discipline` and sets `clock`'s frequency correction to what it has learnt, so the clock drifts less
+/// until the next sync. Returns the correction, ppm.
+pub fn discipline_clock(clock: &LiveClock, discipline: &mut Discipline, report: &SyncReport) -> Result<f64, ClockError> {
+    clock.with(|c, host| discipline.synced(c, host, report.offset_us * 1e3, report.adjustment))
 }

@@ -4,5 +4,5 @@
 pub mod client;
 pub mod service;
 
-pub use client::{CristianClient, Sample, SyncError, SyncReport, apply_estimate};
+pub use client::{CristianClient, Sample, SyncError, SyncReport, apply_estimate, discipline_clock};
 pub use service::{TimeServer, server};

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use synclab_core::clock::ClockConfig;
 use synclab_core::cristian::Estimator;
+use synclab_core::discipline::Discipline;
 use synclab_core::lab::Rng;
 use synclab_core::lab::Scenario;
 use synclab_core::lab::history::{ClockObservation, Event, Fault, Op, RoundObservation, RunInfo, SyncObservation};
@@ -316,7 +317,8 @@ pub async fn cristian(target: &Target, dialer: &Dialer, rec: &Recorder, restart:
     Ok(())
 }
 
-/// Syncs `clock` with the server every `interval`, recording each sync's bound and true error.
+/// Syncs `clock` with the server every `interval`, recording each sync's bound and true error; the
+/// clock's frequency is disciplined between syncs, as `synclab cristian --interval` does.
 async fn sync_every(
     dialer: Dialer,
     addr: Arc<std::sync::Mutex<String>>,
@@ -325,11 +327,14 @@ async fn sync_every(
     rec: Recorder,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut discipline = Discipline::new();
     while !*stop.borrow() {
         let server = crate::lock::lock(&addr).clone();
         if let Ok(mut client) = CristianClient::dial(&server, Duration::from_millis(500), &dialer)
             && let Ok(report) = client.sync(&clock, 4, Estimator::Ntp).await
         {
+            // A correction out of range (none the discipline gives) would leave the frequency as it was.
+            let _ = crate::cristian::discipline_clock(&clock, &mut discipline, &report);
             rec.push(Event::Sync(SyncObservation {
                 time: rec.now(),
                 device: clock.name().to_string(),

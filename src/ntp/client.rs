@@ -1,6 +1,7 @@
 //! The NTP client: syncs one device's clock from any NTPv4 server (synclab's, chronyd, ntpd-rs...), in
-//! interleaved mode where the server speaks it and basic mode otherwise, with the same estimate, bound
-//! and report as the gRPC client (`crate::cristian`).
+//! interleaved mode where the server speaks it and basic mode otherwise, with the same sampler
+//! (`synclab_core::sampler`: pairing and choice), estimate, bound and report as the gRPC client
+//! (`crate::cristian`).
 //!
 //! Each exchange runs on a blocking thread with a plain socket that no epoll instance watches: on Linux a
 //! socket registered with epoll runs epoll's wake-up callbacks between the kernel's transmit stamp of a
@@ -15,10 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::net::UdpSocket;
-use synclab_core::cristian::{Estimator, Exchange, estimate};
-use synclab_core::ntp::{
-    Answered, ClientExchange, Packet, ReplyError, basic_exchange, check_reply, interleaved_exchange, next_request, root_distance_nanos,
-};
+use synclab_core::cristian::Estimator;
+use synclab_core::ntp::{Answered, ClientExchange, Packet, ReplyError, check_reply, completed, next_request, root_distance_nanos};
+use synclab_core::sampler::Sampler;
 
 use crate::clock::{LiveClock, host_now};
 use crate::cristian::{SyncError, SyncReport, apply_estimate};
@@ -123,14 +123,13 @@ impl NtpClient {
         let samples = samples.max(1);
         let interleave = self.mode == NtpMode::Interleaved;
         let requests = samples + usize::from(interleave);
-        // (exchange, interleaved, departure and arrival stamped by the kernel)
-        let mut exchanges: Vec<(Exchange, bool, bool)> = Vec::with_capacity(requests);
-        let mut previous: Option<(ClientExchange, bool, bool)> = None; // (exchange, counted as basic, kernel)
-        let mut last_reply = None;
         let bad = |server: &str, source| SyncError::BadExchange { server: server.to_string(), source };
+        let mut sampler = Sampler::new();
+        let mut previous: Option<ClientExchange> = None;
+        let mut last_reply = None;
         for _ in 0..requests {
             let t1 = clock.at(host_now());
-            let request = next_request(previous.as_ref().map(|p| &p.0), interleave, t1, 0);
+            let request = next_request(previous.as_ref(), interleave, t1, 0);
             let got = self.exchange(&request, clock).await?;
             // The kernel's transmit time where it is consistent: no earlier than the time read before
             // sending, no later than the reply's arrival.
@@ -138,32 +137,14 @@ impl NtpClient {
             let t1 = t1_kernel.unwrap_or(t1);
             // Both of the client's stamps from the kernel: its request's departure and the reply's arrival.
             let kernel = got.kernel && t1_kernel.is_some();
-            let current = ClientExchange { t1, server_receive: got.reply.receive, server_transmit: got.reply.transmit, t4: got.t4 };
-            match (got.answered, previous) {
-                (Answered::Interleaved, Some((prev, counted, prev_kernel))) => {
-                    let refined = interleaved_exchange(&prev, &got.reply).map_err(|e| bad(&self.server, e))?;
-                    if counted {
-                        exchanges.pop();
-                    }
-                    exchanges.push((refined, true, prev_kernel));
-                    previous = Some((current, false, kernel));
-                }
-                _ => {
-                    let e = basic_exchange(t1, &got.reply, got.t4).map_err(|e| bad(&self.server, e))?;
-                    exchanges.push((e, false, kernel));
-                    previous = Some((current, true, kernel));
-                }
-            }
+            let completed = completed(previous.as_ref(), t1, &got.reply, got.answered, got.t4, kernel);
+            sampler.take(completed).map_err(|e| bad(&self.server, e))?;
+            previous = Some(ClientExchange { t1, server_receive: got.reply.receive, server_transmit: got.reply.transmit, t4: got.t4 });
             last_reply = Some(got.reply);
         }
         let last = last_reply.expect("at least one request was made");
-        let plain: Vec<Exchange> = exchanges.iter().map(|e| e.0).collect();
-        let est = estimate(&plain, estimator, root_distance_nanos(&last).round() as u64).map_err(|e| bad(&self.server, e))?;
-        let chosen = plain.iter().position(|e| e.round_trip() == est.round_trip_nanos).unwrap_or(0);
-        let (interleaved, kernel) = exchanges.get(chosen).map_or((false, false), |e| (e.1, e.2));
-        let mut report = apply_estimate(clock, &self.server, server_name(&last), &est, interleaved)?;
-        report.kernel_timestamps = kernel;
-        Ok(report)
+        let choice = sampler.choose(estimator, root_distance_nanos(&last).round() as u64).map_err(|e| bad(&self.server, e))?;
+        Ok(apply_estimate(clock, &self.server, server_name(&last), &choice)?)
     }
 }
 
