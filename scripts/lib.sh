@@ -22,7 +22,8 @@ docker_build_env() {
 
 # cpu_ticks: the machine's busy and idle CPU time so far (all CPUs, /proc/stat ticks), as "BUSY IDLE".
 cpu_ticks() { awk '/^cpu /{print $2+$3+$4+$6+$7+$8, $5}' /proc/stat; }
-# busy_percent "BUSY IDLE" "BUSY IDLE": the share of all CPUs busy between two cpu_ticks readings.
+# busy_percent "BUSY IDLE" "BUSY IDLE": the share of all CPUs busy between two cpu_ticks readings. A ratio
+# of ticks to ticks, so the tick rate (`getconf CLK_TCK`) cancels out and is never assumed.
 busy_percent() {
   local b1 i1 b2 i2
   read -r b1 i1 <<<"$1"; read -r b2 i2 <<<"$2"

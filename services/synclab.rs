@@ -142,12 +142,10 @@ fn main() -> ExitCode {
     let serves = matches!(cli.command, Command::Cristian(_) | Command::Lab(_));
     #[cfg(not(feature = "lab-runner"))]
     let serves = matches!(cli.command, Command::Cristian(_));
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     if !serves {
-        // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        // Before any thread is started.
+        synclab::net::restore_default_sigpipe();
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -292,14 +292,9 @@ fn election_node_keeps_its_term_and_refuses_a_damaged_state_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Process CPU time (user + system) of `pid`, from /proc.
+/// Process CPU time (user + system) of `pid`, from /proc at the system's tick rate.
 fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which is in parentheses): utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
+    Duration::from_secs_f64(synclab_harness::cpu::process_cpu_seconds(pid).expect("the node's CPU time"))
 }
 
 #[test]

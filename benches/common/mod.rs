@@ -9,12 +9,9 @@ pub fn write_plot(name: &str, svg: &str) -> String {
     }
 }
 
-/// CPU time (user + system) a process has used, in seconds, from /proc (0 if it cannot be read).
+/// CPU time (user + system) a process has used, in seconds (0 if it cannot be read): the harness's
+/// one reading of it, at the system's tick rate.
 #[allow(dead_code)] // not every benchmark measures CPU
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // After the command name: field 14 (utime) and 15 (stime) of stat are at 11 and 12 here; 100 ticks/s.
-    (ticks(11) + ticks(12)) / 100.0
+    synclab_harness::cpu::process_cpu_seconds(pid).unwrap_or(0.0)
 }

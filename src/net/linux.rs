@@ -1,8 +1,14 @@
-//! The kernel's receive timestamps (SO_TIMESTAMPNS): when the data reached the socket, before any
+//! The system calls synclab makes through `libc`, behind safe functions: above all the kernel's
+//! timestamps. Receive timestamps (SO_TIMESTAMPNS) say when the data reached the socket, before any
 //! process woke up to read it. On loopback that is inside the sender's write, so with it the time each
-//! side takes to wake up and read drops out of both directions.
+//! side takes to wake up and read drops out of both directions. Transmit timestamps (SO_TIMESTAMPING)
+//! say when a datagram left.
 //!
 //! Linux only: the portable path stamps reads as they return.
+//!
+//! This is the one module of the crate with `unsafe` code, each block with a `SAFETY:` note that says
+//! why it holds. The few calls that are not about timestamps live here too ([`shutdown`],
+//! [`restore_default_sigpipe`], [`clock_ticks_per_second`]) so that no other module needs `unsafe`.
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
@@ -14,7 +20,8 @@ pub(crate) fn enable(fd: RawFd) -> io::Result<()> {
 
 /// Sets the SOL_SOCKET option `name` of `fd` to `value`.
 fn set_socket_option(fd: RawFd, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `fd` is an open socket and the option value outlives the call.
+    // SAFETY: the pointer and length describe `value`, a c_int alive for the whole call, which
+    // setsockopt(2) only reads; a descriptor that is not an open socket only makes the call fail.
     let r = unsafe {
         libc::setsockopt(
             fd,
@@ -37,12 +44,26 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize,
     Ok((n, rx_stamp(&msg)))
 }
 
+/// As [`recv`], into the unfilled part of a tokio read buffer, and marks what was read as filled: the
+/// kernel's receive time of what was read, if the kernel gave one.
+pub(crate) fn recv_into(fd: RawFd, buf: &mut tokio::io::ReadBuf<'_>) -> io::Result<Option<i64>> {
+    // SAFETY: `unfilled_mut` asks that no initialized byte be de-initialized through the slice it
+    // returns; `recv` only lets recvmsg(2) write bytes into it, and never reads or uninitializes any.
+    let unfilled = unsafe { buf.unfilled_mut() };
+    let (n, stamp) = recv(fd, unfilled)?;
+    // SAFETY: recvmsg returned `n`, so the kernel wrote the first `n` bytes of the unfilled part.
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Ok(stamp)
+}
+
 /// One datagram read without blocking: its length (the whole datagram's, even when longer than `buf`),
 /// its sender, and the kernel's receive time (host ns since the epoch), if the kernel gave one.
 pub(crate) fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, std::net::SocketAddr, Option<i64>)> {
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     let mut control = [0u64; 32];
-    // SAFETY: an all-zero sockaddr_storage is valid; it outlives the recvmsg call.
+    // SAFETY: sockaddr_storage is plain integers, for which all-zero is a valid value; it lives until
+    // after the recvmsg call that writes the sender's address into it.
     let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut msg = message(&mut iov, &mut control);
     msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
@@ -56,7 +77,9 @@ pub(crate) fn recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, std::ne
 /// The kernel's receive time (SCM_TIMESTAMPNS) among the control messages `receive` filled in.
 fn rx_stamp(msg: &libc::msghdr) -> Option<i64> {
     let mut stamp = None;
-    // SAFETY: the cmsg macros walk the control buffer the kernel filled in, within msg_controllen.
+    // SAFETY: `msg` is the header recvmsg filled in: CMSG_FIRSTHDR and CMSG_NXTHDR return only headers
+    // that lie whole within msg_control..msg_controllen (null past the end), and an SCM_TIMESTAMPNS
+    // header's data is a timespec, read unaligned.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
@@ -75,7 +98,7 @@ fn rx_stamp(msg: &libc::msghdr) -> Option<i64> {
 pub(crate) fn poll(fd: RawFd, events: libc::c_short, timeout: std::time::Duration) -> io::Result<libc::c_short> {
     let mut pfd = libc::pollfd { fd, events, revents: 0 };
     let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd, for the duration of the call.
+    // SAFETY: the pointer is to one initialized pollfd (count 1), alive for the whole call.
     let r = unsafe { libc::poll(&mut pfd, 1, ms) };
     if r >= 0 {
         return Ok(if r > 0 { pfd.revents } else { 0 });
@@ -86,7 +109,8 @@ pub(crate) fn poll(fd: RawFd, events: libc::c_short, timeout: std::time::Duratio
 
 /// A message header reading into `iov` with room for control messages in `control`.
 fn message(iov: &mut libc::iovec, control: &mut [u64]) -> libc::msghdr {
-    // SAFETY: an all-zero msghdr is valid; the caller keeps `iov` and `control` alive past the recvmsg.
+    // SAFETY: msghdr is integers and raw pointers, for which all-zero (null, 0) is a valid value. The
+    // pointers set below are only dereferenced by recvmsg, while the caller keeps `iov` and `control`.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov;
     msg.msg_iovlen = 1;
@@ -97,7 +121,9 @@ fn message(iov: &mut libc::iovec, control: &mut [u64]) -> libc::msghdr {
 
 /// recvmsg(2) on `msg` with `flags`: the bytes read.
 fn receive(fd: RawFd, msg: &mut libc::msghdr, flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: `msg` describes writable memory of the stated sizes (built by `message`).
+    // SAFETY: `msg` (built by `message`) points at an iovec, a control buffer and, if set, a name buffer,
+    // each writable for the length stated beside it and borrowed for the whole call; the kernel writes
+    // no further.
     let n = unsafe { libc::recvmsg(fd, msg, flags) };
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
@@ -113,13 +139,15 @@ fn timespec_nanos(ts: &libc::timespec) -> Option<i64> {
 fn sockaddr_to_std(name: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
     match name.ss_family as libc::c_int {
         libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
+            // SAFETY: sockaddr_storage is larger than sockaddr_in, so the read stays inside it, and the
+            // family says the kernel wrote a sockaddr_in there (any bytes are a valid one: integers).
             let a: libc::sockaddr_in = unsafe { std::ptr::read_unaligned((name as *const libc::sockaddr_storage).cast()) };
             let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
             Some(std::net::SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
         }
         libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6, so the read stays inside it, and the
+            // family says the kernel wrote a sockaddr_in6 there (any bytes are a valid one: integers).
             let a: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned((name as *const libc::sockaddr_storage).cast()) };
             let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
             Some(std::net::SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
@@ -142,7 +170,8 @@ pub(crate) fn enable_tx_stamps(fd: RawFd) -> io::Result<()> {
 /// message, Linux 4.13 and later).
 pub(crate) fn send_to(fd: RawFd, bytes: &[u8], to: Option<std::net::SocketAddr>, stamp: bool) -> io::Result<usize> {
     let mut iov = libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() };
-    // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the sendmsg call.
+    // SAFETY: msghdr is integers and raw pointers, for which all-zero (null, 0) is a valid value; every
+    // pointer set below is to a local that outlives the sendmsg call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     let mut name = to.map(std_to_sockaddr);
     if let Some((name, len)) = name.as_mut() {
@@ -153,12 +182,14 @@ pub(crate) fn send_to(fd: RawFd, bytes: &[u8], to: Option<std::net::SocketAddr>,
     msg.msg_iovlen = 1;
     let mut control = [0u64; 4]; // one cmsghdr and a u32, aligned
     if stamp {
-        // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations.
+        // SAFETY: CMSG_SPACE and CMSG_LEN are size computations on their argument; no memory is touched.
         let (space, len) =
             unsafe { (libc::CMSG_SPACE(std::mem::size_of::<u32>() as u32), libc::CMSG_LEN(std::mem::size_of::<u32>() as u32)) };
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
-        // SAFETY: the control buffer holds CMSG_SPACE(4) bytes, so the first header and its data fit.
+        // SAFETY: msg_control points at `control` (32 bytes, u64-aligned) with msg_controllen =
+        // CMSG_SPACE(4) <= 32, so CMSG_FIRSTHDR returns a non-null, aligned header inside it, and the
+        // header and its 4 bytes of data fit; the data is written unaligned.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
@@ -167,34 +198,37 @@ pub(crate) fn send_to(fd: RawFd, bytes: &[u8], to: Option<std::net::SocketAddr>,
             std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>(), libc::SOF_TIMESTAMPING_TX_SOFTWARE);
         }
     }
-    // SAFETY: `msg` describes readable memory of the stated sizes.
+    // SAFETY: `msg` points at `iov` (the caller's `bytes`), the optional name and the control buffer,
+    // each readable for the length stated beside it and alive for the whole call; sendmsg only reads.
     let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
 
 fn std_to_sockaddr(addr: std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: an all-zero sockaddr_storage is valid.
+    // SAFETY: sockaddr_storage is plain integers, for which all-zero is a valid value.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {
         std::net::SocketAddr::V4(a) => {
-            // SAFETY: all-zero is a valid sockaddr_in.
+            // SAFETY: sockaddr_in is plain integers, for which all-zero is a valid value.
             let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
             sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            // SAFETY: sockaddr_storage is larger than sockaddr_in, so the write stays inside `storage`;
+            // write_unaligned asks for no alignment.
             unsafe { std::ptr::write_unaligned((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
             std::mem::size_of::<libc::sockaddr_in>()
         }
         std::net::SocketAddr::V6(a) => {
-            // SAFETY: all-zero is a valid sockaddr_in6.
+            // SAFETY: sockaddr_in6 is plain integers, for which all-zero is a valid value.
             let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_addr.s6_addr = a.ip().octets();
             sin6.sin6_flowinfo = a.flowinfo();
             sin6.sin6_scope_id = a.scope_id();
-            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned.
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6, so the write stays inside `storage`;
+            // write_unaligned asks for no alignment.
             unsafe { std::ptr::write_unaligned((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
             std::mem::size_of::<libc::sockaddr_in6>()
         }
@@ -212,7 +246,10 @@ pub(crate) fn recv_tx_stamp(fd: RawFd) -> io::Result<Option<(u32, i64)>> {
     let mut msg = message(&mut iov, &mut control);
     receive(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)?;
     let (mut stamp, mut id) = (None, None);
-    // SAFETY: as in `rx_stamp`, within msg_controllen.
+    // SAFETY: as in `rx_stamp`, the cmsg macros return only headers whole within the control buffer
+    // recvmsg filled in. An SCM_TIMESTAMPING header's data is a struct scm_timestamping (three
+    // timespecs, the first read here) and an IP_RECVERR / IPV6_RECVERR header's starts with a
+    // sock_extended_err; both are read unaligned.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
@@ -231,6 +268,37 @@ pub(crate) fn recv_tx_stamp(fd: RawFd) -> io::Result<Option<(u32, i64)>> {
         }
     }
     Ok(id.zip(stamp))
+}
+
+/// Shuts down both directions of socket `fd` (shutdown(2)): the task serving the connection reads
+/// end-of-file. Errors are ignored (the peer may have closed it already). For the connection registry
+/// alone, which calls it only for a socket still registered, so still open (a descriptor number since
+/// reused would shut down another socket).
+pub(crate) fn shutdown(fd: RawFd) {
+    // SAFETY: shutdown(2) takes no pointers and touches no memory of this process; the descriptor is
+    // an open socket by the caller's registry (see the function's doc).
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Restores the default disposition of SIGPIPE (end the process quietly), which Rust's runtime sets to
+/// "ignore": a command whose output is piped into `head` then ends as other Unix tools do, instead of
+/// failing a write. Call it before any thread is started.
+pub fn restore_default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler, so no code of this process ever runs in signal
+    // context; it takes no pointers and changes only how the process meets one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// The kernel's clock-tick rate (`sysconf(_SC_CLK_TCK)`, the unit of the CPU times in /proc/PID/stat),
+/// or `None` if the system gives none.
+pub fn clock_ticks_per_second() -> Option<u64> {
+    // SAFETY: sysconf(3) takes a name and no pointers; it only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(hz).ok().filter(|&hz| hz > 0)
 }
 
 #[cfg(test)]
@@ -269,5 +337,13 @@ mod tests {
             let (n, _) = receiver.recv_from(&mut buf).unwrap();
             assert_eq!((n, buf[0]), (48, i), "every datagram arrived, in order");
         }
+    }
+
+    /// Pins that the tick rate is read from the system, not assumed: positive, and one of the rates
+    /// Linux is built with (USER_HZ is 100 on most systems, other values on some).
+    #[test]
+    fn the_clock_tick_rate_is_the_systems() {
+        let hz = clock_ticks_per_second().expect("sysconf(_SC_CLK_TCK)");
+        assert!((1..=10_000).contains(&hz), "{hz} ticks per second");
     }
 }

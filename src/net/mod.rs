@@ -29,12 +29,15 @@
 //! only, checked against the bound that the user-space stamps keep (`synclab_core::cristian`).
 
 pub mod frame;
+/// The system calls made through `libc`: the one module with `unsafe` code.
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
 pub mod socket;
 pub mod stamps;
 pub mod stream;
 
+#[cfg(target_os = "linux")]
+pub use linux::{clock_ticks_per_second, restore_default_sigpipe};
 pub use socket::{ClientIo, MaybeTls, ServerIo, TimedTcp, Transport};
 pub use stamps::{ClientStamps, SentAnswer, ServerStamps, Stamper};
 pub use stream::{ConnectionInfo, ServerStream, StampedStream};

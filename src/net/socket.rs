@@ -89,15 +89,8 @@ impl<S: Stamper> AsyncRead for TimedTcp<S> {
             let fd = this.inner.as_raw_fd();
             loop {
                 std::task::ready!(this.inner.poll_read_ready(cx))?;
-                // SAFETY: `recv` writes only initialized bytes, and says how many.
-                let unfilled = unsafe { buf.unfilled_mut() };
-                match this.inner.try_io(tokio::io::Interest::READABLE, || super::linux::recv(fd, unfilled)) {
-                    Ok((n, stamp)) => {
-                        // SAFETY: the kernel initialized the first `n` bytes of the unfilled part.
-                        unsafe { buf.assume_init(n) };
-                        buf.advance(n);
-                        break stamp;
-                    }
+                match this.inner.try_io(tokio::io::Interest::READABLE, || super::linux::recv_into(fd, buf)) {
+                    Ok(stamp) => break stamp,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Poll::Ready(Err(e)),
                 }

@@ -76,17 +76,15 @@ impl Drop for Tracked {
     }
 }
 
-/// Closes a registered socket (both directions). Called with the registry locked.
-#[cfg(unix)]
+/// Closes a registered socket (both directions). Called with the registry locked: the entry is still
+/// registered, so the stream owning `fd` has not been dropped (it leaves the registry, under the same
+/// lock, before its socket closes), and `fd` is that open socket.
+#[cfg(target_os = "linux")]
 fn close(entry: &Entry) {
-    // SAFETY: the entry is still registered, so the stream owning `fd` has not been dropped (it leaves
-    // the registry, under the same lock, before its socket closes): `fd` is that open socket.
-    unsafe {
-        libc::shutdown(entry.fd, libc::SHUT_RDWR);
-    }
+    crate::net::linux::shutdown(entry.fd);
 }
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 fn close(_: &Entry) {}
 
 impl Registry {
