@@ -69,7 +69,12 @@ pub enum BerkeleyError {
     BadTolerance(f64),
     /// A reading that is not a finite number.
     #[error("{member}'s reading of {offset} ns is not a finite number")]
-    BadReading { member: String, offset: f64 },
+    BadReading {
+        /// The member's name.
+        member: String,
+        /// Its reading (member's clock minus master's clock), ns.
+        offset: f64,
+    },
     /// Two readings for one member.
     #[error("{0} was read twice in one round")]
     DuplicateMember(String),

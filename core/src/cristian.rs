@@ -29,7 +29,12 @@ pub enum CristianError {
     NegativeProcessing(i64),
     /// The server claims to have held the request longer than the whole round trip.
     #[error("the server held the request {processing} ns, longer than the {rtt} ns round trip")]
-    ProcessingLongerThanRoundTrip { processing: i64, rtt: i64 },
+    ProcessingLongerThanRoundTrip {
+        /// The server's hold time T3 - T2, ns.
+        processing: i64,
+        /// The round trip T4 - T1, ns.
+        rtt: i64,
+    },
     /// No usable sample at all.
     #[error("no samples")]
     NoSamples,

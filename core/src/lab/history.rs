@@ -35,7 +35,9 @@ pub enum Event {
 /// The run's settings, which the checkers read their bounds from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
+    /// The scenario's name, as `synclab lab list` spells it.
     pub scenario: String,
+    /// The seed the run's random choices were drawn from.
     pub seed: u64,
     /// `bully` or `ring` (empty when no election ran).
     #[serde(default)]
@@ -70,9 +72,11 @@ fn default_rounds() -> u64 {
 /// A fault operation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fault {
-    /// When the operation was begun and when it was done (seconds).
+    /// When the operation was begun (seconds).
     pub start: f64,
+    /// When it was done (seconds).
     pub end: f64,
+    /// What it did (its fields are written in the fault's own line, with `op` naming it).
     #[serde(flatten)]
     pub op: Op,
     /// Why it failed, if it did (the run goes on; the checkers see what really happened).
@@ -86,54 +90,74 @@ pub struct Fault {
 pub enum Op {
     /// SIGKILL: the processes die at once (in one process: the nodes stop without a goodbye).
     Kill {
+        /// The processes it acted on, by name (`node-3`, `time-server`).
         targets: Vec<String>,
     },
     /// SIGTERM: the processes stop as they would in a rolling restart.
     Stop {
+        /// The processes it acted on, by name (`node-3`, `time-server`).
         targets: Vec<String>,
     },
     /// Started again after a kill or a stop.
     Start {
+        /// The processes it acted on, by name (`node-3`, `time-server`).
         targets: Vec<String>,
     },
     /// Frozen (`docker pause`): alive, but answers nothing and does nothing.
     Pause {
+        /// The processes it acted on, by name (`node-3`, `time-server`).
         targets: Vec<String>,
     },
+    /// Thawed after a pause.
     Unpause {
+        /// The processes it acted on, by name (`node-3`, `time-server`).
         targets: Vec<String>,
     },
     /// The election nodes are cut into these groups: no message crosses between groups. A node in no
     /// group is in a group of its own. `shape` names it (isolate, halves, bridge, majorities-ring).
     /// In a bridge, one node sees both halves: the groups overlap.
     Partition {
+        /// The partition's shape, by name.
         shape: String,
+        /// The groups, each a list of node ids.
         groups: Vec<Vec<NodeId>>,
     },
     /// Every partition and link fault removed.
     Heal,
     /// Delay, jitter and loss on every link of `node` (both ways); node 0: on every link of the group.
     Link {
+        /// The node whose links it hits; 0: every node's.
         node: NodeId,
+        /// Delay added to each message, ms.
         delay_ms: f64,
+        /// Up to this much more delay, at random, ms.
         jitter_ms: f64,
+        /// The probability that a message is lost, 0 to 1.
         loss: f64,
     },
     /// A clock stepped by `by_nanos` at once.
     Bump {
+        /// The clock's name (`laptop`).
         target: String,
+        /// The step, ns (positive: forward).
         by_nanos: i64,
     },
     /// A clock stepped back and forth by `amplitude_nanos`.
     Strobe {
+        /// The clock's name.
         target: String,
+        /// The size of each step, ns.
         amplitude_nanos: i64,
+        /// A step forward and back takes this long, ms.
         period_ms: f64,
+        /// How long the strobing lasts, ms.
         duration_ms: f64,
     },
     /// A clock's drift changed.
     Drift {
+        /// The clock's name.
         target: String,
+        /// Its new drift (frequency error), ppm.
         drift_ppm: f64,
     },
 }
@@ -184,9 +208,13 @@ impl Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
+    /// Follows a coordinator (or, briefly, knows none and is about to run an election).
     Follower,
+    /// Runs an election.
     Candidate,
+    /// Bully: a higher node answered OK; waits for its announcement.
     Waiting,
+    /// Is the coordinator.
     Coordinator,
     /// Did not answer (down, paused or cut off from the lab).
     Unreachable,
@@ -195,9 +223,13 @@ pub enum Role {
 /// One election node's state, as it reported it (or that it did not answer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ElectionObservation {
+    /// When it was seen (seconds).
     pub time: f64,
+    /// The node's id.
     pub node: NodeId,
+    /// Its role.
     pub role: Role,
+    /// Its term (when it did not answer: the last one seen, or 0).
     pub term: u64,
     /// The coordinator it follows (itself when it is the coordinator); `None` while unknown.
     pub coordinator: Option<NodeId>,
@@ -206,36 +238,50 @@ pub struct ElectionObservation {
 /// One message, as the node that sent or received it reported it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageObservation {
+    /// When the node saw it (seconds).
     pub time: f64,
+    /// The node that reported it.
     pub node: NodeId,
+    /// The node at the other end.
     pub peer: NodeId,
     /// `sent`, `received`, `answered` or `failed`.
     pub direction: String,
+    /// The message type (`Election`, `Coordinator`, `Alive`, `RingElection`, `RingCoordinator`).
     pub kind: String,
+    /// The term the message carries.
     pub term: u64,
 }
 
 /// A clock's true offset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClockObservation {
+    /// When it was read (seconds).
     pub time: f64,
+    /// The clock's name.
     pub clock: String,
+    /// The clock's true offset, ns.
     pub true_offset_nanos: i64,
 }
 
 /// One Cristian sync.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncObservation {
+    /// When the sync was done (seconds).
     pub time: f64,
+    /// The synced device's clock, by name.
     pub device: String,
+    /// The error bound the sync reported, ns.
     pub error_bound_nanos: u64,
+    /// The clock's true error after the sync (once any slew completes), ns (ground truth).
     pub true_error_nanos: i64,
 }
 
 /// One Berkeley round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundObservation {
+    /// When its clocks were read, just after the round's corrections (seconds).
     pub time: f64,
+    /// The round's number, as the master counts them.
     pub round: u64,
     /// The members left out of the average.
     pub excluded: Vec<String>,
@@ -248,7 +294,9 @@ pub struct RoundObservation {
 #[derive(Debug, thiserror::Error)]
 #[error("line {line}: {reason}")]
 pub struct HistoryError {
+    /// The line that could not be read (from 1).
     pub line: usize,
+    /// Why it could not be read.
     pub reason: String,
 }
 

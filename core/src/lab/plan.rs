@@ -21,10 +21,13 @@ use crate::election::NodeId;
 /// What the runner plays, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
+    /// The election scenario it plays.
     pub scenario: Scenario,
+    /// The seed its random choices were drawn from.
     pub seed: u64,
     /// The election members, by id (sorted, no repeats).
     pub members: Vec<NodeId>,
+    /// The steps, in the order they are played.
     pub steps: Vec<Step>,
 }
 
@@ -35,16 +38,25 @@ pub struct Plan {
 pub enum Step {
     /// Waits until the group agrees (at most `limit` seconds); the run fails unless a coordinator is
     /// then seen. Every election plan begins with it.
-    AwaitCoordinator { limit: f64 },
+    AwaitCoordinator {
+        /// Seconds.
+        limit: f64,
+    },
     /// Reads which member rules now: [`Member::Coordinator`] in the steps after it is that member (if
     /// none is seen, the one found before; before any, the highest member).
     FindCoordinator,
     /// A fault operation, recorded in the history as one fault.
     Fault(Action),
     /// Waits until the running, connected members agree on one coordinator, at most `limit` seconds.
-    Settle { limit: f64 },
+    Settle {
+        /// Seconds.
+        limit: f64,
+    },
     /// Waits `seconds`, whatever the group does.
-    Wait { seconds: f64 },
+    Wait {
+        /// Seconds.
+        seconds: f64,
+    },
 }
 
 /// A member of the group, as a plan names it.
@@ -84,6 +96,7 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// The name the history's `shape` gives it (kebab-case, as serde writes it).
     pub fn as_str(self) -> &'static str {
         match self {
             Shape::Isolate => "isolate",
@@ -100,26 +113,34 @@ impl Shape {
 pub enum Action {
     /// SIGKILL (in one process: a crash).
     Kill {
+        /// The member killed.
         target: Member,
     },
     /// SIGTERM (a coordinator says goodbye).
     Stop {
+        /// The member stopped.
         target: Member,
     },
     /// Started again after a kill or a stop.
     Start {
+        /// The member started.
         target: Member,
     },
     /// Frozen: alive, silent.
     Pause {
+        /// The member paused.
         target: Member,
     },
+    /// Thawed after a pause.
     Unpause {
+        /// The member unpaused.
         target: Member,
     },
     /// No message crosses between groups; a member in no group is alone.
     Partition {
+        /// How the cut is shaped.
         shape: Shape,
+        /// The groups the members are cut into.
         groups: Vec<Group>,
     },
     /// Every partition and link fault removed.
@@ -127,9 +148,13 @@ pub enum Action {
     /// Delay, jitter and loss on every link of `node` (both ways); no `node`: on every link.
     Link {
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// The member whose links it hits; `None`: every link of the group.
         node: Option<Member>,
+        /// Delay added to each message, ms.
         delay_ms: f64,
+        /// Up to this much more delay, at random, ms.
         jitter_ms: f64,
+        /// The probability that a message is lost, 0 to 1.
         loss: f64,
     },
 }
@@ -203,6 +228,7 @@ pub enum PlanError {
     /// The clock scenarios follow fixed scripts of their own.
     #[error("{0} is a clock scenario: it has no election plan")]
     NotElection(Scenario),
+    /// Fewer than two distinct members (how many there were).
     #[error("an election plan needs at least two members, not {0}")]
     TooFewMembers(usize),
 }

@@ -7,19 +7,35 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
+    /// `initial-election`: five nodes start; one coordinator, terms agree.
     InitialElection,
+    /// `re-election`: the coordinator cut off and reconnected, then it and one more, reconnected one by one.
     ReElection,
+    /// `many-elections`: rounds of cutting off random nodes and reconnecting them (seven nodes in one
+    /// process).
     ManyElections,
+    /// `partition-heal`: split brain on purpose: two halves each elect, then heal to one.
     PartitionHeal,
+    /// `flaky-link`: delay and rising loss on the coordinator's links.
     FlakyLink,
+    /// `kill-coordinator`: the coordinator killed (no goodbye), then started again.
     KillCoordinator,
+    /// `stop-coordinator`: the coordinator stopped (SIGTERM: it says goodbye), then started.
     StopCoordinator,
+    /// `pause-coordinator`: the coordinator paused (alive, silent), then unpaused.
     PauseCoordinator,
+    /// `steady`: no faults at all: any election is a false one.
     Steady,
+    /// `steady-loss`: 1% loss on every link.
     SteadyLoss,
+    /// `berkeley-faulty-clock` (clock scenario): a production line's clock bumped by five minutes mid-run.
     BerkeleyFaultyClock,
+    /// `cristian-server-restart` (clock scenario): the time server stopped while devices sync, then
+    /// started again.
     CristianServerRestart,
+    /// `cristian-clock-bump` (clock scenario): the laptop's clock jumps five minutes between two syncs.
     CristianClockBump,
+    /// `nemesis`: random kills, stops, pauses, partitions and link faults.
     Nemesis,
 }
 

@@ -7,6 +7,7 @@ use crate::sampler::{Completed, Earlier, Transmit};
 /// Why a reply is not used.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 pub enum ReplyError {
+    /// Not an NTP packet synclab takes.
     #[error(transparent)]
     Malformed(#[from] ParseError),
     /// Not a server reply.
@@ -23,7 +24,12 @@ pub enum ReplyError {
     Kiss([u8; 4]),
     /// Leap indicator 3, or a stratum of 16 or more.
     #[error("the server is not synchronized (leap {leap}, stratum {stratum})")]
-    Unsynchronized { leap: u8, stratum: u8 },
+    Unsynchronized {
+        /// The reply's leap indicator.
+        leap: u8,
+        /// The reply's stratum.
+        stratum: u8,
+    },
     /// Root delay/2 + root dispersion at 16 s or more.
     #[error("root distance of {0:.3} s is too large")]
     RootDistance(f64),

@@ -73,11 +73,17 @@ pub fn short_to_nanos(short: u32) -> f64 {
 /// The association mode of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Mode 0, reserved.
     Reserved,
+    /// Mode 1, symmetric active.
     SymmetricActive,
+    /// Mode 2, symmetric passive.
     SymmetricPassive,
+    /// Mode 3, a client's request.
     Client,
+    /// Mode 4, a server's reply.
     Server,
+    /// Mode 5, broadcast.
     Broadcast,
     /// NTP control messages (ntpq); never answered.
     Control,
@@ -123,7 +129,9 @@ pub struct Packet {
     pub leap: u8,
     /// Version (1..=4 accepted).
     pub version: u8,
+    /// Association mode.
     pub mode: Mode,
+    /// Stratum: 0 for a kiss-o'-death, 1 for a primary server, 16 or more: unsynchronized.
     pub stratum: u8,
     /// log2 of the poll interval, seconds.
     pub poll: i8,
@@ -135,9 +143,16 @@ pub struct Packet {
     pub root_dispersion: u32,
     /// The reference ID (four ASCII characters at stratum 1, a kiss code at stratum 0).
     pub reference_id: [u8; 4],
+    /// Reference timestamp: when the clock was last set or corrected.
     pub reference: NtpTimestamp,
+    /// Origin timestamp: in a reply, the request's transmit timestamp it answers (interleaved: the
+    /// request's receive timestamp); in an interleaved request, the server's receive timestamp of the
+    /// previous request.
     pub origin: NtpTimestamp,
+    /// Receive timestamp: in a reply, when the server received the request; in an interleaved request,
+    /// when the previous reply arrived.
     pub receive: NtpTimestamp,
+    /// Transmit timestamp: when the packet left (in an interleaved reply: when the previous reply left).
     pub transmit: NtpTimestamp,
 }
 

@@ -29,6 +29,7 @@ impl Default for ServerConfig {
 /// Why the server sent nothing back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Dropped {
+    /// Not an NTP packet synclab takes.
     #[error(transparent)]
     Malformed(#[from] ParseError),
     /// Not a client request (mode 6 and 7 included: no control or private answers here).
@@ -72,7 +73,9 @@ pub enum ReplyKind {
 /// transmit timestamp with [`Reply::stamp_transmit`] right before sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
+    /// The reply's header.
     pub packet: Packet,
+    /// What kind of reply it is.
     pub kind: ReplyKind,
     /// The request asked for interleaved mode (its origin is one of our receive timestamps), whether or
     /// not this reply could give it: the client will ask again, so this reply's precise transmit time
