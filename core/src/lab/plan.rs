@@ -243,6 +243,10 @@ const NEMESIS_MIN_MS: u64 = 1500;
 /// The plan of `scenario` on `members` from `seed`; `duration` is how long its main part lasts (each
 /// scenario has its own default, as `synclab lab run` documents).
 pub fn plan(scenario: Scenario, seed: u64, members: &[NodeId], duration: Option<Duration>) -> Result<Plan, PlanError> {
+    // A clock scenario is named as such before its (empty) member list is judged.
+    if !scenario.is_election() {
+        return Err(PlanError::NotElection(scenario));
+    }
     let mut members = members.to_vec();
     members.sort_unstable();
     members.dedup();
@@ -602,6 +606,8 @@ mod tests {
         assert_eq!(wait(Scenario::InitialElection), 3.0);
         assert_eq!(wait(Scenario::KillCoordinator), 6.0);
         assert_eq!(plan(Scenario::CristianClockBump, 1, &members(5), None), Err(PlanError::NotElection(Scenario::CristianClockBump)));
+        // As `synclab lab plan` asks for a clock scenario: with its member count, none.
+        assert_eq!(plan(Scenario::CristianClockBump, 1, &[], None), Err(PlanError::NotElection(Scenario::CristianClockBump)));
         assert_eq!(plan(Scenario::Steady, 1, &[3, 3], None), Err(PlanError::TooFewMembers(1)));
     }
 }

@@ -143,7 +143,8 @@ pub struct Packet {
     pub root_dispersion: u32,
     /// The reference ID (four ASCII characters at stratum 1, a kiss code at stratum 0).
     pub reference_id: [u8; 4],
-    /// Reference timestamp: when the clock was last set or corrected.
+    /// Reference timestamp: when the clock was last set or corrected (RFC 5905). synclab's server, whose
+    /// clock is always in sync, reports the start of the second its request arrived in.
     pub reference: NtpTimestamp,
     /// Origin timestamp: in a reply, the request's transmit timestamp it answers (interleaved: the
     /// request's receive timestamp); in an interleaved request, the server's receive timestamp of the
