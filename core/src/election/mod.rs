@@ -2,13 +2,14 @@
 //!
 //! A state machine takes requests from peers ([`Machine::on_request`]), the outcome of its own sends
 //! ([`Machine::on_reply`]) and timer ticks ([`Machine::tick`]), always with the time passed in, and
-//! leaves the messages it wants sent in its outbox ([`Machine::drain`]). It never touches a socket,
-//! a clock or a thread: the `synclab` crate's election node feeds it from gRPC, and the
-//! `synclab-harness` crate's simulator from an in-memory network.
+//! leaves what it wants done in a [`Ready`] ([`Machine::ready`]). It never touches a socket, a clock or
+//! a thread: the `synclab` crate's election node feeds it from gRPC, and the `synclab-harness` crate's
+//! simulator from an in-memory network.
 //!
-//! The caller's contract, as raft-rs's `Ready` orders it: after every event, store
-//! [`Core::term`] if it rose, and only then send what [`Machine::drain`] returns or answer with the
-//! [`Reply`] the event gave.
+//! The caller's contract ([`ready`]), as raft-rs's `Ready` orders it: after every event, take the
+//! [`Ready`] and persist, then send (or answer with the [`Reply`] the event gave), then withdraw, then
+//! publish. The invariants every shell and checker holds the machines to are written once, in
+//! [`safety`].
 //!
 //! Every message carries a term. Each term has one possible owner ([`owner`]): with the group's ids
 //! sorted, the node of rank `r` may only claim terms `t` with `t % n == r`. A node only ever raises its
@@ -16,7 +17,9 @@
 //! one. So no two nodes are ever coordinator in the same term, whatever the network loses.
 
 pub mod bully;
+pub mod ready;
 pub mod ring;
+pub mod safety;
 
 mod core;
 
@@ -24,6 +27,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use self::core::{Core, DOWN_FOR, ElectionTiming, MISSES_FOR_DOWN};
+pub use self::ready::{Changed, Persist, Ready};
 
 /// A node's id: a positive integer, unique in its group.
 pub type NodeId = u64;
@@ -489,19 +493,25 @@ impl Machine {
         }
     }
 
-    /// Takes the messages to send.
-    pub fn drain(&mut self) -> Vec<Envelope> {
-        self.core_mut().drain()
+    /// What the events since the last call left to do: the term to persist, the messages to send, the
+    /// sends to withdraw and what observers see that changed (see [`Ready`] for the order a shell carries
+    /// them out in). Withdrawn sends are those whose answers no longer matter (a Bully candidate that got
+    /// its first OK, or that follows a coordinator now, needs no more answers to its `Election`s): under
+    /// load, cancelling them spares the receivers work that can no longer change the outcome (in a group
+    /// of n that all suspect at once, n²/2 `Election`s, most of them moot once each candidate has one OK).
+    pub fn ready(&mut self) -> Ready {
+        self.core_mut().ready()
     }
 
-    /// Takes the tags of sent messages whose answers no longer matter (a Bully candidate that got its
-    /// first OK, or that follows a coordinator now, needs no more answers to its `Election`s). An I/O
-    /// layer may cancel those still on their way, or let them go: a withdrawn message may arrive or not,
-    /// and its answer, if one comes, is handled like any late answer. Under load that spares the
-    /// receivers work that can no longer change the outcome (in a group of n that all suspect at once,
-    /// n²/2 `Election`s, most of them moot once each candidate has one OK).
-    pub fn drain_withdrawn(&mut self) -> Vec<u64> {
-        self.core_mut().drain_withdrawn()
+    /// The shell stored `term` in the state file (the [`Persist`] of a [`Ready`], or a higher one).
+    pub fn persisted(&mut self, term: Term) {
+        self.core_mut().persisted(term);
+    }
+
+    /// The messages of the next [`Ready`] (tests that look at nothing else).
+    #[cfg(test)]
+    fn drain(&mut self) -> Vec<Envelope> {
+        self.ready().messages
     }
 
     /// Checks what every message must satisfy before the algorithm sees it.
@@ -666,15 +676,16 @@ mod tests {
         let hb = ms(50);
         let mut m = Machine::new(Algorithm::Bully, GroupConfig::new(1, 1..=5, hb, hb * 4).unwrap(), 0);
         m.hold_election(ms(10), "test");
-        let sent = m.drain();
+        let ready = m.ready();
+        let sent = ready.messages;
         let to: Vec<NodeId> = sent.iter().map(|e| e.to).collect();
         assert_eq!(to, vec![5, 4, 3, 2], "highest first");
-        assert!(m.drain_withdrawn().is_empty(), "nothing withdrawn while no answer came");
+        assert!(ready.withdrawn.is_empty(), "nothing withdrawn while no answer came");
         // Node 3 answers first.
         let from_3 = sent.iter().find(|e| e.to == 3).unwrap().clone();
         m.on_reply(ms(11), from_3.clone(), Ok(Reply { term: 0, coordinator: None, ok: true }));
         assert_eq!(m.core().role(), Role::Waiting);
-        let mut withdrawn = m.drain_withdrawn();
+        let mut withdrawn = m.ready().withdrawn;
         withdrawn.sort_unstable();
         let mut others: Vec<u64> = sent.iter().filter(|e| e.to != 3).map(|e| e.tag).collect();
         others.sort_unstable();
@@ -685,7 +696,7 @@ mod tests {
         m.on_reply(ms(12), from_5, Ok(Reply { term: 0, coordinator: None, ok: true }));
         m.on_request(ms(13), 5, Message::Coordinator { term: 4 }).unwrap();
         assert_eq!((m.core().role(), m.core().coordinator()), (Role::Follower, Some(5)));
-        assert!(m.drain_withdrawn().is_empty(), "nothing withdrawn twice");
+        assert!(m.ready().withdrawn.is_empty(), "nothing withdrawn twice");
     }
 
     /// The term a node must store before its messages leave is the one it minted (a win), not one it
@@ -722,9 +733,7 @@ mod tests {
 
     fn election_targets(m: &mut Machine, now: Duration) -> Vec<NodeId> {
         m.hold_election(now, "test");
-        let to = m.drain().iter().filter(|e| !matches!(e.message, Message::Alive { .. })).map(|e| e.to).collect();
-        m.drain_withdrawn();
-        to
+        m.drain().iter().filter(|e| !matches!(e.message, Message::Alive { .. })).map(|e| e.to).collect()
     }
 
     /// Whether a peer is down is the machine's to judge, from the outcomes of its sends: after
