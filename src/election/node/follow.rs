@@ -67,13 +67,13 @@ impl ElectionNode {
             Ok(event) => Watched::Item(event),
             Err(BroadcastStreamRecvError::Lagged(missed)) => Watched::Lagged(missed),
         });
-        Ok(self.shared.message_watchers.stream(events, self.shared.halted.clone())?)
+        self.shared.message_watchers.stream(events, self.shared.halted.clone())
     }
 
     /// `WatchLeader`: the node's published state, now and at every change. A watch channel keeps only
     /// the latest state: a slow watcher skips states, never piles them up.
     pub(super) fn leader_feed(&self) -> Result<WatchStream<pb::NodeState>, Status> {
         let states = tokio_stream::wrappers::WatchStream::new(self.shared.leader.subscribe()).map(Watched::Item);
-        Ok(self.shared.watchers.stream(states, self.shared.halted.clone())?)
+        self.shared.watchers.stream(states, self.shared.halted.clone())
     }
 }
