@@ -6,7 +6,7 @@
 //!   nor Ring rules out; the simulator and the fuzz target excuse nothing).
 //! - [`term_kept`]: a node's term never goes back, across restarts too, as long as its state file
 //!   holds what the [`super::Ready`]s asked it to.
-//! - [`node`]: a node's own state is sound: its term is at most [`MAX_TERM`], and a coordinator rules a
+//! - [`node`] ([`state`]): a node's own state is sound: its term is at most [`MAX_TERM`], and a coordinator rules a
 //!   term it owns and follows itself.
 //! - [`request_step`]: one request moves a term by at most [`MAX_TERM_JUMP`] plus one round of terms
 //!   (the election it may win at once), and a refused request moves it not at all.
@@ -54,17 +54,22 @@ pub fn term_kept(id: NodeId, before: Term, now: Term) -> Result<(), Violation> {
 /// A node's own state is sound: its term is at most [`MAX_TERM`]; as coordinator it rules a term it owns
 /// and follows itself.
 pub fn node(core: &Core) -> Result<(), Violation> {
-    let (id, term) = (core.id(), core.term());
+    state(&core.config().members, core.id(), core.term(), core.role(), core.coordinator())
+}
+
+/// [`node`]'s rule over the parts of a state: node `id` of `members` in `term`, with `role`, following
+/// `coordinator`.
+pub fn state(members: &[NodeId], id: NodeId, term: Term, role: Role, coordinator: Option<NodeId>) -> Result<(), Violation> {
     if term > MAX_TERM {
         return Err(Violation::TermTooLarge { id, term });
     }
-    if core.role() == Role::Coordinator {
-        let owner = owner(&core.config().members, term);
+    if role == Role::Coordinator {
+        let owner = owner(members, term);
         if owner != Some(id) {
             return Err(Violation::NotOwner { id, term, owner });
         }
-        if core.coordinator() != Some(id) {
-            return Err(Violation::CoordinatorFollowsAnother { id, coordinator: core.coordinator() });
+        if coordinator != Some(id) {
+            return Err(Violation::CoordinatorFollowsAnother { id, coordinator });
         }
     }
     Ok(())
@@ -237,13 +242,21 @@ mod tests {
         assert_eq!(watch.check(other.core(), 0, true), vec![Violation::TwoCoordinators { term, first: 3, second: 2 }]);
     }
 
-    /// Pins: a term beyond MAX_TERM, a request jumping further than allowed, and a refusal that moved
-    /// the term are each caught.
+    /// Pins: a term beyond MAX_TERM, a coordinator of a term it does not own or that follows another, a
+    /// request jumping further than allowed, and a refusal that moved the term are each caught.
     #[test]
     fn bad_terms_and_bad_steps_are_caught() {
         let hb = Duration::from_millis(50);
         let beyond = Machine::new(Algorithm::Ring, GroupConfig::new(1, [1, 2], hb, hb * 4).unwrap(), MAX_TERM + 1);
         assert_eq!(node(beyond.core()), Err(Violation::TermTooLarge { id: 1, term: MAX_TERM + 1 }));
+        // Term 4 of 1..=3 is node 2's (rank 4 % 3 = 1).
+        assert_eq!(state(&[1, 2, 3], 2, 4, Role::Coordinator, Some(2)), Ok(()));
+        assert_eq!(state(&[1, 2, 3], 3, 4, Role::Coordinator, Some(3)), Err(Violation::NotOwner { id: 3, term: 4, owner: Some(2) }));
+        assert_eq!(
+            state(&[1, 2, 3], 2, 4, Role::Coordinator, Some(3)),
+            Err(Violation::CoordinatorFollowsAnother { id: 2, coordinator: Some(3) })
+        );
+        assert_eq!(state(&[1, 2, 3], 3, 4, Role::Follower, Some(2)), Ok(()), "a follower rules nothing");
         assert_eq!(request_step(1, 3, 10, 10 + MAX_TERM_JUMP + 3, false), Ok(()));
         assert_eq!(
             request_step(1, 3, 10, 10 + MAX_TERM_JUMP + 4, false),
