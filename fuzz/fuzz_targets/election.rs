@@ -1,11 +1,13 @@
 //! The Bully and Ring machines of `synclab_core::election`, several nodes of one group fed an arbitrary
 //! schedule: timer ticks, the group's own messages delivered, lost, refused, duplicated or replayed later,
-//! answers forged, nodes crashed and restarted (keeping their term, as the state file does), and forged
-//! requests from members and strangers with any term (huge ones, `MAX_TERM` and beyond), any ids.
+//! answers forged, nodes crashed and restarted (with the term their state file holds: each node is
+//! driven by its machine's `Ready`, persist then send, as the real node is), and forged requests from
+//! members and strangers with any term (huge ones, `MAX_TERM` and beyond), any ids.
 //!
-//! Checked after every event: no two nodes ever rule the same term, a coordinator rules a term it owns,
-//! no term passes `MAX_TERM`, a node's term never goes back, and a request raises a term by at most
-//! `MAX_TERM_JUMP` (plus one round of terms for the election it may win at once). Then the faults stop:
+//! Checked after every event, by the rules of `synclab_core::election::safety`: no two nodes ever rule
+//! the same term, a coordinator rules a term it owns, no term passes `MAX_TERM`, a node's term never goes
+//! back, and a request raises a term by at most `MAX_TERM_JUMP` (plus one round of terms for the election
+//! it may win at once) and a refused one not at all. Then the faults stop:
 //! crashed nodes come back, and on a reliable network the group must settle within a bound on its highest
 //! id, as coordinator, with every node following it; unless forged answers used up the terms (the last
 //! `MAX_TERM_JUMP` below `MAX_TERM`), where the module documents that no term is left to claim.
@@ -17,8 +19,9 @@ use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+use synclab_core::election::safety::{self, Watch};
 use synclab_core::election::{
-    Algorithm, Envelope, GroupConfig, MAX_TERM, MAX_TERM_JUMP, Machine, Message, NodeId, Reply, Role, SendError, Term, owner,
+    Algorithm, Envelope, GroupConfig, MAX_TERM, MAX_TERM_JUMP, Machine, Message, NodeId, Reply, Role, SendError, Term,
 };
 
 const HEARTBEAT: Duration = Duration::from_millis(20);
@@ -106,6 +109,8 @@ struct InFlight {
 struct Node {
     machine: Machine,
     up: bool,
+    /// The term its state file holds: what its `Ready`s asked to persist.
+    disk_term: Term,
 }
 
 struct Group {
@@ -115,10 +120,8 @@ struct Group {
     nodes: BTreeMap<NodeId, Node>,
     net: VecDeque<InFlight>,
     now: Duration,
-    /// Who ruled each term.
-    rulers: BTreeMap<Term, NodeId>,
-    /// Each node's highest term so far.
-    terms: BTreeMap<NodeId, Term>,
+    /// The safety rules, over every node.
+    watch: Watch,
 }
 
 impl Group {
@@ -130,11 +133,10 @@ impl Group {
             nodes: BTreeMap::new(),
             net: VecDeque::new(),
             now: Duration::ZERO,
-            rulers: BTreeMap::new(),
-            terms: BTreeMap::new(),
+            watch: Watch::new(),
         };
         for id in members {
-            group.restart(id, 0);
+            group.restart(id);
         }
         group
     }
@@ -145,10 +147,11 @@ impl Group {
     }
 
     /// (Re)starts a node with the term its state file holds.
-    fn restart(&mut self, id: NodeId, term: Term) {
-        let mut machine = Machine::new(self.algorithm, self.config(id), term);
+    fn restart(&mut self, id: NodeId) {
+        let disk_term = self.nodes.get(&id).map_or(0, |n| n.disk_term);
+        let mut machine = Machine::new(self.algorithm, self.config(id), disk_term);
         machine.start(self.now);
-        self.nodes.insert(id, Node { machine, up: true });
+        self.nodes.insert(id, Node { machine, up: true, disk_term });
         self.flush(id);
     }
 
@@ -173,9 +176,15 @@ impl Group {
         }
     }
 
+    /// Carries out the node's `Ready`: persists its term (at once), then puts its messages in flight.
     fn flush(&mut self, id: NodeId) {
-        let outbox = self.nodes.get_mut(&id).expect("a node").machine.drain();
-        for envelope in outbox {
+        let node = self.nodes.get_mut(&id).expect("a node");
+        let ready = node.machine.ready();
+        if let Some(persist) = ready.persist {
+            node.disk_term = node.disk_term.max(persist.term);
+            node.machine.persisted(persist.term);
+        }
+        for envelope in ready.messages {
             self.net.push_back(InFlight { from: id, envelope, answered: true });
         }
     }
@@ -198,10 +207,8 @@ impl Group {
         let before = node.machine.core().term();
         let result = node.machine.on_request(now, from, message);
         let after = node.machine.core().term();
-        let bound = before.saturating_add(MAX_TERM_JUMP).saturating_add(self.members.len() as u64);
-        assert!(after <= bound, "a request moved node {to}'s term from {before} to {after}");
-        if result.is_err() {
-            assert_eq!(after, before, "a refused request moved node {to}'s term");
+        if let Err(violation) = safety::request_step(to, self.members.len(), before, after, result.is_err()) {
+            panic!("{violation}");
         }
         self.flush(to);
         result.map_err(|e| SendError::Refused(e.to_string()))
@@ -259,21 +266,11 @@ impl Group {
         }
     }
 
-    /// The safety invariants, over every node.
+    /// The safety invariants, over every node (a crashed node's last state included).
     fn check(&mut self) {
-        for (&id, node) in &self.nodes {
-            let core = node.machine.core();
-            let term = core.term();
-            assert!(term <= MAX_TERM, "node {id} reached term {term}, beyond MAX_TERM");
-            let last = self.terms.entry(id).or_default();
-            assert!(term >= *last, "node {id}'s term went back from {last} to {term}");
-            *last = term;
-            if core.role() == Role::Coordinator {
-                assert_eq!(owner(&self.members, term), Some(id), "node {id} rules term {term}, which it does not own");
-                assert_eq!(core.coordinator(), Some(id), "coordinator {id} follows someone else");
-                let ruler = *self.rulers.entry(term).or_insert(id);
-                assert_eq!(ruler, id, "nodes {ruler} and {id} both ruled term {term}");
-            }
+        for node in self.nodes.values() {
+            let violations = self.watch.check(node.machine.core(), node.disk_term, true);
+            assert!(violations.is_empty(), "{}", violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
         }
     }
 
@@ -307,8 +304,7 @@ impl Group {
             }
             Event::Restart { node } => {
                 let id = self.at(*node);
-                let term = self.nodes[&id].machine.core().term();
-                self.restart(id, term);
+                self.restart(id);
             }
             Event::HoldElection { node } => {
                 let id = self.at(*node);
@@ -342,8 +338,7 @@ impl Group {
     fn heal(&mut self) -> Option<Duration> {
         for id in self.members.clone() {
             if !self.nodes[&id].up {
-                let term = self.nodes[&id].machine.core().term();
-                self.restart(id, term);
+                self.restart(id);
             }
         }
         self.net.retain(|m| m.answered);

@@ -1,22 +1,19 @@
 //! A deterministic in-memory network for the election state machines: latency, per-link delay, random
 //! jitter (messages overtake each other), random loss and duplication, forged requests, crashes, restarts
-//! (a restarted node keeps its term, as the state file does), pauses and cut-off nodes. It checks the
-//! safety invariants after every event and counts every message.
+//! (a restarted node keeps the term its state file holds), pauses and cut-off nodes. Every node is
+//! driven as the real node drives its machine: after each input it takes the machine's `Ready` and
+//! persists, sends, withdraws (nothing to cancel on this network: a withdrawn message's answer is
+//! handled like any late one) and publishes. It checks the safety invariants
+//! (`synclab_core::election::safety`) after every event and counts every message.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
+pub use synclab_core::election::safety::Violation;
+use synclab_core::election::safety::Watch;
 use synclab_core::election::{Algorithm, Envelope, GroupConfig, Kind, Machine, Message, NodeId, Rejection, Reply, Role, SendError, Term};
-
-/// A safety invariant that broke.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Violation {
-    #[error("nodes {first} and {second} were both coordinator in term {term}")]
-    TwoCoordinators { term: Term, first: NodeId, second: NodeId },
-    #[error("node {id}'s term went back from {from} to {to}")]
-    TermWentBack { id: NodeId, from: Term, to: Term },
-}
+use synclab_core::lab::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Health {
@@ -109,11 +106,12 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<(Duration, u64)>>,
     events: BTreeMap<u64, Event>,
     seq: u64,
-    rng: u64,
+    /// The loss, jitter and duplication generator: the same seed, the same run.
+    rng: Rng,
     /// Extra one-way delay on links, by (from, to).
     delays: BTreeMap<(NodeId, NodeId), Duration>,
-    /// Every (term, coordinator) ever seen.
-    rulers: BTreeMap<Term, NodeId>,
+    /// The safety rules, over every node.
+    watch: Watch,
     /// Requests sent by kind (failed ones included), and OK answers.
     sent: BTreeMap<Kind, u64>,
     /// Requests a live node received and accepted, by kind.
@@ -136,7 +134,7 @@ impl Sim {
                 (id, SimNode { machine, health: Health::Down, cut: false, mute: false, incarnation: 0, disk_term: 0 })
             })
             .collect();
-        let rng = config.seed.max(1);
+        let rng = Rng::new(config.seed);
         let mut sim = Self {
             config,
             algorithm,
@@ -147,7 +145,7 @@ impl Sim {
             seq: 0,
             rng,
             delays: BTreeMap::new(),
-            rulers: BTreeMap::new(),
+            watch: Watch::new(),
             sent: BTreeMap::new(),
             delivered: BTreeMap::new(),
             violations: Vec::new(),
@@ -370,13 +368,9 @@ impl Sim {
         self.queue.push(Reverse((at, self.seq)));
     }
 
-    /// A uniform number in [0, 1) (xorshift64*).
+    /// A uniform number in [0, 1): the generator's top 53 bits.
     fn uniform(&mut self) -> f64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// True with probability `p` (the generator only moves when `p` is positive).
@@ -471,14 +465,19 @@ impl Sim {
         self.config.latency + self.delays.get(&(from, to)).copied().unwrap_or_default()
     }
 
-    /// Saves the node's term (as the state file does before anything is sent) and puts its outbox on
-    /// the network.
+    /// Carries out the node's `Ready` as the real node does: persists its term (at once: this network
+    /// has no disk to wait for, so before the messages whether or not they must wait), then puts its
+    /// messages on the network. Withdrawn sends need nothing (their answers are handled like any late
+    /// answer), and nobody watches the published state but [`Sim::check`].
     fn flush(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).expect("node");
-        node.disk_term = node.disk_term.max(node.machine.core().term());
+        let ready = node.machine.ready();
+        if let Some(persist) = ready.persist {
+            node.disk_term = node.disk_term.max(persist.term);
+            node.machine.persisted(persist.term);
+        }
         let incarnation = node.incarnation;
-        let outbox = node.machine.drain();
-        for envelope in outbox {
+        for envelope in ready.messages {
             *self.sent.entry(envelope.message.kind()).or_default() += 1;
             let at = self.now + self.link_latency(id, envelope.to) + self.jitter();
             if self.chance(self.config.duplicate) {
@@ -497,23 +496,7 @@ impl Sim {
             {
                 *self.elections.entry(id).or_default() += 1;
             }
-            if core.term() < node.disk_term {
-                self.violations.push(Violation::TermWentBack { id, from: node.disk_term, to: core.term() });
-            }
-            if node.health != Health::Down && core.role() == Role::Coordinator {
-                match self.rulers.get(&core.term()) {
-                    Some(&other) if other != id => {
-                        let v = Violation::TwoCoordinators { term: core.term(), first: other, second: id };
-                        if !self.violations.contains(&v) {
-                            self.violations.push(v);
-                        }
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.rulers.insert(core.term(), id);
-                    }
-                }
-            }
+            self.violations.extend(self.watch.check(core, node.disk_term, node.health != Health::Down));
         }
     }
 }

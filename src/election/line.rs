@@ -20,7 +20,6 @@ use synclab_core::election::{NodeId, Term};
 use tokio::sync::watch;
 use tonic::Status;
 
-use super::node::ElectionNode;
 use super::peer::Peer;
 use crate::proto::election as pb;
 use crate::server::Stop;
@@ -132,15 +131,19 @@ async fn hold(mut stream: tonic::Streaming<pb::FollowEvent>) -> Ended {
     }
 }
 
-/// The follower's side: keeps a line open to `coordinator` (which it follows in `term`) until the
-/// coordinator stops or dies (then it tells the machine, which holds an election) or steps down. Runs
-/// until then or until the task is aborted (the node follows someone else).
-pub(super) async fn follow(node: ElectionNode, peer: Arc<Peer>, coordinator: NodeId, term: Term, probe: Duration) {
+/// The follower's side: node `id` keeps a line open to `coordinator` (which it follows in `term`) until
+/// the coordinator stops or dies (then it calls `lost` with why, and the node's machine holds an
+/// election) or steps down. Runs until then or until the task is aborted (the node follows someone else).
+pub(super) async fn follow<F, Fut>(id: NodeId, peer: Arc<Peer>, coordinator: NodeId, term: Term, probe: Duration, lost: F)
+where
+    F: FnOnce(&'static str) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let mut had_line = false;
     let mut reopen = Reopen::default();
     let mut opened = std::time::Instant::now();
     loop {
-        let ended = match open(node.id(), &peer, term, probe).await {
+        let ended = match open(id, &peer, term, probe).await {
             Ok((stream, pb::FollowEvent { event: Some(pb::follow_event::Event::Leading(_)) })) => {
                 had_line = true;
                 opened = std::time::Instant::now();
@@ -155,7 +158,7 @@ pub(super) async fn follow(node: ElectionNode, peer: Arc<Peer>, coordinator: Nod
             Err(why) if had_line => {
                 // The line broke and reopening it, the probe, found nobody.
                 tracing::info!(coordinator, %why, "the coordinator's line broke and it does not answer");
-                node.lost_coordinator(coordinator, "lost its connection").await;
+                lost("lost its connection").await;
                 return;
             }
             Err(why) => Ended::Unopened(why),
@@ -163,7 +166,7 @@ pub(super) async fn follow(node: ElectionNode, peer: Arc<Peer>, coordinator: Nod
         match ended {
             Ended::Goodbye(reason) if reason == STOPPING => {
                 tracing::info!(coordinator, "the coordinator said goodbye: it is stopping");
-                node.lost_coordinator(coordinator, "said goodbye").await;
+                lost("said goodbye").await;
                 return;
             }
             Ended::Goodbye(reason) => {

@@ -1,5 +1,6 @@
 //! The state file: the highest term a node has seen, kept across restarts so that a node never claims a
-//! term twice. A node stores a raised term before any message or reply that reveals it leaves.
+//! term twice. A node stores a term it minted before any message or reply that reveals it leaves, and a
+//! term it learned behind them (see `synclab_core::election::Ready`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

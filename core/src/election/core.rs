@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::ready::{Handed, Ready, View};
 use super::{Count, Counters, Envelope, GroupConfig, Kind, Message, NodeId, Rejection, Reply, Role, Term, next_owned_term, owner};
 
 /// Sends in a row to one peer that waited out their deadline without an answer
@@ -59,6 +60,8 @@ pub struct Core {
     /// Tags of sent messages whose answers no longer matter.
     withdrawn: Vec<u64>,
     next_tag: u64,
+    /// What the `Ready`s handed out so far asked for, and what the shell stored.
+    handed: Handed,
 }
 
 impl Core {
@@ -81,6 +84,7 @@ impl Core {
             outbox: Vec::new(),
             withdrawn: Vec::new(),
             next_tag: 0,
+            handed: Handed::new(term),
         }
     }
 
@@ -92,7 +96,7 @@ impl Core {
     pub fn id(&self) -> NodeId {
         self.config.id
     }
-    /// The highest term this node has seen (persist it before sending anything).
+    /// The highest term this node has seen (the state file keeps it: see [`super::Ready::persist`]).
     pub fn term(&self) -> Term {
         self.term
     }
@@ -100,8 +104,9 @@ impl Core {
     /// term it learned from a message. No message has revealed a minted term before this node sends
     /// it, so it is the one to store before anything leaves: a node that restarted without it could
     /// mint it again. A learned term is known to the group already; storing it keeps a restarted node
-    /// up to date, but nothing depends on it being stored first.
-    pub fn minted(&self) -> Term {
+    /// up to date, but nothing depends on it being stored first. [`super::Ready::persist`] applies this.
+    #[cfg(test)]
+    pub(crate) fn minted(&self) -> Term {
         self.minted
     }
     /// What the node does now.
@@ -129,13 +134,17 @@ impl Core {
         f(self.counters.entry(kind).or_default());
     }
 
-    pub(crate) fn drain(&mut self) -> Vec<Envelope> {
-        std::mem::take(&mut self.outbox)
+    /// What the events since the last call left to do (see [`Ready`]).
+    pub(crate) fn ready(&mut self) -> Ready {
+        let view = View { role: self.role, term: self.term, coordinator: self.coordinator, election: self.election.clone() };
+        let outbox = std::mem::take(&mut self.outbox);
+        let withdrawn = std::mem::take(&mut self.withdrawn);
+        self.handed.ready(view, self.minted, outbox, withdrawn)
     }
 
-    /// Takes the tags of the messages withdrawn since the last call.
-    pub(crate) fn drain_withdrawn(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.withdrawn)
+    /// The shell stored `term` in the state file.
+    pub(crate) fn persisted(&mut self, term: Term) {
+        self.handed.persisted(term);
     }
 
     /// The answers to the messages tagged `tags` no longer matter to this node.

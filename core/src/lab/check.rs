@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::history::{ElectionObservation, Event, Fault, Op, Role, RunInfo};
 use crate::election::NodeId;
+use crate::election::safety::{Claims, Violation};
 
 /// A checker's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,37 +247,26 @@ impl Worlds {
     }
 }
 
+/// One coordinator per term among nodes that can reach each other: the rule of
+/// [`crate::election::safety::Claims`], with a pair excused when a partition had them apart when either
+/// claimed the term.
 fn election_safety(observations: &[ElectionObservation], worlds: &Worlds) -> CheckResult {
     let mut result = CheckResult::new();
-    // term → coordinator → first time it claimed the term
-    let mut claims: BTreeMap<u64, BTreeMap<NodeId, f64>> = BTreeMap::new();
+    let mut claims: Claims<f64> = Claims::new();
+    let apart = |a: NodeId, ta: &f64, b: NodeId, tb: &f64| !worlds.at(*ta).can_reach(a, b) || !worlds.at(*tb).can_reach(a, b);
     for o in observations.iter().filter(|o| o.role == Role::Coordinator) {
-        claims.entry(o.term).or_default().entry(o.node).or_insert(o.time);
-    }
-    let mut split = 0u64;
-    for (term, claimers) in &claims {
-        if claimers.len() < 2 {
-            continue;
-        }
-        let list: Vec<(&NodeId, &f64)> = claimers.iter().collect();
-        let mut excused = true;
-        for (i, (a, ta)) in list.iter().enumerate() {
-            for (b, tb) in &list[i + 1..] {
-                let apart = !worlds.at(**ta).can_reach(**a, **b) || !worlds.at(**tb).can_reach(**a, **b);
-                if !apart {
-                    excused = false;
-                    result.violation(format!(
-                        "term {term}: node {a} (at {ta:.3} s) and node {b} (at {tb:.3} s) both coordinated, able to reach each other"
-                    ));
-                }
+        for violation in claims.claim(o.term, o.node, o.time, apart) {
+            if let Violation::TwoCoordinators { term, first, second } = violation {
+                let ta = claims.claimed_at(term, first).copied().unwrap_or(f64::NAN);
+                result.violation(format!(
+                    "term {term}: node {first} (at {ta:.3} s) and node {second} (at {:.3} s) both coordinated, able to reach each other",
+                    o.time
+                ));
             }
         }
-        if excused {
-            split += 1;
-        }
     }
-    result.figure("terms", claims.len() as u64);
-    result.figure("split_brain_terms", split);
+    result.figure("terms", claims.terms() as u64);
+    result.figure("split_brain_terms", claims.excused_terms() as u64);
     if observations.is_empty() {
         return CheckResult::unknown("no election node was observed");
     }
