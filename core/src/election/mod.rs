@@ -103,15 +103,43 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Bully: "I hold an election" (to every higher id); the reply is the OK answer.
-    Election { term: Term },
+    Election {
+        /// The sender's term.
+        term: Term,
+    },
     /// Bully: "I am the coordinator of `term`".
-    Coordinator { term: Term },
+    Coordinator {
+        /// The term the sender claims; it must own it (see [`owner`]).
+        term: Term,
+    },
     /// The heartbeat: the sender's term and the coordinator it follows.
-    Alive { term: Term, coordinator: Option<NodeId> },
+    Alive {
+        /// The sender's term.
+        term: Term,
+        /// The coordinator the sender follows (itself, when the sender is the coordinator); `None` if it
+        /// knows none.
+        coordinator: Option<NodeId>,
+    },
     /// Ring: the election message, with the ids collected so far (initiator first).
-    RingElection { term: Term, initiator: NodeId, ids: Vec<NodeId> },
+    RingElection {
+        /// The highest term among the nodes the message has passed so far (the initiator's at the start).
+        term: Term,
+        /// The node that started this election.
+        initiator: NodeId,
+        /// The ids collected so far, in the order the message passed them: the initiator first, the
+        /// sender last, none twice.
+        ids: Vec<NodeId>,
+    },
     /// Ring: the coordinator announcement.
-    RingCoordinator { term: Term, coordinator: NodeId, initiator: NodeId },
+    RingCoordinator {
+        /// The term the new coordinator rules; it must own it (see [`owner`]).
+        term: Term,
+        /// The new coordinator: the highest id the election collected.
+        coordinator: NodeId,
+        /// The node that completed the election and sent this announcement around; the announcement
+        /// stops when it comes back to it.
+        initiator: NodeId,
+    },
 }
 
 impl Message {
@@ -141,11 +169,17 @@ impl Message {
 /// Message types, for counters. `Ok` is the Bully algorithm's OK answer (an Election reply that said ok).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
+    /// A Bully [`Message::Election`].
     Election,
+    /// The Bully OK answer: a reply to an `Election` that said ok.
     Ok,
+    /// A Bully [`Message::Coordinator`] announcement.
     Coordinator,
+    /// A [`Message::Alive`] heartbeat (both algorithms).
     Alive,
+    /// A Ring [`Message::RingElection`].
     RingElection,
+    /// A Ring [`Message::RingCoordinator`] announcement.
     RingCoordinator,
 }
 
@@ -180,8 +214,12 @@ pub struct Reply {
 /// A message a state machine wants sent. `tag` is opaque: hand it back with the outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
+    /// The node to send it to.
     pub to: NodeId,
+    /// What to send.
     pub message: Message,
+    /// A number unique among this machine's sends: the outcome goes back with it ([`Machine::on_reply`]),
+    /// and a [`Ready`] withdraws sends by it.
     pub tag: u64,
 }
 
@@ -212,13 +250,30 @@ pub enum Rejection {
     FromSelf(NodeId),
     /// A message of the other algorithm.
     #[error("{kind} is not a message of the {algorithm} algorithm this group runs")]
-    WrongAlgorithm { kind: &'static str, algorithm: Algorithm },
+    WrongAlgorithm {
+        /// The message's type, as [`Kind::as_str`] names it.
+        kind: &'static str,
+        /// The algorithm the receiver runs.
+        algorithm: Algorithm,
+    },
     /// Bully election messages only go up.
     #[error("election messages go to higher ids: {from} is not below {to}")]
-    ElectionFromHigher { from: NodeId, to: NodeId },
+    ElectionFromHigher {
+        /// The sender.
+        from: NodeId,
+        /// The receiver, whose id is lower than the sender's.
+        to: NodeId,
+    },
     /// A coordinator claimed a term it does not own.
     #[error("term {term} belongs to node {owner}, not to node {claimed}")]
-    NotOwner { term: Term, owner: NodeId, claimed: NodeId },
+    NotOwner {
+        /// The term claimed.
+        term: Term,
+        /// The member that owns the term (see [`owner`]).
+        owner: NodeId,
+        /// The node named as its coordinator.
+        claimed: NodeId,
+    },
     /// A ring election message without ids.
     #[error("the ring election message carries no ids")]
     EmptyRing,
@@ -233,7 +288,12 @@ pub enum Rejection {
     TermTooLarge(Term),
     /// A term implausibly far above this node's.
     #[error("term {term} is more than {MAX_TERM_JUMP} above this node's term {current}; refused as implausible")]
-    TermJump { term: Term, current: Term },
+    TermJump {
+        /// The message's term.
+        term: Term,
+        /// The receiver's term.
+        current: Term,
+    },
 }
 
 impl Rejection {
@@ -257,16 +317,27 @@ impl Rejection {
 /// A group configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// The node's id or a member's is 0.
     #[error("node ids must be positive; 0 is not an id")]
     ZeroId,
+    /// A member is listed more than once.
     #[error("node {0} is listed twice")]
     Duplicate(NodeId),
+    /// The node's own id is not among the members.
     #[error("this node's id {0} is not in the group")]
     NotMember(NodeId),
+    /// The heartbeat is not shorter than the timeout.
     #[error("the heartbeat ({heartbeat:?}) must be shorter than the timeout ({timeout:?})")]
-    HeartbeatNotBelowTimeout { heartbeat: Duration, timeout: Duration },
+    HeartbeatNotBelowTimeout {
+        /// The heartbeat asked for.
+        heartbeat: Duration,
+        /// The timeout asked for.
+        timeout: Duration,
+    },
+    /// A duration that must be positive is zero; the text names it (e.g. "the heartbeat").
     #[error("{0} must be positive")]
     ZeroDuration(&'static str),
+    /// More than [`MAX_MEMBERS`] members ([`GroupConfig::new`] stops counting at one past the limit).
     #[error("a group has at most {MAX_MEMBERS} members, not {0}")]
     TooManyMembers(usize),
 }
@@ -358,9 +429,15 @@ pub fn next_owned_term(members: &[NodeId], id: NodeId, after: Term) -> Option<Te
 /// Messages of one kind a node sent, received, failed to send and refused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Count {
+    /// Messages this node queued to send, and (for [`Kind::Ok`]) OK answers it gave.
     pub sent: u64,
+    /// Requests that passed the checks every message must satisfy, and (for [`Kind::Ok`]) OK answers
+    /// it got.
     pub received: u64,
+    /// Sends that got no reply (any [`SendError`]).
     pub failed: u64,
+    /// Requests refused: as malformed or misdirected (a [`Rejection`]), or answered with `ok` false
+    /// (e.g. a stale announcement).
     pub rejected: u64,
 }
 
@@ -370,7 +447,9 @@ pub type Counters = BTreeMap<Kind, Count>;
 /// A Bully or a Ring state machine, behind one interface.
 #[derive(Debug, Clone)]
 pub enum Machine {
+    /// A node of a group that runs the Bully algorithm.
     Bully(bully::Bully),
+    /// A node of a group that runs the Ring algorithm.
     Ring(ring::Ring),
 }
 

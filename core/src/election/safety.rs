@@ -21,25 +21,70 @@ use super::{Core, MAX_TERM, MAX_TERM_JUMP, NodeId, Role, Term, owner};
 pub enum Violation {
     /// Two nodes ruled one term (`first` claimed it before `second`).
     #[error("nodes {first} and {second} were both coordinator in term {term}")]
-    TwoCoordinators { term: Term, first: NodeId, second: NodeId },
+    TwoCoordinators {
+        /// The term ruled twice.
+        term: Term,
+        /// The node that claimed it first.
+        first: NodeId,
+        /// The node that claimed it later.
+        second: NodeId,
+    },
     /// A node's term went back (below what it had, or what its state file holds).
     #[error("node {id}'s term went back from {from} to {to}")]
-    TermWentBack { id: NodeId, from: Term, to: Term },
+    TermWentBack {
+        /// The node.
+        id: NodeId,
+        /// The term it had (or its state file holds).
+        from: Term,
+        /// The lower term it has now.
+        to: Term,
+    },
     /// A term beyond [`MAX_TERM`].
     #[error("node {id} reached term {term}, beyond MAX_TERM")]
-    TermTooLarge { id: NodeId, term: Term },
+    TermTooLarge {
+        /// The node.
+        id: NodeId,
+        /// Its term, above [`MAX_TERM`].
+        term: Term,
+    },
     /// A coordinator rules a term another member owns.
     #[error("node {id} rules term {term}, which it does not own (its owner is {owner:?})")]
-    NotOwner { id: NodeId, term: Term, owner: Option<NodeId> },
+    NotOwner {
+        /// The coordinator.
+        id: NodeId,
+        /// The term it rules.
+        term: Term,
+        /// The member that owns the term (see [`owner`]; `None` for an empty group).
+        owner: Option<NodeId>,
+    },
     /// A coordinator follows someone else.
     #[error("coordinator {id} follows {coordinator:?}")]
-    CoordinatorFollowsAnother { id: NodeId, coordinator: Option<NodeId> },
+    CoordinatorFollowsAnother {
+        /// The coordinator.
+        id: NodeId,
+        /// The coordinator it follows instead of itself (`None`: none).
+        coordinator: Option<NodeId>,
+    },
     /// One request raised a term further than a request may.
     #[error("a request moved node {id}'s term from {from} to {to}")]
-    TermJump { id: NodeId, from: Term, to: Term },
+    TermJump {
+        /// The node that received the request.
+        id: NodeId,
+        /// Its term before the request.
+        from: Term,
+        /// Its term after the request.
+        to: Term,
+    },
     /// A refused request moved a term.
     #[error("a refused request moved node {id}'s term from {from} to {to}")]
-    RefusalMovedTerm { id: NodeId, from: Term, to: Term },
+    RefusalMovedTerm {
+        /// The node that refused the request.
+        id: NodeId,
+        /// Its term before the request.
+        from: Term,
+        /// Its term after the request.
+        to: Term,
+    },
 }
 
 /// A node's term never goes back: `now` must be at least `before` (what it had, or what its state file

@@ -32,7 +32,9 @@ use crate::election::safety::{Claims, Violation};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Validity {
+    /// Judged, and no rule was broken.
     Valid,
+    /// At least one violation.
     Invalid,
     /// Nothing to judge by (e.g. the cluster could not be observed).
     Unknown,
@@ -62,9 +64,11 @@ impl Validity {
 /// One checker's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckResult {
+    /// The verdict.
     pub valid: Validity,
     /// What went wrong, one line each (at most [`MAX_VIOLATIONS`] kept; `violation_count` has them all).
     pub violations: Vec<String>,
+    /// How many violations there were, including those not kept in `violations`.
     pub violation_count: usize,
     /// The checker's figures, by name.
     pub figures: BTreeMap<String, serde_json::Value>,
@@ -101,7 +105,11 @@ impl CheckResult {
 /// Every checker's result over one history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Results {
+    /// The verdict over all checkers: invalid if any is, else unknown if any is, else valid (unknown
+    /// when nothing could be checked).
     pub valid: Validity,
+    /// Each checker's result by its name (`election-safety`, `election-liveness`, `highest-id`,
+    /// `cristian`, `berkeley`; `history` when there was nothing to check).
     pub checkers: BTreeMap<String, CheckResult>,
 }
 
