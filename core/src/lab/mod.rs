@@ -1,5 +1,5 @@
 //! The fault lab's rules, with no I/O: the scenarios by name ([`scenario`]), each election scenario as a
-//! pure plan of steps ([`plan`]), what a run records ([`history`]), the checkers that judge a history
+//! pure plan of steps ([`mod@plan`]), what a run records ([`history`]), the checkers that judge a history
 //! ([`check`]), and the seeded randomness plans are drawn from ([`Rng`]). The runner that plays a plan
 //! against a group and observes it lives in the `synclab` crate (`synclab::lab_runner`).
 

@@ -219,12 +219,18 @@ impl ElectionNode {
     }
 
     /// Makes the node's coming stop a crash: no goodbye to its followers (as `docker kill` would).
+    ///
+    /// A hook of the lab's in-process backend, built only with the `lab-runner` feature (not in the image).
+    #[cfg(feature = "lab-runner")]
     pub fn crash_on_stop(&self) {
         self.shared.crashed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Freezes or thaws the node, as `docker pause` / `unpause` do to a container: while frozen it
     /// answers nothing (callers hit their deadline) and its timers do not fire.
+    ///
+    /// A hook of the lab's in-process backend, built only with the `lab-runner` feature (not in the image).
+    #[cfg(feature = "lab-runner")]
     pub fn set_frozen(&self, frozen: bool) {
         self.shared.frozen.send_replace(frozen);
     }

@@ -45,6 +45,9 @@ impl ElectionNode {
 
     /// Makes the node hold an election now, as if it had just suspected its coordinator (for experiments
     /// that choose the initiator).
+    ///
+    /// A hook for experiments (the election benchmark), built only with the `lab-runner` feature.
+    #[cfg(feature = "lab-runner")]
     pub async fn hold_election(&self) {
         self.event(|m, now| m.hold_election(now, "asked to")).await;
     }
