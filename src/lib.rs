@@ -12,13 +12,17 @@
 //!   receive timestamps).
 //! - [`server`] and [`rpc`]: what every server and every client shares (reflection, health, shutdown;
 //!   channels and deadlines).
-//! - [`cli`]: every flag and its validation, named alike across the binaries in `services/`.
+//! - [`cli`]: every flag and its validation, named alike across the binaries.
+//! - [`daemon`]: each service's `main` (the binaries in `src/bin/` and `src/main.rs` call them), and the
+//!   start-up they share; [`cmd`]: the `synclab` CLI's `main` and its subcommands.
 //! - [`proto`]: the generated gRPC code; [`telemetry`]: logging; [`observe`]: Prometheus metrics.
 
 pub mod berkeley;
 pub mod cli;
 pub mod clock;
+pub mod cmd;
 pub mod cristian;
+pub mod daemon;
 pub mod dashboard;
 pub mod election;
 pub mod lab;

@@ -1,9 +1,6 @@
-//! `berkeley-master`: see `services/berkeley_master.rs`. The `synclab` binary runs the same code when it is invoked under
-//! this name (the container image holds `synclab` alone, with `berkeley-master` a link to it).
+//! `berkeley-master`: runs [`synclab::daemon::berkeley_master`]. The `synclab` binary runs the same function when it is invoked
+//! under this name (the container image holds `synclab` alone, with `berkeley-master` a link to it).
 
-#[path = "../berkeley_master.rs"]
-mod berkeley_master;
-
-fn main() -> anyhow::Result<()> {
-    berkeley_master::main()
+fn main() -> std::process::ExitCode {
+    synclab::daemon::exit(synclab::daemon::berkeley_master::main())
 }

@@ -3,16 +3,16 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::cli::{ClockArgs, Device, LabArgs, LogArgs, MetricsArgs, Protocol, TlsArgs, named, parse_device, parse_duration};
+use crate::clock::host_now;
+use crate::clock::{ClockService, ClockSet, LiveClock};
+use crate::cristian::{CristianClient, SyncError, SyncReport};
+use crate::ntp::{NtpClient, NtpMode};
+use crate::proto::clock::clock_server::ClockServer;
+use crate::server::{self, Services, Stop};
+use crate::telemetry;
 use anyhow::Context as _;
 use futures::future::join_all;
-use synclab::cli::{ClockArgs, Device, LabArgs, LogArgs, MetricsArgs, Protocol, TlsArgs, named, parse_device, parse_duration};
-use synclab::clock::host_now;
-use synclab::clock::{ClockService, ClockSet, LiveClock};
-use synclab::cristian::{CristianClient, SyncError, SyncReport};
-use synclab::ntp::{NtpClient, NtpMode};
-use synclab::proto::clock::clock_server::ClockServer;
-use synclab::server::{self, Services, Stop};
-use synclab::telemetry;
 use synclab_core::berkeley::FrequencyEstimator;
 use synclab_core::clock::AdjustmentKind;
 use synclab_core::cristian::Estimator;
@@ -212,17 +212,13 @@ async fn sync_once(clients: &mut [Client], clocks: &[LiveClock], args: &Cristian
 async fn serve_clocks(
     listen: &str,
     clocks: &[LiveClock],
-    tls: Option<&synclab::tls::Tls>,
+    tls: Option<&crate::tls::Tls>,
     lab: bool,
     stop: Stop,
 ) -> anyhow::Result<(tokio::task::JoinHandle<Result<(), server::ServerError>>, HealthReporter)> {
     let listener = server::bind(listen).await?;
-    let server = Services::new()
-        .tls(tls)
-        .lab(lab, ClockSet::new(clocks.to_vec()))
-        .service(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec()))))
-        .build()
-        .await?;
+    let services = Services::new().tls(tls).service(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec()))));
+    let server = crate::daemon::with_lab(services, lab, ClockSet::new(clocks.to_vec())).build().await?;
     let reporter = server.health();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     tracing::info!(addr = %listener.local_addr()?, "serving Clock/Read and health");
@@ -268,7 +264,7 @@ async fn sync_every(interval: Duration, clients: &mut [Client], clocks: &[LiveCl
         };
         let mut ok = true;
         for ((result, clock), estimator) in results.iter().zip(clocks).zip(&mut estimators) {
-            synclab::observe::sync_result(clock.name(), result.as_ref());
+            crate::observe::sync_result(clock.name(), result.as_ref());
             match result {
                 Ok(report) => {
                     let stepped = report.adjustment == AdjustmentKind::Step;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::cli::{TlsArgs, named, parse_duration};
+use crate::lab::run::{self, RunOptions, Target};
 use clap::{Args, Subcommand};
-use synclab::cli::{TlsArgs, named, parse_duration};
-use synclab::lab::run::{self, RunOptions, Target};
 use synclab_core::election::Algorithm;
 
 #[derive(Debug, Args)]

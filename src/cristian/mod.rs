@@ -5,4 +5,4 @@ pub mod client;
 pub mod service;
 
 pub use client::{CristianClient, Sample, SyncError, SyncReport, apply_estimate};
-pub use service::{TimeServer, server};
+pub use service::{TimeServer, server, services};

@@ -75,7 +75,7 @@ pub(super) async fn berkeley(options: &RunOptions, rec: &Recorder) -> Result<(),
             };
             let master = Master::new(clock.clone(), config);
             let (stop_handle, stop) = Stop::new();
-            let server = crate::berkeley::master::server(master.clone(), "berkeley-master", stop.clone(), false)
+            let server = crate::berkeley::master::server(master.clone(), "berkeley-master", stop.clone())
                 .await
                 .map_err(|e| LabError::Unreachable(e.to_string()))?;
             let (master_addr, handle) = serve(server, "127.0.0.1:0").await?;
@@ -85,7 +85,7 @@ pub(super) async fn berkeley(options: &RunOptions, rec: &Recorder) -> Result<(),
             for (name, offset, drift) in LINES {
                 let clock = LiveClock::new(name, line_clock(offset, drift)).map_err(|e| LabError::Unreachable(e.to_string()))?;
                 let slave = Slave::new(clock.clone(), 3600 * SEC, Dialer::plaintext()).map_err(|e| LabError::Unreachable(e.to_string()))?;
-                let server = slave.server(false).await.map_err(|e| LabError::Unreachable(e.to_string()))?;
+                let server = slave.server().await.map_err(|e| LabError::Unreachable(e.to_string()))?;
                 let (addr, handle) = serve(server, "127.0.0.1:0").await?;
                 local.push(handle);
                 let (keep, stop) = Stop::new();
@@ -247,7 +247,7 @@ impl TimeServer {
     async fn start(&mut self) -> Result<(), String> {
         match self {
             TimeServer::Local { clock, addr, handle } => {
-                let server = crate::cristian::server(clock.clone(), 0, None, false).await.map_err(|e| e.to_string())?;
+                let server = crate::cristian::server(clock.clone(), 0, None).await.map_err(|e| e.to_string())?;
                 let (bound, h) = serve(server, addr).await.map_err(|e| e.to_string())?;
                 // The first start takes a free port; later ones take it again.
                 *addr = bound;

@@ -76,25 +76,16 @@ impl Default for Services {
 }
 
 impl Services {
-    /// No services yet, with the default [`Limits`].
+    /// No services yet, with the [`Limits`] (their one home: `Limits::default()`, which the services
+    /// that stream read too, for their cap on watchers).
     pub fn new() -> Self {
-        Self::with_limits(Limits::default())
-    }
-
-    /// No services yet, with other limits.
-    pub fn with_limits(limits: Limits) -> Self {
-        Self { routes: RoutesBuilder::default(), names: Vec::new(), limits, tls: None }
+        Self { routes: RoutesBuilder::default(), names: Vec::new(), limits: Limits::default(), tls: None }
     }
 
     /// Serves over mutual TLS (a client certificate from the CA required) when `tls` is given.
     pub fn tls(mut self, tls: Option<&crate::tls::Tls>) -> Self {
         self.tls = tls.cloned();
         self
-    }
-
-    /// The limits the server will apply (services that stream read `max_watchers` here).
-    pub fn limits(&self) -> &Limits {
-        &self.limits
     }
 
     /// Adds a service. Reflection lists it, and health reports it SERVING.
@@ -111,11 +102,6 @@ impl Services {
         self.names.push(S::NAME);
         self.routes.add_service(service);
         self
-    }
-
-    /// Adds the `Lab` service (faults for experiments) over `clocks` when `on`.
-    pub fn lab(self, on: bool, clocks: crate::clock::ClockSet) -> Self {
-        if on { self.service(crate::lab::LabService::new(clocks, None).server()) } else { self }
     }
 
     /// Adds reflection (of the added services and health) and health; every added service, and the
