@@ -2,20 +2,44 @@
 //!
 //! This crate is the I/O shell around the algorithms of `synclab_core`, which take time as an argument
 //! and never touch a socket. Each algorithm is readable in two places: its rules in the core crate and
-//! its service here, in one folder.
+//! its service here, in one folder. The binaries (`src/main.rs`, `src/bin/`) are a few lines each that
+//! call [`daemon`] or [`cmd`].
 //!
-//! - [`cristian`]: the time server (`TimeService`) and the client that syncs a device's clock.
-//! - [`berkeley`]: the master that runs the rounds and the slaves it keeps together.
-//! - [`election`]: the election node that feeds a Bully or Ring machine from gRPC, and its state file.
-//! - [`clock`]: virtual clocks driven by the host's real time, and `Clock/Read`, their ground truth.
-//! - [`net`]: timestamps taken at the socket (HTTP/2 frame heads, the stamp bookkeeping, the kernel's
-//!   receive timestamps).
-//! - [`server`] and [`rpc`]: what every server and every client shares (reflection, health, shutdown;
-//!   channels and deadlines).
-//! - [`cli`]: every flag and its validation, named alike across the binaries.
-//! - [`daemon`]: each service's `main` (the binaries in `src/bin/` and `src/main.rs` call them), and the
-//!   start-up they share; [`cmd`]: the `synclab` CLI's `main` and its subcommands.
-//! - [`proto`]: the generated gRPC code; [`telemetry`]: logging; [`observe`]: Prometheus metrics.
+//! # Layers
+//!
+//! Every module sits in one layer and imports only from its own layer and the layers below it; no two
+//! files import each other, directly or around a circle. `tests/architecture.rs` reads this list, and
+//! fails on an import that goes up, on a cycle, and on a module that is not listed here: a new module
+//! is placed in a layer before it is used.
+//!
+//! 1. Foundation: what every other part stands on; nothing here knows of a server or an algorithm.
+//!    - `lock` (private): locks whose data stays good after a panic elsewhere.
+//!    - [`stop`]: the stop signal a process's server, loops and streams share (SIGTERM, SIGINT).
+//!    - [`text`]: text a peer sent, cut to a safe excerpt for errors and logs.
+//!    - [`random`]: nonces and secrets from the operating system.
+//!    - [`proto`]: the generated gRPC code, and timestamps to and from nanoseconds.
+//!    - [`plot`]: charts as SVG (the dashboard's and the benchmarks').
+//!    - [`telemetry`]: logging, and refusals counted and logged sparingly.
+//!    - [`clock`]: virtual clocks driven by the host's real time, and `Clock/Read`, their ground truth.
+//!    - [`net`]: timestamps taken at the socket (HTTP/2 frame ends, the stamp bookkeeping, the kernel's
+//!      receive timestamps), and the registry of a server's connections.
+//!    - [`tls`]: mutual TLS: certificates, identities, and what each identity may call.
+//! 2. Serving: what every server and every client shares.
+//!    - [`observe`]: Prometheus metrics: recorded, served at `/metrics`, counted per gRPC request.
+//!    - [`server`]: one way to serve gRPC (limits, reflection, health, a shutdown that never hangs).
+//!    - [`rpc`]: channels, deadlines, and the health and `Clock/Read` probes.
+//! 3. Services: the algorithms' shells, the lab's hooks, the dashboard.
+//!    - [`cristian`]: the time server (`TimeService`) and the client that syncs a device's clock.
+//!    - [`ntp`]: NTPv4 over UDP: a server from the same clock, and a client.
+//!    - [`berkeley`]: the master that runs the rounds and the slaves it keeps together.
+//!    - [`election`]: the election node that feeds a Bully or Ring machine from gRPC, and its state file.
+//!    - [`lab`]: the fault lab: the hooks inside a service started with `--lab` (its `Lab` service, link
+//!      faults), and the runner that plays scenarios against a group and reports.
+//!    - [`dashboard`]: a live web page of the lab's clocks, rounds and elections.
+//! 4. Binaries: what the binaries run; errors are `anyhow` here, and only here.
+//!    - [`cli`]: every flag and its validation, named alike across the binaries.
+//!    - [`daemon`]: each service's `main`, and the start-up they share.
+//!    - [`cmd`]: the `synclab` CLI's `main` and its subcommands.
 
 pub mod berkeley;
 pub mod cli;
@@ -35,5 +59,7 @@ pub mod proto;
 pub mod random;
 pub mod rpc;
 pub mod server;
+pub mod stop;
 pub mod telemetry;
+pub mod text;
 pub mod tls;

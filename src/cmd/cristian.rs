@@ -264,7 +264,7 @@ async fn sync_every(interval: Duration, clients: &mut [Client], clocks: &[LiveCl
         };
         let mut ok = true;
         for ((result, clock), estimator) in results.iter().zip(clocks).zip(&mut estimators) {
-            crate::observe::sync_result(clock.name(), result.as_ref());
+            crate::cristian::metrics::record_sync(clock.name(), result.as_ref());
             match result {
                 Ok(report) => {
                     let stepped = report.adjustment == AdjustmentKind::Step;

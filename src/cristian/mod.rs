@@ -2,6 +2,7 @@
 //! clock against it ([`client`]). The arithmetic is `synclab_core::cristian`.
 
 pub mod client;
+pub mod metrics;
 pub mod service;
 
 pub use client::{CristianClient, Sample, SyncError, SyncReport, apply_estimate};

@@ -9,11 +9,8 @@
 //! - a shutdown that never hangs: on [`Stop`] health turns NOT_SERVING, watch streams end with
 //!   UNAVAILABLE, calls in flight get [`Limits::shutdown_grace`], and then every connection is closed.
 
-pub(crate) mod connections;
 pub mod guard;
 pub mod limits;
-pub mod observed;
-pub mod stop;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -29,13 +26,15 @@ use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-pub use guard::excerpt;
 pub use limits::Limits;
-pub use stop::{Stop, StopHandle, shutdown_signal};
 pub use watch::{WatchStream, Watched, Watchers};
+// Where they were before they moved down a layer (the stop signal, the text helper), for their callers.
+pub use crate::stop::{Stop, StopHandle, shutdown_signal};
+pub use crate::text::excerpt;
 
 use crate::net::ServerStream;
-use connections::Registry;
+use crate::net::connections::Registry;
+use crate::observe::grpc as observed;
 
 /// Why a server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
