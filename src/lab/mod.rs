@@ -6,6 +6,7 @@
 
 #[cfg(feature = "lab-runner")]
 pub mod clocks;
+#[cfg(feature = "lab-runner")]
 pub mod cluster;
 pub mod links;
 #[cfg(feature = "lab-runner")]

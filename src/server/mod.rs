@@ -155,10 +155,13 @@ pub struct Server {
     methods: std::collections::HashSet<String>,
 }
 
-/// Closes every connection of a server at once, as a crash of its process would (for experiments).
+/// Closes every connection of a server at once, as a crash of its process would: a test hook of the
+/// lab's in-process cluster (`lab::cluster`), so it is built only with the lab's runner or in tests.
+#[cfg(any(test, feature = "lab-runner"))]
 #[derive(Debug, Clone)]
 pub struct Connections(Registry);
 
+#[cfg(any(test, feature = "lab-runner"))]
 impl Connections {
     /// Closes every connection the server holds now; returns how many.
     pub fn close_all(&self) -> usize {
@@ -167,7 +170,8 @@ impl Connections {
 }
 
 impl Server {
-    /// The server's connections, to close them all at once.
+    /// The server's connections, to close them all at once (a test hook: see [`Connections`]).
+    #[cfg(any(test, feature = "lab-runner"))]
     pub fn connections(&self) -> Connections {
         Connections(self.registry.clone())
     }
