@@ -50,11 +50,6 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// The runtime synclab's services run on: one thread, which gives the steadiest latency.
-pub fn current_thread_runtime() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()
-}
-
 /// Binds `addr` (e.g. `0.0.0.0:50051`, or port 0 for any free port).
 pub async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr: addr.to_string(), source })
