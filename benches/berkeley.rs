@@ -84,7 +84,7 @@ fn start_slaves(specs: &[(String, i64, f64)]) -> Slaves {
         let clock = LiveClock::new(name.as_str(), config).unwrap();
         let slave = Slave::new(clock.clone(), 3600 * SEC, synclab::rpc::Dialer::plaintext()).unwrap();
         let addr = runtime.block_on(async {
-            let server = slave.server(false).await.unwrap();
+            let server = slave.server().await.unwrap();
             let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tokio::spawn(server.serve(listener, synclab::server::Stop::never()));

@@ -45,6 +45,15 @@ pub enum TimestampError {
 /// Latest second whose nanoseconds still fit in an `i64` (year 2262).
 const MAX_SECONDS: i64 = i64::MAX / 1_000_000_000 - 1;
 
+/// A node id from the wire (an election member, a link's peer): positive, or a clear status naming
+/// `field`.
+pub fn to_id(id: i64, field: &str) -> Result<synclab_core::election::NodeId, tonic::Status> {
+    if id <= 0 {
+        return Err(tonic::Status::invalid_argument(format!("{field} = {id} is not a node id (ids are positive)")));
+    }
+    Ok(id as synclab_core::election::NodeId)
+}
+
 /// Converts a protobuf timestamp to nanoseconds since the Unix epoch, refusing malformed or absurd ones.
 pub fn timestamp_to_nanos(ts: Option<&prost_types::Timestamp>, field: &'static str) -> Result<i64, TimestampError> {
     let ts = ts.ok_or(TimestampError::Missing(field))?;

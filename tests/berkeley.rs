@@ -61,7 +61,7 @@ fn group_clock(offset_nanos: i64, drift_ppm: f64) -> ClockConfig {
 async fn start_slave(name: &'static str, offset: i64, drift_ppm: f64) -> TestSlave {
     let clock = LiveClock::new(name, group_clock(offset, drift_ppm)).unwrap();
     let slave = Slave::new(clock.clone(), 3600 * SEC, Dialer::plaintext()).unwrap();
-    let server = serve(slave.server(false).await.unwrap(), "127.0.0.1:0", Stop::new()).await;
+    let server = serve(slave.server().await.unwrap(), "127.0.0.1:0", Stop::new()).await;
     TestSlave { name, clock, slave, server: Some(server) }
 }
 
@@ -81,7 +81,7 @@ async fn start_master(interval: Duration, addr: &str) -> (Arc<Master>, Serving) 
     let clock = LiveClock::new("berkeley-master", group_clock(0, 0.0)).unwrap();
     let master = Master::new(clock, config(interval));
     let (handle, stop) = Stop::new();
-    let server = synclab::berkeley::master::server(master.clone(), "berkeley-master", stop.clone(), false).await.unwrap();
+    let server = synclab::berkeley::master::server(master.clone(), "berkeley-master", stop.clone()).await.unwrap();
     let server = serve(server, addr, (handle, stop)).await;
     (master, server)
 }

@@ -260,7 +260,9 @@ async fn absurd_link_faults_are_refused_and_a_node_without_lab_serves_none() {
 #[tokio::test]
 async fn clock_faults_move_the_clock_by_exactly_what_was_asked_and_no_more() {
     let clock = common::clock("time-server", 0, 0.0);
-    let server = synclab::cristian::server(clock.clone(), 0, None, true).await.unwrap();
+    // As the time server's main builds it with --lab: the lab's service added by the caller.
+    let services = synclab::cristian::services(clock.clone(), 0, None);
+    let server = synclab::daemon::with_lab(services, true, synclab::clock::ClockSet::new(vec![clock.clone()])).build().await.unwrap();
     let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     let (_stop, stopped) = synclab::server::Stop::new();

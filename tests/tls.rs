@@ -60,7 +60,7 @@ struct Served {
 
 async fn time_server(dir: &Path) -> Served {
     let clock = LiveClock::new("time-server", ClockConfig::default()).unwrap();
-    let server = synclab::cristian::server(clock, 0, Some(&tls(dir, "time-server")), false).await.unwrap();
+    let server = synclab::cristian::server(clock, 0, Some(&tls(dir, "time-server"))).await.unwrap();
     let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     let (stop, stopped) = Stop::new();
@@ -195,7 +195,7 @@ async fn berkeley(dir: &Path) -> (Arc<Master>, String, StopHandle) {
     };
     let master = Master::new(clock, config);
     let (stop, stopped) = Stop::new();
-    let server = synclab::berkeley::master::server(master.clone(), "berkeley-master", stopped.clone(), false).await.unwrap();
+    let server = synclab::berkeley::master::server(master.clone(), "berkeley-master", stopped.clone()).await.unwrap();
     let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     tokio::spawn(server.serve(listener, stopped));
@@ -210,7 +210,7 @@ async fn each_identity_may_do_only_what_the_table_says() {
     // A real slave (kmc) registers as KMC over TLS and takes the master's rounds.
     let clock = LiveClock::new("KMC", ClockConfig { offset_nanos: 400_000_000, ..ClockConfig::default() }).unwrap();
     let slave = Slave::new(clock.clone(), 3600 * SEC, dialer(&dir, "kmc")).unwrap();
-    let server = slave.server(false).await.unwrap();
+    let server = slave.server().await.unwrap();
     let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
     let slave_addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     let (_slave_stop, stopped) = Stop::new();
@@ -277,7 +277,8 @@ async fn each_identity_may_do_only_what_the_table_says() {
 async fn only_the_lab_identity_may_break_things() {
     let dir = certs("lab", &["time-server", "observer", "lab", "node-1"]);
     let clock = LiveClock::new("time-server", ClockConfig::default()).unwrap();
-    let server = synclab::cristian::server(clock.clone(), 0, Some(&tls(&dir, "time-server")), true).await.unwrap();
+    let services = synclab::cristian::services(clock.clone(), 0, Some(&tls(&dir, "time-server")));
+    let server = synclab::daemon::with_lab(services, true, synclab::clock::ClockSet::new(vec![clock.clone()])).build().await.unwrap();
     let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
     let (_stop, stopped) = Stop::new();

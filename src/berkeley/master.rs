@@ -481,14 +481,16 @@ impl BerkeleyMaster for MasterService {
 
 /// Everything a master serves: `BerkeleyMaster` under `name`, `Clock/Read` for its clock, health and
 /// reflection. Watch streams end when `stop` is set.
-/// With `lab`, also the `Lab` service for its clock.
-pub async fn server(master: Arc<Master>, name: &str, stop: Stop, lab: bool) -> Result<Server, ServerError> {
-    let services = Services::new().tls(master.config.dialer.tls()).lab(lab, ClockSet::new(vec![master.clock().clone()]));
+pub async fn server(master: Arc<Master>, name: &str, stop: Stop) -> Result<Server, ServerError> {
+    services(master, name, stop).build().await
+}
+
+/// The services of [`server`], before they are built, for a caller that adds more (e.g. the lab's).
+pub fn services(master: Arc<Master>, name: &str, stop: Stop) -> Services {
+    let services = Services::new().tls(master.config.dialer.tls());
     let watchers = master.watchers.clone();
     let clock = master.clock().clone();
     services
         .service(BerkeleyMasterServer::new(MasterService::new(master, name, watchers, stop)))
         .service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))))
-        .build()
-        .await
 }

@@ -180,16 +180,18 @@ impl Slave {
 
     /// Everything a slave serves: its clock over `TimeService` (for the master's reads), `Clock/Read`,
     /// `BerkeleySlave`, health and reflection.
-    /// With `lab`, also the `Lab` service for its clock.
-    pub async fn server(self: &Arc<Self>, lab: bool) -> Result<Server, ServerError> {
+    pub async fn server(self: &Arc<Self>) -> Result<Server, ServerError> {
+        self.services().build().await
+    }
+
+    /// The services of [`Slave::server`], before they are built, for a caller that adds more (e.g. the
+    /// lab's).
+    pub fn services(self: &Arc<Self>) -> Services {
         Services::new()
             .tls(self.dialer.tls())
-            .lab(lab, ClockSet::new(vec![self.clock.clone()]))
             .service(TimeServiceServer::new(TimeServer::new(self.clock.clone(), 0)))
             .service(ClockServer::new(ClockService::new(ClockSet::new(vec![self.clock.clone()]))))
             .service(BerkeleySlaveServer::new(SlaveService { slave: self.clone() }))
-            .build()
-            .await
     }
 
     /// Registers once with `master` as `name`, reachable at `advertise`.

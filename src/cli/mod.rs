@@ -101,7 +101,7 @@ impl MetricsArgs {
         &self,
         clocks: crate::clock::ClockSet,
         stop: crate::server::Stop,
-    ) -> Result<Option<tokio::task::JoinHandle<()>>, crate::server::ServerError> {
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, crate::observe::BindError> {
         let Some(addr) = self.metrics_listen else { return Ok(None) };
         let (_, task) = crate::observe::serve(addr, stop).await?;
         crate::observe::watch_clocks(clocks);

@@ -159,6 +159,6 @@ impl ClockSet {
         self.clocks
             .iter()
             .find(|c| c.name() == name)
-            .ok_or_else(|| ClockSetError::Unknown { name: crate::server::excerpt(name, 64), known: self.known() })
+            .ok_or_else(|| ClockSetError::Unknown { name: crate::text::excerpt(name, 64), known: self.known() })
     }
 }

@@ -2,7 +2,8 @@
 //! clock against it ([`client`]). The arithmetic is `synclab_core::cristian`.
 
 pub mod client;
+pub mod metrics;
 pub mod service;
 
 pub use client::{CristianClient, Sample, SyncError, SyncReport, apply_estimate, discipline_clock};
-pub use service::{TimeServer, server};
+pub use service::{TimeServer, server, services};

@@ -71,15 +71,16 @@ impl BaselineTimeService for TimeServer {
 
 /// Everything a time server serves: the time service and its baseline, `Clock/Read` for its clock,
 /// health and reflection.
-/// With `lab`, also the `Lab` service for its clock.
-pub async fn server(clock: LiveClock, root_dispersion_nanos: u64, tls: Option<&Tls>, lab: bool) -> Result<Server, ServerError> {
+pub async fn server(clock: LiveClock, root_dispersion_nanos: u64, tls: Option<&Tls>) -> Result<Server, ServerError> {
+    services(clock, root_dispersion_nanos, tls).build().await
+}
+
+/// The services of [`server`], before they are built, for a caller that adds more (e.g. the lab's).
+pub fn services(clock: LiveClock, root_dispersion_nanos: u64, tls: Option<&Tls>) -> Services {
     let time = TimeServer::new(clock.clone(), root_dispersion_nanos);
     Services::new()
         .tls(tls)
-        .lab(lab, ClockSet::new(vec![clock.clone()]))
         .service(TimeServiceServer::new(time.clone()))
         .service(BaselineTimeServiceServer::new(time))
         .service(ClockServer::new(ClockService::new(ClockSet::new(vec![clock]))))
-        .build()
-        .await
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Observed, agreed};
+use super::observed::{Failover, Observed, agreed};
 use crate::plot::{Chart, Series, css_color, lines, stacked_bars};
 use crate::proto::election::Role;
 
@@ -278,7 +278,7 @@ fn timeline_chart(o: &Observed, now: f64) -> String {
 
 fn phases_chart(o: &Observed) -> String {
     let labels: Vec<String> = o.failovers.iter().map(|f| format!("t{}", f.term)).collect();
-    let part = |f: fn(&super::Failover) -> Option<f64>| o.failovers.iter().map(|x| f(x).unwrap_or(0.0)).collect::<Vec<f64>>();
+    let part = |f: fn(&Failover) -> Option<f64>| o.failovers.iter().map(|x| f(x).unwrap_or(0.0)).collect::<Vec<f64>>();
     let parts = vec![
         ("detection".to_string(), part(|f| f.detection_ms)),
         ("election".to_string(), part(|f| f.election_ms)),

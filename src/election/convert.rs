@@ -19,13 +19,8 @@ use tonic::Status;
 use crate::proto::election as pb;
 use crate::proto::nanos_to_timestamp;
 
-/// A node id from the wire: positive.
-pub fn to_id(id: i64, field: &str) -> Result<NodeId, Status> {
-    if id <= 0 {
-        return Err(Status::invalid_argument(format!("{field} = {id} is not a node id (ids are positive)")));
-    }
-    Ok(id as NodeId)
-}
+/// A node id from the wire: positive (one rule for every service that names nodes, in [`crate::proto`]).
+pub use crate::proto::to_id;
 
 /// An optional id from the wire: 0 for none.
 pub fn optional_id(id: i64) -> Option<NodeId> {

@@ -127,7 +127,7 @@ impl Lab for LabService {
         }
         let mut faults = BTreeMap::new();
         for link in r.links {
-            let peer = crate::election::convert::to_id(link.peer, "peer")?;
+            let peer = crate::proto::to_id(link.peer, "peer")?;
             if faults.contains_key(&peer) {
                 return Err(Status::invalid_argument(format!("two faults for the link to node {peer}")));
             }

@@ -80,7 +80,7 @@ pub async fn berkeley(seed: u64, target: &Target, dialer: &Dialer, rec: &Recorde
             };
             let master = Master::new(clock.clone(), config);
             let (stop_handle, stop) = Stop::new();
-            let server = crate::berkeley::master::server(master.clone(), "berkeley-master", stop.clone(), false)
+            let server = crate::berkeley::master::server(master.clone(), "berkeley-master", stop.clone())
                 .await
                 .map_err(|source| LabError::Serve { source })?;
             let (master_addr, handle) = serve(server, "127.0.0.1:0").await?;
@@ -90,7 +90,7 @@ pub async fn berkeley(seed: u64, target: &Target, dialer: &Dialer, rec: &Recorde
             for (name, offset, drift) in LINES {
                 let clock = LiveClock::new(name, line_clock(offset, drift)).map_err(|source| LabError::Clock { source })?;
                 let slave = Slave::new(clock.clone(), 3600 * SEC, Dialer::plaintext()).map_err(|source| LabError::Random { source })?;
-                let server = slave.server(false).await.map_err(|source| LabError::Serve { source })?;
+                let server = slave.server().await.map_err(|source| LabError::Serve { source })?;
                 let (addr, handle) = serve(server, "127.0.0.1:0").await?;
                 local.push(handle);
                 let (keep, stop) = Stop::new();
@@ -245,7 +245,7 @@ impl TimeServer {
     async fn start(&mut self) -> Result<(), LabError> {
         match self {
             TimeServer::Local { clock, addr, handle } => {
-                let server = crate::cristian::server(clock.clone(), 0, None, false).await.map_err(|source| LabError::Serve { source })?;
+                let server = crate::cristian::server(clock.clone(), 0, None).await.map_err(|source| LabError::Serve { source })?;
                 let (bound, h) = serve(server, addr).await?;
                 // The first start takes a free port; later ones take it again.
                 *addr = bound;

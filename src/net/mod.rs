@@ -28,6 +28,7 @@
 //! into, which can be an earlier segment than the one that ended the message; so it serves the estimate
 //! only, checked against the bound that the user-space stamps keep (`synclab_core::cristian`).
 
+pub(crate) mod connections;
 pub mod frame;
 /// The system calls made through `libc`: the one module with `unsafe` code (the workspace denies
 /// `unsafe_code` everywhere else), each block with a SAFETY note.

@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::connections::Tracked;
 use super::stamps::Stamper;
-use crate::server::connections::Tracked;
 
 /// What a connection's byte stream tells [`super::StampedStream`] beyond its bytes.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {

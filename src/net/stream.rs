@@ -12,10 +12,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::server::Connected;
 
+use super::connections::Tracked;
 use super::frame::FrameScanner;
 use super::socket::{MaybeTls, ServerIo, TimedTcp, Transport};
 use super::stamps::{ServerStamps, Stamper};
-use crate::server::connections::Tracked;
 
 /// A server's connection, plaintext or TLS.
 pub type ServerStream = StampedStream<ServerStamps, ServerIo>;

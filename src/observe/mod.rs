@@ -22,6 +22,7 @@
 //! State (a clock's offset, a node's term) is read when Prometheus scrapes, through the collectors
 //! registered with [`on_scrape`]; events are counted when they happen.
 
+pub mod grpc;
 pub mod web;
 
 use std::collections::BTreeSet;
@@ -34,7 +35,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::clock::ClockSet;
 use crate::lock::lock;
-use crate::server::Stop;
+use crate::stop::Stop;
 
 /// A function that reads state into gauges just before a scrape.
 type Collector = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
@@ -153,19 +154,17 @@ pub fn watch_clocks(clocks: ClockSet) {
     });
 }
 
-/// One Cristian sync of `device`: its offset, bound and round trip, or its failure.
-pub fn sync_result(device: &str, result: Result<&crate::cristian::SyncReport, &crate::cristian::SyncError>) {
-    let outcome = match result {
-        Ok(r) => {
-            gauge!("synclab_sync_offset_seconds", "clock" => device.to_string()).set(r.offset_us / 1e6);
-            gauge!("synclab_sync_error_bound_seconds", "clock" => device.to_string()).set(r.error_bound_us / 1e6);
-            histogram!("synclab_sync_round_trip_seconds", "clock" => device.to_string()).record(r.rtt_us / 1e6);
-            "ok"
-        }
-        Err(crate::cristian::SyncError::Rpc(_)) => "unreachable",
-        Err(crate::cristian::SyncError::Clock(_)) => "clock_refused",
-        Err(_) => "bad_answer",
-    };
+/// One Cristian sync of `device` that succeeded: the offset it measured and applied, its error bound
+/// and its chosen exchange's round trip, in µs.
+pub fn sync_done(device: &str, offset_us: f64, error_bound_us: f64, rtt_us: f64) {
+    gauge!("synclab_sync_offset_seconds", "clock" => device.to_string()).set(offset_us / 1e6);
+    gauge!("synclab_sync_error_bound_seconds", "clock" => device.to_string()).set(error_bound_us / 1e6);
+    histogram!("synclab_sync_round_trip_seconds", "clock" => device.to_string()).record(rtt_us / 1e6);
+    sync_outcome(device, "ok");
+}
+
+/// One Cristian sync of `device`, counted by `outcome` (`ok`, or why it failed: a fixed string).
+pub fn sync_outcome(device: &str, outcome: &'static str) {
     counter!("synclab_syncs_total", "clock" => device.to_string(), "outcome" => outcome).increment(1);
 }
 
@@ -253,15 +252,20 @@ pub fn election_message(kind: &'static str, direction: &'static str, outcome: &'
     counter!("synclab_election_messages_total", "kind" => kind, "direction" => direction, "outcome" => outcome).increment(1);
 }
 
+/// The metrics listener could not listen.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: std::net::SocketAddr,
+    pub source: std::io::Error,
+}
+
 /// Serves `/metrics` on `addr` until `stop` (see [`web`] for the limits), recording from now on.
 /// Returns the bound address and the server's task.
-pub async fn serve(
-    addr: std::net::SocketAddr,
-    stop: Stop,
-) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), crate::server::ServerError> {
+pub async fn serve(addr: std::net::SocketAddr, stop: Stop) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), BindError> {
     install();
-    let listener = crate::server::bind(&addr.to_string()).await?;
-    let bound = listener.local_addr().map_err(|source| crate::server::ServerError::Bind { addr: addr.to_string(), source })?;
+    let bind = async { tokio::net::TcpListener::bind(addr).await.and_then(|l| Ok((l.local_addr()?, l))) };
+    let (bound, listener) = bind.await.map_err(|source| BindError { addr, source })?;
     let router = axum::Router::new().route(
         "/metrics",
         axum::routing::get(|| async { ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render().await) }),

@@ -21,7 +21,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::server::Stop;
+use crate::stop::Stop;
 
 /// Largest request head (hyper's smallest read buffer).
 pub const MAX_HEAD_BYTES: usize = 8192;

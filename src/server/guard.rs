@@ -1,7 +1,7 @@
 //! A tower layer in front of every synclab service: it refuses a request body as soon as its bytes pass
 //! the limit (RESOURCE_EXHAUSTED, what gRPC clients expect for an oversized message, before any
 //! decoding), and it keeps error messages short, so no status ever echoes more than a prefix of what a
-//! client sent.
+//! client sent (the services cut what they quote with [`crate::text::excerpt`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -204,15 +204,6 @@ fn shorten_message(headers: &mut http::HeaderMap) {
     }
 }
 
-/// At most `max` characters of `text`, for an error message that names what a client sent: long input
-/// is cut and its length given instead.
-pub fn excerpt(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_string(),
-        Some((end, _)) => format!("{}... ({} bytes)", &text[..end], text.len()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,12 +221,5 @@ mod tests {
         headers.insert("grpc-message", http::HeaderValue::from_static("short"));
         shorten_message(&mut headers);
         assert_eq!(headers["grpc-message"], "short");
-    }
-
-    #[test]
-    fn excerpts_keep_a_prefix_and_say_how_long() {
-        assert_eq!(excerpt("KMC", 8), "KMC");
-        assert_eq!(excerpt(&"x".repeat(100), 4), "xxxx... (100 bytes)");
-        assert_eq!(excerpt("ééééé", 2), "éé... (10 bytes)");
     }
 }

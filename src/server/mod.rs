@@ -9,11 +9,8 @@
 //! - a shutdown that never hangs: on [`Stop`] health turns NOT_SERVING, watch streams end with
 //!   UNAVAILABLE, calls in flight get [`Limits::shutdown_grace`], and then every connection is closed.
 
-pub(crate) mod connections;
 pub mod guard;
 pub mod limits;
-pub mod observed;
-pub mod stop;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -29,13 +26,15 @@ use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-pub use guard::excerpt;
 pub use limits::Limits;
-pub use stop::{Stop, StopHandle, shutdown_signal};
 pub use watch::{WatchStream, Watched, Watchers};
+// Where they were before they moved down a layer (the stop signal, the text helper), for their callers.
+pub use crate::stop::{Stop, StopHandle, shutdown_signal};
+pub use crate::text::excerpt;
 
 use crate::net::ServerStream;
-use connections::Registry;
+use crate::net::connections::Registry;
+use crate::observe::grpc as observed;
 
 /// Why a server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -49,11 +48,6 @@ pub enum ServerError {
     /// The transport failed while serving.
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-}
-
-/// The runtime synclab's services run on: one thread, which gives the steadiest latency.
-pub fn current_thread_runtime() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 /// Binds `addr` (e.g. `0.0.0.0:50051`, or port 0 for any free port).
@@ -76,25 +70,16 @@ impl Default for Services {
 }
 
 impl Services {
-    /// No services yet, with the default [`Limits`].
+    /// No services yet, with the [`Limits`] (their one home: `Limits::default()`, which the services
+    /// that stream read too, for their cap on watchers).
     pub fn new() -> Self {
-        Self::with_limits(Limits::default())
-    }
-
-    /// No services yet, with other limits.
-    pub fn with_limits(limits: Limits) -> Self {
-        Self { routes: RoutesBuilder::default(), names: Vec::new(), limits, tls: None }
+        Self { routes: RoutesBuilder::default(), names: Vec::new(), limits: Limits::default(), tls: None }
     }
 
     /// Serves over mutual TLS (a client certificate from the CA required) when `tls` is given.
     pub fn tls(mut self, tls: Option<&crate::tls::Tls>) -> Self {
         self.tls = tls.cloned();
         self
-    }
-
-    /// The limits the server will apply (services that stream read `max_watchers` here).
-    pub fn limits(&self) -> &Limits {
-        &self.limits
     }
 
     /// Adds a service. Reflection lists it, and health reports it SERVING.
@@ -111,11 +96,6 @@ impl Services {
         self.names.push(S::NAME);
         self.routes.add_service(service);
         self
-    }
-
-    /// Adds the `Lab` service (faults for experiments) over `clocks` when `on`.
-    pub fn lab(self, on: bool, clocks: crate::clock::ClockSet) -> Self {
-        if on { self.service(crate::lab::LabService::new(clocks, None).server()) } else { self }
     }
 
     /// Adds reflection (of the added services and health) and health; every added service, and the
@@ -170,10 +150,13 @@ pub struct Server {
     methods: std::collections::HashSet<String>,
 }
 
-/// Closes every connection of a server at once, as a crash of its process would (for experiments).
+/// Closes every connection of a server at once, as a crash of its process would: a test hook of the
+/// lab's in-process cluster (`lab::cluster`), so it is built only with the lab's runner or in tests.
+#[cfg(any(test, feature = "lab-runner"))]
 #[derive(Debug, Clone)]
 pub struct Connections(Registry);
 
+#[cfg(any(test, feature = "lab-runner"))]
 impl Connections {
     /// Closes every connection the server holds now; returns how many.
     pub fn close_all(&self) -> usize {
@@ -182,7 +165,8 @@ impl Connections {
 }
 
 impl Server {
-    /// The server's connections, to close them all at once.
+    /// The server's connections, to close them all at once (a test hook: see [`Connections`]).
+    #[cfg(any(test, feature = "lab-runner"))]
     pub fn connections(&self) -> Connections {
         Connections(self.registry.clone())
     }

@@ -53,10 +53,10 @@ pub fn authorize<T>(request: &Request<T>, rpc: &str, allowed: Allowed<'_>) -> Re
             let who = match allowed {
                 Allowed::Anyone => "anyone".to_string(),
                 Allowed::Node(id) => format!("node-{id} only"),
-                Allowed::Slave(name) => format!("{} only", crate::server::excerpt(&name.to_ascii_lowercase(), 64)),
+                Allowed::Slave(name) => format!("{} only", crate::text::excerpt(&name.to_ascii_lowercase(), 64)),
                 Allowed::Identity(only) => format!("{only} only"),
             };
-            Err(Status::permission_denied(format!("'{}' may not call {rpc}: it is for {who}", crate::server::excerpt(identity, 64))))
+            Err(Status::permission_denied(format!("'{}' may not call {rpc}: it is for {who}", crate::text::excerpt(identity, 64))))
         }
     }
 }

@@ -25,7 +25,7 @@ impl TestServer {
         let clock = LiveClock::new("time-server", config).unwrap();
         let listener = synclab::server::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = synclab::cristian::server(clock.clone(), 0, None, false).await.unwrap();
+        let server = synclab::cristian::server(clock.clone(), 0, None).await.unwrap();
         let (stop, stopped) = Stop::new();
         tokio::spawn(server.serve(listener, stopped));
         Self { addr, clock, _stop: stop }

@@ -6,13 +6,14 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use synclab::cli::{ClockArgs, LabArgs, LogArgs, MetricsArgs, NtpServerArgs, TlsArgs, parse_nonnegative_nanos};
-use synclab::clock::ClockSet;
-use synclab::clock::LiveClock;
-use synclab::ntp::NtpServer;
-use synclab::server::{self, Stop};
-use synclab::{cristian, telemetry};
 use synclab_core::duration::format_nanos;
+
+use super::{Daemon, ServiceArgs};
+use crate::cli::{ClockArgs, NtpServerArgs, parse_nonnegative_nanos};
+use crate::clock::{ClockSet, LiveClock};
+use crate::cristian;
+use crate::ntp::NtpServer;
+use crate::server;
 
 /// synclab's time server for Cristian's algorithm.
 #[derive(Debug, Parser)]
@@ -36,35 +37,23 @@ struct Args {
     #[command(flatten)]
     clock: ClockArgs,
     #[command(flatten)]
-    tls: TlsArgs,
-    #[command(flatten)]
-    lab: LabArgs,
-    #[command(flatten)]
-    metrics: MetricsArgs,
-    #[command(flatten)]
-    log: LogArgs,
+    service: ServiceArgs,
 }
 
 /// Runs the time server (the `time-server` binary, or `synclab` invoked under that name).
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(args.log.log_format, &args.log.log_level)?;
-    let runtime = if args.worker_threads == 0 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.worker_threads).enable_all().build()
-    }
-    .context("cannot start the runtime")?;
-    runtime.block_on(run(args))
+    super::run(&args.service.clone(), args.worker_threads, |daemon| run(args, daemon))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
     let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
     let listener = server::bind(&args.listen).await?;
-    let tls = args.tls.load()?;
-    let stop = Stop::on_signal();
-    let metrics = args.metrics.serve(ClockSet::new(vec![clock.clone()]), stop.clone()).await?;
-    let server = cristian::server(clock.clone(), args.root_dispersion.unsigned_abs(), tls.as_ref(), args.lab.lab).await?;
+    let stop = daemon.stop();
+    let clocks = ClockSet::new(vec![clock.clone()]);
+    daemon.serve_metrics(clocks.clone()).await?;
+    let services = cristian::services(clock.clone(), args.root_dispersion.unsigned_abs(), daemon.tls());
+    let server = daemon.with_lab(services, clocks).build().await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         name = %args.name,
@@ -92,9 +81,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(ntp) = ntp {
         ntp.await.context("the NTP task failed")?.context("the NTP server failed")?;
     }
-    if let Some(metrics) = metrics {
-        let _ = metrics.await;
-    }
+    daemon.finish().await;
     tracing::info!("time server stopped");
     Ok(())
 }

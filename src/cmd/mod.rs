@@ -1,39 +1,26 @@
-//! `synclab`: the user CLI. Syncs clocks with Cristian's algorithm, checks health, reads clocks, follows
-//! the Berkeley and election groups.
+//! `synclab`'s user CLI, as a library function ([`main`]): syncs clocks with Cristian's algorithm, checks
+//! health, reads clocks, follows the Berkeley and election groups, serves the dashboard, makes
+//! certificates and runs the fault lab. One module per subcommand that needs more than a few lines.
 //!
-//! It is also every service, busybox-style: invoked under a service's name (`time-server`,
-//! `berkeley-master`, `berkeley-slave`, `election-node`, e.g. through a link), it runs that service. The
-//! container image holds this one binary and those links.
+//! This is binaries' code (`src/main.rs` calls [`main`]; invoked under a service's name that binary runs
+//! the service instead, [`crate::daemon`]), so its errors are `anyhow`, printed once at exit.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use synclab::cli::{TlsArgs, parse_duration};
-use synclab::proto::{format_rfc3339, timestamp_to_nanos};
-use synclab::rpc::{check_health, read_clock};
 use synclab_core::duration::format_nanos;
 
-#[path = "berkeley_master.rs"]
-mod berkeley_master;
-#[path = "berkeley_slave.rs"]
-mod berkeley_slave;
-#[path = "election_node.rs"]
-mod election_node;
-#[path = "time_server.rs"]
-mod time_server;
+use crate::cli::{TlsArgs, parse_duration};
+use crate::proto::{format_rfc3339, timestamp_to_nanos};
+use crate::rpc::{check_health, read_clock};
 
-#[path = "synclab/berkeley.rs"]
-mod berkeley;
-#[path = "synclab/cristian.rs"]
-mod cristian;
-#[path = "synclab/dashboard.rs"]
-mod dashboard;
-#[path = "synclab/election.rs"]
-mod election;
+pub mod berkeley;
+pub mod cristian;
+pub mod dashboard;
+pub mod election;
 #[cfg(feature = "lab-runner")]
-#[path = "synclab/lab.rs"]
-mod lab;
+pub mod lab;
 
 /// synclab: clock synchronization and leader election you can run, probe and break.
 #[derive(Debug, Parser)]
@@ -110,29 +97,8 @@ struct ClockReadArgs {
     tls: TlsArgs,
 }
 
-/// The service this binary runs when invoked under its name.
-fn service(invoked_as: &std::ffi::OsStr) -> Option<fn() -> anyhow::Result<()>> {
-    let name = std::path::Path::new(invoked_as).file_name()?.to_str()?;
-    match name {
-        "time-server" => Some(time_server::main),
-        "berkeley-master" => Some(berkeley_master::main),
-        "berkeley-slave" => Some(berkeley_slave::main),
-        "election-node" => Some(election_node::main),
-        _ => None,
-    }
-}
-
-fn main() -> ExitCode {
-    if let Some(run) = std::env::args_os().next().and_then(|arg0| service(&arg0)) {
-        // As the service's own binary would end: its error and status 1.
-        return match run() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("Error: {e:?}");
-                ExitCode::FAILURE
-            }
-        };
-    }
+/// Runs the CLI on the process's arguments (what `synclab` does when not invoked as a service).
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Output piped into `head` and the like ends the process quietly, as it does other Unix tools,
     // instead of failing a write and panicking. Not for commands that serve or hold peers' sockets in
@@ -145,7 +111,7 @@ fn main() -> ExitCode {
     #[cfg(target_os = "linux")]
     if !serves {
         // Before any thread is started.
-        synclab::net::restore_default_sigpipe();
+        crate::net::restore_default_sigpipe();
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -177,7 +143,7 @@ fn main() -> ExitCode {
 }
 
 fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
-    let made = synclab::tls::certs::make(&args.out, &args.names, args.new_ca)?;
+    let made = crate::tls::certs::make(&args.out, &args.names, args.new_ca)?;
     let dir = args.out.display();
     if made.new_ca {
         println!("created the CA: {dir}/ca.pem (its key {dir}/ca.key: keep it apart from the services)");

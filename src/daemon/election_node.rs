@@ -10,11 +10,13 @@ use std::time::Duration;
 use clap::Parser;
 use std::collections::BTreeMap;
 
-use synclab::cli::{LabArgs, LogArgs, MetricsArgs, TlsArgs, named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
-use synclab::election::{ElectionNode, NodeConfig};
-use synclab::server::{self, Stop};
-use synclab::telemetry;
 use synclab_core::election::{Algorithm, NodeId};
+
+use super::{Daemon, ServiceArgs};
+use crate::cli::{named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
+use crate::clock::ClockSet;
+use crate::election::{ElectionNode, NodeConfig};
+use crate::server;
 
 /// A node of a leader election.
 #[derive(Debug, Parser)]
@@ -57,23 +59,16 @@ struct Args {
     #[arg(long, env = "SYNCLAB_ELECTION_STAGGER", value_name = "DURATION", default_value = "0", value_parser = parse_nonnegative_duration)]
     election_stagger: Duration,
     #[command(flatten)]
-    tls: TlsArgs,
-    #[command(flatten)]
-    lab: LabArgs,
-    #[command(flatten)]
-    metrics: MetricsArgs,
-    #[command(flatten)]
-    log: LogArgs,
+    service: ServiceArgs,
 }
 
 /// Runs the election node (the `election-node` binary, or `synclab` invoked under that name).
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    synclab::server::current_thread_runtime()?.block_on(run(args))
+    super::run(&args.service.clone(), 0, |daemon| run(args, daemon))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    telemetry::init(args.log.log_format, &args.log.log_level)?;
+async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
     let node = ElectionNode::new(NodeConfig {
         id: args.id,
         peers: args.peers.clone(),
@@ -84,26 +79,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         probe_timeout: args.probe_timeout,
         election_stagger: args.election_stagger,
         state_dir: args.state_dir.clone(),
-        tls: args.tls.load()?,
-        lab: args.lab.lab,
+        tls: daemon.tls().cloned(),
+        // The node serves the `Lab` service itself: it lets a lab break its links to the peers too.
+        lab: daemon.lab(),
     })?;
     let listener = server::bind(&args.listen).await?;
     tracing::info!(id = args.id, algorithm = %args.algorithm, addr = %listener.local_addr()?, "election node listening");
-    let server = synclab::election::server(&node).await?;
-    let stop = Stop::on_signal();
-    let metrics = args.metrics.serve(synclab::clock::ClockSet::default(), stop.clone()).await?;
-    if metrics.is_some() {
+    let server = crate::election::server(&node).await?;
+    let stop = daemon.stop();
+    if daemon.serve_metrics(ClockSet::default()).await? {
         let node = node.clone();
-        synclab::observe::on_scrape(move || {
+        crate::observe::on_scrape(move || {
             let node = node.clone();
-            async move { synclab::observe::election_state(&node.snapshot().await) }
+            async move { crate::observe::election_state(&node.snapshot().await) }
         });
     }
     let running = tokio::spawn(node.run(stop.clone()));
     server.serve(listener, stop).await?;
     let _ = running.await;
-    if let Some(metrics) = metrics {
-        let _ = metrics.await;
-    }
+    daemon.finish().await;
     Ok(())
 }

@@ -3,15 +3,15 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::cli::{ClockArgs, Device, LabArgs, LogArgs, MetricsArgs, Protocol, TlsArgs, named, parse_device, parse_duration};
+use crate::clock::{ClockService, ClockSet, LiveClock};
+use crate::cristian::{CristianClient, SyncError, SyncReport, discipline_clock};
+use crate::ntp::{NtpClient, NtpMode};
+use crate::proto::clock::clock_server::ClockServer;
+use crate::server::{self, Services, Stop};
+use crate::telemetry;
 use anyhow::Context as _;
 use futures::future::join_all;
-use synclab::cli::{ClockArgs, Device, LabArgs, LogArgs, MetricsArgs, Protocol, TlsArgs, named, parse_device, parse_duration};
-use synclab::clock::{ClockService, ClockSet, LiveClock};
-use synclab::cristian::{CristianClient, SyncError, SyncReport, discipline_clock};
-use synclab::ntp::{NtpClient, NtpMode};
-use synclab::proto::clock::clock_server::ClockServer;
-use synclab::server::{self, Services, Stop};
-use synclab::telemetry;
 use synclab_core::clock::AdjustmentKind;
 use synclab_core::cristian::Estimator;
 use synclab_core::discipline::Discipline;
@@ -206,17 +206,13 @@ async fn sync_once(clients: &mut [Client], clocks: &[LiveClock], args: &Cristian
 async fn serve_clocks(
     listen: &str,
     clocks: &[LiveClock],
-    tls: Option<&synclab::tls::Tls>,
+    tls: Option<&crate::tls::Tls>,
     lab: bool,
     stop: Stop,
 ) -> anyhow::Result<(tokio::task::JoinHandle<Result<(), server::ServerError>>, HealthReporter)> {
     let listener = server::bind(listen).await?;
-    let server = Services::new()
-        .tls(tls)
-        .lab(lab, ClockSet::new(clocks.to_vec()))
-        .service(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec()))))
-        .build()
-        .await?;
+    let services = Services::new().tls(tls).service(ClockServer::new(ClockService::new(ClockSet::new(clocks.to_vec()))));
+    let server = crate::daemon::with_lab(services, lab, ClockSet::new(clocks.to_vec())).build().await?;
     let reporter = server.health();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     tracing::info!(addr = %listener.local_addr()?, "serving Clock/Read and health");
@@ -261,7 +257,7 @@ async fn sync_every(interval: Duration, clients: &mut [Client], clocks: &[LiveCl
         };
         let mut ok = true;
         for ((result, clock), discipline) in results.iter().zip(clocks).zip(&mut disciplines) {
-            synclab::observe::sync_result(clock.name(), result.as_ref());
+            crate::cristian::metrics::record_sync(clock.name(), result.as_ref());
             match result {
                 Ok(report) => {
                     let ppm = discipline_clock(clock, discipline, report).unwrap_or_else(|e| {

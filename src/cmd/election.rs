@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use synclab::cli::{TlsArgs, parse_duration};
-use synclab::election::agreement;
-use synclab::proto::election::election_service_client::ElectionServiceClient;
-use synclab::proto::election::{GetStateRequest, NodeState, Role};
-use synclab::proto::{format_rfc3339, timestamp_to_nanos};
-use synclab::rpc::Dialer;
-use synclab::rpc::request;
+use crate::cli::{TlsArgs, parse_duration};
+use crate::election::agreement;
+use crate::proto::election::election_service_client::ElectionServiceClient;
+use crate::proto::election::{GetStateRequest, NodeState, Role};
+use crate::proto::{format_rfc3339, timestamp_to_nanos};
+use crate::rpc::Dialer;
+use crate::rpc::request;
 
 #[derive(Debug, clap::Args)]
 pub struct ElectionArgs {
@@ -145,7 +145,7 @@ fn show(args: &ElectionArgs, answers: &[Answer]) {
         }
         return;
     }
-    let now = synclab::clock::host_now();
+    let now = crate::clock::host_now();
     println!("{}", format_rfc3339(now));
     println!("{:<4} {:<22} {:<12} {:>5} {:>5}  {:<34} MESSAGES sent/received", "NODE", "ADDRESS", "ROLE", "TERM", "COORD", "LAST ELECTION");
     for (addr, result) in answers {

@@ -6,13 +6,14 @@
 
 use std::time::Duration;
 
+use super::{Daemon, ServiceArgs};
+use crate::berkeley::slave::Slave;
+use crate::cli::{ClockArgs, parse_address, parse_duration, parse_name, parse_positive_nanos};
+use crate::clock::{ClockSet, LiveClock};
+use crate::rpc::Dialer;
+use crate::server;
 use anyhow::Context as _;
 use clap::Parser;
-use synclab::berkeley::slave::Slave;
-use synclab::cli::{ClockArgs, LabArgs, LogArgs, MetricsArgs, TlsArgs, parse_address, parse_duration, parse_name, parse_positive_nanos};
-use synclab::clock::{ClockSet, LiveClock};
-use synclab::server::{self, Stop};
-use synclab::telemetry;
 
 /// A slave clock of the Berkeley algorithm.
 #[derive(Debug, Parser)]
@@ -39,13 +40,7 @@ struct Args {
     #[command(flatten)]
     clock: ClockArgs,
     #[command(flatten)]
-    tls: TlsArgs,
-    #[command(flatten)]
-    lab: LabArgs,
-    #[command(flatten)]
-    metrics: MetricsArgs,
-    #[command(flatten)]
-    log: LogArgs,
+    service: ServiceArgs,
 }
 
 fn host_name() -> String {
@@ -55,27 +50,25 @@ fn host_name() -> String {
 /// Runs the berkeley slave (the `berkeley-slave` binary, or `synclab` invoked under that name).
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    synclab::server::current_thread_runtime()?.block_on(run(args))
+    super::run(&args.service.clone(), 0, |daemon| run(args, daemon))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    telemetry::init(args.log.log_format, &args.log.log_level)?;
+async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
     let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
     let listener = server::bind(&args.listen).await?;
     let port = listener.local_addr()?.port();
     let advertise = args.advertise.clone().unwrap_or_else(|| format!("{}:{port}", host_name()));
     synclab_core::name::check_address(&advertise).with_context(|| format!("invalid value '{advertise}' for '--advertise'"))?;
-    let stop = Stop::on_signal();
-    let metrics = args.metrics.serve(ClockSet::new(vec![clock.clone()]), stop.clone()).await?;
-    let slave = Slave::new(clock, args.max_adjustment, args.tls.dialer()?).context("cannot choose the slave's claim")?;
-    let server = slave.server(args.lab.lab).await?;
+    let stop = daemon.stop();
+    let clocks = ClockSet::new(vec![clock.clone()]);
+    daemon.serve_metrics(clocks.clone()).await?;
+    let slave = Slave::new(clock, args.max_adjustment, Dialer::new(daemon.tls().cloned())).context("cannot choose the slave's claim")?;
+    let server = daemon.with_lab(slave.services(), clocks).build().await?;
     tracing::info!(name = %args.name, addr = %listener.local_addr()?, %advertise, master = %args.master, "berkeley slave listening");
 
     tokio::spawn(slave.keep_registered(args.master.clone(), args.name.clone(), advertise, args.timeout, stop.clone()));
     server.serve(listener, stop).await?;
-    if let Some(metrics) = metrics {
-        let _ = metrics.await;
-    }
+    daemon.finish().await;
     tracing::info!("berkeley slave stopped");
     Ok(())
 }

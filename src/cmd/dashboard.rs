@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use synclab::cli::{LogArgs, TlsArgs, parse_duration, parse_member};
-use synclab::dashboard::{Dashboard, DashboardConfig};
-use synclab::observe::web::{self, HttpLimits};
-use synclab::server::{self, Stop};
-use synclab::telemetry;
+use crate::cli::{LogArgs, TlsArgs, parse_duration, parse_member};
+use crate::dashboard::{Dashboard, DashboardConfig};
+use crate::observe::web::{self, HttpLimits};
+use crate::server::{self, Stop};
+use crate::telemetry;
 
 #[derive(Debug, clap::Args)]
 pub struct DashboardArgs {

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::cli::{TlsArgs, named, parse_duration};
+use crate::lab_runner::{self as runner, RunOptions, Target};
 use clap::{Args, Subcommand};
-use synclab::cli::{TlsArgs, named, parse_duration};
-use synclab::lab_runner::{self as runner, RunOptions, Target};
 use synclab_core::election::{Algorithm, NodeId};
 use synclab_core::lab::Scenario;
 

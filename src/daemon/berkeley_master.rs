@@ -9,11 +9,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use std::time::Duration;
 
-use synclab::berkeley::master::{self, Master, MasterConfig};
-use synclab::cli::{ClockArgs, LabArgs, LogArgs, MetricsArgs, TlsArgs, parse_duration, parse_name};
-use synclab::clock::{ClockSet, LiveClock};
-use synclab::server::{self, Stop};
-use synclab::telemetry;
+use super::{Daemon, ServiceArgs};
+use crate::berkeley::master::{self, Master, MasterConfig};
+use crate::cli::{ClockArgs, parse_duration, parse_name};
+use crate::clock::{ClockSet, LiveClock};
+use crate::rpc::Dialer;
+use crate::server;
 
 /// The master clock of the Berkeley algorithm.
 #[derive(Debug, Parser)]
@@ -46,23 +47,16 @@ struct Args {
     #[command(flatten)]
     clock: ClockArgs,
     #[command(flatten)]
-    tls: TlsArgs,
-    #[command(flatten)]
-    lab: LabArgs,
-    #[command(flatten)]
-    metrics: MetricsArgs,
-    #[command(flatten)]
-    log: LogArgs,
+    service: ServiceArgs,
 }
 
 /// Runs the berkeley master (the `berkeley-master` binary, or `synclab` invoked under that name).
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    synclab::server::current_thread_runtime()?.block_on(run(args))
+    super::run(&args.service.clone(), 0, |daemon| run(args, daemon))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    telemetry::init(args.log.log_format, &args.log.log_level)?;
+async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
     let clock = LiveClock::new(args.name.clone(), args.clock.config())?;
     let config = MasterConfig {
         interval: args.interval,
@@ -71,21 +65,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         timeout: args.timeout,
         max_missed: args.max_missed,
         max_members: args.max_members.into(),
-        dialer: args.tls.dialer()?,
+        dialer: Dialer::new(daemon.tls().cloned()),
     };
     let master = Master::new(clock.clone(), config);
     let listener = server::bind(&args.listen).await?;
-    let stop = Stop::on_signal();
-    let metrics = args.metrics.serve(ClockSet::new(vec![clock.clone()]), stop.clone()).await?;
-    let server = master::server(master.clone(), &args.name, stop.clone(), args.lab.lab).await?;
+    let stop = daemon.stop();
+    let clocks = ClockSet::new(vec![clock.clone()]);
+    daemon.serve_metrics(clocks.clone()).await?;
+    let server = daemon.with_lab(master::services(master.clone(), &args.name, stop.clone()), clocks).build().await?;
     tracing::info!(addr = %listener.local_addr()?, interval = ?args.interval, tolerance = ?args.tolerance, "berkeley master listening");
 
     let rounds = tokio::spawn(master.run(stop.clone()));
     server.serve(listener, stop).await?;
     rounds.await.context("the round loop failed")?;
-    if let Some(metrics) = metrics {
-        let _ = metrics.await;
-    }
+    daemon.finish().await;
     tracing::info!("berkeley master stopped");
     Ok(())
 }

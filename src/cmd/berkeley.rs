@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use synclab::cli::{TlsArgs, parse_duration, parse_member};
-use synclab::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
-use synclab::proto::berkeley::{Round, StatusRequest, StatusResponse, WatchRoundsRequest};
-use synclab::proto::{format_rfc3339, timestamp_to_nanos};
-use synclab::rpc::Dialer;
-use synclab::rpc::{read_clock, request};
+use crate::cli::{TlsArgs, parse_duration, parse_member};
+use crate::proto::berkeley::berkeley_master_client::BerkeleyMasterClient;
+use crate::proto::berkeley::{Round, StatusRequest, StatusResponse, WatchRoundsRequest};
+use crate::proto::{format_rfc3339, timestamp_to_nanos};
+use crate::rpc::Dialer;
+use crate::rpc::{read_clock, request};
 use synclab_core::duration::format_nanos;
 
 #[derive(Debug, clap::Args)]
