@@ -169,6 +169,42 @@ fn a_plan_prints_the_same_bytes_on_every_call() {
     assert!(text.contains("cristian-clock-bump is a clock scenario"), "{text}");
 }
 
+/// The plan is a pure function of its inputs: the bytes `lab plan` prints while every CPU of the machine
+/// is kept busy by other threads are the bytes it prints on a quiet one.
+#[test]
+fn a_plan_is_the_same_bytes_on_a_loaded_machine() {
+    let plan = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_synclab"))
+            .args(["lab", "plan", "nemesis", "--seed", "11", "--duration", "60s"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let quiet = plan();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners: Vec<_> = (0..cpus)
+        .map(|_| {
+            let stop = stop.clone();
+            // Bounded: each spinner ends after 20 s even if the test never tells it to.
+            std::thread::spawn(move || {
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < end {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let loaded = plan();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    assert!(!quiet.is_empty());
+    assert_eq!(quiet, loaded, "the same plan on a quiet and on a loaded machine");
+}
+
 #[test]
 fn an_edited_history_is_checked_again_and_fails() {
     let dir = run_valid("initial-election", &["--duration", "1s"], &[]);
