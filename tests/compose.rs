@@ -7,34 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::free_port;
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Skips (or, under CI, fails) when `what` is missing.
-fn require(available: bool, what: &str) -> bool {
-    if available {
-        return true;
-    }
-    assert!(!under_ci(), "{what} is required under CI");
-    eprintln!("SKIPPED: {what} is not available on this machine");
-    false
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(out.status.success(), "{cmd:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{free_port, ok, require, run};
 
 /// The compose project under test; `down` on drop, whatever happened.
 struct Project {
