@@ -176,6 +176,13 @@ impl Copy {
     }
 }
 
+impl Copy {
+    /// Where the copy's overlay reads its certificates.
+    fn certs(&self) -> PathBuf {
+        self.dir.join("deploy/k8s/overlays/mtls/certs")
+    }
+}
+
 impl Drop for Copy {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -183,12 +190,17 @@ impl Drop for Copy {
 }
 
 /// The mutual TLS overlay rendered from a copy of deploy/ in which the real `synclab certs` made the
-/// certificates where the overlay reads them.
-fn render_mtls(what: &str) -> Rendered {
+/// certificates where the overlay reads them (they stay while the copy does).
+fn with_certs(what: &str) -> (Copy, Rendered) {
     let copy = Copy::new(what);
-    let overlay = copy.dir.join("deploy/k8s/overlays/mtls");
-    ok(Command::new(env!("CARGO_BIN_EXE_synclab")).arg("certs").arg("--out").arg(overlay.join("certs")));
-    Rendered::of(&overlay)
+    let overlay = copy.certs().parent().unwrap().to_path_buf();
+    ok(Command::new(env!("CARGO_BIN_EXE_synclab")).arg("certs").arg("--out").arg(copy.certs()));
+    let rendered = Rendered::of(&overlay);
+    (copy, rendered)
+}
+
+fn render_mtls(what: &str) -> Rendered {
+    with_certs(what).1
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -689,4 +701,117 @@ fn the_mtls_overlay_gives_every_pod_its_own_certificate() {
         assert_eq!(service["spec"]["selector"]["statefulset.kubernetes.io/pod-name"], format!("election-{}", id - 1));
         assert!(env["SYNCLAB_PEERS"].split(',').any(|p| p == format!("{id}=node-{id}:50054")), "{}", env["SYNCLAB_PEERS"]);
     }
+}
+
+/// The environment the container of `workload` gets in the pod named `pod`, in order: `envFrom`
+/// first, then `env` with downward-API values and `$(VAR)` references resolved as the kubelet does.
+fn pod_env(rendered: &Rendered, workload: &Value, pod: &str) -> Vec<(String, String)> {
+    let container = &containers(workload)[0];
+    let mut vars: Vec<(String, String)> = Vec::new();
+    for from in container["envFrom"].as_array().into_iter().flatten() {
+        let data = rendered.config_map(from["configMapRef"]["name"].as_str().unwrap());
+        vars.extend(data.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())));
+    }
+    let env = container["env"].as_array().unwrap();
+    for (index, var) in env.iter().enumerate() {
+        let value = match &var["valueFrom"]["fieldRef"]["fieldPath"] {
+            Value::String(path) if path == "metadata.name" => pod.to_string(),
+            Value::Null => expand(env, index, pod),
+            other => panic!("{other} is not known here"),
+        };
+        vars.push((var["name"].as_str().unwrap().to_string(), value));
+    }
+    vars
+}
+
+/// A child process killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the real election-node with the environment the StatefulSet gives the pod `pod` (only where it
+/// listens, where it keeps its state and where its certificates are on this host differ) and returns
+/// the id it reports in GetState.
+fn id_taken(rendered: &Rendered, pod: &str, certs: Option<&Path>) -> i64 {
+    let set = rendered.find("StatefulSet", "election");
+    let state = std::env::temp_dir().join(format!("synclab-k8s-state-{}-{pod}", std::process::id()));
+    std::fs::create_dir_all(&state).unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let items =
+        pod_spec(set)["volumes"].as_array().into_iter().flatten().flat_map(|v| v["secret"]["items"].as_array().into_iter().flatten());
+    let files: BTreeMap<String, String> =
+        items.map(|i| (format!("/certs/{}", i["path"].as_str().unwrap()), i["key"].as_str().unwrap().to_string())).collect();
+    let mut env = pod_env(rendered, set, pod);
+    for (name, value) in &mut env {
+        match name.as_str() {
+            "SYNCLAB_LISTEN" => *value = addr.clone(),
+            "SYNCLAB_METRICS_LISTEN" => *value = format!("127.0.0.1:{}", common::free_port()),
+            "SYNCLAB_STATE_DIR" => *value = state.display().to_string(),
+            // The file the pod would read at /certs/PATH is the Secret's KEY, made here in `certs`.
+            _ if name.starts_with("SYNCLAB_TLS_") => {
+                let key = files.get(value.as_str()).unwrap_or_else(|| panic!("{pod}: {name}={value} is no file of the Secret"));
+                *value = certs.expect("certificates").join(key).display().to_string();
+            }
+            _ => {}
+        }
+    }
+    let log = state.join("log");
+    let stderr = std::fs::File::create(&log).unwrap();
+    let node = Command::new(env!("CARGO_BIN_EXE_election-node")).env_clear().envs(env).stdout(Stdio::null()).stderr(stderr).spawn();
+    let mut node = Running(node.unwrap());
+    // As the observer, under TLS (a certificate valid for 127.0.0.1).
+    let observer: Vec<String> = certs
+        .map(|dir| ["ca.pem", "observer.pem", "observer.key"].iter().map(|f| dir.join(f).display().to_string()).collect())
+        .unwrap_or_default();
+    let tls_args = |cmd: &mut Command| {
+        if let [ca, cert, key] = &observer[..] {
+            cmd.args(["--tls-ca", ca, "--tls-cert", cert, "--tls-key", key]);
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let id = loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("{pod}: election-node exited ({status}) with the StatefulSet's environment:\n{log}");
+        }
+        let mut status = Command::new(env!("CARGO_BIN_EXE_synclab"));
+        status.args(["election", "status", "--json", "--nodes", &addr]).env_clear();
+        tls_args(&mut status);
+        let out = common::run(&mut status);
+        let answer: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+        if let Some(id) = answer.as_ref().and_then(|a| a["id"].as_i64()) {
+            break id;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pod}: no state from election-node within 20 s: {answer:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    drop(node);
+    let _ = std::fs::remove_dir_all(&state);
+    id
+}
+
+#[test]
+fn the_election_node_takes_the_id_the_pod_name_gives_it() {
+    if !tools_available() {
+        return;
+    }
+    if !help(&json!({}), &["election-node".to_string()]).contains("[env: SYNCLAB_ID_FROM_NAME=") {
+        eprintln!("SKIPPED: this election-node has no --id-from-name yet (the platform interface of #28)");
+        return;
+    }
+    // Plaintext, members from the headless Service's name (which does not resolve here: the node serves
+    // and keeps looking), and a member added by scaling to seven.
+    let base = Rendered::base();
+    for (pod, id) in [("election-0", 1), ("election-3", 4), ("election-6", 7)] {
+        assert_eq!(id_taken(&base, pod, None), id, "{pod}");
+    }
+    // Mutual TLS: the peers listed by name, and the pod's own certificate from the Secret, which the
+    // node loads and checks at start (a certificate and key that do not match, or another CA's, stop it).
+    let (copy, mtls) = with_certs("id");
+    assert_eq!(id_taken(&mtls, "election-3", Some(&copy.certs())), 4);
 }
