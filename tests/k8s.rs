@@ -735,8 +735,8 @@ impl Drop for Running {
 }
 
 /// Runs the real election-node with the environment the StatefulSet gives the pod `pod` (only where it
-/// listens, where it keeps its state and where its certificates are on this host differ) and returns
-/// the id it reports in GetState.
+/// listens, whom it discovers, where it keeps its state and where its certificates are differ on this
+/// host) and returns the id it reports in GetState.
 fn id_taken(rendered: &Rendered, pod: &str, certs: Option<&Path>) -> i64 {
     let set = rendered.find("StatefulSet", "election");
     let state = std::env::temp_dir().join(format!("synclab-k8s-state-{}-{pod}", std::process::id()));
@@ -750,6 +750,9 @@ fn id_taken(rendered: &Rendered, pod: &str, certs: Option<&Path>) -> i64 {
     for (name, value) in &mut env {
         match name.as_str() {
             "SYNCLAB_LISTEN" => *value = addr.clone(),
+            // The headless Service's name exists only in a cluster: here the node discovers itself, by
+            // address, so no name is looked up outside this host.
+            "SYNCLAB_DISCOVER" => *value = addr.clone(),
             "SYNCLAB_METRICS_LISTEN" => *value = format!("127.0.0.1:{}", common::free_port()),
             "SYNCLAB_STATE_DIR" => *value = state.display().to_string(),
             // The file the pod would read at /certs/PATH is the Secret's KEY, made here in `certs`.
@@ -804,8 +807,7 @@ fn the_election_node_takes_the_id_the_pod_name_gives_it() {
         eprintln!("SKIPPED: this election-node has no --id-from-name yet (the platform interface of #28)");
         return;
     }
-    // Plaintext, members from the headless Service's name (which does not resolve here: the node serves
-    // and keeps looking), and a member added by scaling to seven.
+    // Plaintext with discovery, and a member added by scaling to seven.
     let base = Rendered::base();
     for (pod, id) in [("election-0", 1), ("election-3", 4), ("election-6", 7)] {
         assert_eq!(id_taken(&base, pod, None), id, "{pod}");
