@@ -649,3 +649,376 @@ async fn sigterm_stops_a_master_mid_round_with_a_stalled_member() {
     let exited = exited.expect("the master did not exit within 5 s of SIGTERM");
     assert!(exited < Duration::from_secs(1), "the master took {exited:?} to exit after SIGTERM");
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Stalled handshakes
+// ---------------------------------------------------------------------------------------------------
+
+/// A folder of certificates from `synclab certs` for these names, fresh per test.
+fn certs(tag: &str, names: &[&str]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("synclab-attack-certs-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    synclab::tls::certs::make(&dir, &names, false).unwrap();
+    dir
+}
+
+/// The `--tls-*` flags of `name`, whose certificate is in `dir`.
+fn tls_flags(dir: &std::path::Path, name: &str) -> Vec<String> {
+    let file = |f: String| dir.join(f).to_string_lossy().to_string();
+    vec![
+        "--tls-ca".into(),
+        file("ca.pem".into()),
+        "--tls-cert".into(),
+        file(format!("{name}.pem")),
+        "--tls-key".into(),
+        file(format!("{name}.key")),
+    ]
+}
+
+/// One `GetTime` over TLS on a connection of its own (so it needs a handshake of its own): how long it
+/// took, or why it failed.
+async fn tls_get_time(dialer: &synclab::rpc::Dialer, addr: &str, within: Duration) -> Result<Duration, String> {
+    use synclab::proto::time::GetTimeRequest;
+    use synclab::proto::time::time_service_client::TimeServiceClient;
+    let started = std::time::Instant::now();
+    let mut client = TimeServiceClient::new(dialer.channel(addr, within).map_err(|e| e.to_string())?);
+    synclab::rpc::with_deadline(addr, within, client.get_time(GetTimeRequest::default())).await.map_err(|e| e.to_string())?;
+    Ok(started.elapsed())
+}
+
+/// Handshakes begun and never finished (the first 11 bytes of a ClientHello, then nothing), held while
+/// more keep coming: every real TLS client is still answered within 2 s, on a connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_leave_real_clients_answered_within_two_seconds() {
+    let dir = certs("handshakes", &["time-server", "laptop"]);
+    let addr = local();
+    let mut list = args(&["--listen", &addr]);
+    list.extend(tls_flags(&dir, "time-server"));
+    let server = Process::spawn(TIME_SERVER, &list, &addr).unwrap();
+    let dialer = synclab::rpc::Dialer::new(Some(
+        synclab::tls::Tls::load(&synclab::tls::TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("laptop.pem"),
+            key: dir.join("laptop.key"),
+        })
+        .unwrap(),
+    ));
+    let ready = std::time::Instant::now();
+    while tls_get_time(&dialer, &addr, Duration::from_millis(500)).await.is_err() {
+        assert!(ready.elapsed() < Duration::from_secs(10), "no TLS answer within 10 s: {:?}", server.stderr_tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines_before = server.stderr_lines();
+    // 300 stalled handshakes, then 100 more every 250 ms while the real clients call. (A server that
+    // stops accepting leaves connects hanging in its backlog: each has 300 ms.)
+    let connect = Duration::from_millis(300);
+    let mut held = vec![attack::stalled_handshakes(&addr, 300, connect).await];
+    let mut answered = Vec::new();
+    let mut failed = Vec::new();
+    for _ in 0..8 {
+        let (more, call) =
+            tokio::join!(attack::stalled_handshakes(&addr, 100, connect), tls_get_time(&dialer, &addr, Duration::from_secs(2)));
+        held.push(more);
+        match call {
+            Ok(took) => answered.push(took),
+            Err(e) => failed.push(e),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let opened: usize = held.iter().map(|h| h.len()).sum();
+    eprintln!("{opened} stalled handshakes: real TLS calls answered in {answered:?}, failed {failed:?}");
+    assert!(failed.is_empty(), "real TLS clients were not answered within 2 s: {failed:?}");
+    // The dropped handshakes are summarized, not logged one line each.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let logged = server.stderr_lines() - lines_before;
+    eprintln!("log lines during the attack: {logged}: {:?}", server.stderr_tail());
+    assert!(opened >= 1000, "the attack opened {opened} connections");
+    assert!(logged < 40, "{logged} log lines for {opened} stalled handshakes");
+    assert!(server.stderr_tail().iter().any(|l| l.contains("handshake")), "the dropped handshakes are summarized in the log");
+    drop(held);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Crowds of readers
+// ---------------------------------------------------------------------------------------------------
+
+/// 400 HTTP/2 connections (more than the cap of 256) each calling `GetState` on the coordinator every
+/// 100 ms for 8 s, connecting again when closed: read-only traffic. The connection cap sheds readers,
+/// never the members' own connections, so no election happens and the group keeps its coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_readers_on_the_coordinator_causes_no_election() {
+    let dir = std::env::temp_dir().join(format!("synclab-attack-readers-{}", std::process::id()));
+    let group = attack::ElectionGroup::start(ELECTION_NODE, 5, "bully", dir).await.unwrap();
+    let (coordinator, term) = group.wait_agreement(Duration::from_secs(10)).await.expect("the group agreed");
+    assert_eq!(coordinator, 5);
+    let watch = attack::ElectionWatch::start(group.addrs.clone());
+    let seen = attack::readers(&group.addrs[4], path::GET_STATE, 400, Duration::from_millis(100), Duration::from_secs(8), STEP).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let elections = watch.finish().await;
+    let after = group.wait_agreement(Duration::from_secs(2)).await;
+    eprintln!("400 readers: {seen:?}; elections {elections:?}; agreement after {after:?} (before: node 5, term {term})");
+    assert!(seen.reconnects > 0, "the readers were more than the cap: some were shed ({seen:?})");
+    assert_eq!(elections.begun, 0, "read-only traffic caused elections: {elections:?}");
+    assert_eq!(after, Some((5, term)), "the group kept its coordinator and its term");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The dashboard's event stream
+// ---------------------------------------------------------------------------------------------------
+
+/// `synclab dashboard` following nothing that runs (its page still renders and streams).
+async fn dashboard() -> (Process, String) {
+    let addr = local();
+    let dead = local();
+    let list = [
+        "dashboard",
+        "--listen",
+        &addr,
+        "--clock",
+        &format!("time-server={dead}"),
+        "--device-metrics",
+        &format!("time-server={dead}"),
+        "--master",
+        &dead,
+        "--nodes",
+        &dead,
+    ];
+    let p = Process::spawn(SYNCLAB, &args(&list), &addr).unwrap();
+    let ready = std::time::Instant::now();
+    while http_get(&addr, "/", Duration::from_millis(500)).await.is_err() {
+        assert!(ready.elapsed() < Duration::from_secs(10), "the dashboard did not answer within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (p, addr)
+}
+
+/// `GET path` on a connection of its own: the status and the whole body (`Connection: close`).
+async fn http_get(addr: &str, path: &str, within: Duration) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no response head in {} bytes", raw.len()))?;
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status in {head:?}"))?;
+        Ok((status, body.to_string()))
+    };
+    tokio::time::timeout(within, fetch).await.map_err(|_| format!("no whole answer within {within:?}"))?
+}
+
+/// Opens `GET /events` and waits for its first update: how long that took.
+async fn first_event(addr: &str, within: Duration) -> Result<Duration, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    let read = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("event: update") {
+            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err(format!("closed after {} bytes", seen.len()));
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        Ok(started.elapsed())
+    };
+    tokio::time::timeout(within, read).await.map_err(|_| format!("no update within {within:?}"))?
+}
+
+/// Event-stream clients that ask for `/events` and never read a byte.
+async fn silent_stream_clients(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        if let Ok(Ok(mut s)) = tokio::time::timeout(STEP, tokio::net::TcpStream::connect(addr)).await
+            && s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.is_ok()
+        {
+            held.push(s);
+        }
+    }
+    held
+}
+
+/// 300 event-stream clients that never read: the page still loads whole, and new readers get their
+/// updates, each within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_event_stream_clients_starve_neither_pages_nor_new_readers() {
+    let (_dashboard, addr) = dashboard().await;
+    let (_, page) = http_get(&addr, "/", STEP).await.unwrap();
+    let silent = silent_stream_clients(&addr, 300).await;
+    assert_eq!(silent.len(), 300);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut pages = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..10 {
+        pages.push(http_get(&addr, "/", Duration::from_secs(2)).await);
+        readers.push(first_event(&addr, Duration::from_secs(2)).await);
+    }
+    eprintln!("300 silent stream clients: pages {:?}", pages.iter().map(|p| p.as_ref().map(|(s, b)| (*s, b.len()))).collect::<Vec<_>>());
+    eprintln!("new readers' first update after {readers:?}");
+    for p in &pages {
+        assert_eq!(p.as_ref().map(|(s, b)| (*s, b.len())), Ok((200, page.len())), "the page loads whole");
+    }
+    for r in &readers {
+        assert!(r.is_ok(), "a new reader had its update within 2 s: {readers:?}");
+    }
+    drop(silent);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Logs under a flood of accepted forgeries
+// ---------------------------------------------------------------------------------------------------
+
+/// 300 plausible forged heartbeats (each in the next term of node 4, which plaintext cannot tell from
+/// node 4's own) to every node of a group, as fast as they are answered: each may cost an election, but
+/// the logs grow by a bounded amount (the elections are summarized, not logged one by one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_accepted_forgeries_grows_the_logs_by_a_bounded_amount() {
+    let dir = std::env::temp_dir().join(format!("synclab-attack-quiet-{}", std::process::id()));
+    let group = attack::ElectionGroup::start(ELECTION_NODE, 5, "bully", dir).await.unwrap();
+    group.wait_agreement(Duration::from_secs(10)).await.expect("the group agreed");
+    let before: usize = group.nodes.iter().map(|n| n.stderr_lines()).sum();
+    let conns: Vec<Conn> =
+        futures::future::join_all(group.addrs.iter().map(|a| Conn::connect(a, STEP))).await.into_iter().map(Result::unwrap).collect();
+    let mut accepted = 0;
+    let mut term = 0;
+    for i in 0..300 {
+        let to = (i % 5) as i64 + 1;
+        if to == 4 {
+            continue;
+        }
+        let state: synclab::proto::election::NodeState = conns[to as usize - 1].call(path::GET_STATE, &Empty {}, STEP).await.unwrap();
+        term = synclab_core::election::next_owned_term(&[1, 2, 3, 4, 5], 4, state.term.max(term)).unwrap();
+        if conns[to as usize - 1].call_raw(path::ALIVE, attack::forged_alive(4, term, to), STEP).await.is_ok() {
+            accepted += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lines: usize = group.nodes.iter().map(|n| n.stderr_lines()).sum::<usize>() - before;
+    eprintln!("{accepted} forgeries accepted: {lines} log lines across 5 nodes");
+    eprintln!("{:?}", group.nodes[4].stderr_tail());
+    assert!(accepted >= 100, "the forgeries were accepted ({accepted}): this is the flood the summary is for");
+    assert!(lines <= 100, "{lines} log lines for {accepted} forgeries: not bounded");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Start-up
+// ---------------------------------------------------------------------------------------------------
+
+/// `--state-dir` naming a folder that does not exist yet: the node creates it and starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_node_creates_a_missing_state_dir() {
+    let dir = std::env::temp_dir().join(format!("synclab-attack-missing-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state_dir = dir.join("nested").join("state");
+    let addr = local();
+    let dead = local();
+    let peers = format!("1={dead},2={addr}");
+    let list = ["--id", "2", "--listen", &addr, "--peers", &peers, "--state-dir", &state_dir.to_string_lossy()];
+    let mut node = Process::spawn(ELECTION_NODE, &args(&list), &addr).unwrap();
+    let ready = node.wait_ready(false, Duration::from_secs(10)).await;
+    assert!(ready.is_ok(), "the node did not start with a missing --state-dir: {ready:?}");
+    assert!(state_dir.is_dir(), "{} was created", state_dir.display());
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// NTP
+// ---------------------------------------------------------------------------------------------------
+
+/// A time server answering NTP on a port of its own, with `extra` flags: the process and the NTP address.
+async fn ntp_server(extra: &[&str]) -> (Process, String) {
+    let addr = local();
+    let ntp = local();
+    let mut list = vec!["--listen", &addr, "--ntp-listen", &ntp];
+    list.extend_from_slice(extra);
+    let mut p = Process::spawn(TIME_SERVER, &args(&list), &addr).unwrap();
+    p.wait_ready(false, Duration::from_secs(10)).await.unwrap();
+    (p, ntp)
+}
+
+/// A client request (version 4, mode 3) with transmit timestamp `transmit`, and `extra` bytes after it.
+fn ntp_request(transmit: u64, extra: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; 48];
+    b[0] = 0x23;
+    b[40..48].copy_from_slice(&transmit.to_be_bytes());
+    b.extend_from_slice(extra);
+    b
+}
+
+/// Sends `request` from `socket` and waits `within` for the answer to it (matched by its origin):
+/// the answer's stratum, or `None`.
+async fn ntp_ask(socket: &tokio::net::UdpSocket, server: &str, request: &[u8], within: Duration) -> Option<u8> {
+    socket.send_to(request, server).await.ok()?;
+    let sent = &request[40..48];
+    let mut buf = [0u8; 1024];
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        let (n, _) = tokio::time::timeout_at(until, socket.recv_from(&mut buf)).await.ok()?.ok()?;
+        if n >= 48 && &buf[24..32] == sent {
+            return Some(buf[1]);
+        }
+    }
+}
+
+/// An extension field that claims 65,535 bytes in a 64-byte datagram (RFC 7822: a field's length
+/// covers it whole and stays inside the datagram) is dropped; the same header alone is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ntp_extension_field_longer_than_its_datagram_is_dropped() {
+    let (_server, ntp) = ntp_server(&[]).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let lying = ntp_request(0x1234_5678_9abc_def0, &[0x01, 0x04, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(lying.len(), 64);
+    assert_eq!(ntp_ask(&socket, &ntp, &lying, Duration::from_millis(500)).await, None, "a field longer than its datagram is dropped");
+    let short = ntp_request(0x1234_5678_9abc_def1, &[0x01, 0x04, 0x00, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(ntp_ask(&socket, &ntp, &short, Duration::from_millis(500)).await, None, "a field shorter than 16 bytes is dropped");
+    let fine = ntp_request(0x1234_5678_9abc_def2, &[0x01, 0x04, 0x00, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(ntp_ask(&socket, &ntp, &fine, Duration::from_secs(1)).await, Some(1), "a well-formed field is answered");
+    let plain = ntp_request(0x1234_5678_9abc_def3, &[]);
+    assert_eq!(ntp_ask(&socket, &ntp, &plain, Duration::from_secs(1)).await, Some(1));
+}
+
+/// A flood from the victim's own address (as a spoofed one would be) far over the rate limit: the
+/// victim's requests are still answered now and then (a fraction of limited requests leaks through),
+/// so it keeps getting time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ntp_flood_from_the_victims_address_leaves_it_some_answers() {
+    let (_server, ntp) = ntp_server(&["--ntp-rate-limit", "4", "--ntp-burst", "4"]).await;
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flood = tokio::spawn({
+        let (ntp, flooding) = (ntp.clone(), flooding.clone());
+        async move {
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut sent = 0u64;
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) && sent < 200_000 {
+                for _ in 0..20 {
+                    sent += 1;
+                    let _ = socket.send_to(&ntp_request(sent, &[]), &ntp).await;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            sent
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let victim = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut answered = 0;
+    for i in 0..40u64 {
+        if ntp_ask(&victim, &ntp, &ntp_request(0xAAAA_0000_0000_0000 + i, &[]), Duration::from_millis(100)).await.is_some_and(|s| s != 0) {
+            answered += 1;
+        }
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.await.unwrap();
+    eprintln!("flood of {sent} requests from the victim's address: {answered} of 40 of the victim's answered");
+    assert!(sent > 5_000, "the flood ran ({sent})");
+    assert!(answered >= 2, "the victim got {answered} of 40 answers under the flood");
+}

@@ -174,3 +174,77 @@ mod tests {
         assert!(garbage_payloads(0, 1, 64)[0].iter().any(|&b| b != 0), "seed 0 draws garbage too");
     }
 }
+
+/// The first 11 bytes of a TLS 1.2/1.3 ClientHello (record header, handshake type and the start of its
+/// length): a handshake begun and never finished.
+pub const CLIENT_HELLO_START: [u8; 11] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+
+/// Opens `n` TCP connections to `addr` at once and sends each the start of a TLS ClientHello
+/// ([`CLIENT_HELLO_START`]), then nothing: handshakes a server waits on. Each connection has `within`.
+pub async fn stalled_handshakes(addr: &str, n: usize, within: Duration) -> IdleTcp {
+    let opening = (0..n).map(|_| {
+        tokio::time::timeout(within, async {
+            let mut s = TcpStream::connect(addr).await?;
+            s.write_all(&CLIENT_HELLO_START).await?;
+            Ok::<_, io::Error>(s)
+        })
+    });
+    let mut streams = Vec::with_capacity(n);
+    let mut failed = 0;
+    for opened in futures::future::join_all(opening).await {
+        match opened {
+            Ok(Ok(s)) => streams.push(s),
+            _ => failed += 1,
+        }
+    }
+    IdleTcp { streams, failed }
+}
+
+/// What a crowd of readers did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readers {
+    /// Calls answered.
+    pub answered: u64,
+    /// Calls that failed (the connection closed under them, a refusal, a deadline).
+    pub failed: u64,
+    /// Connections opened again after the server closed one.
+    pub reconnects: u64,
+}
+
+/// `n` HTTP/2 connections to `addr`, each calling `path` (with an empty message) every `every` for
+/// `lasting`, and connecting again when the server closes it: read-only traffic from a crowd. Each step
+/// has `within`.
+pub async fn readers(addr: &str, path: &'static str, n: usize, every: Duration, lasting: Duration, within: Duration) -> Readers {
+    let until = tokio::time::Instant::now() + lasting;
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let addr = addr.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Readers::default();
+            let mut conn = Conn::connect(&addr, within).await.ok();
+            while tokio::time::Instant::now() < until {
+                if conn.as_ref().is_none_or(|c| c.is_closed()) {
+                    seen.reconnects += 1;
+                    conn = Conn::connect(&addr, within).await.ok();
+                }
+                if let Some(c) = &conn {
+                    match c.call_raw(path, super::grpc::encode(&super::services::Empty {}), within).await {
+                        Ok(_) => seen.answered += 1,
+                        Err(_) => seen.failed += 1,
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+            seen
+        }));
+    }
+    let mut total = Readers::default();
+    for task in tasks {
+        if let Ok(seen) = task.await {
+            total.answered += seen.answered;
+            total.failed += seen.failed;
+            total.reconnects += seen.reconnects;
+        }
+    }
+    total
+}

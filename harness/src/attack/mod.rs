@@ -12,7 +12,8 @@
 //! One file per kind, everything used from here (`attack::NAME`):
 //! - `grpc`: the attacker's client ([`Conn`], [`Streaming`]), [`CallError`], [`Tally`], [`code`], [`frame`].
 //! - `services`: the RPC paths ([`path`]) and the health-check and empty messages.
-//! - `connections`: connection floods: [`idle_tcp`], [`idle_h2`], [`garbage`].
+//! - `connections`: connection floods: [`idle_tcp`], [`idle_h2`], [`garbage`], [`stalled_handshakes`],
+//!   [`readers`] (a crowd of read-only callers).
 //! - `floods`: request floods: [`rapid_reset`], [`unfinished_bodies`], [`oversized`] + [`send_at_rate`],
 //!   [`flood`].
 //! - `forgeries`: forged messages: [`election_forgeries`], [`forged_alive`], [`invalid_alives`],
@@ -36,7 +37,9 @@ mod servers;
 mod services;
 mod streams;
 
-pub use connections::{GarbageReport, IdleH2, IdleTcp, garbage, idle_h2, idle_tcp};
+pub use connections::{
+    CLIENT_HELLO_START, GarbageReport, IdleH2, IdleTcp, Readers, garbage, idle_h2, idle_tcp, readers, stalled_handshakes,
+};
 pub use floods::{Flood, Oversized, RapidReset, Unfinished, flood, oversized, rapid_reset, send_at_rate, unfinished_bodies};
 pub use forgeries::{Forgery, MAX_TERM, adjust_request, election_forgeries, forged_alive, invalid_alives, register_request};
 pub use grpc::{CallError, Conn, Status, Streaming, Tally, code, encode, frame};
