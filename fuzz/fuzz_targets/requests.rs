@@ -1,5 +1,6 @@
 //! Every request message of `proto/synclab/**`, decoded from arbitrary bytes (as the server's prost
-//! decoder does) and handed to the handler that serves it: the gRPC service methods themselves where
+//! decoder does) and handed to the handler that serves it, and NTP datagrams to the NTP server's logic
+//! (its strict walk of extension fields, which NTS will carry): the gRPC service methods themselves where
 //! they need no socket (election node, Berkeley master, time server, clock, lab), and for the Berkeley
 //! slave the `Slave::adjust` its edge calls.
 //!
@@ -329,17 +330,48 @@ async fn clock_and_time(kind: u8, knobs: u8, bytes: &[u8]) -> Option<()> {
     Some(())
 }
 
+/// An NTP datagram, as the time server's NTP endpoint gets it: the header and what follows it walked
+/// strictly (RFC 7822's extension fields, then a MAC), and the server's logic answering it. Checked:
+/// nothing panics; what is accepted is covered exactly by its fields and MAC, each field at least 16
+/// bytes and whole words; a datagram with a bad tail is dropped; an answer is a 48-byte header
+/// (never larger than the request: no amplification). `knobs` sets the rate limit's leak.
+fn ntp(knobs: u8, datagram: &[u8]) -> Option<()> {
+    use synclab_core::ntp::{HEADER_LEN, MIN_EXTENSION_LEN, Packet, Server, ServerConfig, extensions};
+    let tail = datagram.get(HEADER_LEN..);
+    let walked = tail.map(extensions);
+    if let Some(Ok(ext)) = &walked {
+        let covered: usize = ext.fields.iter().map(|f| f.value.len() + 4).sum::<usize>() + ext.mac.map_or(0, <[u8]>::len);
+        assert_eq!(Some(covered), tail.map(<[u8]>::len), "the walk covers the tail exactly");
+        assert!(ext.fields.iter().all(|f| f.value.len() + 4 >= MIN_EXTENSION_LEN && f.value.len() % 4 == 0));
+    }
+    let parsed = Packet::parse(datagram);
+    if matches!(walked, Some(Err(_))) {
+        assert!(parsed.is_err(), "a datagram whose tail does not walk is refused");
+    }
+    let mut server = Server::new(ServerConfig { rate_per_sec: 1, burst: 1, leak: knobs % 4, ..ServerConfig::default() }, (1, 2));
+    let client = std::net::IpAddr::from([127, 0, 0, 1]);
+    for i in 0..3 {
+        if let Ok(mut reply) = server.respond(datagram, client, 1_700_000_000_000_000_000 + i) {
+            assert!(parsed.is_ok(), "only a datagram that parses is answered");
+            let bytes = reply.stamp_transmit(1_700_000_000_000_000_000 + i);
+            assert!(bytes.len() <= datagram.len(), "no amplification");
+        }
+    }
+    Some(())
+}
+
 fuzz_target!(|data: &[u8]| {
     let [which, knobs, bytes @ ..] = data else { return };
     // With I/O: a handler may make the node dial a peer (to send what its machine decided) before the
     // input's work ends; without an I/O driver that dial would panic inside tokio, not in synclab.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-    // Election (9 types), Berkeley (4), clock, time and lab (7): 20 request types.
-    let which = which % 20;
+    // Election (9 types), Berkeley (4), clock, time and lab (7), and an NTP datagram: 21 request types.
+    let which = which % 21;
     runtime.block_on(async {
         match which {
             0..=8 => election(which, *knobs, bytes).await,
             9..=12 => berkeley(which - 9, *knobs, bytes).await,
+            20 => ntp(*knobs, bytes),
             _ => clock_and_time(which - 13, *knobs, bytes).await,
         }
     });

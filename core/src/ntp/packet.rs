@@ -1,5 +1,6 @@
 //! The NTPv4 wire format (RFC 5905): 64-bit timestamps and their eras, the 48-byte header, its parsing
-//! (size and version checked, nothing beyond the header read) and its encoding.
+//! (size and version checked) and its encoding, and what follows the header: extension fields (RFC 7822)
+//! and a MAC, walked strictly by [`extensions`] (the parser NTS will carry) but not interpreted.
 
 /// Length of an NTP header without extension fields or MAC.
 pub const HEADER_LEN: usize = 48;
@@ -172,6 +173,104 @@ pub enum ParseError {
     /// A version other than 1..=4.
     #[error("NTP version {0} is not spoken here")]
     BadVersion(u8),
+    /// What follows the header is not extension fields and a MAC (RFC 7822); `at` is the offset in
+    /// the datagram of the first bytes that are not.
+    #[error("bad extension field at byte {at}: {problem}")]
+    BadExtension {
+        /// Offset in the datagram.
+        at: usize,
+        /// What is wrong there.
+        problem: ExtensionProblem,
+    },
+}
+
+/// What is wrong with the bytes after an NTP header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExtensionProblem {
+    /// A field's length is under the 16 bytes RFC 7822 sets as the least.
+    #[error("a field's length {0} is under 16 bytes")]
+    TooShort(u16),
+    /// A field's length is not a whole number of 4-byte words.
+    #[error("a field's length {0} is not a multiple of 4")]
+    Unaligned(u16),
+    /// A field claims more bytes than the datagram has left.
+    #[error("a field claims {claimed} bytes, {left} are left")]
+    Overruns {
+        /// The field's Length.
+        claimed: u16,
+        /// Bytes left in the datagram from the field's start.
+        left: usize,
+    },
+    /// Bytes left over that are neither a field nor a MAC (4, 20 or 24 bytes).
+    #[error("{0} bytes left over are neither an extension field nor a MAC")]
+    Trailing(usize),
+}
+
+/// The least length of an extension field, its 4-byte head included (RFC 7822).
+pub const MIN_EXTENSION_LEN: usize = 16;
+/// The lengths a MAC after the extension fields may have: a crypto-NAK (the key ID alone), and a key
+/// ID with a 16-byte (MD5) or 20-byte (SHA-1) digest.
+pub const MAC_LENS: [usize; 3] = [4, 20, 24];
+
+/// One extension field: its type and its value (the bytes after its 4-byte head, padding included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtensionField<'a> {
+    /// The Field Type.
+    pub field_type: u16,
+    /// The value, `Length - 4` bytes.
+    pub value: &'a [u8],
+}
+
+/// What follows an NTP header, checked whole: its extension fields in order, and the MAC if one ends it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Extensions<'a> {
+    /// The extension fields.
+    pub fields: Vec<ExtensionField<'a>>,
+    /// The MAC (key ID and digest), if there is one.
+    pub mac: Option<&'a [u8]>,
+}
+
+/// Walks `tail`, the bytes of a datagram after its 48-byte header, as RFC 7822 lays them out: extension
+/// fields, each a 2-byte type, a 2-byte length that covers the whole field (at least 16, a multiple of 4,
+/// within what is left), then optionally a MAC of one of [`MAC_LENS`]. Where the bytes left could be read
+/// either way, a field whose head is consistent is taken as a field. Anything else is refused, with the
+/// offset (in the datagram) of the first byte that does not fit. Never panics, on any input; reads
+/// nothing outside `tail`.
+pub fn extensions(tail: &[u8]) -> Result<Extensions<'_>, ParseError> {
+    let mut out = Extensions::default();
+    let mut at = 0usize;
+    while at < tail.len() {
+        let left = tail.len() - at;
+        let field = match tail.get(at..at + 4) {
+            Some(head) => {
+                let field_type = u16::from_be_bytes([head[0], head[1]]);
+                let length = u16::from_be_bytes([head[2], head[3]]);
+                let len = usize::from(length);
+                if len < MIN_EXTENSION_LEN {
+                    Err(ExtensionProblem::TooShort(length))
+                } else if !len.is_multiple_of(4) {
+                    Err(ExtensionProblem::Unaligned(length))
+                } else if len > left {
+                    Err(ExtensionProblem::Overruns { claimed: length, left })
+                } else {
+                    Ok((field_type, len))
+                }
+            }
+            None => Err(ExtensionProblem::Trailing(left)),
+        };
+        match field {
+            Ok((field_type, len)) => {
+                out.fields.push(ExtensionField { field_type, value: &tail[at + 4..at + len] });
+                at += len;
+            }
+            Err(_) if MAC_LENS.contains(&left) => {
+                out.mac = Some(&tail[at..]);
+                at = tail.len();
+            }
+            Err(problem) => return Err(ParseError::BadExtension { at: HEADER_LEN + at, problem }),
+        }
+    }
+    Ok(out)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -183,7 +282,8 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 impl Packet {
-    /// Parses a datagram: the header checked for size and version, nothing beyond it read.
+    /// Parses a datagram: the header checked for size and version, and what follows it for a valid
+    /// layout of extension fields and a MAC ([`extensions`]), which are not interpreted.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let len = bytes.len();
         if len < HEADER_LEN {
@@ -199,6 +299,7 @@ impl Packet {
         if !(1..=4).contains(&version) {
             return Err(ParseError::BadVersion(version));
         }
+        extensions(&bytes[HEADER_LEN..])?;
         let mut reference_id = [0u8; 4];
         reference_id.copy_from_slice(&bytes[12..16]);
         Ok(Self {
@@ -297,5 +398,95 @@ mod tests {
         let mut long = p.to_bytes().to_vec();
         long.extend_from_slice(&[0xAB; 20]);
         assert_eq!(Packet::parse(&long), Ok(p));
+    }
+
+    /// A field head: type, then length.
+    fn head(field_type: u16, length: u16) -> Vec<u8> {
+        [field_type.to_be_bytes(), length.to_be_bytes()].concat()
+    }
+
+    #[test]
+    fn extension_fields_are_walked_strictly() {
+        // Two fields, then a 24-byte MAC.
+        let mut tail = head(0x0104, 16);
+        tail.extend_from_slice(&[7; 12]);
+        tail.extend(head(0x0204, 20));
+        tail.extend_from_slice(&[8; 16]);
+        tail.extend_from_slice(&[0xAB; 24]);
+        let ext = extensions(&tail).unwrap();
+        assert_eq!(ext.fields.len(), 2);
+        assert_eq!(ext.fields[0], ExtensionField { field_type: 0x0104, value: &[7; 12] });
+        assert_eq!(ext.fields[1].field_type, 0x0204);
+        assert_eq!(ext.fields[1].value, &[8; 16]);
+        assert_eq!(ext.mac, Some(&[0xAB; 24][..]));
+        assert_eq!(extensions(&[]), Ok(Extensions::default()));
+        // A crypto-NAK alone.
+        assert_eq!(extensions(&[0, 0, 0, 0]).unwrap().mac, Some(&[0u8; 4][..]));
+    }
+
+    #[test]
+    fn extension_fields_that_lie_about_their_length_are_refused() {
+        let bad = |tail: &[u8]| match extensions(tail) {
+            Err(ParseError::BadExtension { at, problem }) => Some((at, problem)),
+            _ => None,
+        };
+        // 0xFFFF claimed in 16 bytes: the 64-byte datagram.
+        let mut lying = head(0x0104, 0xFFFF);
+        lying.extend_from_slice(&[0; 12]);
+        assert_eq!(bad(&lying), Some((48, ExtensionProblem::Unaligned(0xFFFF))));
+        let mut long = head(0x0104, 0xFFFC);
+        long.extend_from_slice(&[0; 12]);
+        assert_eq!(bad(&long), Some((48, ExtensionProblem::Overruns { claimed: 0xFFFC, left: 16 })));
+        let mut datagram = Packet::request(NtpTimestamp(1), NtpTimestamp(2), NtpTimestamp(3), -6).to_bytes().to_vec();
+        datagram.extend_from_slice(&lying);
+        assert!(matches!(Packet::parse(&datagram), Err(ParseError::BadExtension { at: 48, .. })));
+        // Under 16 bytes, a length that is not whole words, and a length of 0 (which would never advance).
+        let mut short = head(1, 8);
+        short.extend_from_slice(&[0; 12]);
+        assert_eq!(bad(&short), Some((48, ExtensionProblem::TooShort(8))));
+        let mut odd = head(1, 18);
+        odd.extend_from_slice(&[0; 12]);
+        assert_eq!(bad(&odd), Some((48, ExtensionProblem::Unaligned(18))));
+        let mut zero = head(1, 0);
+        zero.extend_from_slice(&[0; 12]);
+        assert_eq!(bad(&zero), Some((48, ExtensionProblem::TooShort(0))));
+        // A good field followed by bytes that are neither a field nor a MAC: the offset is theirs.
+        let mut trailing = head(1, 16);
+        trailing.extend_from_slice(&[0; 12]);
+        trailing.extend_from_slice(&[0; 8]);
+        assert_eq!(bad(&trailing), Some((64, ExtensionProblem::TooShort(0))));
+    }
+}
+
+#[cfg(test)]
+mod seeded {
+    use super::*;
+
+    /// Seeded random tails, many of them near-valid (heads with plausible lengths): none panics, and
+    /// what is accepted covers the input exactly, field by field.
+    #[test]
+    fn any_tail_is_refused_or_covered_exactly() {
+        let mut rng = crate::lab::Rng::new(7822);
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let len = (rng.next_u64() % 160) as usize;
+            let mut tail: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            // Plausible heads at word boundaries, so that walks go deep.
+            let mut at = 0;
+            while at + 4 <= tail.len() && rng.next_u64() % 4 != 0 {
+                let length = 16 + 4 * (rng.next_u64() % 8) as u16;
+                tail[at + 2..at + 4].copy_from_slice(&length.to_be_bytes());
+                at += usize::from(length);
+            }
+            if let Ok(ext) = extensions(&tail) {
+                accepted += 1;
+                let covered: usize = ext.fields.iter().map(|f| f.value.len() + 4).sum::<usize>() + ext.mac.map_or(0, <[u8]>::len);
+                assert_eq!(covered, tail.len(), "{tail:?}");
+                for f in &ext.fields {
+                    assert!(f.value.len() + 4 >= MIN_EXTENSION_LEN && f.value.len().is_multiple_of(4), "{tail:?}");
+                }
+            }
+        }
+        assert!(accepted > 1000, "the walk was exercised: {accepted} accepted");
     }
 }

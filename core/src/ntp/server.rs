@@ -18,11 +18,16 @@ pub struct ServerConfig {
     pub burst: u32,
     /// Client slots kept (interleaved timestamps and rate limits); the memory bound.
     pub clients: usize,
+    /// Of the requests over the rate limit, one in 2^`leak` (chosen at random) is answered anyway, as
+    /// chrony's `ratelimit leak`: a flood sent from a victim's spoofed address then costs the victim
+    /// most of its answers, not all of them. 0 answers none (a client over the limit gets its
+    /// kiss-o'-death, then silence). At most 16.
+    pub leak: u8,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { reference_id: *b"SLAB", root_dispersion_nanos: 0, rate_per_sec: 256, burst: 512, clients: 4096 }
+        Self { reference_id: *b"SLAB", root_dispersion_nanos: 0, rate_per_sec: 256, burst: 512, clients: 4096, leak: 2 }
     }
 }
 
@@ -51,6 +56,7 @@ impl Dropped {
             Dropped::Malformed(ParseError::Oversized(_)) => "oversized",
             Dropped::Malformed(ParseError::Unaligned(_)) => "unaligned",
             Dropped::Malformed(ParseError::BadVersion(_)) => "bad_version",
+            Dropped::Malformed(ParseError::BadExtension { .. }) => "bad_extension",
             Dropped::NotClient(_) => "not_client_mode",
             Dropped::ZeroTransmit => "zero_transmit",
             Dropped::RateLimited => "rate_limited",
@@ -194,6 +200,23 @@ impl ClientTable {
 pub struct Server {
     config: ServerConfig,
     clients: ClientTable,
+    /// The state of the draws that pick which limited requests leak through (secret, from the key).
+    leak_draws: u64,
+}
+
+/// Whether the next limited request leaks through: true one time in 2^`leak`, from a SplitMix64
+/// sequence whose state is secret (an attacker cannot tell which of its requests will be answered).
+fn leaks(state: &mut u64, leak: u8) -> bool {
+    if leak == 0 {
+        return false;
+    }
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let mask = (1u64 << leak.min(16)) - 1;
+    z & mask == 0
 }
 
 /// Kiss-o'-death packets to one client: at most one per this long.
@@ -202,7 +225,7 @@ const KISS_INTERVAL_NANOS: i64 = 100_000_000;
 impl Server {
     /// A server with `config`; `key` keys the client table's hash (pass random bits).
     pub fn new(config: ServerConfig, key: (u64, u64)) -> Self {
-        Self { clients: ClientTable::new(config.clients, key), config }
+        Self { clients: ClientTable::new(config.clients, key), config, leak_draws: key.0.rotate_left(29) ^ key.1 }
     }
 
     /// The per-client table.
@@ -230,6 +253,8 @@ impl Server {
             slot.refilled = receive_nanos.max(slot.refilled);
             if slot.tokens >= 1.0 {
                 slot.tokens -= 1.0;
+            } else if leaks(&mut self.leak_draws, self.config.leak) {
+                // Answered anyway: a flood from a spoofed address must not deny its owner all time.
             } else if slot.last_kiss.is_none_or(|k| receive_nanos.saturating_sub(k) >= KISS_INTERVAL_NANOS) {
                 slot.last_kiss = Some(receive_nanos);
                 kind = ReplyKind::RateKiss;
@@ -404,7 +429,7 @@ mod tests {
 
     #[test]
     fn a_flooding_client_gets_a_rate_kiss_then_silence_and_others_are_unaffected() {
-        let config = ServerConfig { rate_per_sec: 10, burst: 5, ..ServerConfig::default() };
+        let config = ServerConfig { rate_per_sec: 10, burst: 5, leak: 0, ..ServerConfig::default() };
         let mut s = Server::new(config, (3, 4));
         let mut answered = 0;
         let mut kisses = 0;
@@ -428,6 +453,23 @@ mod tests {
         assert_eq!(kisses, 1);
         assert_eq!(answered + kisses + dropped, 100);
         assert_eq!(s.respond(&request_bytes(4, 3, 1), B, T + 100_000_000).unwrap().kind, ReplyKind::Basic);
+    }
+
+    #[test]
+    fn a_fraction_of_limited_requests_leaks_through() {
+        // 10,000 requests in 1 s from one address (a flood spoofing a victim's): with leak 2, about one
+        // in four of those over the limit is answered anyway; with leak 0, none.
+        let count = |leak: u8| {
+            let config = ServerConfig { rate_per_sec: 10, burst: 5, leak, ..ServerConfig::default() };
+            let mut s = Server::new(config, (3, 4));
+            (0..10_000)
+                .filter(|&i| s.respond(&request_bytes(4, 3, 1000 + i), A, T + i as i64 * 100_000).is_ok_and(|r| r.kind == ReplyKind::Basic))
+                .count()
+        };
+        let (none, quarter) = (count(0), count(2));
+        assert!(none <= 20, "{none}");
+        assert!((2_200..=2_800).contains(&quarter), "{quarter} of 10,000 answered with leak 2");
+        assert!((500..=750).contains(&count(4)), "leak 4: one in 16");
     }
 
     #[test]
