@@ -67,8 +67,13 @@ impl StateFile {
     }
 
     /// Saves `term` durably: a new file, synced, renamed over the old one, and the directory synced, so
-    /// the term survives a killed process and a power cut alike. Blocking: call it off the async runtime.
+    /// the term survives a killed process and a power cut alike. The folder (`--state-dir`) is created
+    /// first if it does not exist yet. Blocking: call it off the async runtime.
     pub fn save(&self, term: Term) -> Result<(), StateError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| self.error(format!("cannot create its folder {} (--state-dir): {e}", dir.display())))?;
+        }
         let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::json!({ "id": self.id, "term": term }).to_string();
         let write = || -> std::io::Result<()> {
@@ -104,6 +109,20 @@ mod tests {
         file.save(17).unwrap();
         assert_eq!(file.load(), Ok(17));
         assert!(!file.path().with_extension("json.tmp").exists(), "the temporary file was renamed into place");
+    }
+
+    #[test]
+    fn a_missing_folder_is_created_and_one_that_cannot_be_is_named() {
+        let dir = dir("missing").join("nested").join("state");
+        let file = StateFile::new(&dir, 3);
+        assert_eq!(file.load(), Ok(0));
+        file.save(5).unwrap();
+        assert_eq!(file.load(), Ok(5));
+        // A folder under a file cannot be created: the error names the flag and the folder.
+        let blocker = super::tests::dir("blocker").join("a-file");
+        std::fs::write(&blocker, "").unwrap();
+        let err = StateFile::new(&blocker.join("state"), 3).save(1).unwrap_err().to_string();
+        assert!(err.contains("--state-dir") && err.contains("a-file/state"), "{err}");
     }
 
     #[test]
