@@ -40,6 +40,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open watch streams (`WatchLeader`, `WatchRounds`) at most, per service.
     pub max_watchers: usize,
+    /// TLS handshakes: each one's deadline, and how many may be pending before the oldest is dropped.
+    pub handshakes: crate::tls::accept::HandshakeLimits,
     /// On shutdown, how long calls in flight may still finish before every connection is closed.
     pub shutdown_grace: Duration,
 }
@@ -61,6 +63,7 @@ impl Default for Limits {
             max_connection_age: Duration::from_secs(30 * 60),
             max_connections: 256,
             max_watchers: 64,
+            handshakes: crate::tls::accept::HandshakeLimits::default(),
             shutdown_grace: Duration::from_millis(300),
         }
     }

@@ -3,7 +3,8 @@
 //! - a listener whose connections stamp requests and answers at the socket ([`crate::net`]);
 //! - the limits of [`Limits`]: request size (RESOURCE_EXHAUSTED past it, before decoding), streams per
 //!   connection, flow-control windows, a per-request timeout, HTTP/2 keepalive, closing connections
-//!   that stay silent or grow old, a cap on connections and on watch streams;
+//!   that stay silent or grow old, a cap on connections and on watch streams; TLS handshakes bounded
+//!   ([`crate::tls::accept`]);
 //! - gRPC reflection (v1 and v1alpha) listing exactly the services this process serves, and
 //!   `grpc.health.v1`, SERVING while it runs;
 //! - a shutdown that never hangs: on [`Stop`] health turns NOT_SERVING, watch streams end with
@@ -222,8 +223,7 @@ impl Server {
                 match tls {
                     None => incoming(listener, registry.clone(), limits.max_connections).boxed(),
                     Some(tls) => {
-                        incoming_tls(listener, registry.clone(), limits.max_connections, tls.server_config(), limits.first_bytes_timeout)
-                            .boxed()
+                        incoming_tls(listener, registry.clone(), limits.max_connections, tls.server_config(), limits.handshakes).boxed()
                     }
                 },
                 graceful,
@@ -270,56 +270,27 @@ fn incoming(listener: TcpListener, registry: Registry, max_connections: usize) -
     })
 }
 
-/// TLS handshakes in progress at most; more connections wait for one to finish.
-const MAX_HANDSHAKES: usize = 64;
-
 /// As [`incoming`], with a TLS handshake (client certificate required) before a connection is handed
-/// on. Handshakes run beside the accept loop, each bounded by `handshake_timeout`, so a slow or silent
-/// client delays nobody else; a refused handshake is counted and summarized in the log.
+/// on: the accept path every TLS listener shares ([`crate::tls::accept`]), so a slow or silent client
+/// delays nobody else, and what it drops is counted and summarized in the log.
 fn incoming_tls(
     listener: TcpListener,
     registry: Registry,
     max_connections: usize,
     tls: Arc<rustls::ServerConfig>,
-    handshake_timeout: Duration,
+    limits: crate::tls::accept::HandshakeLimits,
 ) -> impl Stream<Item = io::Result<ServerStream>> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<ServerStream>(MAX_HANDSHAKES);
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    let refusals = Arc::new(crate::telemetry::Refusals::new("TLS handshake"));
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = tx.closed() => return,
-            };
-            let (stream, _) = match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
+    crate::tls::accept::handshakes(
+        listener,
+        tls,
+        limits,
+        move |stream| {
             let tracked = registry.admit(&stream, max_connections);
-            let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
-            let (acceptor, tx, refusals) = (acceptor.clone(), tx.clone(), refusals.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                let socket = crate::net::TimedTcp::tracked(stream, tracked);
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
-                    Ok(Ok(tls)) => {
-                        let identity = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::common_name);
-                        let _ = tx.send(ServerStream::tls(tls, identity.map(Arc::from))).await;
-                    }
-                    Ok(Err(e)) => refusals.refused("handshake failed", &e),
-                    Err(_) => refusals.refused("handshake timed out", &format_args!("no handshake within {handshake_timeout:?}")),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok)
+            Some(crate::net::TimedTcp::tracked(stream, tracked))
+        },
+        |tls| {
+            let identity = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::common_name);
+            Ok(ServerStream::tls(tls, identity.map(Arc::from)))
+        },
+    )
 }

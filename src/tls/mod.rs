@@ -7,6 +7,7 @@
 //! named: a half-given set, an unreadable or malformed file, a key that is not the certificate's, a
 //! certificate that has expired, is not valid yet, has no Common Name, or was not signed by the CA.
 
+pub mod accept;
 pub mod authz;
 pub mod certs;
 
