@@ -1,5 +1,12 @@
 //! The connections a server holds: how many, when each last sent anything and last completed a request,
-//! and a way to close any of them from outside the task that serves it.
+//! whether it carries a member's traffic, and a way to close any of them from outside the task that
+//! serves it.
+//!
+//! At the cap, the connection closed to make room is chosen so that the group never loses a member's
+//! connection to a crowd of readers: connections marked as a member's ([`MemberMark`], set by the server
+//! when a call that only members make succeeds on it) go last; then connections that have been serving
+//! requests for a while (long-lived clients, such as a device that syncs every few seconds); among the
+//! rest, the one whose last completed request is oldest (those that never completed one first).
 //!
 //! Closing is a `shutdown(2)` of the socket: the task serving the connection then reads end-of-file
 //! and hyper ends the connection. An entry is removed (under the registry's lock) before its socket is
@@ -23,11 +30,34 @@ struct Entry {
     activity: Arc<Activity>,
 }
 
-/// When a connection last sent bytes and last completed a request.
+/// When a connection last sent bytes and last completed a request, and whether it is a member's.
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
     last_read: AtomicU64,
     last_request: AtomicU64,
+    /// When it completed its first request.
+    first_request: AtomicU64,
+    member: std::sync::atomic::AtomicBool,
+}
+
+/// A connection that has completed requests for this long is a long-lived client's, kept over newer
+/// ones at the cap.
+pub const LONG_LIVED: Duration = Duration::from_secs(10);
+
+/// A handle that marks one connection as a member's (kept over readers at the connection cap).
+#[derive(Debug, Clone)]
+pub struct MemberMark(Arc<Activity>);
+
+impl MemberMark {
+    /// Marks the connection as carrying a member's traffic.
+    pub fn mark(&self) {
+        self.0.member.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it is marked.
+    pub fn is_marked(&self) -> bool {
+        self.0.member.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug)]
@@ -66,7 +96,13 @@ impl Tracked {
         self.activity.last_read.store(now, Ordering::Relaxed);
         if request {
             self.activity.last_request.store(now, Ordering::Relaxed);
+            let _ = self.activity.first_request.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         }
+    }
+
+    /// The handle that marks this connection as a member's.
+    pub fn member_mark(&self) -> MemberMark {
+        MemberMark(self.activity.clone())
     }
 }
 
@@ -92,22 +128,32 @@ impl Registry {
         Self { shared: Arc::new(Shared { started: Instant::now(), next_id: AtomicU64::new(1), entries: Mutex::default() }) }
     }
 
-    /// Registers an accepted connection. At `max` connections, first closes the one whose last
-    /// completed request is oldest (connections that never completed one go first).
+    /// Registers an accepted connection. At `max` connections, first closes the one that matters least
+    /// (see the module's doc: readers before long-lived clients before members; among equals, the one
+    /// whose last completed request is oldest).
     pub(crate) fn admit(&self, stream: &tokio::net::TcpStream, max: usize) -> Tracked {
         let now = self.shared.now();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity::default());
+        let long_lived = u64::try_from(LONG_LIVED.as_millis()).unwrap_or(u64::MAX);
         let mut entries = lock(&self.shared.entries);
         while entries.len() >= max.max(1) {
-            let Some(&oldest) =
-                entries.iter().min_by_key(|(_, e)| (e.activity.last_request.load(Ordering::Relaxed), e.accepted)).map(|(id, _)| id)
+            let Some((&shed, member)) = entries
+                .iter()
+                .min_by_key(|(_, e)| {
+                    let a = &e.activity;
+                    let first = a.first_request.load(Ordering::Relaxed);
+                    let old = first != 0 && now.saturating_sub(first) >= long_lived;
+                    (a.member.load(Ordering::Relaxed), old, a.last_request.load(Ordering::Relaxed), e.accepted)
+                })
+                .map(|(id, e)| (id, e.activity.member.load(Ordering::Relaxed)))
             else {
                 break;
             };
-            if let Some(entry) = entries.remove(&oldest) {
+            if let Some(entry) = entries.remove(&shed) {
                 close(&entry);
-                tracing::debug!(connections = max, "connection limit reached: closed the least recently used connection");
+                metrics::counter!("synclab_connections_shed_total", "kind" => if member { "member" } else { "reader" }).increment(1);
+                tracing::debug!(connections = max, member, "connection limit reached: closed the connection that matters least");
             }
         }
         entries.insert(

@@ -39,6 +39,7 @@ pub mod socket;
 pub mod stamps;
 pub mod stream;
 
+pub use connections::{LONG_LIVED, MemberMark};
 #[cfg(target_os = "linux")]
 pub use linux::{clock_ticks_per_second, restore_default_sigpipe};
 pub use socket::{ClientIo, MaybeTls, ServerIo, TimedTcp, Transport};

@@ -55,6 +55,12 @@ impl<S: Stamper> TimedTcp<S> {
         Self { tracked: Some(tracked), ..Self::new(inner) }
     }
 
+    /// The handle that marks this connection as a member's in its server's registry (none for a
+    /// socket no server tracks).
+    pub(crate) fn member_mark(&self) -> Option<super::connections::MemberMark> {
+        self.tracked.as_ref().map(Tracked::member_mark)
+    }
+
     /// The socket.
     pub fn get_ref(&self) -> &TcpStream {
         &self.inner

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::server::Connected;
 
-use super::connections::Tracked;
+use super::connections::{MemberMark, Tracked};
 use super::frame::FrameScanner;
 use super::socket::{MaybeTls, ServerIo, TimedTcp, Transport};
 use super::stamps::{ServerStamps, Stamper};
@@ -29,6 +29,8 @@ pub struct StampedStream<S: Stamper, IO> {
     stamps: Arc<S>,
     /// The peer's identity: the Common Name of its TLS certificate (none in plaintext).
     identity: Option<Arc<str>>,
+    /// Marks the connection as a member's in its server's registry (a server's connections only).
+    member: Option<MemberMark>,
 }
 
 impl<S: Stamper + Default> StampedStream<S, TimedTcp<S>> {
@@ -42,7 +44,7 @@ impl<S: Stamper, IO: Transport<Stamp = S::Stamp>> StampedStream<S, IO> {
     /// Wraps a connection, stamping into `stamps`.
     pub fn with_stamps(inner: IO, stamps: Arc<S>) -> Self {
         let (read_scanner, write_scanner) = S::scanners();
-        Self { inner, read_scanner, write_scanner, stamps, identity: None }
+        Self { inner, read_scanner, write_scanner, stamps, identity: None, member: None }
     }
 
     /// Notes the peer's identity (from its TLS certificate).
@@ -71,12 +73,14 @@ impl ServerStream {
     /// A server's plaintext connection, with fresh stamps, that reports its activity to its server's
     /// registry.
     pub(crate) fn plain(inner: TcpStream, tracked: Tracked) -> Self {
-        Self::with_stamps(MaybeTls::Plain(TimedTcp::tracked(inner, tracked)), Arc::default())
+        let member = Some(tracked.member_mark());
+        Self { member, ..Self::with_stamps(MaybeTls::Plain(TimedTcp::tracked(inner, tracked)), Arc::default()) }
     }
 
     /// A server's TLS connection, its handshake done, from a caller with `identity`.
     pub(crate) fn tls(inner: tokio_rustls::server::TlsStream<TimedTcp<ServerStamps>>, identity: Option<Arc<str>>) -> Self {
-        Self::with_stamps(MaybeTls::Tls(Box::new(inner)), Arc::default()).with_identity(identity)
+        let member = inner.get_ref().0.member_mark();
+        Self { member, ..Self::with_stamps(MaybeTls::Tls(Box::new(inner)), Arc::default()).with_identity(identity) }
     }
 }
 
@@ -89,13 +93,20 @@ pub struct ConnectionInfo {
     pub stamps: Arc<ServerStamps>,
     /// The caller's identity: its TLS certificate's Common Name; `None` in plaintext.
     pub identity: Option<Arc<str>>,
+    /// Marks the connection as a member's, so the connection cap keeps it over readers.
+    pub member: Option<MemberMark>,
 }
 
 impl<IO: Transport<Stamp = i64>> Connected for StampedStream<ServerStamps, IO> {
     type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> ConnectionInfo {
-        ConnectionInfo { remote_addr: self.inner.peer_addr(), stamps: self.stamps.clone(), identity: self.identity.clone() }
+        ConnectionInfo {
+            remote_addr: self.inner.peer_addr(),
+            stamps: self.stamps.clone(),
+            identity: self.identity.clone(),
+            member: self.member.clone(),
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 //! - a listener whose connections stamp requests and answers at the socket ([`crate::net`]);
 //! - the limits of [`Limits`]: request size (RESOURCE_EXHAUSTED past it, before decoding), streams per
 //!   connection, flow-control windows, a per-request timeout, HTTP/2 keepalive, closing connections
-//!   that stay silent or grow old, a cap on connections and on watch streams; TLS handshakes bounded
-//!   ([`crate::tls::accept`]);
+//!   that stay silent or grow old, a cap on connections (which sheds readers, never a member's
+//!   connection: [`members`]) and on watch streams; TLS handshakes bounded ([`crate::tls::accept`]);
 //! - gRPC reflection (v1 and v1alpha) listing exactly the services this process serves, and
 //!   `grpc.health.v1`, SERVING while it runs;
 //! - a shutdown that never hangs: on [`Stop`] health turns NOT_SERVING, watch streams end with
@@ -12,6 +12,7 @@
 
 pub mod guard;
 pub mod limits;
+pub mod members;
 pub mod watch;
 
 use std::convert::Infallible;
@@ -218,6 +219,7 @@ impl Server {
             .max_connection_age_grace(limits.request_timeout)
             .layer(observed::Observe::new(methods))
             .layer(guard::Guard::new(limits.max_request_bytes, limits.max_buffered_request_bytes))
+            .layer(members::Members)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 match tls {

@@ -211,15 +211,17 @@ pub struct Readers {
     pub reconnects: u64,
 }
 
-/// `n` HTTP/2 connections to `addr`, each calling `path` (with an empty message) every `every` for
-/// `lasting`, and connecting again when the server closes it: read-only traffic from a crowd. Each step
-/// has `within`.
+/// `n` HTTP/2 connections to `addr`, opened over the first `every`, each calling `path` (with an empty
+/// message) every `every` for `lasting`, and connecting again when the server closes it: read-only
+/// traffic from a crowd. Each step has `within`.
 pub async fn readers(addr: &str, path: &'static str, n: usize, every: Duration, lasting: Duration, within: Duration) -> Readers {
     let until = tokio::time::Instant::now() + lasting;
     let mut tasks = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
         let addr = addr.to_string();
+        let ramp = every.mul_f64(i as f64 / n.max(1) as f64);
         tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(ramp).await;
             let mut seen = Readers::default();
             let mut conn = Conn::connect(&addr, within).await.ok();
             while tokio::time::Instant::now() < until {

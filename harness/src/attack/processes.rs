@@ -153,6 +153,17 @@ impl ElectionGroup {
     /// Starts `n` nodes of `binary` running `algorithm` ("bully" or "ring") with the default timers
     /// (heartbeat 50 ms, timeout 200 ms), each keeping its term in `state_dir` (emptied first).
     pub async fn start(binary: &str, n: usize, algorithm: &str, state_dir: std::path::PathBuf) -> Result<ElectionGroup, String> {
+        Self::start_with(binary, n, algorithm, state_dir, &[]).await
+    }
+
+    /// As [`ElectionGroup::start`], with `extra` flags for every node (e.g. other timers, a log level).
+    pub async fn start_with(
+        binary: &str,
+        n: usize,
+        algorithm: &str,
+        state_dir: std::path::PathBuf,
+        extra: &[&str],
+    ) -> Result<ElectionGroup, String> {
         let _ = std::fs::remove_dir_all(&state_dir);
         std::fs::create_dir_all(&state_dir).map_err(|e| e.to_string())?;
         let mut addrs = Vec::with_capacity(n);
@@ -175,6 +186,7 @@ impl ElectionGroup {
                 &state_dir.to_string_lossy(),
             ]
             .iter()
+            .chain(extra)
             .map(|s| s.to_string())
             .collect();
             nodes.push(Process::spawn(binary, &args, addr).map_err(|e| e.to_string())?);
