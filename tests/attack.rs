@@ -874,7 +874,7 @@ async fn silent_stream_clients(addr: &str, n: usize) -> Vec<tokio::net::TcpStrea
 /// updates, each within 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_event_stream_clients_starve_neither_pages_nor_new_readers() {
-    let (_dashboard, addr) = dashboard().await;
+    let (dashboard, addr) = dashboard().await;
     let (_, page) = http_get(&addr, "/", STEP).await.unwrap();
     let silent = silent_stream_clients(&addr, 300).await;
     assert_eq!(silent.len(), 300);
@@ -893,6 +893,10 @@ async fn silent_event_stream_clients_starve_neither_pages_nor_new_readers() {
     for r in &readers {
         assert!(r.is_ok(), "a new reader had its update within 2 s: {readers:?}");
     }
+    // The streams dropped for newcomers are summarized in the log, not one line each.
+    let lines = dashboard.stderr_tail();
+    assert!(lines.iter().any(|l| l.contains("HTTP event stream") && l.contains("evicted")), "{lines:?}");
+    assert!(dashboard.stderr_lines() < 20, "{} log lines", dashboard.stderr_lines());
     drop(silent);
 }
 

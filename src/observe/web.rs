@@ -6,10 +6,22 @@
 //! - no request bodies: one that declares or sends any is refused with 413 before the handler runs;
 //! - at most [`HttpLimits::max_connections`] connections, each closed after
 //!   [`HttpLimits::max_lifetime`] (when set); a connection beyond the cap is closed at once;
+//! - event streams ([`HttpLimits::stream_paths`], the dashboard's `/events`) have a cap of their own,
+//!   [`HttpLimits::max_streams`]: a connection that asks for one gives its place among the pages' back,
+//!   so stream clients never starve page loads; at the streams' cap the oldest stream is dropped for the
+//!   newcomer, so silent clients never starve new readers; and a write that waits longer than
+//!   [`HttpLimits::write_timeout`] for a client to read ends its connection, so nobody is waited for.
+//!   What a stream holds is bounded by its source (the dashboard's: the latest parts only). Dropped
+//!   streams are counted (`synclab_http_streams_dropped_total{reason=evicted|write_timeout}`) and
+//!   summarized in the log at most every 10 s per reason;
 //! - on [`Stop`] the listener closes and every connection ends within a second (responses in progress
 //!   get half of it).
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -21,7 +33,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::lock::lock;
 use crate::stop::Stop;
+use crate::telemetry::Refusals;
 
 /// Largest request head (hyper's smallest read buffer).
 pub const MAX_HEAD_BYTES: usize = 8192;
@@ -35,27 +49,183 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// A connection is closed this long after it opened (None: when the client closes it).
     pub max_lifetime: Option<Duration>,
+    /// The paths whose answers are event streams (held open; capped apart from the pages).
+    pub stream_paths: &'static [&'static str],
+    /// Event streams open at once; at the cap the oldest is dropped for the newcomer.
+    pub max_streams: usize,
+    /// A write (of any answer) that cannot go out for this long ends its connection.
+    pub write_timeout: Duration,
 }
 
 impl HttpLimits {
     /// For `/metrics`: Prometheus scrapes every few seconds over one connection or a few.
     pub fn metrics() -> Self {
-        Self { header_timeout: Duration::from_secs(2), max_connections: 16, max_lifetime: Some(Duration::from_secs(60)) }
+        Self {
+            header_timeout: Duration::from_secs(2),
+            max_connections: 16,
+            max_lifetime: Some(Duration::from_secs(60)),
+            stream_paths: &[],
+            max_streams: 0,
+            write_timeout: Duration::from_secs(10),
+        }
     }
 
-    /// For the dashboard: its pages hold an event stream open.
+    /// For the dashboard: its pages hold an event stream (`/events`) open.
     pub fn dashboard() -> Self {
-        Self { header_timeout: Duration::from_secs(5), max_connections: 64, max_lifetime: Some(Duration::from_secs(3600)) }
+        Self {
+            header_timeout: Duration::from_secs(5),
+            max_connections: 64,
+            max_lifetime: Some(Duration::from_secs(3600)),
+            stream_paths: &["/events"],
+            max_streams: 128,
+            write_timeout: Duration::from_secs(5),
+        }
     }
 }
 
 /// How long responses in progress have to finish once the stop is asked for.
 const STOP_GRACE: Duration = Duration::from_millis(500);
 
+/// The event streams open on one listener, oldest first.
+#[derive(Debug, Default)]
+struct Streams {
+    next: AtomicU64,
+    open: Mutex<VecDeque<(u64, Arc<tokio::sync::Notify>)>>,
+}
+
+/// What the serving layer knows of one connection: its place among the pages (given back when it turns
+/// into an event stream), and how to end it from outside (when its stream is dropped).
+struct Place {
+    page: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    stream: Mutex<Option<u64>>,
+    evicted: Arc<tokio::sync::Notify>,
+    streams: Arc<Streams>,
+    max_streams: usize,
+    refusals: Arc<Refusals>,
+}
+
+impl Place {
+    /// The connection asked for an event stream: it leaves the pages' cap for the streams', dropping the
+    /// oldest stream if they are full.
+    fn become_stream(&self) {
+        let mut stream = lock(&self.stream);
+        if stream.is_some() {
+            return;
+        }
+        lock(&self.page).take();
+        let id = self.streams.next.fetch_add(1, Ordering::Relaxed);
+        let mut open = lock(&self.streams.open);
+        while open.len() >= self.max_streams.max(1) {
+            let Some((_, oldest)) = open.pop_front() else { break };
+            oldest.notify_one();
+            metrics::counter!("synclab_http_streams_dropped_total", "reason" => "evicted").increment(1);
+            let detail = format_args!("{} streams open; the oldest was dropped for a new one", self.max_streams);
+            self.refusals.refused("evicted", &detail);
+        }
+        open.push_back((id, self.evicted.clone()));
+        *stream = Some(id);
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Some(id) = lock(&self.stream).take() {
+            lock(&self.streams.open).retain(|(i, _)| *i != id);
+        }
+    }
+}
+
+/// The router behind one connection: notes which requests turn the connection into an event stream.
+#[derive(Clone)]
+struct Routed {
+    router: Router,
+    place: Arc<Place>,
+    stream_paths: &'static [&'static str],
+}
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for Routed {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = <Router as tower::Service<http::Request<hyper::body::Incoming>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<hyper::body::Incoming>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if self.stream_paths.contains(&request.uri().path()) {
+            self.place.become_stream();
+        }
+        self.router.call(request)
+    }
+}
+
+/// A socket whose writes have a deadline: a write that cannot go out for `timeout` (the client does not
+/// read) fails with `TimedOut`, which ends the connection.
+struct WriteDeadline {
+    inner: tokio::net::TcpStream,
+    timeout: Duration,
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+    refusals: Arc<Refusals>,
+}
+
+impl WriteDeadline {
+    /// A write or flush returned `polled`: starts the deadline when it waits, clears it when it does not,
+    /// and fails it when the deadline has passed.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.waiting = None;
+            return polled;
+        }
+        let timeout = self.timeout;
+        let waiting = self.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if waiting.as_mut().poll(cx).is_ready() {
+            self.waiting = None;
+            metrics::counter!("synclab_http_streams_dropped_total", "reason" => "write_timeout").increment(1);
+            self.refusals.refused("write_timeout", &format_args!("a client read nothing for {timeout:?}"));
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the client does not read")));
+        }
+        Poll::Pending
+    }
+}
+
+impl tokio::io::AsyncRead for WriteDeadline {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for WriteDeadline {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Serves `router` on `listener` until `stop`, within `limits`.
 pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, stop: Stop) {
     let router = router.layer(axum::middleware::from_fn(refuse_bodies));
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let streams = Arc::new(Streams::default());
+    let refusals = Arc::new(Refusals::new("HTTP event stream"));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -72,10 +242,19 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, st
                     tracing::debug!("HTTP connection refused: {} open", limits.max_connections);
                     continue;
                 };
-                let (router, limits, stop) = (router.clone(), limits.clone(), stop.clone());
+                let place = Arc::new(Place {
+                    page: Mutex::new(Some(slot)),
+                    stream: Mutex::new(None),
+                    evicted: Arc::new(tokio::sync::Notify::new()),
+                    streams: streams.clone(),
+                    max_streams: limits.max_streams,
+                    refusals: refusals.clone(),
+                });
+                let routed = Routed { router: router.clone(), place, stream_paths: limits.stream_paths };
+                let (limits, stop, refusals) = (limits.clone(), stop.clone(), refusals.clone());
                 connections.spawn(async move {
-                    let _slot = slot;
-                    connection(stream, router, &limits, stop).await;
+                    let io = WriteDeadline { inner: stream, timeout: limits.write_timeout, waiting: None, refusals };
+                    connection(io, routed, &limits, stop).await;
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -89,11 +268,12 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, st
     }
 }
 
-async fn connection(stream: tokio::net::TcpStream, router: Router, limits: &HttpLimits, stop: Stop) {
-    let _ = stream.set_nodelay(true);
+async fn connection(stream: WriteDeadline, routed: Routed, limits: &HttpLimits, stop: Stop) {
+    let _ = stream.inner.set_nodelay(true);
+    let evicted = routed.place.evicted.clone();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(routed));
     tokio::pin!(conn);
     let lifetime = async {
         match limits.max_lifetime {
@@ -111,6 +291,7 @@ async fn connection(stream: tokio::net::TcpStream, router: Router, limits: &Http
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(STOP_GRACE, conn).await;
         }
+        () = evicted.notified() => {}
         () = lifetime => {}
     }
 }
