@@ -19,6 +19,7 @@
 //!    - [`random`]: nonces and secrets from the operating system.
 //!    - [`proto`]: the generated gRPC code, and timestamps to and from nanoseconds.
 //!    - [`plot`]: charts as SVG (the dashboard's and the benchmarks').
+//!    - `log_budget` (private): a budget of log lines per callsite and period, under `telemetry`'s logging.
 //!    - [`telemetry`]: logging, and refusals counted and logged sparingly.
 //!    - [`clock`]: virtual clocks driven by the host's real time, and `Clock/Read`, their ground truth.
 //!    - [`net`]: timestamps taken at the socket (HTTP/2 frame ends, the stamp bookkeeping, the kernel's
@@ -56,6 +57,7 @@ pub mod lab;
 #[cfg(feature = "lab-runner")]
 pub mod lab_runner;
 mod lock;
+mod log_budget;
 pub mod net;
 pub mod ntp;
 pub mod observe;

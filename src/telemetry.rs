@@ -26,10 +26,14 @@ pub enum TelemetryError {
 pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
     let env_filter =
         EnvFilter::try_new(filter).map_err(|e| TelemetryError::BadFilter { filter: filter.to_string(), reason: e.to_string() })?;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
+    // Each INFO (or lower) callsite writes a bounded number of lines per period: no flood fills a disk.
+    let budget = crate::log_budget::BudgetLayer::default();
     let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Text => builder.finish().with(budget).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).finish().with(budget).try_init(),
     };
     result.map_err(|e| TelemetryError::AlreadySet(e.to_string()))
 }
