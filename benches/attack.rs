@@ -347,6 +347,31 @@ async fn log_flood(b: &Bins) -> Row {
     finish(m, &mut node, "10,000 invalid Alive (5 kinds)", outcome).await
 }
 
+/// 300 connections (the cap is 256) calling GetState on the coordinator every 3 s for 10 s, shed ones
+/// connecting again; the group's timers relaxed (heartbeat 200 ms, timeout 2 s) so the machine's own
+/// load causes no election: what is measured is what the connection cap costs the group.
+async fn reader_crowd(b: &Bins) -> Row {
+    let dir = std::env::temp_dir().join(format!("synclab-bench-attack-readers-{}", std::process::id()));
+    let extra = ["--heartbeat", "200ms", "--timeout", "2s"];
+    let mut g = match ElectionGroup::start_with(&b.election_node, 5, "bully", dir, &extra).await {
+        Ok(g) => g,
+        Err(e) => return failed_row("300 readers of GetState on the coordinator", &e),
+    };
+    if g.wait_agreement(Duration::from_secs(10)).await.is_none() {
+        return failed_row("300 readers of GetState on the coordinator", &"the group did not agree");
+    }
+    let m = measure(&g.nodes[4], path::GET_STATE, Some(&g)).await;
+    let fds_before = attack::open_fds(g.nodes[4].pid()).unwrap_or(0);
+    let seen = attack::readers(&g.addrs[4], path::GET_STATE, 300, Duration::from_secs(3), Duration::from_secs(10), STEP).await;
+    let fds_after = attack::open_fds(g.nodes[4].pid()).unwrap_or(0);
+    let after = agreement(&g).await;
+    let outcome = format!(
+        "{} answered, {} failed, {} reconnects; fds {fds_before} before, {fds_after} at the end; agreement after: {after}",
+        seen.answered, seen.failed, seen.reconnects
+    );
+    finish(m, &mut g.nodes[4], "300 readers of GetState on the coordinator", outcome).await
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 struct ReadRequest {
     #[prost(string, tag = "1")]
@@ -671,6 +696,7 @@ fn main() {
         run("heartbeat-plausible", o, &mut rows, forged_heartbeat(&b, None, "node 4's next term (plausible)")).await;
         run("misdirected", o, &mut rows, misdirected(&b)).await;
         run("log-flood", o, &mut rows, log_flood(&b)).await;
+        run("reader-crowd", o, &mut rows, reader_crowd(&b)).await;
         run("forged-adjust", o, &mut rows, forged_adjust(&b)).await;
         run("replayed-adjust", o, &mut rows, replayed_adjust(&b)).await;
         run("register-flood", o, &mut rows, register_flood(&b)).await;
