@@ -473,7 +473,7 @@ mod seeded {
             let mut tail: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             // Plausible heads at word boundaries, so that walks go deep.
             let mut at = 0;
-            while at + 4 <= tail.len() && rng.next_u64() % 4 != 0 {
+            while at + 4 <= tail.len() && !rng.next_u64().is_multiple_of(4) {
                 let length = 16 + 4 * (rng.next_u64() % 8) as u16;
                 tail[at + 2..at + 4].copy_from_slice(&length.to_be_bytes());
                 at += usize::from(length);
