@@ -202,3 +202,62 @@ impl Registry {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connected sockets (the server's ends), and the clients' ends to keep them open.
+    async fn sockets(n: usize) -> (Vec<tokio::net::TcpStream>, Vec<tokio::net::TcpStream>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mut servers, mut clients) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+            servers.push(listener.accept().await.unwrap().0);
+        }
+        (servers, clients)
+    }
+
+    #[tokio::test]
+    async fn the_cap_sheds_readers_then_long_lived_clients_and_members_last() {
+        // A registry that started a minute ago, so that a request at its start is long past.
+        let registry = Registry {
+            shared: Arc::new(Shared {
+                started: Instant::now() - Duration::from_secs(60),
+                next_id: AtomicU64::new(1),
+                entries: Mutex::default(),
+            }),
+        };
+        let (servers, _clients) = sockets(6).await;
+        let admit = |i: usize| registry.admit(&servers[i], 3);
+        // A member whose only request (its line, at the start) is the oldest of all.
+        let member = admit(0);
+        member.touch(true);
+        member.member_mark().mark();
+        // A long-lived client: its first request long ago, its last one older than the readers'.
+        let long_lived = admit(1);
+        long_lived.touch(true);
+        long_lived.activity.first_request.store(1, Ordering::Relaxed);
+        long_lived.activity.last_request.store(1, Ordering::Relaxed);
+        // A reader that called just now.
+        let reader = admit(2);
+        reader.touch(true);
+        let kept = |registry: &Registry| {
+            let mut ids: Vec<u64> = lock(&registry.shared.entries).keys().copied().collect();
+            ids.sort();
+            ids
+        };
+        // A newcomer: the reader goes, though it called last.
+        let newcomer = admit(3);
+        assert_eq!(kept(&registry), vec![member.id, long_lived.id, newcomer.id]);
+        // Another: the newcomer, a reader that never completed a request, goes.
+        let next = admit(4);
+        assert_eq!(kept(&registry), vec![member.id, long_lived.id, next.id]);
+        // With only members and long-lived clients left, the long-lived client goes before the member.
+        next.member_mark().mark();
+        let last = admit(5);
+        assert_eq!(kept(&registry), vec![member.id, next.id, last.id]);
+        drop((reader, newcomer));
+    }
+}
