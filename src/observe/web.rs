@@ -309,3 +309,31 @@ async fn refuse_bodies(request: axum::extract::Request, next: axum::middleware::
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_write_to_a_client_that_does_not_read_fails_after_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let refusals = Arc::new(Refusals::new("HTTP event stream"));
+        let mut io = WriteDeadline { inner: socket, timeout: Duration::from_millis(200), waiting: None, refusals: refusals.clone() };
+        let chunk = vec![0u8; 64 * 1024];
+        let started = std::time::Instant::now();
+        // Fills the socket's buffers (a few MiB on loopback), then waits on a client that never reads.
+        let failed = loop {
+            if let Err(e) = tokio::time::timeout(Duration::from_secs(10), io.write_all(&chunk)).await.expect("the deadline ended the wait")
+            {
+                break e;
+            }
+        };
+        assert_eq!(failed.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(refusals.totals(), vec![("write_timeout", 1)]);
+        drop(silent);
+    }
+}
