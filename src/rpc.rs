@@ -34,6 +34,45 @@ pub enum RpcError {
     /// The server answered with an error.
     #[error("{server} answered {code:?}: {message}")]
     Rpc { server: String, code: Code, message: String },
+    /// The connection broke in a way that says one side speaks TLS and the other does not.
+    #[error("{server}: {message}: {hint}")]
+    TlsMismatch { server: String, message: String, hint: &'static str },
+}
+
+/// What a plaintext client that broke off against a server says: a TLS server reads an HTTP/2 preface
+/// as a bad record and closes, which the client sees as a reset, a broken pipe or an HTTP/2 protocol error.
+pub const PLAINTEXT_TO_TLS_HINT: &str = "the connection broke off at once, as it does when the server runs with mutual TLS and \
+     this client does not: pass --tls-ca, --tls-cert and --tls-key (or set SYNCLAB_TLS_CA, SYNCLAB_TLS_CERT and SYNCLAB_TLS_KEY)";
+
+/// What a TLS client says when the server answers something that is not TLS.
+pub const TLS_TO_PLAINTEXT_HINT: &str = "the server did not answer TLS, as when it runs in plaintext: leave out --tls-ca, \
+     --tls-cert and --tls-key (and unset SYNCLAB_TLS_CA, SYNCLAB_TLS_CERT and SYNCLAB_TLS_KEY)";
+
+/// A status's message with every error in its source chain, where a transport error keeps its cause.
+fn status_text(status: &Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// Whether a failure's text is how a connection between a TLS side and a plaintext side ends: for a
+/// plaintext client (`tls` false), the server hung up or spoke no HTTP/2; for a TLS client, the server's
+/// bytes were no TLS record or it closed mid-handshake.
+fn looks_like_tls_mismatch(tls: bool, text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    let signs: &[&str] = if tls {
+        &["corrupt message", "invalidcontenttype", "invalid content type", "handshake eof", "peer closed connection without sending tls"]
+    } else {
+        &["h2 protocol error", "connection reset", "broken pipe", "frame with invalid size", "connection closed before message completed"]
+    };
+    signs.iter().any(|sign| text.contains(sign))
 }
 
 impl RpcError {
@@ -84,6 +123,32 @@ impl Dialer {
     /// The TLS it dials with, if any.
     pub fn tls(&self) -> Option<&Tls> {
         self.tls.as_ref()
+    }
+
+    /// Runs `call` to `server` with a deadline ([`with_deadline`]); a failure that looks like one side
+    /// speaking TLS and the other not says so and names the flags that fix it.
+    pub async fn call<T>(
+        &self,
+        server: &str,
+        timeout: Duration,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, RpcError> {
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(RpcError::Timeout { server: server.to_string(), timeout }),
+            Ok(Err(status)) => Err(self.explain(server, timeout, &status)),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+        }
+    }
+
+    /// The error for `status` from `server`, as [`RpcError::TlsMismatch`] when that is what it looks like.
+    pub fn explain(&self, server: &str, timeout: Duration, status: &Status) -> RpcError {
+        let text = status_text(status);
+        let tls = self.tls.is_some();
+        if !matches!(status.code(), Code::DeadlineExceeded | Code::Ok) && looks_like_tls_mismatch(tls, &text) {
+            let hint = if tls { TLS_TO_PLAINTEXT_HINT } else { PLAINTEXT_TO_TLS_HINT };
+            return RpcError::TlsMismatch { server: server.to_string(), message: text, hint };
+        }
+        RpcError::from_status(server, timeout, status.clone())
     }
 
     /// A channel to `addr` that connects on first use (and reconnects after failures), with `timeout`
@@ -189,7 +254,7 @@ pub fn request<T>(message: T, timeout: Duration) -> Request<T> {
 pub async fn check_health(dialer: &Dialer, addr: &str, service: &str, timeout: Duration) -> Result<ServingStatus, RpcError> {
     let mut client = HealthClient::new(dialer.channel(addr, timeout)?);
     let req = request(HealthCheckRequest { service: service.to_string() }, timeout);
-    let answer = with_deadline(addr, timeout, client.check(req)).await?;
+    let answer = dialer.call(addr, timeout, client.check(req)).await?;
     Ok(ServingStatus::try_from(answer.status).unwrap_or(ServingStatus::Unknown))
 }
 
@@ -197,5 +262,5 @@ pub async fn check_health(dialer: &Dialer, addr: &str, service: &str, timeout: D
 pub async fn read_clock(dialer: &Dialer, addr: &str, clock: &str, timeout: Duration) -> Result<ReadResponse, RpcError> {
     let mut client = ClockClient::new(dialer.channel(addr, timeout)?);
     let req = request(ReadRequest { clock: clock.to_string() }, timeout);
-    with_deadline(addr, timeout, client.read(req)).await
+    dialer.call(addr, timeout, client.read(req)).await
 }

@@ -348,3 +348,130 @@ async fn watchers_see_every_round() {
     assert_eq!(first.members[0].name, "SOLS");
     assert!((first.average_nanos - 100 * MS).abs() < MS, "{first:?}");
 }
+
+async fn start_slave_at(name: &'static str, offset: i64, drift_ppm: f64, addr: &str) -> TestSlave {
+    let clock = LiveClock::new(name, group_clock(offset, drift_ppm)).unwrap();
+    let slave = Slave::new(clock.clone(), 3600 * SEC, Dialer::plaintext()).unwrap();
+    let server = serve(slave.server().await.unwrap(), addr, Stop::new()).await;
+    TestSlave { name, clock, slave, server: Some(server) }
+}
+
+/// Every clock's true offset, in ns.
+fn offsets(clocks: &[&LiveClock]) -> Vec<f64> {
+    clocks.iter().map(|c| c.settled_offset()).collect()
+}
+
+#[tokio::test]
+async fn a_restarted_line_is_brought_to_the_group_without_moving_the_others() {
+    let (master, server) = start_master(Duration::from_secs(5), "127.0.0.1:0").await;
+    let mut slaves = four_lines().await;
+    for s in &slaves {
+        s.join(&server).await;
+    }
+    // The group settles: round 1 brings everyone to +62.5 ms, the next ones only follow drift.
+    let mut usual = 0.0f64;
+    for round in 1..=3 {
+        let clocks = [&slaves[0].clock, &slaves[2].clock, &slaves[3].clock, master.clock()];
+        let before = offsets(&clocks);
+        master.run_round().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let after = offsets(&clocks);
+        if round > 1 {
+            usual = before.iter().zip(&after).map(|(b, a)| (a - b).abs()).fold(usual, f64::max);
+        }
+    }
+    // MIT is killed, misses a round, and comes back in place with its starting offset (−300 ms).
+    let mit_addr = slaves[1].addr();
+    slaves[1].server = None;
+    master.run_round().await;
+    slaves[1] = start_slave_at("MIT", -300 * MS, -100.0, &mit_addr).await;
+    assert!(slaves[1].join(&server).await, "MIT rejoins under its name, in place");
+    let clocks: Vec<&LiveClock> = vec![&slaves[0].clock, &slaves[2].clock, &slaves[3].clock, master.clock()];
+    let before = offsets(&clocks);
+    let round = master.run_round().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = offsets(&clocks);
+    let moved = before.iter().zip(&after).map(|(b, a)| (a - b).abs()).fold(0.0, f64::max);
+    // The usual round-to-round change, with room for a busy machine; MIT's −362 ms counted in would move
+    // everyone by about 72 ms.
+    let allowed = usual.max(0.0) + 2.0 * MS as f64;
+    assert!(moved <= allowed, "the others moved by {moved} ns when MIT came back (usual {usual} ns): {round:?}");
+    // MIT itself is brought to the group this round.
+    let mit = round.members.iter().find(|m| m.name == "MIT").unwrap();
+    assert!(mit.answered && mit.adjusted, "{mit:?}");
+    let group = after[0];
+    assert!(
+        (slaves[1].clock.settled_offset() - group).abs() < 2.0 * MS as f64,
+        "MIT is at {} ns, the group at {group} ns",
+        slaves[1].clock.settled_offset()
+    );
+    // And from the next round on it counts like any other line.
+    let round = master.run_round().await;
+    assert!(round.members.iter().all(|m| m.answered && m.adjusted && !m.excluded), "{round:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squatters_with_silent_addresses_do_not_keep_a_real_line_out_or_stretch_rounds() {
+    use synclab_core::berkeley::RosterRules;
+    // Addresses that accept connections and never answer.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = silent.accept().await {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let clock = LiveClock::new("berkeley-master", group_clock(0, 0.0)).unwrap();
+    let timeout = Duration::from_millis(300);
+    let rules = RosterRules {
+        max_members: 8,
+        reserved: ["KMC", "MIT", "TAPMI", "SOLS"].iter().map(|n| n.to_string()).collect(),
+        ..RosterRules::default()
+    };
+    let master = Master::with_rules(clock, MasterConfig { timeout, ..config(Duration::from_secs(1)) }, rules);
+    let (handle, stop) = Stop::new();
+    let server = synclab::berkeley::master::server(master.clone(), "berkeley-master", stop.clone()).await.unwrap();
+    let server = serve(server, "127.0.0.1:0", (handle, stop)).await;
+    // 200 names re-registered continuously, each at a silent address.
+    let squatting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let squatter = {
+        let (addr, squatting) = (server.addr.to_string(), squatting.clone());
+        tokio::spawn(async move {
+            let mut client = BerkeleyMasterClient::new(synclab::rpc::channel(&addr, Duration::from_secs(1)).unwrap());
+            let mut refused = 0u64;
+            while squatting.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..200u32 {
+                    let request =
+                        RegisterRequest { name: format!("SQUAT{i}"), address: silent_addr.clone(), claim: i.to_be_bytes().repeat(8) };
+                    refused += u64::from(client.register(request).await.is_err());
+                }
+            }
+            refused
+        })
+    };
+    // The squatters fill the open places and miss a round.
+    wait_for(|| master.members().len() == 8, "the squatters fill the group").await;
+    let round = master.run_round().await;
+    assert!(round.members.iter().all(|m| !m.answered), "{round:?}");
+    // The real line joins at once, and its first round completes.
+    let tapmi = start_slave("TAPMI", 300 * SEC, 20.0).await;
+    tapmi.join(&server).await;
+    let mut longest = Duration::ZERO;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let round = master.run_round().await;
+        longest = longest.max(started.elapsed());
+        let line = round.members.iter().find(|m| m.name == "TAPMI").expect("TAPMI is in the round");
+        assert!(line.answered && line.adjusted, "{line:?}");
+    }
+    assert!(tapmi.clock.settled_offset().abs() < 10.0 * MS as f64, "TAPMI was not brought to the master: {}", tapmi.clock.settled_offset());
+    // A round waits for silent members at most the read deadline, then the adjustments': never
+    // 2 × --timeout, far below the round interval.
+    assert!(longest < 2 * timeout, "a round took {longest:?}");
+    squatting.store(false, std::sync::atomic::Ordering::Relaxed);
+    let refused = squatter.await.unwrap();
+    assert!(refused > 0, "the squatters were never refused");
+    assert!(master.members().iter().filter(|m| m.name.starts_with("SQUAT")).count() <= 8);
+}

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -310,4 +311,109 @@ fn an_idle_election_node_does_not_spin() {
     let used = cpu_time(running.0.id()) - before;
     // A coordinator alone heartbeats one dead peer every 50 ms: a few ms of CPU a second, not a core.
     assert!(used < Duration::from_millis(500), "the node used {used:?} of CPU in 2 s");
+}
+
+/// Certificates from `synclab certs` for `names`, in a fresh folder.
+fn certs(tag: &str, names: &[&str]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("synclab-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut args = vec!["certs", "--out", dir.to_str().unwrap()];
+    args.extend(names);
+    let out = synclab(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+fn tls_flags(dir: &std::path::Path, name: &str) -> Vec<String> {
+    let file = |f: String| dir.join(f).to_str().unwrap().to_string();
+    vec![
+        "--tls-ca".into(),
+        file("ca.pem".into()),
+        "--tls-cert".into(),
+        file(format!("{name}.pem")),
+        "--tls-key".into(),
+        file(format!("{name}.key")),
+    ]
+}
+
+fn synclab_owned(args: &[String]) -> Output {
+    Command::new(SYNCLAB).args(args).env_remove("RUST_LOG").output().unwrap()
+}
+
+#[test]
+fn a_plaintext_client_meeting_a_tls_server_says_so_and_names_the_flags() {
+    let dir = certs("mismatch", &["time-server", "observer"]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--listen".to_string(), addr.clone()];
+    args.extend(tls_flags(&dir, "time-server"));
+    let _server = Running(Command::new(TIME_SERVER).args(&args).stderr(Stdio::null()).spawn().unwrap());
+    let observer = tls_flags(&dir, "observer");
+    let mut health = vec!["healthcheck".to_string(), "--addr".into(), addr.clone(), "--timeout".into(), "200ms".into()];
+    health.extend(observer);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !synclab_owned(&health).status.success() {
+        assert!(Instant::now() < deadline, "the TLS time server never became healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Each status command, three times (the failure was a race between the server's close and the client's write).
+    let commands: [&[&str]; 4] = [
+        &["election", "status", "--nodes", &addr],
+        &["berkeley", "status", "--master", &addr],
+        &["clock", "--addr", &addr],
+        &["healthcheck", "--addr", &addr],
+    ];
+    for command in commands {
+        for _ in 0..3 {
+            let out = synclab(command);
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.status.signal(), None, "{command:?} died of a signal: {text}");
+            assert!(!out.status.success(), "{command:?}: {text}");
+            assert!(
+                text.contains("--tls-ca") && text.contains("--tls-cert") && text.contains("--tls-key") && text.contains("SYNCLAB_TLS_CA"),
+                "{command:?} does not name the TLS flags: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tls_client_meeting_a_plaintext_server_says_so() {
+    let dir = certs("mismatch-reverse", &["observer"]);
+    let (_server, addr) = start_time_server();
+    let mut args = vec!["clock".to_string(), "--addr".into(), addr.clone()];
+    args.extend(tls_flags(&dir, "observer"));
+    let out = synclab_owned(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), None, "{stderr}");
+    assert!(!out.status.success() && stderr.contains("did not answer TLS") && stderr.contains("leave out --tls-ca"), "{stderr}");
+}
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly_not_by_sigpipe() {
+    let dir = std::env::temp_dir().join(format!("synclab-cli-stdout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(SYNCLAB)
+        .args(["certs", "--out", dir.to_str().unwrap(), "a", "b", "c"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the first line is written, as `synclab ... | head -0` does.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), None, "killed by a signal");
+    assert!(out.status.success(), "{:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_lab_run_refuses_a_folder_with_files_unless_forced() {
+    let dir = std::env::temp_dir().join(format!("synclab-cli-lab-out-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("history.jsonl"), "an earlier run\n").unwrap();
+    let out = synclab(&["lab", "run", "kill-coordinator", "--local", "--duration", "1s", "--out", dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not empty") && stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(dir.join("history.jsonl")).unwrap(), "an earlier run\n", "the earlier run was touched");
 }

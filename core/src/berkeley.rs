@@ -12,6 +12,15 @@
 //! next. [`FrequencyEstimator`] (whose home is [`crate::discipline`], shared with the time clients)
 //! learns its frequency error from the adjustments it receives, so its clock stays close between rounds
 //! too.
+//!
+//! Who is in the group is [`Roster`]'s business: a (re)joining member is corrected with the others but
+//! counts in the average only from its second round, once it has been brought to the group (a restarted
+//! line comes back with its starting offset, which would otherwise move every clock); a member that
+//! missed its last round gives up its place to a newcomer before a newcomer is refused; names can be
+//! reserved for the configured lines, which always find a place; and one source holds at most so many
+//! of the open places.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -35,6 +44,8 @@ pub enum Exclusion {
         /// How far it is from the nearest clock of that set, in nanoseconds.
         distance_nanos: f64,
     },
+    /// It has just (re)joined: it is brought to the group this round and counts from the next.
+    Joining,
 }
 
 /// One member's adjustment for the round.
@@ -111,6 +122,45 @@ pub fn largest_agreeing_set(sorted: &[f64], tolerance: f64, preferred: f64) -> s
 /// clock, the largest set agreeing within `tolerance_nanos` is averaged, and every member is sent
 /// `average − its offset`. No readings (no members answered) is a round of the master alone.
 pub fn plan_round(readings: &[Reading], tolerance_nanos: f64) -> Result<RoundPlan, BerkeleyError> {
+    plan_round_joining(readings, &BTreeSet::new(), tolerance_nanos)
+}
+
+/// [`plan_round`] with members that are `joining`: they are sent `average − their offset` like every
+/// member but left out of the average ([`Exclusion::Joining`]), unless no other member answered (a group
+/// forming, or a master restarted: then every clock counts, as in [`plan_round`]).
+pub fn plan_round_joining(readings: &[Reading], joining: &BTreeSet<String>, tolerance_nanos: f64) -> Result<RoundPlan, BerkeleyError> {
+    if readings.iter().all(|r| joining.contains(&r.member)) {
+        return plan_settled(readings, tolerance_nanos);
+    }
+    if !tolerance_nanos.is_finite() || tolerance_nanos < 0.0 {
+        return Err(BerkeleyError::BadTolerance(tolerance_nanos));
+    }
+    let (settled, newcomers): (Vec<Reading>, Vec<Reading>) = readings.iter().cloned().partition(|r| !joining.contains(&r.member));
+    let mut plan = plan_settled(&settled, tolerance_nanos)?;
+    for r in &newcomers {
+        if !r.offset_nanos.is_finite() {
+            return Err(BerkeleyError::BadReading { member: r.member.clone(), offset: r.offset_nanos });
+        }
+        if settled.iter().any(|s| s.member == r.member) || newcomers.iter().filter(|n| n.member == r.member).count() > 1 {
+            return Err(BerkeleyError::DuplicateMember(r.member.clone()));
+        }
+    }
+    // Back in the readings' order.
+    let mut by_member: BTreeMap<String, Adjustment> = plan.adjustments.drain(..).map(|a| (a.member.clone(), a)).collect();
+    plan.adjustments = readings
+        .iter()
+        .map(|r| {
+            by_member.remove(&r.member).unwrap_or_else(|| Adjustment {
+                member: r.member.clone(),
+                by_nanos: plan.average_nanos - r.offset_nanos,
+                excluded: Some(Exclusion::Joining),
+            })
+        })
+        .collect();
+    Ok(plan)
+}
+
+fn plan_settled(readings: &[Reading], tolerance_nanos: f64) -> Result<RoundPlan, BerkeleyError> {
     if !tolerance_nanos.is_finite() || tolerance_nanos < 0.0 {
         return Err(BerkeleyError::BadTolerance(tolerance_nanos));
     }
@@ -150,6 +200,203 @@ pub fn plan_round(readings: &[Reading], tolerance_nanos: f64) -> Result<RoundPla
         })
         .collect();
     Ok(RoundPlan { average_nanos: average, master_adjustment_nanos: average, master_included: low <= 0.0 && 0.0 <= high, adjustments })
+}
+
+/// What the group's membership obeys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterRules {
+    /// Places open to any name; a new name beyond them takes the place of a member that missed its last
+    /// round, or is refused.
+    pub max_members: usize,
+    /// Names with a place of their own, outside `max_members`: the configured lines.
+    pub reserved: BTreeSet<String>,
+    /// Only reserved names may join.
+    pub reserved_only: bool,
+    /// Open places one source (a caller's address or identity) may hold at once (default: no limit).
+    pub max_per_source: usize,
+}
+
+impl Default for RosterRules {
+    fn default() -> Self {
+        Self { max_members: 64, reserved: BTreeSet::new(), reserved_only: false, max_per_source: usize::MAX }
+    }
+}
+
+/// One member's place.
+#[derive(Debug, Clone)]
+pub struct Seat<T> {
+    /// The address the master reads and adjusts it at.
+    pub address: String,
+    /// Where its registration came from (the caller's address or identity).
+    pub source: String,
+    /// The secret it registered with.
+    pub claim: Vec<u8>,
+    /// Rounds in a row it missed.
+    pub missed: u32,
+    /// Rounds it has completed since it (re)joined.
+    pub answered: u64,
+    /// What the shell keeps with it (its clients).
+    pub link: T,
+}
+
+impl<T> Seat<T> {
+    /// It completed the last round, and every round since it joined counts.
+    pub fn in_good_standing(&self) -> bool {
+        self.missed == 0 && self.answered > 0
+    }
+
+    /// It has not completed a round since it (re)joined: its clock has not yet been brought to the group.
+    pub fn joining(&self) -> bool {
+        self.answered == 0
+    }
+}
+
+/// What a registration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    /// The same member again, same address: nothing changed.
+    Known,
+    /// A member took up its name again (new address, or restarted in place): it rejoins.
+    Rejoined,
+    /// A new member; `evicted` names the member that missed its last round and gave up its place.
+    Joined {
+        /// The member whose place it took, if any.
+        evicted: Option<String>,
+    },
+}
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    /// Every open place is held by a member in good standing.
+    #[error("the group is full ({0} members); a member that misses a round gives its place to the next newcomer")]
+    Full(usize),
+    /// Only the reserved names may join.
+    #[error("'{0}' is not one of this group's lines (only the reserved names may join)")]
+    NotReserved(String),
+    /// The source holds as many open places as it may.
+    #[error("{from} already holds {limit} places, as many as one source may")]
+    SourceFull {
+        /// The source.
+        from: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// Another member holds the name.
+    #[error(
+        "'{name}' belongs to the slave at {holder}; another slave can take the name once that one has been dropped, or, at the same address, once it misses a round"
+    )]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The holder's address.
+        holder: String,
+    },
+}
+
+/// The group's members and the rules of who may join, sans-I/O: the master's shell keeps one and asks
+/// it on every registration and after every round.
+#[derive(Debug, Clone)]
+pub struct Roster<T> {
+    rules: RosterRules,
+    members: BTreeMap<String, Seat<T>>,
+}
+
+impl<T> Roster<T> {
+    /// An empty group under `rules`.
+    pub fn new(rules: RosterRules) -> Self {
+        Self { rules, members: BTreeMap::new() }
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> &RosterRules {
+        &self.rules
+    }
+
+    /// The members, by name.
+    pub fn members(&self) -> &BTreeMap<String, Seat<T>> {
+        &self.members
+    }
+
+    /// The names of the members that are (re)joining this round.
+    pub fn joining(&self) -> BTreeSet<String> {
+        self.members.iter().filter(|(_, s)| s.joining()).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Whether `name` may register (name, address and claim already checked): what it would do, and
+    /// the place it would take. `check` then [`Roster::seat`] is how a registration goes, so that the
+    /// shell dials only for a registration that will be admitted.
+    pub fn check(&self, name: &str, address: &str, claim: &[u8], source: &str) -> Result<Admitted, AdmitError> {
+        match self.members.get(name) {
+            Some(seat) if seat.claim == claim && seat.address == address => return Ok(Admitted::Known),
+            Some(seat) if seat.claim == claim => return Ok(Admitted::Rejoined),
+            Some(seat) if !seat.in_good_standing() && seat.address == address => return Ok(Admitted::Rejoined),
+            Some(seat) => return Err(AdmitError::NameTaken { name: name.to_string(), holder: seat.address.clone() }),
+            None => {}
+        }
+        if self.rules.reserved.contains(name) {
+            return Ok(Admitted::Joined { evicted: None });
+        }
+        if self.rules.reserved_only {
+            return Err(AdmitError::NotReserved(name.to_string()));
+        }
+        let open: Vec<(&String, &Seat<T>)> = self.members.iter().filter(|(n, _)| !self.rules.reserved.contains(*n)).collect();
+        let from_source = open.iter().filter(|(_, s)| s.source == source).count();
+        if from_source >= self.rules.max_per_source {
+            return Err(AdmitError::SourceFull { from: source.to_string(), limit: self.rules.max_per_source });
+        }
+        if open.len() < self.rules.max_members {
+            return Ok(Admitted::Joined { evicted: None });
+        }
+        // The member that missed the most rounds in a row (then completed the fewest, then the first
+        // name) gives up its place.
+        let evicted = open.iter().filter(|(_, s)| s.missed > 0).max_by(|a, b| {
+            (a.1.missed, std::cmp::Reverse(a.1.answered), std::cmp::Reverse(a.0)).cmp(&(
+                b.1.missed,
+                std::cmp::Reverse(b.1.answered),
+                std::cmp::Reverse(b.0),
+            ))
+        });
+        match evicted {
+            Some((name, _)) => Ok(Admitted::Joined { evicted: Some((*name).clone()) }),
+            None => Err(AdmitError::Full(self.rules.max_members)),
+        }
+    }
+
+    /// Seats `name` as [`Roster::check`] admitted it (`Known` changes nothing): a member that
+    /// (re)joins starts with no completed round, so it counts in the average from its second round.
+    pub fn seat(&mut self, name: &str, admitted: &Admitted, address: &str, claim: &[u8], source: &str, link: T) {
+        match admitted {
+            Admitted::Known => return,
+            Admitted::Joined { evicted: Some(evicted) } => {
+                self.members.remove(evicted);
+            }
+            Admitted::Joined { evicted: None } | Admitted::Rejoined => {}
+        }
+        let seat = Seat { address: address.to_string(), source: source.to_string(), claim: claim.to_vec(), missed: 0, answered: 0, link };
+        self.members.insert(name.to_string(), seat);
+    }
+
+    /// Records a round: each `(name, completed)` of the members polled. A member that completed it is in
+    /// good standing; one that did not has missed one more, and is dropped past `max_missed`. Returns the
+    /// names dropped.
+    pub fn finish_round<'a>(&mut self, outcomes: impl IntoIterator<Item = (&'a str, bool)>, max_missed: u32) -> Vec<String> {
+        let mut dropped = Vec::new();
+        for (name, completed) in outcomes {
+            let Some(seat) = self.members.get_mut(name) else { continue };
+            if completed {
+                seat.missed = 0;
+                seat.answered = seat.answered.saturating_add(1);
+            } else {
+                seat.missed = seat.missed.saturating_add(1);
+                if seat.missed > max_missed {
+                    self.members.remove(name);
+                    dropped.push(name.to_string());
+                }
+            }
+        }
+        dropped
+    }
 }
 
 #[cfg(test)]
@@ -295,5 +542,77 @@ mod tests {
         let big = f64::MAX / 2.0;
         let plan = plan_round(&readings(&[("KMC", big), ("MIT", big), ("TAPMI", big)]), 1.0).unwrap();
         assert_eq!(plan.average_nanos, big);
+    }
+
+    #[test]
+    fn a_joining_member_is_corrected_but_moves_nobody() {
+        // The group sits at +62.5 ms; MIT comes back with its starting −300 ms.
+        let rs = readings(&[("KMC", 0.0), ("MIT", -362.5 * MS), ("TAPMI", 0.1 * MS), ("SOLS", -0.1 * MS)]);
+        let joining: BTreeSet<String> = ["MIT".to_string()].into();
+        let plan = plan_round_joining(&rs, &joining, SEC).unwrap();
+        assert!(plan.average_nanos.abs() < 1.0, "the average moved: {}", plan.average_nanos);
+        assert_eq!(plan.adjustments.iter().map(|a| a.member.as_str()).collect::<Vec<_>>(), ["KMC", "MIT", "TAPMI", "SOLS"]);
+        let mit = &plan.adjustments[1];
+        assert_eq!(mit.excluded, Some(Exclusion::Joining));
+        assert!((mit.by_nanos - 362.5 * MS).abs() < 1.0, "MIT is brought to the group: {}", mit.by_nanos);
+        assert_all_meet(&plan, &rs);
+        // Counted in, as plan_round does, it would have moved every clock by a fifth of its error.
+        assert!((plan_round(&rs, SEC).unwrap().average_nanos + 72.5 * MS).abs() < 0.1 * MS);
+        // A group that is all newcomers (forming, or its master restarted) averages them all.
+        let all: BTreeSet<String> = ["KMC", "MIT", "TAPMI", "SOLS"].iter().map(|n| n.to_string()).collect();
+        assert_eq!(plan_round_joining(&rs, &all, SEC).unwrap(), plan_round(&rs, SEC).unwrap());
+        // Bad input is refused as plan_round refuses it.
+        let dup = readings(&[("KMC", 0.0), ("MIT", 1.0), ("MIT", 2.0)]);
+        assert_eq!(plan_round_joining(&dup, &joining, SEC), Err(BerkeleyError::DuplicateMember("MIT".into())));
+        let bad = readings(&[("KMC", 0.0), ("MIT", f64::NAN)]);
+        assert!(matches!(plan_round_joining(&bad, &joining, SEC), Err(BerkeleyError::BadReading { .. })));
+    }
+
+    fn rules(max_members: usize, reserved: &[&str], max_per_source: usize) -> RosterRules {
+        RosterRules { max_members, reserved: reserved.iter().map(|n| n.to_string()).collect(), reserved_only: false, max_per_source }
+    }
+
+    fn join(roster: &mut Roster<()>, name: &str, address: &str, source: &str) -> Result<Admitted, AdmitError> {
+        let claim = name.as_bytes();
+        let admitted = roster.check(name, address, claim, source)?;
+        roster.seat(name, &admitted, address, claim, source, ());
+        Ok(admitted)
+    }
+
+    #[test]
+    fn a_silent_member_gives_its_place_to_a_newcomer_and_reserved_lines_always_join() {
+        let mut roster = Roster::new(rules(2, &["TAPMI"], 16));
+        join(&mut roster, "FAKE1", "10.0.0.1:1", "10.0.0.1").unwrap();
+        join(&mut roster, "FAKE2", "10.0.0.2:1", "10.0.0.2").unwrap();
+        // Full, and nobody has missed a round yet: refused.
+        assert_eq!(join(&mut roster, "NEW", "10.0.0.3:1", "10.0.0.3"), Err(AdmitError::Full(2)));
+        // A reserved line always has a place.
+        assert_eq!(join(&mut roster, "TAPMI", "10.0.0.9:1", "10.0.0.9"), Ok(Admitted::Joined { evicted: None }));
+        // FAKE1 misses a round, FAKE2 completes it: FAKE1's place goes to the newcomer.
+        assert!(roster.finish_round([("FAKE1", false), ("FAKE2", true), ("TAPMI", true)], 3).is_empty());
+        assert_eq!(roster.joining(), ["FAKE1".to_string()].into(), "FAKE1 has not completed a round yet");
+        assert_eq!(join(&mut roster, "NEW", "10.0.0.3:1", "10.0.0.3"), Ok(Admitted::Joined { evicted: Some("FAKE1".into()) }));
+        assert_eq!(roster.joining(), ["NEW".to_string()].into());
+        assert_eq!(roster.members().keys().map(String::as_str).collect::<Vec<_>>(), ["FAKE2", "NEW", "TAPMI"]);
+        // A member in good standing keeps its name; restarted in place after a missed round, it rejoins.
+        assert!(matches!(roster.check("FAKE2", "10.0.0.7:1", b"other", "10.0.0.7"), Err(AdmitError::NameTaken { .. })));
+        roster.finish_round([("FAKE2", false)], 3);
+        assert_eq!(roster.check("FAKE2", "10.0.0.2:1", b"other", "10.0.0.2"), Ok(Admitted::Rejoined));
+        // Dropped past max_missed.
+        assert_eq!(roster.finish_round([("NEW", false), ("NEW", false)], 1), ["NEW"]);
+    }
+
+    #[test]
+    fn one_source_holds_a_bounded_share_and_reserved_only_groups_refuse_strangers() {
+        let mut roster = Roster::new(rules(10, &["KMC"], 2));
+        join(&mut roster, "A", "10.0.0.1:1", "10.0.0.1").unwrap();
+        join(&mut roster, "B", "10.0.0.1:2", "10.0.0.1").unwrap();
+        assert_eq!(join(&mut roster, "C", "10.0.0.1:3", "10.0.0.1"), Err(AdmitError::SourceFull { from: "10.0.0.1".into(), limit: 2 }));
+        // A reserved line is not counted against its source.
+        assert!(join(&mut roster, "KMC", "10.0.0.1:4", "10.0.0.1").is_ok());
+        assert!(join(&mut roster, "D", "10.0.0.2:1", "10.0.0.2").is_ok());
+        let mut strict = Roster::new(RosterRules { reserved_only: true, ..rules(10, &["KMC"], 2) });
+        assert_eq!(join(&mut strict, "X", "10.0.0.1:1", "10.0.0.1"), Err(AdmitError::NotReserved("X".into())));
+        assert!(join(&mut strict, "KMC", "10.0.0.1:1", "10.0.0.1").is_ok());
     }
 }

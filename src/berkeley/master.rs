@@ -5,13 +5,14 @@
 //! plan with `synclab_core::berkeley::plan_round`, send each member its adjustment
 //! (`send_adjustments`), and correct the master's own clock (`correct_self`).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::join_all;
-use synclab_core::berkeley::{Exclusion, FrequencyEstimator, Reading, RoundPlan, plan_round};
+use synclab_core::berkeley::{
+    AdmitError, Admitted, Exclusion, FrequencyEstimator, Reading, Roster, RosterRules, RoundPlan, plan_round_joining,
+};
 use synclab_core::clock::AdjustmentKind;
 use synclab_core::cristian::{CristianError, Estimator, estimate};
 use synclab_core::duration::format_nanos;
@@ -73,14 +74,10 @@ pub enum RegisterError {
     /// The claim is too short or too long.
     #[error("a claim is {MIN_CLAIM_LEN} to {MAX_CLAIM_LEN} bytes, not {0}")]
     BadClaim(usize),
-    /// The group has as many members as it may.
-    #[error("the group is full ({0} members); a member that stops answering is dropped after a few rounds")]
-    Full(usize),
-    /// Another slave holds the name.
-    #[error(
-        "'{name}' belongs to the slave at {holder}; another slave can take the name once that one has been dropped, or, at the same address, once it misses a round"
-    )]
-    NameTaken { name: String, holder: String },
+    /// The group's rules refuse it: full, the name held, not a reserved name, or its source holds
+    /// as many places as it may.
+    #[error(transparent)]
+    Refused(#[from] AdmitError),
 }
 
 impl RegisterError {
@@ -90,8 +87,10 @@ impl RegisterError {
             RegisterError::BadName { .. } => "bad name",
             RegisterError::BadAddress { .. } | RegisterError::Undialable(_) => "bad address",
             RegisterError::BadClaim(_) => "bad claim",
-            RegisterError::Full(_) => "group full",
-            RegisterError::NameTaken { .. } => "name taken",
+            RegisterError::Refused(AdmitError::Full(_)) => "group full",
+            RegisterError::Refused(AdmitError::NameTaken { .. }) => "name taken",
+            RegisterError::Refused(AdmitError::NotReserved(_)) => "not reserved",
+            RegisterError::Refused(AdmitError::SourceFull { .. }) => "source full",
         }
     }
 }
@@ -99,8 +98,9 @@ impl RegisterError {
 impl From<RegisterError> for Status {
     fn from(e: RegisterError) -> Self {
         match e {
-            RegisterError::NameTaken { .. } => Status::already_exists(e.to_string()),
-            RegisterError::Full(_) => Status::resource_exhausted(e.to_string()),
+            RegisterError::Refused(AdmitError::NameTaken { .. }) => Status::already_exists(e.to_string()),
+            RegisterError::Refused(AdmitError::Full(_) | AdmitError::SourceFull { .. }) => Status::resource_exhausted(e.to_string()),
+            RegisterError::Refused(AdmitError::NotReserved(_)) => Status::permission_denied(e.to_string()),
             RegisterError::BadName { .. }
             | RegisterError::BadAddress { .. }
             | RegisterError::Undialable(_)
@@ -123,23 +123,11 @@ pub enum ReadError {
     Estimate(#[from] CristianError),
 }
 
-struct MemberState {
-    address: String,
-    /// The secret the member registered with; its adjustments carry it.
-    claim: Vec<u8>,
-    /// Rounds in a row it missed: did not answer, or did not take its adjustment.
-    missed: u32,
-    /// Rounds it has completed since it (re)joined.
-    answered: u64,
+/// What the master keeps with each member's place: its clients to read and adjust it.
+#[derive(Clone)]
+struct Links {
     time: CristianClient,
     slave: BerkeleySlaveClient<Channel>,
-}
-
-impl MemberState {
-    /// It completed the last round, and every round since it joined counts.
-    fn in_good_standing(&self) -> bool {
-        self.missed == 0 && self.answered > 0
-    }
 }
 
 /// One member as a round sees it: its name, its claim and the clients to read and adjust it.
@@ -147,13 +135,20 @@ impl MemberState {
 struct Polled {
     name: String,
     claim: Vec<u8>,
+    /// It missed its last round: its read gets [`SILENT_READ_SHARE`] of the deadline.
+    silent: bool,
     time: CristianClient,
     slave: BerkeleySlaveClient<Channel>,
 }
 
-#[derive(Default)]
+/// A member that missed its last round is read with this share of `--timeout` (a quarter), so that
+/// silent members (a crashed line, or squatters whose addresses never answer) cost each round at most a
+/// quarter of the deadline once they have missed one: a round takes at most `2 × --timeout` (reads, then
+/// adjustments, each concurrent), and then `1.25 × --timeout`.
+pub const SILENT_READ_SHARE: u32 = 4;
+
 struct Group {
-    members: BTreeMap<String, MemberState>,
+    roster: Roster<Links>,
     rounds: u64,
     last_round: Option<Round>,
 }
@@ -174,11 +169,19 @@ pub struct Master {
 impl Master {
     /// A master running rounds on `clock`.
     pub fn new(clock: LiveClock, config: MasterConfig) -> Arc<Self> {
+        let rules = RosterRules { max_members: config.max_members, ..RosterRules::default() };
+        Self::with_rules(clock, config, rules)
+    }
+
+    /// A master whose group follows `rules` (reserved names, places per source); `rules.max_members`
+    /// wins over `config.max_members`.
+    pub fn with_rules(clock: LiveClock, config: MasterConfig, rules: RosterRules) -> Arc<Self> {
+        let group = Mutex::new(Group { roster: Roster::new(rules), rounds: 0, last_round: None });
         let (rounds_tx, _) = broadcast::channel(64);
         let estimator = Mutex::new(FrequencyEstimator::new(0.5, 1000.0, 1_000_000_000));
         let epoch = crate::random::nonce();
         let watchers = Watchers::new(crate::server::Limits::default().max_watchers);
-        Arc::new(Self { config, epoch, clock, estimator, group: Mutex::default(), rounds_tx, watchers })
+        Arc::new(Self { config, epoch, clock, estimator, group, rounds_tx, watchers })
     }
 
     /// The master's clock.
@@ -205,33 +208,47 @@ impl Master {
     /// cannot be locked away from it: whoever takes a silent slave's address must also take its
     /// adjustments, which only the slave at that address can accept.
     pub fn register(&self, name: &str, address: &str, claim: &[u8]) -> Result<bool, RegisterError> {
+        self.register_from(address, name, address, claim)
+    }
+
+    /// [`Master::register`] for a registration that came from `source` (the caller's IP address, or
+    /// its identity under TLS), which holds at most `max_per_source` open places. A new member that
+    /// finds the group full takes the place of one that missed its last round; a reserved name always
+    /// has a place ([`synclab_core::berkeley::Roster`]).
+    pub fn register_from(&self, source: &str, name: &str, address: &str, claim: &[u8]) -> Result<bool, RegisterError> {
         check_name(name).map_err(|source| RegisterError::BadName { name: excerpt(name, 64), source })?;
         check_address(address).map_err(|source| RegisterError::BadAddress { address: excerpt(address, 64), source })?;
         if !(MIN_CLAIM_LEN..=MAX_CLAIM_LEN).contains(&claim.len()) {
             return Err(RegisterError::BadClaim(claim.len()));
         }
         let mut group = lock(&self.group);
-        match group.members.get(name) {
-            Some(member) if member.claim == claim && member.address == address => return Ok(true),
-            Some(member) if member.claim == claim => {}
-            Some(member) if !member.in_good_standing() && member.address == address => {}
-            Some(member) => return Err(RegisterError::NameTaken { name: name.to_string(), holder: member.address.clone() }),
-            None if group.members.len() >= self.config.max_members => return Err(RegisterError::Full(self.config.max_members)),
-            None => {}
+        let admitted = group.roster.check(name, address, claim, source)?;
+        if admitted == Admitted::Known {
+            return Ok(true);
         }
         let dialer = &self.config.dialer;
         let time = CristianClient::dial(address, self.config.timeout, dialer).map_err(RegisterError::Undialable)?;
         let slave = BerkeleySlaveClient::new(dialer.channel(address, self.config.timeout).map_err(RegisterError::Undialable)?);
-        let member = MemberState { address: address.to_string(), claim: claim.to_vec(), missed: 0, answered: 0, time, slave };
-        let rejoined = group.members.insert(name.to_string(), member).is_some();
-        tracing::info!(member = name, address, rejoined, "member registered");
+        group.roster.seat(name, &admitted, address, claim, source, Links { time, slave });
+        let rejoined = admitted == Admitted::Rejoined;
+        match &admitted {
+            Admitted::Joined { evicted: Some(evicted) } => {
+                tracing::info!(member = name, address, evicted = %evicted, "member registered in the place of one that missed its round")
+            }
+            _ => tracing::info!(member = name, address, rejoined, "member registered; it counts in the average from its second round"),
+        }
         Ok(rejoined)
     }
 
     /// The current members.
     pub fn members(&self) -> Vec<Member> {
         let group = lock(&self.group);
-        group.members.iter().map(|(name, m)| Member { name: name.clone(), address: m.address.clone(), missed_rounds: m.missed }).collect()
+        group
+            .roster
+            .members()
+            .iter()
+            .map(|(name, m)| Member { name: name.clone(), address: m.address.clone(), missed_rounds: m.missed })
+            .collect()
     }
 
     /// The last completed round.
@@ -248,10 +265,10 @@ impl Master {
     pub async fn run_round(&self) -> Round {
         let started = Instant::now();
         let started_clock = self.clock.now();
-        let (number, members) = self.begin_round();
+        let (number, members, joining) = self.begin_round();
         let (mut results, readings) = self.read_all(&members).await;
         let mut round = Round { number, started: Some(nanos_to_timestamp(started_clock)), master_included: true, ..Default::default() };
-        let planned = match plan_round(&readings, self.config.tolerance_nanos) {
+        let planned = match plan_round_joining(&readings, &joining, self.config.tolerance_nanos) {
             Ok(plan) => {
                 self.send_adjustments(number, &members, &plan, &mut results).await;
                 self.correct_self(&plan);
@@ -271,21 +288,30 @@ impl Master {
         self.finish(round, planned)
     }
 
-    /// Numbers the round and takes the members to poll.
-    fn begin_round(&self) -> (u64, Vec<Polled>) {
+    /// Numbers the round and takes the members to poll, and the names of those (re)joining.
+    fn begin_round(&self) -> (u64, Vec<Polled>, std::collections::BTreeSet<String>) {
         let mut group = lock(&self.group);
         group.rounds += 1;
         let members = group
-            .members
+            .roster
+            .members()
             .iter()
-            .map(|(name, m)| Polled { name: name.clone(), claim: m.claim.clone(), time: m.time.clone(), slave: m.slave.clone() })
+            .map(|(name, m)| Polled {
+                name: name.clone(),
+                claim: m.claim.clone(),
+                silent: m.missed > 0,
+                time: m.link.time.clone(),
+                slave: m.link.slave.clone(),
+            })
             .collect();
-        (group.rounds, members)
+        (group.rounds, members, group.roster.joining())
     }
 
     /// Reads every member concurrently: a result per member, and the readings of those that answered.
     async fn read_all(&self, members: &[Polled]) -> (Vec<MemberResult>, Vec<Reading>) {
-        let reads = join_all(members.iter().map(|m| self.read(m.time.clone()))).await;
+        let timeout = self.config.timeout;
+        let reads =
+            join_all(members.iter().map(|m| self.read(m.time.clone(), if m.silent { timeout / SILENT_READ_SHARE } else { timeout }))).await;
         let mut results = Vec::with_capacity(members.len());
         let mut readings = Vec::with_capacity(members.len());
         for (member, read) in members.iter().zip(reads) {
@@ -305,7 +331,7 @@ impl Master {
     }
 
     /// Reads one member: `samples` exchanges within one deadline; its offset from the master and bound.
-    async fn read(&self, mut client: CristianClient) -> Result<(f64, f64), ReadError> {
+    async fn read(&self, mut client: CristianClient, timeout: Duration) -> Result<(f64, f64), ReadError> {
         let samples = self.config.samples.max(1);
         let reading = async {
             let mut exchanges = Vec::with_capacity(samples);
@@ -315,9 +341,9 @@ impl Master {
             let est = estimate(&exchanges, Estimator::Ntp, 0)?;
             Ok((est.offset_nanos, est.error_bound_nanos))
         };
-        match tokio::time::timeout(self.config.timeout, reading).await {
+        match tokio::time::timeout(timeout, reading).await {
             Ok(result) => result,
-            Err(_) => Err(ReadError::Timeout(self.config.timeout)),
+            Err(_) => Err(ReadError::Timeout(timeout)),
         }
     }
 
@@ -337,9 +363,16 @@ impl Master {
         for (a, outcome) in plan.adjustments.iter().zip(sent) {
             let Some(result) = results.iter_mut().find(|r| r.name == a.member) else { continue };
             result.adjustment_nanos = a.by_nanos.round() as i64;
-            if let Some(Exclusion::OutsideTolerance { distance_nanos }) = &a.excluded {
-                result.excluded = true;
-                result.reason = format!("outside the tolerance by {}", format_nanos(*distance_nanos).trim_start_matches('+'));
+            match &a.excluded {
+                Some(Exclusion::OutsideTolerance { distance_nanos }) => {
+                    result.excluded = true;
+                    result.reason = format!("outside the tolerance by {}", format_nanos(*distance_nanos).trim_start_matches('+'));
+                }
+                Some(Exclusion::Joining) => {
+                    result.excluded = true;
+                    result.reason = "joining: brought to the group, counted from the next round".into();
+                }
+                None => {}
             }
             match outcome {
                 Some(Ok(_)) => result.adjusted = true,
@@ -369,27 +402,12 @@ impl Master {
     fn finish(&self, round: Round, planned: bool) -> Round {
         {
             let mut group = lock(&self.group);
-            for r in &round.members {
-                let completed = r.answered && (r.adjusted || !planned);
-                let drop = match group.members.get_mut(&r.name) {
-                    Some(m) if completed => {
-                        m.missed = 0;
-                        m.answered += 1;
-                        false
-                    }
-                    Some(m) => {
-                        m.missed += 1;
-                        m.missed > self.config.max_missed
-                    }
-                    None => false,
-                };
-                if drop {
-                    group.members.remove(&r.name);
-                    tracing::warn!(member = %r.name, missed = self.config.max_missed + 1, "member dropped after missing rounds");
-                }
+            let outcomes = round.members.iter().map(|r| (r.name.as_str(), r.answered && (r.adjusted || !planned)));
+            for name in group.roster.finish_round(outcomes, self.config.max_missed) {
+                tracing::warn!(member = %name, missed = self.config.max_missed + 1, "member dropped after missing rounds");
             }
             group.last_round = Some(round.clone());
-            crate::observe::berkeley_round(&round, group.members.len());
+            crate::observe::berkeley_round(&round, group.roster.members().len());
         }
         let answered = round.members.iter().filter(|m| m.answered).count();
         let excluded: Vec<&str> = round.members.iter().filter(|m| m.excluded).map(|m| m.name.as_str()).collect();
@@ -448,8 +466,13 @@ impl MasterService {
 impl BerkeleyMaster for MasterService {
     async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
         authorize(&request, "BerkeleyMaster/Register", Allowed::Slave(&request.get_ref().name))?;
+        // Under TLS the caller's identity is the source; else its IP address.
+        let source = crate::tls::authz::caller(&request)
+            .map(str::to_string)
+            .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
+            .unwrap_or_default();
         let RegisterRequest { name, address, claim } = request.into_inner();
-        let rejoined = self.master.register(&name, &address, &claim).inspect_err(|e| {
+        let rejoined = self.master.register_from(&source, &name, &address, &claim).inspect_err(|e| {
             self.refusals.refused(e.kind(), &format_args!("{}: {e}", excerpt(&name, 64)));
         })?;
         Ok(Response::new(RegisterResponse {

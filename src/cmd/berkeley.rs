@@ -46,20 +46,13 @@ pub async fn run(args: BerkeleyArgs) -> anyhow::Result<()> {
     let overrides: HashMap<String, String> = args.members.iter().cloned().collect();
     match args.command {
         BerkeleyCommand::Status => {
-            let status = client
-                .status(request(StatusRequest {}, args.timeout))
-                .await
-                .map_err(|s| anyhow::anyhow!("{}: {}", args.master, s.message()))?
-                .into_inner();
+            let status = dialer.call(&args.master, args.timeout, client.status(request(StatusRequest {}, args.timeout))).await?;
             show(&args, &dialer, &overrides, &status, status.last_round.as_ref()).await;
         }
         BerkeleyCommand::Watch => {
-            let mut rounds = client
-                .watch_rounds(WatchRoundsRequest {})
-                .await
-                .map_err(|s| anyhow::anyhow!("{}: {}", args.master, s.message()))?
-                .into_inner();
-            while let Some(round) = rounds.message().await.map_err(|s| anyhow::anyhow!("{}: {}", args.master, s.message()))? {
+            let mut rounds =
+                client.watch_rounds(WatchRoundsRequest {}).await.map_err(|s| dialer.explain(&args.master, args.timeout, &s))?.into_inner();
+            while let Some(round) = rounds.message().await.map_err(|s| dialer.explain(&args.master, args.timeout, &s))? {
                 let status = client.status(request(StatusRequest {}, args.timeout)).await.map(|r| r.into_inner()).unwrap_or_default();
                 show(&args, &dialer, &overrides, &status, Some(&round)).await;
             }

@@ -52,11 +52,7 @@ async fn poll(args: &ElectionArgs, dialer: &Dialer) -> Vec<Answer> {
     let calls = args.nodes.iter().map(|addr| async move {
         let result = async {
             let mut client = ElectionServiceClient::new(dialer.channel(addr, args.timeout).map_err(|e| e.to_string())?);
-            match tokio::time::timeout(args.timeout, client.get_state(request(GetStateRequest {}, args.timeout))).await {
-                Ok(Ok(state)) => Ok(state.into_inner()),
-                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
-                Err(_) => Err(format!("no answer within {:?}", args.timeout)),
-            }
+            dialer.call(addr, args.timeout, client.get_state(request(GetStateRequest {}, args.timeout))).await.map_err(|e| e.to_string())
         }
         .await;
         (addr.clone(), result)

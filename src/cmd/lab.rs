@@ -82,6 +82,9 @@ struct RunArgs {
     /// `SYNCLAB_LAB=1 scripts/compose up -d` when run from a synclab checkout.
     #[arg(long)]
     no_start: bool,
+    /// Write into --out even if it holds files already (a run's files are replaced).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -116,6 +119,13 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             }
         }
         LabCommand::Run(a) => {
+            if !a.force && std::fs::read_dir(&a.out).is_ok_and(|mut entries| entries.next().is_some()) {
+                eprintln!(
+                    "error: --out {} is not empty: choose an empty or new folder, or pass --force to replace its run",
+                    a.out.display()
+                );
+                return Ok(ExitCode::from(2));
+            }
             let target = if a.local {
                 Target::Local
             } else {

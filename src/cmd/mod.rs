@@ -15,6 +15,49 @@ use crate::cli::{TlsArgs, parse_duration};
 use crate::proto::{format_rfc3339, timestamp_to_nanos};
 use crate::rpc::{check_health, read_clock};
 
+/// `println!` for every subcommand (this definition shadows std's in this module and those below it): a
+/// line to stdout that, when stdout's reader has gone (`synclab ... | head`), ends the process quietly with
+/// status 0 instead of panicking. The CLI leaves SIGPIPE ignored, as Rust starts it: a default SIGPIPE
+/// would also kill it on a write to a socket whose peer hung up (a plaintext client meeting a TLS
+/// server, a browser leaving the dashboard), silently, with status 141.
+macro_rules! println {
+    () => {
+        $crate::cmd::print_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cmd::print_line(format_args!($($arg)*))
+    };
+}
+
+/// `print!` likewise (for text that ends its own lines).
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::cmd::print_text(format_args!($($arg)*), false)
+    };
+}
+
+/// Writes one line to stdout; see [`println!`] above.
+#[doc(hidden)]
+pub fn print_line(line: std::fmt::Arguments<'_>) {
+    print_text(line, true);
+}
+
+/// Writes `text` to stdout, and a newline if `newline`; see [`println!`] above.
+#[doc(hidden)]
+pub fn print_text(text: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let end: &[u8] = if newline { b"\n" } else { b"" };
+    match out.write_fmt(text).and_then(|()| out.write_all(end)).and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 pub mod berkeley;
 pub mod cristian;
 pub mod dashboard;
@@ -99,20 +142,8 @@ struct ClockReadArgs {
 
 /// Runs the CLI on the process's arguments (what `synclab` does when not invoked as a service).
 pub fn main() -> ExitCode {
+    // SIGPIPE stays ignored (see `println!` above): a peer that hangs up costs one call, never the process.
     let cli = Cli::parse();
-    // Output piped into `head` and the like ends the process quietly, as it does other Unix tools,
-    // instead of failing a write and panicking. Not for commands that serve or hold peers' sockets in
-    // this process (a device's clock server, the lab's in-process nodes): there a peer that hangs up
-    // must cost one connection, never the process.
-    #[cfg(feature = "lab-runner")]
-    let serves = matches!(cli.command, Command::Cristian(_) | Command::Lab(_));
-    #[cfg(not(feature = "lab-runner"))]
-    let serves = matches!(cli.command, Command::Cristian(_));
-    #[cfg(target_os = "linux")]
-    if !serves {
-        // Before any thread is started.
-        crate::net::restore_default_sigpipe();
-    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

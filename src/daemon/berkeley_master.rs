@@ -15,6 +15,7 @@ use crate::cli::{ClockArgs, parse_duration, parse_name};
 use crate::clock::{ClockSet, LiveClock};
 use crate::rpc::Dialer;
 use crate::server;
+use synclab_core::berkeley::RosterRules;
 
 /// The master clock of the Berkeley algorithm.
 #[derive(Debug, Parser)]
@@ -44,6 +45,16 @@ struct Args {
     /// Members at most; a new name beyond them is refused (RESOURCE_EXHAUSTED).
     #[arg(long, env = "SYNCLAB_MAX_MEMBERS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     max_members: u16,
+    /// Names with a place of their own, outside --max-members (the configured lines, e.g.
+    /// KMC,MIT,TAPMI,SOLS): they always find a place, whatever other names hold.
+    #[arg(long, env = "SYNCLAB_RESERVED", value_name = "NAME,...", value_delimiter = ',', value_parser = parse_name)]
+    reserved: Vec<String>,
+    /// Only the --reserved names may join.
+    #[arg(long, env = "SYNCLAB_RESERVED_ONLY")]
+    reserved_only: bool,
+    /// Open places one source may hold (its IP address; its identity under TLS); 0: no limit.
+    #[arg(long, env = "SYNCLAB_MAX_MEMBERS_PER_SOURCE", default_value_t = 0)]
+    max_members_per_source: u16,
     #[command(flatten)]
     clock: ClockArgs,
     #[command(flatten)]
@@ -67,7 +78,16 @@ async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
         max_members: args.max_members.into(),
         dialer: Dialer::new(daemon.tls().cloned()),
     };
-    let master = Master::new(clock.clone(), config);
+    if args.reserved_only && args.reserved.is_empty() {
+        anyhow::bail!("--reserved-only needs the names in --reserved (SYNCLAB_RESERVED)");
+    }
+    let rules = RosterRules {
+        max_members: args.max_members.into(),
+        reserved: args.reserved.iter().cloned().collect(),
+        reserved_only: args.reserved_only,
+        max_per_source: if args.max_members_per_source == 0 { usize::MAX } else { args.max_members_per_source.into() },
+    };
+    let master = Master::with_rules(clock.clone(), config, rules);
     let listener = server::bind(&args.listen).await?;
     let stop = daemon.stop();
     let clocks = ClockSet::new(vec![clock.clone()]);

@@ -103,12 +103,14 @@ pub fn html(events: &[Event], results: &Results) -> String {
             }
             page.push_str("</table>");
         }
-        if let Some(times) =
-            results.checkers.get("election-liveness").and_then(|c| c.figures.get("settle_seconds")).and_then(|v| v.as_array())
-        {
-            let times: Vec<f64> = times.iter().filter_map(|v| v.as_f64()).collect();
+        for (figure, title) in [
+            ("failover_settle_seconds", "Failover: time to settle after each fault"),
+            ("return_settle_seconds", "Return: time to settle after each start, unpause or heal"),
+        ] {
+            let times = results.checkers.get("election-liveness").and_then(|c| c.figures.get(figure)).and_then(|v| v.as_array());
+            let times: Vec<f64> = times.into_iter().flatten().filter_map(|v| v.as_f64()).collect();
             if !times.is_empty() {
-                page.push_str("<h2>Time to settle after each fault</h2>");
+                let _ = write!(page, "<h2>{title}</h2>");
                 page.push_str(&distribution(&times));
             }
         }
@@ -242,12 +244,69 @@ fn distribution(times: &[f64]) -> String {
 }
 
 /// One section per election (a term first claimed): its Lamport diagram and message counts.
+/// One claimed term as the report draws it: when and by whom it was first seen claimed, whether it was
+/// already in force when its node was first observed (no election of it is in the record), and the
+/// messages of its own election.
+struct Claimed<'a> {
+    term: u64,
+    at: f64,
+    coordinator: NodeId,
+    in_force_at_start: bool,
+    messages: Vec<&'a MessageObservation>,
+}
+
+/// The claimed terms in the order they were claimed, each with its own election's messages: the
+/// election kinds sent or received after the previous claim and up to just after this one, an
+/// `Election` carrying a term from the previous claim's to below this one (a candidate asks in the
+/// term it knows), a `Coordinator` carrying this term. Each message belongs to one election at most, and
+/// a term in force before its node was first observed has none.
+fn claimed_terms<'a>(observations: &[&ElectionObservation], messages: &[&'a MessageObservation]) -> Vec<Claimed<'a>> {
+    let mut first: BTreeMap<u64, (f64, NodeId)> = BTreeMap::new();
+    for o in observations.iter().filter(|o| o.role == Role::Coordinator) {
+        first.entry(o.term).or_insert((o.time, o.node));
+    }
+    let first_seen = |node: NodeId| observations.iter().filter(|o| o.node == node).map(|o| o.time).fold(f64::INFINITY, f64::min);
+    let mut claims: Vec<Claimed<'a>> = first
+        .into_iter()
+        .map(|(term, (at, coordinator))| Claimed {
+            term,
+            at,
+            coordinator,
+            in_force_at_start: at <= first_seen(coordinator),
+            messages: Vec::new(),
+        })
+        .collect();
+    claims.sort_by(|a, b| a.at.total_cmp(&b.at).then(a.term.cmp(&b.term)));
+    let mut taken = vec![false; messages.len()];
+    let (mut previous_at, mut previous_term) = (f64::NEG_INFINITY, 0);
+    for claim in &mut claims {
+        if !claim.in_force_at_start {
+            let from = (claim.at - 2.0).max(previous_at);
+            for (i, m) in messages.iter().enumerate() {
+                let in_time = m.time > from && m.time <= claim.at + 0.1;
+                let its_term = match m.kind.as_str() {
+                    "Coordinator" | "RingCoordinator" => m.term == claim.term,
+                    "Election" | "RingElection" => previous_term <= m.term && m.term < claim.term,
+                    _ => false,
+                };
+                if !taken[i] && in_time && its_term {
+                    taken[i] = true;
+                    claim.messages.push(m);
+                }
+            }
+        }
+        // A term in force before its node was first observed was claimed at some unknown time before.
+        if !claim.in_force_at_start {
+            previous_at = claim.at;
+        }
+        previous_term = previous_term.max(claim.term);
+    }
+    claims
+}
+
 fn elections(run: &RunInfo, observations: &[&ElectionObservation], messages: &[&MessageObservation]) -> String {
     let mut out = String::new();
-    let mut claimed: BTreeMap<u64, (f64, NodeId)> = BTreeMap::new();
-    for o in observations.iter().filter(|o| o.role == Role::Coordinator) {
-        claimed.entry(o.term).or_insert((o.time, o.node));
-    }
+    let claimed = claimed_terms(observations, messages);
     if claimed.is_empty() {
         return "<p>No coordinator was observed.</p>".into();
     }
@@ -271,14 +330,16 @@ fn elections(run: &RunInfo, observations: &[&ElectionObservation], messages: &[&
         claimed.len(),
         claimed.len().min(MAX_DIAGRAMS)
     );
-    let election_kinds = |m: &&&MessageObservation| m.kind != "Alive";
-    let mut previous = 0.0;
-    for (term, (at, coordinator)) in claimed.iter().take(MAX_DIAGRAMS) {
-        // Its messages: those since the previous claim (at most 2 s before this one) up to just after it.
-        let from = (at - 2.0).max(previous);
-        let window: Vec<&&MessageObservation> =
-            messages.iter().filter(|m| m.time > from && m.time <= at + 0.1 && m.term <= *term).filter(election_kinds).collect();
-        previous = *at;
+    for claim in claimed.iter().take(MAX_DIAGRAMS) {
+        let (term, at, coordinator) = (claim.term, claim.at, claim.coordinator);
+        if claim.in_force_at_start {
+            let _ = write!(
+                out,
+                "<h3>Term {term}: node {coordinator} at {at:.3} s</h3><p>in force when node {coordinator} was first observed: its election is not in this run's record</p>"
+            );
+            continue;
+        }
+        let window: Vec<&&MessageObservation> = claim.messages.iter().collect();
         let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
         for m in window.iter().filter(|m| m.direction == "sent") {
             *counts.entry(m.kind.as_str()).or_default() += 1;
@@ -478,4 +539,58 @@ fn figures(result: &check::CheckResult, equals: &str) -> Vec<String> {
             _ => format!("{k}{equals}{v}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(line: String) -> Event {
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    fn observed(time: f64, node: NodeId, role: &str, term: u64, coordinator: NodeId) -> Event {
+        event(format!(r#"{{"type":"election","time":{time},"node":{node},"role":"{role}","term":{term},"coordinator":{coordinator}}}"#))
+    }
+
+    fn message(time: f64, node: NodeId, peer: NodeId, direction: &str, kind: &str, term: u64) -> Event {
+        event(format!(
+            r#"{{"type":"message","time":{time},"node":{node},"peer":{peer},"direction":"{direction}","kind":"{kind}","term":{term}}}"#
+        ))
+    }
+
+    /// The `<h3>` heading of each term's diagram and the line under it.
+    fn sections(page: &str) -> Vec<String> {
+        page.split("<h3>").skip(1).map(|s| s.split("<svg").next().unwrap_or(s).replace("</h3>", " ")).collect()
+    }
+
+    #[test]
+    fn each_diagram_holds_only_its_own_elections_messages() {
+        // Node 5 was coordinator in term 49 before the run began; the lab first sees it just after its
+        // kill (as a slow first poll of a container does). Nodes 1-3 elect (Election in term 49), node 4
+        // wins term 53 and announces it.
+        let mut events = vec![event(
+            r#"{"type":"run","scenario":"kill-coordinator","seed":1,"algorithm":"bully","backend":"compose","nodes":[1,2,3,4,5]}"#.into(),
+        )];
+        for node in 1..=4 {
+            events.push(observed(0.05, node, "follower", 49, 5));
+        }
+        for (from, to) in [(1, 4), (2, 4), (3, 4), (1, 3), (2, 3), (1, 2), (3, 5), (4, 5)] {
+            events.push(message(0.24, from, to, "sent", "Election", 49));
+        }
+        events.push(observed(0.30, 5, "coordinator", 49, 5));
+        for to in 1..=3 {
+            events.push(message(0.263, 4, to, "sent", "Coordinator", 53));
+        }
+        events.push(observed(0.306, 4, "coordinator", 53, 4));
+        for node in 1..=3 {
+            events.push(observed(0.31, node, "follower", 53, 4));
+        }
+        let page = html(&events, &check::check(&events));
+        let sections = sections(&page);
+        let term =
+            |t: u64| sections.iter().find(|s| s.starts_with(&format!("Term {t}:"))).unwrap_or_else(|| panic!("no term {t}: {sections:?}"));
+        assert!(term(49).contains("in force") && !term(49).contains("messages sent"), "{}", term(49));
+        assert!(term(53).contains("11 messages sent (Coordinator 3, Election 8)"), "{}", term(53));
+    }
 }

@@ -8,7 +8,7 @@
 //!
 //! This is the one module of the crate with `unsafe` code, each block with a `SAFETY:` note that says
 //! why it holds. The few calls that are not about timestamps live here too ([`shutdown`],
-//! [`restore_default_sigpipe`], [`clock_ticks_per_second`]) so that no other module needs `unsafe`.
+//! [`clock_ticks_per_second`]) so that no other module needs `unsafe`.
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
@@ -279,17 +279,6 @@ pub(crate) fn shutdown(fd: RawFd) {
     // an open socket by the caller's registry (see the function's doc).
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
-    }
-}
-
-/// Restores the default disposition of SIGPIPE (end the process quietly), which Rust's runtime sets to
-/// "ignore": a command whose output is piped into `head` then ends as other Unix tools do, instead of
-/// failing a write. Call it before any thread is started.
-pub fn restore_default_sigpipe() {
-    // SAFETY: signal(2) with SIG_DFL installs no handler, so no code of this process ever runs in signal
-    // context; it takes no pointers and changes only how the process meets one signal.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -8,7 +8,9 @@
 //!   group that can reach each other all follow one coordinator within the run's `settle_bound`. A
 //!   window shorter than the bound that ends before the group settled is `interrupted`, not a
 //!   violation; while a link is lossy or slow nothing is required, and the elections it caused are
-//!   counted (`elections_while_degraded`). The settle times are the failover distribution.
+//!   counted (`elections_while_degraded`). Each settle time is named by the fault it follows:
+//!   `failover_settle_*` after a kill, stop, pause, partition or bad link, `return_settle_*` after a
+//!   start, unpause or heal (a returning higher node's takeover), so one never passes for the other.
 //! - **highest-id**: once a group has settled, its coordinator is its highest live id (Bully and Ring
 //!   alike; a node cut off alone coordinates itself).
 //! - **cristian**: every sync's true error lies inside its reported bound, and after every fault each
@@ -299,17 +301,19 @@ fn election_liveness(
         return (CheckResult::unknown("no election node answered"), CheckResult::unknown("no election node answered"));
     }
     // Windows: from the start, and from the end of every fault, to the start of the next one.
-    let mut windows: Vec<(f64, f64, String)> = Vec::new();
-    let mut from = (0.0, "the start".to_string());
+    // Each window is named by the fault it follows: a failover (something taken away) or a return.
+    let mut windows: Vec<(f64, f64, String, Option<SettleKind>)> = Vec::new();
+    let mut from = (0.0, "the start".to_string(), None);
     for fault in faults {
-        windows.push((from.0, fault.start, from.1.clone()));
-        from = (fault.end, fault.op.describe());
+        windows.push((from.0, fault.start, from.1.clone(), from.2));
+        from = (fault.end, fault.op.describe(), SettleKind::after(&fault.op));
     }
-    windows.push((from.0, f64::INFINITY, from.1));
+    windows.push((from.0, f64::INFINITY, from.1, from.2));
     let mut settle_times = Vec::new();
+    let mut by_kind: BTreeMap<SettleKind, Vec<f64>> = BTreeMap::new();
     let mut degraded = Vec::new();
     let (mut interrupted, mut not_required, mut degraded_elections, mut undisturbed) = (0u64, 0u64, 0u64, 0u64);
-    for (start, stop, after) in windows {
+    for (start, stop, after, kind) in windows {
         let world = worlds.at(start);
         let in_window: Vec<&ElectionObservation> = observations.iter().filter(|o| o.time >= start && o.time < stop).collect();
         let before: Vec<&ElectionObservation> = observations.iter().filter(|o| o.time < start).collect();
@@ -328,6 +332,9 @@ fn election_liveness(
             Some((at, coordinators)) => {
                 if at > start {
                     settle_times.push(at - start);
+                    if let Some(kind) = kind {
+                        by_kind.entry(kind).or_default().push(at - start);
+                    }
                 } else {
                     undisturbed += 1;
                 }
@@ -359,13 +366,42 @@ fn election_liveness(
     live.figure("elections_while_degraded", degraded_elections);
     live.figure("degraded_windows", degraded);
     live.figure("settle_seconds", settle_times.clone());
-    if !settle_times.is_empty() {
-        live.figure("settle_median_seconds", quantile(&settle_times, 0.5));
-        live.figure("settle_p99_seconds", quantile(&settle_times, 0.99));
-        live.figure("settle_max_seconds", settle_times[settle_times.len() - 1]);
+    // Named by the fault each settle follows: a failover's time is not a return's takeover.
+    for (kind, mut times) in by_kind {
+        times.sort_by(f64::total_cmp);
+        let name = kind.name();
+        live.figure(&format!("{name}_settle_median_seconds"), quantile(&times, 0.5));
+        live.figure(&format!("{name}_settle_p99_seconds"), quantile(&times, 0.99));
+        live.figure(&format!("{name}_settle_max_seconds"), times[times.len() - 1]);
+        live.figure(&format!("{name}_settle_seconds"), times);
     }
     highest.figure("checked", settle_times.len() as u64);
     (live, highest)
+}
+
+/// What a settle follows: a failover (a fault took something away: kill, stop, pause, partition, a
+/// slow or lossy link) or a return (it gave it back: start, unpause, heal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum SettleKind {
+    Failover,
+    Return,
+}
+
+impl SettleKind {
+    fn after(op: &Op) -> Option<SettleKind> {
+        match op {
+            Op::Kill { .. } | Op::Stop { .. } | Op::Pause { .. } | Op::Partition { .. } | Op::Link { .. } => Some(SettleKind::Failover),
+            Op::Start { .. } | Op::Unpause { .. } | Op::Heal => Some(SettleKind::Return),
+            Op::Bump { .. } | Op::Strobe { .. } | Op::Drift { .. } => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SettleKind::Failover => "failover",
+            SettleKind::Return => "return",
+        }
+    }
 }
 
 /// When, from `start` on, every group's nodes came to follow one coordinator of their group in one term
@@ -553,6 +589,25 @@ mod tests {
         let settle = &r.checkers["election-liveness"].figures["settle_seconds"];
         assert_eq!(settle.as_array().unwrap().len(), 2);
         assert!((settle[1].as_f64().unwrap() - 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn each_settle_is_named_by_the_fault_it_follows() {
+        // kill-coordinator: node 3 dies, node 2 takes over 10 ms later; node 3 returns and takes over
+        // again 0.684 s after its start.
+        let mut h = vec![run(&[1, 2, 3])];
+        h.extend(settled(0.2, &[1, 2, 3], 3, 1));
+        h.push(fault(1.0, kill(3)));
+        h.extend(settled(1.02, &[1, 2], 2, 2));
+        h.push(fault(2.0, Op::Start { targets: vec!["node-3".into()] }));
+        h.extend(settled(2.694, &[1, 2, 3], 3, 3));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::Valid, "{r:#?}");
+        let figures = &r.checkers["election-liveness"].figures;
+        let median = |name: &str| figures.get(name).and_then(|v| v.as_f64()).unwrap_or_else(|| panic!("no {name} in {figures:?}"));
+        assert!((median("failover_settle_median_seconds") - 0.01).abs() < 1e-9);
+        assert!((median("return_settle_median_seconds") - 0.684).abs() < 1e-9);
+        assert!(!figures.contains_key("settle_median_seconds"), "a median of failovers and returns together: {figures:?}");
     }
 
     #[test]
