@@ -28,7 +28,9 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), TelemetryError> {
         EnvFilter::try_new(filter).map_err(|e| TelemetryError::BadFilter { filter: filter.to_string(), reason: e.to_string() })?;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: container logs and files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr).with_ansi(ansi);
     // Each INFO (or lower) callsite writes a bounded number of lines per period: no flood fills a disk.
     let budget = crate::log_budget::BudgetLayer::default();
     let result = match format {

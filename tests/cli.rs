@@ -78,6 +78,10 @@ fn bad_flags_are_errors_that_name_the_flag() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(flag), "{args:?} should name {flag}: {stderr}");
     }
+    // What was given is quoted, not what the parser made of it.
+    let out = synclab(&["cristian", "--device", "laptop=abc"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("'abc' is not a number") && !stderr.contains("''"), "{stderr}");
     let out = Command::new(TIME_SERVER).args(["--clock-offset", "+2.5 parsecs"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--clock-offset"));

@@ -48,7 +48,7 @@ pub fn parse_signed_nanos(text: &str) -> Result<i64, DurationError> {
         .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || ((c == '+' || c == '-') && i == 0)))
         .map_or(s.len(), |(i, _)| i);
     let (number, unit) = s.split_at(split);
-    let value: f64 = number.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| DurationError::BadNumber(number.to_string()))?;
+    let value: f64 = number.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| DurationError::BadNumber(s.to_string()))?;
     let scale = if unit.is_empty() {
         if value == 0.0 {
             return Ok(0);
@@ -124,12 +124,16 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_duration() {
         assert_eq!(parse_signed_nanos(""), Err(DurationError::Empty));
-        assert_eq!(parse_signed_nanos("abc"), Err(DurationError::BadNumber(String::new())));
+        assert_eq!(
+            parse_signed_nanos("abc"),
+            Err(DurationError::BadNumber("abc".into())),
+            "what was given is quoted, not the empty number before it"
+        );
         assert_eq!(parse_signed_nanos("5"), Err(DurationError::MissingUnit("5".into())));
         assert_eq!(parse_signed_nanos("5 parsecs"), Err(DurationError::BadUnit(" parsecs".into())));
         assert_eq!(parse_signed_nanos("5d"), Err(DurationError::BadUnit("d".into())));
-        assert_eq!(parse_signed_nanos("1.2.3s"), Err(DurationError::BadNumber("1.2.3".into())));
-        assert_eq!(parse_signed_nanos("+-5s"), Err(DurationError::BadNumber("+".into())));
+        assert_eq!(parse_signed_nanos("1.2.3s"), Err(DurationError::BadNumber("1.2.3s".into())));
+        assert_eq!(parse_signed_nanos("+-5s"), Err(DurationError::BadNumber("+-5s".into())));
         assert_eq!(parse_signed_nanos("1e400h"), Err(DurationError::BadUnit("e400h".into())));
         assert_eq!(parse_signed_nanos("999999999h"), Err(DurationError::TooLarge("999999999h".into())));
     }

@@ -48,6 +48,10 @@ pub struct DashboardArgs {
     /// Deadline of each call.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
     timeout: Duration,
+    /// Do not serve: check that a dashboard at --listen serves its page (exit 0) or not (exit 1), for
+    /// container health checks.
+    #[arg(long)]
+    check: bool,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -55,6 +59,9 @@ pub struct DashboardArgs {
 }
 
 pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
+    if args.check {
+        return check(&args.listen, args.timeout.max(Duration::from_secs(1))).await;
+    }
     telemetry::init(args.log.log_format, &args.log.log_level)?;
     let dashboard = Dashboard::new(DashboardConfig {
         clocks: args.clocks.clone(),
@@ -72,4 +79,24 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     let _ = following.await;
     tracing::info!("dashboard stopped");
     Ok(())
+}
+
+/// Fetches `/` from the dashboard at `addr` within `timeout`: Ok if it answers 200.
+async fn check(addr: &str, timeout: Duration) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await?;
+        conn.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| anyhow::anyhow!("the dashboard at {addr} did not answer within {timeout:?}"))?
+        .map_err(|e| anyhow::anyhow!("the dashboard at {addr}: {e}"))?;
+    match &head {
+        [b'H', b'T', b'T', b'P', b'/', _, _, _, b' ', b'2', b'0', b'0'] => Ok(()),
+        _ => anyhow::bail!("the dashboard at {addr} answered {:?}", String::from_utf8_lossy(&head)),
+    }
 }

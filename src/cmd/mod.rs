@@ -29,7 +29,9 @@ macro_rules! println {
     };
 }
 
-/// `print!` likewise (for text that ends its own lines).
+/// `print!` likewise (for text that ends its own lines). Only `lab` uses it, which a build without the
+/// `lab-runner` feature leaves out.
+#[allow(unused_macros)]
 macro_rules! print {
     ($($arg:tt)*) => {
         $crate::cmd::print_text(format_args!($($arg)*), false)
