@@ -22,6 +22,7 @@ const STACK: &str = "needs the compose stack (tests/compose.rs runs the stack; t
 const INSTALLS: &str = "installs into the user's cargo bin folder; not on a shared machine";
 const WHOLE_SUITE: &str = "the whole suite (it runs this test)";
 const REGISTRY: &str = "needs rust:1.95-bookworm from a registry";
+const CLUSTER: &str = "needs a Kubernetes cluster (tests/k8s.rs checks the manifests and the binary with their environment)";
 const FIXED_PORTS: &str = "fixed loopback ports a parallel test could hold; tests/cli.rs and tests/ntp.rs cover the same commands";
 
 /// Every shell line of README.md, normalized (continuations joined, trailing comments dropped).
@@ -79,6 +80,17 @@ const LINES: &[(&str, Check)] = &[
         "curl -s 'http://127.0.0.1:PORT/api/v1/query' --data-urlencode 'query=sum(synclab_election_is_coordinator)'",
         Listed("PORT is what scripts/observe printed"),
     ),
+    ("scripts/build-images", Listed("builds the image (minutes); scripts/compose up runs it, tests/compose.rs too")),
+    ("kind load docker-image synclab:latest", Listed(CLUSTER)),
+    ("kubectl apply -k deploy/k8s", Listed(CLUSTER)),
+    ("kubectl -n synclab get pods", Listed(CLUSTER)),
+    ("kubectl -n synclab port-forward pod/election-4 50054:50054 &", Listed(CLUSTER)),
+    ("synclab election status --nodes 127.0.0.1:50054", Listed(CLUSTER)),
+    (
+        "synclab certs --out deploy/k8s/overlays/mtls/certs",
+        Listed("writes into the checkout's deploy/ folder; tests/tls.rs makes certificates the same way"),
+    ),
+    ("kubectl apply -k deploy/k8s/overlays/mtls", Listed(CLUSTER)),
 ];
 
 /// The shell lines of a Markdown text, in order.

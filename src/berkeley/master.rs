@@ -135,13 +135,13 @@ struct Links {
 struct Polled {
     name: String,
     claim: Vec<u8>,
-    /// It missed its last round: its read gets [`SILENT_READ_SHARE`] of the deadline.
+    /// It did not answer its reads in its last round: its read gets [`SILENT_READ_SHARE`] of the deadline.
     silent: bool,
     time: CristianClient,
     slave: BerkeleySlaveClient<Channel>,
 }
 
-/// A member that missed its last round is read with this share of `--timeout` (a quarter), so that
+/// A member that did not answer its last round is read with this share of `--timeout` (a quarter), so that
 /// silent members (a crashed line, or squatters whose addresses never answer) cost each round at most a
 /// quarter of the deadline once they have missed one: a round takes at most `2 × --timeout` (reads, then
 /// adjustments, each concurrent), and then `1.25 × --timeout`.
@@ -292,6 +292,10 @@ impl Master {
     fn begin_round(&self) -> (u64, Vec<Polled>, std::collections::BTreeSet<String>) {
         let mut group = lock(&self.group);
         group.rounds += 1;
+        // Silent: it did not answer its reads last round (one that answered but refused its adjustment
+        // is not; it missed the round all the same).
+        let unanswered: std::collections::BTreeSet<&str> =
+            group.last_round.iter().flat_map(|r| r.members.iter()).filter(|m| !m.answered).map(|m| m.name.as_str()).collect();
         let members = group
             .roster
             .members()
@@ -299,7 +303,7 @@ impl Master {
             .map(|(name, m)| Polled {
                 name: name.clone(),
                 claim: m.claim.clone(),
-                silent: m.missed > 0,
+                silent: m.missed > 0 && unanswered.contains(name.as_str()),
                 time: m.link.time.clone(),
                 slave: m.link.slave.clone(),
             })
