@@ -48,6 +48,42 @@ impl Detection {
     }
 }
 
+/// Which detector a node runs, as flags name it (`fixed`, `adaptive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Detector {
+    /// [`Detection::Fixed`] at the node's timeout: the textbook's.
+    Fixed,
+    /// [`Detection::Adaptive`] with [`Adaptive::for_heartbeat`]'s settings.
+    Adaptive,
+}
+
+impl crate::Named for Detector {
+    const ALL: &'static [Self] = &[Detector::Adaptive, Detector::Fixed];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Detector::Fixed => "fixed",
+            Detector::Adaptive => "adaptive",
+        }
+    }
+}
+
+impl std::fmt::Display for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(crate::Named::as_str(*self))
+    }
+}
+
+impl Detector {
+    /// The detection it means for a node with this `heartbeat` and `timeout`.
+    pub fn detection(self, heartbeat: Duration, timeout: Duration) -> Detection {
+        match self {
+            Detector::Fixed => Detection::Fixed(timeout),
+            Detector::Adaptive => Detection::Adaptive(Adaptive::for_heartbeat(heartbeat)),
+        }
+    }
+}
+
 /// The φ-accrual detector's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Adaptive {

@@ -26,7 +26,7 @@ mod core;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use crate::detector::{Adaptive, Detection};
+pub use crate::detector::{Adaptive, Detection, Detector};
 
 pub use self::core::{Core, DOWN_FOR, ElectionTiming, MISSES_FOR_DOWN};
 pub use self::ready::{Changed, Persist, Ready};
