@@ -103,17 +103,17 @@ pub struct Adaptive {
 
 impl Adaptive {
     /// The settings for a heartbeat every `heartbeat`: φ = 8; σ at least a tenth of the heartbeat; a floor
-    /// of one and seven-tenths heartbeats (a follower that has not heard its coordinator for one and a
-    /// half asks it, and the answer to that comes before the floor on any link that answers within a
-    /// fifth of a heartbeat, so one lost heartbeat is never a suspicion); a ceiling of twenty heartbeats
-    /// (a second at the default 50 ms), which a link only reaches when its heartbeats already came that
-    /// late.
+    /// of two heartbeats and a fifth, so that one lost heartbeat is never a suspicion, whatever becomes of
+    /// the follower's own `Alive` (at 1% loss per message a heartbeat and the follower's question are
+    /// both lost once in 5 000 heartbeats: a floor below two heartbeats made that a false election every
+    /// few minutes per follower); a ceiling of twenty heartbeats (a second at the default 50 ms), which a
+    /// link only reaches when its heartbeats already came that late.
     pub fn for_heartbeat(heartbeat: Duration) -> Self {
         Self {
             phi: 8,
             heartbeat,
             min_std_dev: heartbeat / 10,
-            floor: heartbeat.saturating_mul(17) / 10,
+            floor: heartbeat.saturating_mul(11) / 5,
             ceiling: heartbeat.saturating_mul(20),
         }
     }

@@ -47,7 +47,7 @@ struct Args {
     timeout: Duration,
     /// How a follower finds its coordinator silent: `adaptive`, a φ-accrual detector that learns the
     /// coordinator's heartbeat inter-arrival times and suspects it at a false-suspicion probability of
-    /// 10^-8 per heartbeat, never sooner than 1.7 heartbeats of silence nor later than 20; or `fixed`, the
+    /// 10^-8 per heartbeat, never sooner than 2.2 heartbeats of silence nor later than 20; or `fixed`, the
     /// textbook's: after --timeout of silence.
     #[arg(long, env = "SYNCLAB_DETECTOR", value_parser = named::<Detector>(), default_value = "adaptive")]
     detector: Detector,

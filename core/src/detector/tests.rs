@@ -65,18 +65,34 @@ fn the_threshold_is_the_chosen_false_suspicion_probability() {
 fn a_regular_peer_with_jitter_is_not_suspected() {
     let (suspected, _) = run(Detection::Adaptive(Adaptive::for_heartbeat(HB)), 20_000, 10, |_| false);
     assert!(!suspected);
+    // One heartbeat in 50 lost, and no answer to the follower's own question either: still never.
+    let (suspected, _) = run(Detection::Adaptive(Adaptive::for_heartbeat(HB)), 20_000, 10, |i| i % 50 == 0);
+    assert!(!suspected, "a single lost heartbeat is no suspicion");
+    // Two in a row lost is one (the floor is two heartbeats and a fifth).
+    let (suspected, _) = run(Detection::Adaptive(Adaptive::for_heartbeat(HB)), 200, 10, |i| i == 100 || i == 101);
+    assert!(suspected, "two lost in a row are");
 }
 
-/// Pins: the detector adapts where a fixed timeout cannot: on a link whose heartbeats come up to 60 ms
+/// Pins: the detector adapts where a fixed timeout cannot: on a link whose heartbeats come up to 80 ms
 /// late, a fixed timeout as short as the adaptive floor suspects a live peer, the adaptive one learns
 /// the jitter and does not.
 #[test]
 fn a_late_link_is_learned_where_a_fixed_timeout_suspects() {
     let adaptive = Adaptive::for_heartbeat(HB);
-    let (fixed, _) = run(Detection::Fixed(adaptive.floor), 2_000, 60, |_| false);
+    let (fixed, _) = run(Detection::Fixed(adaptive.floor), 2_000, 80, |_| false);
     assert!(fixed, "the fixed timeout suspects a live peer");
-    let (learned, _) = run(Detection::Adaptive(adaptive), 2_000, 60, |i| i < 50 && i % 7 == 0);
-    assert!(!learned, "the adaptive detector does not");
+    // Having learned the link (a window of its heartbeats, with a few lost), the adaptive one does not.
+    let (_, learned) = run(Detection::Adaptive(adaptive), 100, 80, |i| i % 7 == 0);
+    let mut arrivals = learned;
+    let mut rng = Jitter(11);
+    let mut last = HB * 100 + ms(40);
+    arrivals.heard(last, ms(10_000));
+    for i in 101..2_000u32 {
+        let at = HB * i + ms(rng.next(80));
+        assert!(at < Detection::Adaptive(adaptive).deadline(last, Some(&arrivals)), "beat {i} suspected");
+        arrivals.heard(at, ms(10_000));
+        last = at;
+    }
 }
 
 /// Pins: a burst of lost heartbeats raises the time to suspicion (the gaps are learned), and it falls

@@ -136,7 +136,7 @@ fn an_adaptive_follower_suspects_a_silent_coordinator_at_its_floor_and_a_jittery
             }
             let after = suspected.unwrap_or_else(|| panic!("{algorithm}: never suspected"));
             if adaptive {
-                assert_eq!(after, 85, "{algorithm}: at the adaptive floor (1.7 heartbeats)");
+                assert_eq!(after, 110, "{algorithm}: at the adaptive floor (2.2 heartbeats)");
             } else {
                 assert_eq!(after, 200, "{algorithm}: at the fixed timeout");
             }
