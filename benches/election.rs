@@ -2,7 +2,7 @@
 //!
 //!     cargo bench --bench election -- [--mode all|failover|failover-kill|failover-stop|failover-pause|steady|messages|scale]
 //!         [--trials 25] [--steady 10m] [--stagger 1ms] [--algorithms bully,ring]
-//!         [--sizes 50,100] [--faults kill,stop] [--state disk|memory] [--via cli|api]
+//!         [--sizes 50,100] [--faults kill,stop] [--state disk|memory] [--via cli|api] [--detectors fixed,adaptive]
 //!
 //! With RUST_LOG set (e.g. `RUST_LOG=info`), the nodes log to stderr as JSON lines.
 //!
@@ -17,9 +17,11 @@
 //!   `--via api` sends each fault as one request to the engine's API (bollard on its unix socket, one
 //!   connection for the run, as `synclab lab run` does) instead of running the `docker` command, whose
 //!   own start-up (~15 ms) is in the figures otherwise.
-//! - steady: five nodes per algorithm in this process for --steady; counts elections.
+//! - steady: five nodes per algorithm in this process for --steady, per failure detector (--detectors,
+//!   both by default: A/B in one run); counts elections (with no fault, every one is a false suspicion).
 //! - messages: one election after the coordinator stops, with a chosen initiator, n = 5, 20, 50, in process.
-//! - scale: failover times with n = 50 and 100 nodes in this process.
+//! - scale: failover times with n = 50 and 100 nodes in this process, per failure detector; the cold start
+//!   of all n at once on the two worker threads (both cores busy) must settle within 60 s.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -29,7 +31,7 @@ use synclab::clock::host_now;
 use synclab::proto::election as pb;
 use synclab::proto::election::election_service_client::ElectionServiceClient;
 use synclab::proto::timestamp_to_nanos;
-use synclab_core::election::{Algorithm, NodeId};
+use synclab_core::election::{Algorithm, Detector, NodeId};
 use synclab_harness::cluster::{LocalCluster, agreed};
 
 mod common;
@@ -52,6 +54,8 @@ struct Options {
     disk: bool,
     /// Whether the failover trials send their faults to the engine's API instead of running `docker`.
     via_api: bool,
+    /// The failure detectors of the in-process runs (steady, scale), each in turn: A/B in one run.
+    detectors: Vec<Detector>,
 }
 
 fn options() -> Options {
@@ -65,6 +69,7 @@ fn options() -> Options {
         kills: vec![true, false],
         disk: true,
         via_api: false,
+        detectors: vec![Detector::Fixed, Detector::Adaptive],
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     for pair in args.chunks(2) {
@@ -108,6 +113,12 @@ fn options() -> Options {
                     "api" => true,
                     other => panic!("--via: cli or api, not {other}"),
                 }
+            }
+            "--detectors" => {
+                o.detectors = value
+                    .split(',')
+                    .map(|d| synclab_core::Named::from_name(d).unwrap_or_else(|| panic!("--detectors: fixed and/or adaptive, not {d}")))
+                    .collect()
             }
             other => panic!("unknown option {other}"),
         }
@@ -462,14 +473,21 @@ const DEFAULTS: [Duration; 3] = [Duration::from_millis(50), Duration::from_milli
 /// Timers 10 times slower, so that no message misses its deadline on a saturated machine.
 const SLOW: [Duration; 3] = [Duration::from_millis(500), Duration::from_secs(2), Duration::from_secs(1)];
 
-async fn cluster(algorithm: Algorithm, n: u64, tag: &str) -> LocalCluster {
-    cluster_with(algorithm, n, tag, DEFAULTS).await
+async fn cluster_with(algorithm: Algorithm, n: u64, tag: &str, timers: [Duration; 3]) -> LocalCluster {
+    cluster_detecting(algorithm, n, tag, timers, Detector::Fixed).await
 }
 
-async fn cluster_with(algorithm: Algorithm, n: u64, tag: &str, [heartbeat, timeout, rpc]: [Duration; 3]) -> LocalCluster {
-    let dir = std::env::temp_dir().join(format!("synclab-bench-{tag}-{algorithm}-{n}-{}", std::process::id()));
+async fn cluster_detecting(
+    algorithm: Algorithm,
+    n: u64,
+    tag: &str,
+    [heartbeat, timeout, rpc]: [Duration; 3],
+    detector: Detector,
+) -> LocalCluster {
+    let dir = std::env::temp_dir().join(format!("synclab-bench-{tag}-{algorithm}-{n}-{detector}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let c = LocalCluster::start(algorithm, n, heartbeat, timeout, rpc, dir).await.expect("cluster");
+    let c =
+        LocalCluster::start_with(algorithm, n, heartbeat, timeout, rpc, dir, move |node| node.detector = detector).await.expect("cluster");
     let ids = c.ids();
     c.wait_for_agreement(&ids, n, Duration::from_secs(60)).await.expect("the cluster settles");
     c
@@ -479,15 +497,18 @@ fn elections_started(states: &BTreeMap<NodeId, pb::NodeState>) -> u64 {
     states.values().flat_map(|s| s.messages.iter()).filter(|m| m.kind == "Election" || m.kind == "RingElection").map(|m| m.sent).sum()
 }
 
-async fn steady(span: Duration) {
-    let bully = cluster(Algorithm::Bully, 5, "steady").await;
-    let ring = cluster(Algorithm::Ring, 5, "steady").await;
+async fn steady(span: Duration, detector: Detector) {
+    let bully = cluster_detecting(Algorithm::Bully, 5, "steady", DEFAULTS, detector).await;
+    let ring = cluster_detecting(Algorithm::Ring, 5, "steady", DEFAULTS, detector).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = [bully.states().await, ring.states().await];
     let start = Instant::now();
     tokio::time::sleep(span).await;
     let after = [bully.states().await, ring.states().await];
-    println!("steady state, 5 nodes, {:.0} s, defaults (heartbeat 50 ms, timeout 200 ms):", start.elapsed().as_secs_f64());
+    println!(
+        "steady state, 5 nodes, {:.0} s, defaults (heartbeat 50 ms, timeout 200 ms), {detector} detector:",
+        start.elapsed().as_secs_f64()
+    );
     for (i, name) in ["bully", "ring"].iter().enumerate() {
         let terms: Vec<(u64, u64)> = before[i].values().zip(after[i].values()).map(|(b, a)| (b.term, a.term)).collect();
         let moved = terms.iter().filter(|(b, a)| a != b).count();
@@ -574,86 +595,93 @@ async fn messages() {
 async fn scale(trials: usize, o: &Options) {
     let stagger = o.stagger;
     let disk = o.disk;
-    for &n in &o.sizes {
-        for &algorithm in &o.algorithms {
-            for &kill in &o.kills {
-                let dir = std::env::temp_dir().join(format!("synclab-bench-scale-{algorithm}-{n}-{}", std::process::id()));
-                let _ = std::fs::remove_dir_all(&dir);
-                let [heartbeat, timeout, rpc] = DEFAULTS;
-                let mut c = LocalCluster::start_with(algorithm, n, heartbeat, timeout, rpc, dir, move |node| {
-                    node.election_stagger = stagger;
-                    if !disk {
-                        node.state_dir = None;
-                    }
-                })
-                .await
-                .expect("cluster");
-                if c.wait_for_agreement(&c.ids(), n, Duration::from_secs(60)).await.is_none() {
-                    let states = c.states().await;
-                    let coordinators: std::collections::BTreeSet<i64> = states.values().map(|s| s.coordinator).collect();
-                    let terms: Vec<u64> = states.values().map(|s| s.term).collect();
-                    println!(
-                        "scale, {algorithm}, {n} nodes: the group, started all at once, did not settle on node {n} within 60 s \
+    for &detector in &o.detectors {
+        for &n in &o.sizes {
+            for &algorithm in &o.algorithms {
+                for &kill in &o.kills {
+                    let dir = std::env::temp_dir().join(format!("synclab-bench-scale-{algorithm}-{n}-{detector}-{}", std::process::id()));
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let [heartbeat, timeout, rpc] = DEFAULTS;
+                    let mut c = LocalCluster::start_with(algorithm, n, heartbeat, timeout, rpc, dir, move |node| {
+                        node.election_stagger = stagger;
+                        node.detector = detector;
+                        if !disk {
+                            node.state_dir = None;
+                        }
+                    })
+                    .await
+                    .expect("cluster");
+                    if c.wait_for_agreement(&c.ids(), n, Duration::from_secs(60)).await.is_none() {
+                        let states = c.states().await;
+                        let coordinators: std::collections::BTreeSet<i64> = states.values().map(|s| s.coordinator).collect();
+                        let terms: Vec<u64> = states.values().map(|s| s.term).collect();
+                        println!(
+                            "scale, {algorithm}, {n} nodes, {detector} detector: the group, started all at once, did not settle on node {n} within 60 s \
                          (coordinators seen now: {coordinators:?}; terms {}..{}); no trials",
-                        terms.iter().min().unwrap_or(&0),
-                        terms.iter().max().unwrap_or(&0)
+                            terms.iter().min().unwrap_or(&0),
+                            terms.iter().max().unwrap_or(&0)
+                        );
+                        c.shutdown().await;
+                        continue;
+                    }
+                    // What the settled group costs: the process's CPU over two seconds of heartbeats.
+                    let (cpu0, wall0) = (common::cpu_seconds(std::process::id()), Instant::now());
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let busy = (common::cpu_seconds(std::process::id()) - cpu0) / wall0.elapsed().as_secs_f64();
+                    println!(
+                        "scale, {algorithm}, {n} nodes, {detector} detector, settled (cold start, all at once): the process uses {:.0}% of one core (heartbeats)",
+                        busy * 100.0
                     );
+                    let survivors: Vec<NodeId> = (1..n).collect();
+                    let all: Vec<NodeId> = (1..=n).collect();
+                    let (mut samples, mut paths, mut unsettled) = (Vec::new(), Vec::new(), false);
+                    for _ in 0..trials {
+                        if c.wait_for_agreement(&all, n, Duration::from_secs(30)).await.is_none() {
+                            println!("  node {n}, back, was not followed by all within 30 s: no more trials");
+                            unsettled = true;
+                            break;
+                        }
+                        tokio::time::sleep(300 * MS).await;
+                        let died = host_now();
+                        if kill {
+                            c.kill(n).await;
+                        } else {
+                            c.stop(n).await;
+                        }
+                        if c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.is_none() {
+                            println!("  the survivors did not all follow node {} within 30 s: no more trials", n - 1);
+                            unsettled = true;
+                            break;
+                        }
+                        let states: Vec<pb::NodeState> = c.states().await.into_values().collect();
+                        samples.push(split(died, &states).expect("complete"));
+                        paths.push(path(died, &states));
+                        c.restart(n).await.expect("restart");
+                    }
+                    if samples.is_empty() {
+                        println!("scale, {algorithm}, {n} nodes ({}): no trial completed", if kill { "kill" } else { "stop" });
+                        c.shutdown().await;
+                        continue;
+                    }
+                    let how =
+                        if kill { "kill the coordinator: no goodbye, connections closed" } else { "stop the coordinator: it says goodbye" };
+                    let stagger_label = if stagger.is_zero() { String::new() } else { format!(", election stagger {stagger:?}") };
+                    let settings = format!("{stagger_label}{}, {detector} detector", if disk { "" } else { ", terms in memory" });
+                    print_split(&format!("scale, {algorithm}, {n} nodes in one process ({how}{settings})"), &samples);
+                    if unsettled {
+                        println!("  {} trials complete; then one that did not settle", samples.len());
+                    }
+                    let verb = if kill { "kill" } else { "stop" };
+                    let tag =
+                        format!("{}{}-{detector}", if stagger.is_zero() { "" } else { "-stagger" }, if disk { "" } else { "-memory" });
+                    plot_split(
+                        &format!("scale-{algorithm}-{n}-{verb}{tag}"),
+                        &format!("{algorithm}, {n} nodes in one process: {verb} the coordinator{settings}, phases per trial"),
+                        &samples,
+                    );
+                    print_paths(&paths);
                     c.shutdown().await;
-                    continue;
                 }
-                // What the settled group costs: the process's CPU over two seconds of heartbeats.
-                let (cpu0, wall0) = (common::cpu_seconds(std::process::id()), Instant::now());
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let busy = (common::cpu_seconds(std::process::id()) - cpu0) / wall0.elapsed().as_secs_f64();
-                println!("scale, {algorithm}, {n} nodes, settled: the process uses {:.0}% of one core (heartbeats)", busy * 100.0);
-                let survivors: Vec<NodeId> = (1..n).collect();
-                let all: Vec<NodeId> = (1..=n).collect();
-                let (mut samples, mut paths, mut unsettled) = (Vec::new(), Vec::new(), false);
-                for _ in 0..trials {
-                    if c.wait_for_agreement(&all, n, Duration::from_secs(30)).await.is_none() {
-                        println!("  node {n}, back, was not followed by all within 30 s: no more trials");
-                        unsettled = true;
-                        break;
-                    }
-                    tokio::time::sleep(300 * MS).await;
-                    let died = host_now();
-                    if kill {
-                        c.kill(n).await;
-                    } else {
-                        c.stop(n).await;
-                    }
-                    if c.wait_for_agreement(&survivors, n - 1, Duration::from_secs(30)).await.is_none() {
-                        println!("  the survivors did not all follow node {} within 30 s: no more trials", n - 1);
-                        unsettled = true;
-                        break;
-                    }
-                    let states: Vec<pb::NodeState> = c.states().await.into_values().collect();
-                    samples.push(split(died, &states).expect("complete"));
-                    paths.push(path(died, &states));
-                    c.restart(n).await.expect("restart");
-                }
-                if samples.is_empty() {
-                    println!("scale, {algorithm}, {n} nodes ({}): no trial completed", if kill { "kill" } else { "stop" });
-                    c.shutdown().await;
-                    continue;
-                }
-                let how =
-                    if kill { "kill the coordinator: no goodbye, connections closed" } else { "stop the coordinator: it says goodbye" };
-                let stagger_label = if stagger.is_zero() { String::new() } else { format!(", election stagger {stagger:?}") };
-                let settings = format!("{stagger_label}{}", if disk { "" } else { ", terms in memory" });
-                print_split(&format!("scale, {algorithm}, {n} nodes in one process ({how}{settings})"), &samples);
-                if unsettled {
-                    println!("  {} trials complete; then one that did not settle", samples.len());
-                }
-                let verb = if kill { "kill" } else { "stop" };
-                let tag = format!("{}{}", if stagger.is_zero() { "" } else { "-stagger" }, if disk { "" } else { "-memory" });
-                plot_split(
-                    &format!("scale-{algorithm}-{n}-{verb}{tag}"),
-                    &format!("{algorithm}, {n} nodes in one process: {verb} the coordinator{settings}, phases per trial"),
-                    &samples,
-                );
-                print_paths(&paths);
-                c.shutdown().await;
             }
         }
     }
@@ -686,7 +714,9 @@ fn main() {
             scale(o.trials.min(10), &o).await;
         }
         if all || o.mode == "steady" {
-            steady(o.steady).await;
+            for &detector in &o.detectors {
+                steady(o.steady, detector).await;
+            }
         }
     });
 }

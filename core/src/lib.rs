@@ -12,6 +12,8 @@
 //! - [`discipline`]: the frequency discipline: learning a clock's frequency error from successive
 //!   corrections and running it against it in between (Berkeley members and time clients alike).
 //! - [`berkeley`]: the Berkeley round (the largest agreeing set, relative adjustments).
+//! - [`detector`]: failure detection: the fixed timeout, and a φ-accrual detector that learns each
+//!   peer's heartbeat inter-arrival times and suspects at a chosen false-suspicion probability.
 //! - [`election`]: the Bully and Ring state machines: requests, replies and timer ticks in, messages out.
 //! - [`ntp`]: NTPv4 packets, the server's per-datagram decision (interleaved mode, rate limit) and the
 //!   client's requests and checks of a reply, each in a file of its own.
@@ -27,6 +29,7 @@
 pub mod berkeley;
 pub mod clock;
 pub mod cristian;
+pub mod detector;
 pub mod discipline;
 pub mod duration;
 pub mod election;

@@ -190,6 +190,13 @@ fn certs(args: CertsArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn healthcheck(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    // A container's health check runs beside the service it checks, on the same CPUs: at the least
+    // priority it gives way whenever the service wants a CPU, so a check that lands in a failover does
+    // not delay it (it waits instead; its deadline is seconds, a failover's tens of milliseconds).
+    #[cfg(target_os = "linux")]
+    if let Err(e) = crate::net::yield_to_services() {
+        tracing::debug!(error = %e, "cannot lower the health check's priority");
+    }
     match check_health(&args.tls.dialer()?, &args.addr, &args.service, args.timeout).await {
         Ok(tonic_health::pb::health_check_response::ServingStatus::Serving) => Ok(ExitCode::SUCCESS),
         Ok(status) => {

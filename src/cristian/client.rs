@@ -146,8 +146,14 @@ impl CristianClient {
     /// One request and answer. T1 and T4 are read on `clock` at the socket; the round trip between them
     /// is measured on the monotonic clock.
     pub async fn sample(&mut self, clock: &LiveClock) -> Result<Sample, SyncError> {
+        // The clock is read between two monotonic instants: a thread preempted in between (by a busy
+        // scheduler) must not shift T1 and T4 against the clock. T1 is placed as early and T4 as late as
+        // that pairing allows, so the true exchange lies within [T1, T4] and the bound (half the round
+        // trip less the server's time) covers it; a preemption only widens the bound.
+        let before = Instant::now();
         let base = clock.now();
         let base_instant = Instant::now();
+        let pairing = nanos_between(before, base_instant);
         let origin = nanos_to_timestamp(base);
         self.stamps.clear();
         let req = request(GetTimeRequest { client_send_time: Some(origin) }, self.timeout);
@@ -160,8 +166,12 @@ impl CristianClient {
         let i4 = received.filter(|&r| r >= i1 && r <= end).unwrap_or(end);
         let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         let t1 = base.saturating_add(nanos(i1 - base_instant));
-        let t4 = t1.saturating_add(nanos(i4 - i1));
-        let kernel_t4 = self.stamps.received_by_kernel().filter(|&k| k >= i1 && k <= i4).map(|k| t1.saturating_add(nanos(k - i1)));
+        let t4 = t1.saturating_add(nanos(i4 - i1)).saturating_add(pairing);
+        let kernel_t4 = self
+            .stamps
+            .received_by_kernel()
+            .filter(|&k| k >= i1 && k <= i4)
+            .map(|k| t1.saturating_add(nanos(k - i1)).saturating_add(pairing));
 
         let server = &self.server;
         let bad = |source| SyncError::BadTimestamp { server: server.clone(), source };
@@ -248,4 +258,9 @@ pub fn apply_estimate(clock: &LiveClock, server: &str, server_name: String, choi
 /// until the next sync. Returns the correction, ppm.
 pub fn discipline_clock(clock: &LiveClock, discipline: &mut Discipline, report: &SyncReport) -> Result<f64, ClockError> {
     clock.with(|c, host| discipline.synced(c, host, report.offset_us * 1e3, report.adjustment))
+}
+
+/// Nanoseconds from `earlier` to `later` (zero if `later` is not later; saturated).
+fn nanos_between(earlier: Instant, later: Instant) -> i64 {
+    i64::try_from(later.saturating_duration_since(earlier).as_nanos()).unwrap_or(i64::MAX)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use std::collections::BTreeMap;
 
-use synclab_core::election::{Algorithm, NodeId};
+use synclab_core::election::{Algorithm, Detector, NodeId};
 
 use super::{Daemon, ServiceArgs};
 use crate::cli::{named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
@@ -45,6 +45,12 @@ struct Args {
     /// Silence from the coordinator after which a follower suspects it and holds an election.
     #[arg(long, env = "SYNCLAB_TIMEOUT", value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     timeout: Duration,
+    /// How a follower finds its coordinator silent: `adaptive`, a φ-accrual detector that learns the
+    /// coordinator's heartbeat inter-arrival times and suspects it at a false-suspicion probability of
+    /// 10^-8 per heartbeat, never sooner than 2.2 heartbeats of silence nor later than 20; or `fixed`, the
+    /// textbook's: after --timeout of silence.
+    #[arg(long, env = "SYNCLAB_DETECTOR", value_parser = named::<Detector>(), default_value = "adaptive")]
+    detector: Detector,
     /// Deadline of every message to a peer (must be below --timeout); a peer that misses it counts as
     /// dead for that message.
     #[arg(long, env = "SYNCLAB_RPC_TIMEOUT", value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
@@ -75,6 +81,7 @@ async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
         algorithm: args.algorithm,
         heartbeat: args.heartbeat,
         timeout: args.timeout,
+        detector: args.detector,
         rpc_timeout: args.rpc_timeout,
         probe_timeout: args.probe_timeout,
         election_stagger: args.election_stagger,

@@ -39,6 +39,12 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     telemetry::init(args.log.log_format, &args.log.log_level)?;
+    // The metrics recorder is installed before anything else runs, and the Prometheus recorder behind
+    // it is built on a thread of its own: its clock calibration (a busy loop of up to 200 ms) overlaps
+    // the start instead of holding a runtime thread before the service's first step.
+    if args.metrics.metrics_listen.is_some() {
+        crate::observe::install();
+    }
     let runtime = if worker_threads == 0 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {

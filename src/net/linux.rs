@@ -8,7 +8,7 @@
 //!
 //! This is the one module of the crate with `unsafe` code, each block with a `SAFETY:` note that says
 //! why it holds. The few calls that are not about timestamps live here too ([`shutdown`],
-//! [`clock_ticks_per_second`]) so that no other module needs `unsafe`.
+//! [`clock_ticks_per_second`], [`yield_to_services`]) so that no other module needs `unsafe`.
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
@@ -282,6 +282,16 @@ pub(crate) fn shutdown(fd: RawFd) {
     }
 }
 
+/// Lowers the calling thread's CPU priority to the least (nice 19), and so that of the threads it starts
+/// after: a short-lived helper beside a service (a container's health check) then gives way to the
+/// service whenever both want a CPU, instead of delaying it. Best effort: an error leaves it as it was.
+pub fn yield_to_services() -> io::Result<()> {
+    // SAFETY: setpriority(2) takes no pointers; on Linux `who` 0 with PRIO_PROCESS names the calling
+    // thread, whose nice value alone changes (threads started later inherit it).
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// The kernel's clock-tick rate (`sysconf(_SC_CLK_TCK)`, the unit of the CPU times in /proc/PID/stat),
 /// or `None` if the system gives none.
 pub fn clock_ticks_per_second() -> Option<u64> {
@@ -294,6 +304,28 @@ pub fn clock_ticks_per_second() -> Option<u64> {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+
+    /// The nice value of the calling thread, from /proc (field 19 of its stat line).
+    fn nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    /// Pins: a thread that yields to services runs at nice 19, and so do the threads it starts; the
+    /// threads it did not start keep their priority.
+    #[test]
+    fn a_thread_that_yields_to_services_runs_at_the_least_priority() {
+        let before = nice();
+        let (own, child) = std::thread::spawn(|| {
+            yield_to_services().unwrap();
+            (nice(), std::thread::spawn(nice).join().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!((own, child), (19, 19));
+        assert_eq!(nice(), before, "the other threads keep theirs");
+    }
 
     /// The server matches stamps to replies by sequence number, counting only the replies that asked
     /// for one: the kernel must count the same way (and deliver nothing for the others).

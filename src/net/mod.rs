@@ -41,7 +41,7 @@ pub mod stream;
 
 pub use connections::{LONG_LIVED, MemberMark};
 #[cfg(target_os = "linux")]
-pub use linux::clock_ticks_per_second;
+pub use linux::{clock_ticks_per_second, yield_to_services};
 pub use socket::{ClientIo, MaybeTls, ServerIo, TimedTcp, Transport};
 pub use stamps::{ClientStamps, SentAnswer, ServerStamps, Stamper};
 pub use stream::{ConnectionInfo, ServerStream, StampedStream};

@@ -22,6 +22,7 @@
 //! State (a clock's offset, a node's term) is read when Prometheus scrapes, through the collectors
 //! registered with [`on_scrape`]; events are counted when they happen.
 
+mod deferred;
 pub mod grpc;
 pub mod web;
 
@@ -42,34 +43,44 @@ type Collector = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The process's recorder and its collectors.
 struct Registry {
-    handle: PrometheusHandle,
     collectors: Mutex<Vec<Arc<Collector>>>,
 }
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
 
+/// The Prometheus recorder, built on a thread of its own (see [`deferred`]).
+static RECORDER: deferred::Deferred = deferred::Deferred::new();
+
 /// Buckets for durations from 10 µs to 60 s (round trips, rounds, gRPC calls).
 const SECONDS_BUCKETS: &[f64] =
     &[1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 
-/// Installs the process's Prometheus recorder (once; later calls reuse it). Until it is installed
-/// every metric is a no-op.
+/// Installs the process's recorder (once; later calls reuse it). Until it is installed every metric is
+/// a no-op. The recorder is installed at once; the Prometheus recorder behind it is built on a thread
+/// of its own (its clock calibration spins for up to 200 ms), and what is recorded meanwhile is kept
+/// and replayed into it.
 fn registry() -> &'static Registry {
     REGISTRY.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
-            .expect("the buckets are not empty");
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        if let Err(e) = metrics::set_global_recorder(recorder) {
+        if let Err(e) = metrics::set_global_recorder(deferred::Forward(&RECORDER)) {
             tracing::warn!(error = %e, "another metrics recorder is installed; synclab's metrics will be empty");
         }
         describe();
-        Registry { handle, collectors: Mutex::new(Vec::new()) }
+        let build = || {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .expect("the buckets are not empty");
+            RECORDER.complete(builder.build_recorder());
+        };
+        if let Err(e) = std::thread::Builder::new().name("metrics-recorder".into()).spawn(build) {
+            tracing::warn!(error = %e, "cannot start the metrics recorder's thread: metrics will be empty");
+        }
+        Registry { collectors: Mutex::new(Vec::new()) }
     })
 }
 
-/// Starts recording metrics in this process (what `--metrics-listen` does before it listens).
+/// Starts recording metrics in this process (what `--metrics-listen` does before it listens; a process
+/// start calls it as early as it can, so that the recorder is ready by the first scrape). It returns
+/// at once.
 pub fn install() {
     registry();
 }
@@ -77,6 +88,17 @@ pub fn install() {
 /// Whether metrics are recorded in this process.
 pub fn installed() -> bool {
     REGISTRY.get().is_some()
+}
+
+/// The Prometheus recorder's handle, once it is built.
+async fn handle() -> PrometheusHandle {
+    loop {
+        let built = RECORDER.built.notified();
+        if let Some(recorder) = RECORDER.get() {
+            return recorder.handle();
+        }
+        built.await;
+    }
 }
 
 fn describe() {
@@ -131,13 +153,14 @@ const COLLECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs the collectors, then renders every metric in Prometheus' text format.
 pub async fn render() -> String {
     let registry = registry();
+    let handle = handle().await;
     let collectors: Vec<Arc<Collector>> = lock(&registry.collectors).clone();
     let all = futures::future::join_all(collectors.iter().map(|c| c()));
     if tokio::time::timeout(COLLECT_TIMEOUT, all).await.is_err() {
         tracing::warn!("metrics collectors took more than {COLLECT_TIMEOUT:?}; serving what they set so far");
     }
-    registry.handle.run_upkeep();
-    registry.handle.render()
+    handle.run_upkeep();
+    handle.render()
 }
 
 /// Reads each of `clocks` at scrape time: `synclab_clock_offset_seconds` and

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::ready::{Handed, Ready, View};
 use super::{Count, Counters, Envelope, GroupConfig, Kind, Message, NodeId, Rejection, Reply, Role, Term, next_owned_term, owner};
+use crate::detector::{Arrivals, Detection};
 
 /// Sends in a row to one peer that waited out their deadline without an answer
 /// ([`super::SendError::NoAnswer`]) after which the peer counts as down for [`DOWN_FOR`]. A refused
@@ -38,6 +39,9 @@ pub struct Core {
     coordinator_since: Duration,
     /// When the coordinator was last heard from (a reply to our Alive, or its own Alive).
     last_heard: Duration,
+    /// The heartbeat inter-arrival times learned of each coordinator followed (the adaptive detector's
+    /// history; at most one entry per member).
+    arrivals: BTreeMap<NodeId, Arrivals>,
     next_heartbeat: Duration,
     election: Option<ElectionTiming>,
     /// An election due later (staggered by rank), and why.
@@ -73,6 +77,7 @@ impl Core {
             coordinator: None,
             coordinator_since: Duration::ZERO,
             last_heard: Duration::ZERO,
+            arrivals: BTreeMap::new(),
             next_heartbeat: Duration::ZERO,
             election: None,
             deferred: None,
@@ -230,7 +235,42 @@ impl Core {
     /// The coordinator this node follows, or followed until it began an election, and when it counts as
     /// silent (its last word plus the timeout).
     pub(crate) fn silent_at(&self) -> Option<(NodeId, Duration)> {
-        self.coordinator.filter(|&c| c != self.config.id).map(|c| (c, self.last_heard.saturating_add(self.config.timeout)))
+        self.coordinator.filter(|&c| c != self.config.id).map(|c| (c, self.silence_deadline(c)))
+    }
+
+    /// When `coordinator`, last heard from at `last_heard`, counts as silent: after the fixed timeout, or
+    /// when the adaptive detector says so from what it learned of `coordinator`'s heartbeats.
+    fn silence_deadline(&self, coordinator: NodeId) -> Duration {
+        self.config.detection.deadline(self.last_heard, self.arrivals.get(&coordinator))
+    }
+
+    /// The silence after which the coordinator this node follows counts as silent now (the fixed timeout,
+    /// or what the adaptive detector learned); `None` when it follows none.
+    pub fn suspicion_timeout(&self) -> Option<Duration> {
+        let c = self.coordinator.filter(|&c| c != self.config.id)?;
+        Some(self.silence_deadline(c).saturating_sub(self.last_heard))
+    }
+
+    /// The heartbeat inter-arrival times learned of `peer` (as a coordinator this node followed).
+    pub fn arrivals(&self, peer: NodeId) -> Option<&Arrivals> {
+        self.arrivals.get(&peer)
+    }
+
+    /// The coordinator `coordinator` was heard from at `now` (its heartbeat, or its answer to ours).
+    fn heard_coordinator(&mut self, now: Duration, coordinator: NodeId) {
+        let cap = match self.config.detection {
+            Detection::Fixed(timeout) => timeout,
+            Detection::Adaptive(adaptive) => adaptive.ceiling,
+        };
+        self.arrivals.entry(coordinator).or_default().heard(now, cap);
+        self.last_heard = self.last_heard.max(now);
+    }
+
+    /// When a follower asks its coordinator whether it lives: once its heartbeats have stopped for one and
+    /// a half periods, and not twice within a period.
+    fn probe_at(&self) -> Duration {
+        let heartbeat = self.config.heartbeat;
+        self.next_heartbeat.max(self.last_heard.saturating_add(heartbeat.saturating_add(heartbeat / 2)))
     }
 
     /// `peer` counts as dead for the elections that follow (as if this node had suspected it).
@@ -274,6 +314,8 @@ impl Core {
     pub(crate) fn follow(&mut self, now: Duration, coordinator: NodeId) {
         self.deferred = None;
         self.last_heard = now;
+        // Hearing of a coordinator is no heartbeat of it: the time since its last one is not learned.
+        self.arrivals.entry(coordinator).or_default().restart(now);
         if self.role == Role::Follower && self.coordinator == Some(coordinator) {
             // A ring follower that joined a lap electing the coordinator it already follows learns the
             // outcome here: its election record ends (else the next election would not start one).
@@ -337,7 +379,7 @@ impl Core {
     pub(crate) fn on_alive(&mut self, now: Duration, from: NodeId, term: Term, coordinator: Option<NodeId>) -> Reply {
         self.observe(now, term, coordinator);
         if self.role == Role::Follower && self.coordinator == Some(from) && term == self.term {
-            self.last_heard = now;
+            self.heard_coordinator(now, from);
         }
         self.reply(true)
     }
@@ -346,7 +388,7 @@ impl Core {
     pub(crate) fn on_alive_reply(&mut self, now: Duration, to: NodeId, reply: Reply) {
         self.observe(now, reply.term, reply.coordinator);
         if self.role == Role::Follower && self.coordinator == Some(to) && reply.coordinator == Some(to) && reply.term == self.term {
-            self.last_heard = now;
+            self.heard_coordinator(now, to);
         }
     }
 
@@ -359,7 +401,7 @@ impl Core {
                     return self.deferred.take().map(|(_, reason)| reason);
                 }
                 let Some(coordinator) = self.coordinator else { return Some("no coordinator".into()) };
-                if now.saturating_sub(self.last_heard) >= self.config.timeout {
+                if now >= self.silence_deadline(coordinator) {
                     if self.deferred.is_some() {
                         return None;
                     }
@@ -367,13 +409,13 @@ impl Core {
                 }
                 // The coordinator's own heartbeats say what this follower's would ask (it lives, and its
                 // term): the follower asks only once they have stopped for one and a half heartbeats
-                // (they may arrive just after this tick), so a settled group sends half the messages.
-                if now >= self.next_heartbeat {
-                    self.next_heartbeat = now + self.config.heartbeat;
-                    if now.saturating_sub(self.last_heard) > self.config.heartbeat + self.config.heartbeat / 2 {
-                        let message = Message::Alive { term: self.term, coordinator: Some(coordinator) };
-                        self.send(coordinator, message);
-                    }
+                // (one may arrive just after this tick), so a settled group sends half the messages. It
+                // asks then, not at its own next heartbeat: the answer to a lost heartbeat must come
+                // before the adaptive detector's floor.
+                if now >= self.probe_at() {
+                    self.next_heartbeat = now.saturating_add(self.config.heartbeat);
+                    let message = Message::Alive { term: self.term, coordinator: Some(coordinator) };
+                    self.send(coordinator, message);
                 }
             }
             Role::Coordinator => {
@@ -397,7 +439,10 @@ impl Core {
             Role::Follower if self.coordinator.is_none() => Some(Duration::ZERO),
             // A deferred election is all that is left to do (the coordinator is dead).
             Role::Follower if self.deferred.is_some() => self.deferred.as_ref().map(|(at, _)| *at),
-            Role::Follower => Some(self.next_heartbeat.min(self.last_heard + self.config.timeout)),
+            Role::Follower => {
+                let silent = self.coordinator.map_or(self.last_heard, |c| self.silence_deadline(c));
+                Some(self.probe_at().min(silent))
+            }
             Role::Coordinator => Some(self.next_heartbeat),
             Role::Candidate | Role::Waiting => None,
         }

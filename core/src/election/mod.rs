@@ -26,6 +26,8 @@ mod core;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use crate::detector::{Adaptive, Detection, Detector};
+
 pub use self::core::{Core, DOWN_FOR, ElectionTiming, MISSES_FOR_DOWN};
 pub use self::ready::{Changed, Persist, Ready};
 
@@ -39,9 +41,10 @@ pub type Term = u64;
 /// only be forged or corrupt, and is refused.
 pub const MAX_TERM: Term = 1 << 53;
 
-/// How far above a node's own term a request's term may be. A node that far behind (a million terms:
-/// weeks of elections at their fastest) learns the group's term from the replies to its own messages
-/// instead, so no single request can throw a node's term arbitrarily far ahead.
+/// How far above a node's own term a request's or a reply's term may be. A node that far behind (a
+/// million terms: weeks of elections at their fastest) climbs towards the group's term by this much per
+/// reply to its own messages instead (see [`Machine::on_reply`]), so no single message can throw a
+/// node's term arbitrarily far ahead.
 pub const MAX_TERM_JUMP: Term = 1 << 20;
 
 /// The most members a group may have.
@@ -352,8 +355,14 @@ pub struct GroupConfig {
     /// How often the coordinator sends `Alive` to every follower, and a follower that has not heard
     /// from its coordinator for one and a half of these sends `Alive` to it.
     pub heartbeat: Duration,
-    /// Silence from the coordinator after which a follower suspects it and runs an election.
+    /// Silence from the coordinator after which a follower suspects it and runs an election, with the
+    /// fixed detector (the default, and the textbook's); the adaptive one stays between its own floor and
+    /// ceiling. Also the base of the election timeout.
     pub timeout: Duration,
+    /// How a follower decides that its coordinator is silent: the fixed `timeout` ([`GroupConfig::new`]'s
+    /// choice), or a φ-accrual detector learned from the coordinator's heartbeats
+    /// ([`GroupConfig::with_detection`]).
+    pub detection: Detection,
     /// How long an election may take before it is started again: Bully waits this long for the
     /// announcement after an OK, Ring for its message to come back.
     pub election_timeout: Duration,
@@ -388,7 +397,28 @@ impl GroupConfig {
         if heartbeat >= timeout {
             return Err(ConfigError::HeartbeatNotBelowTimeout { heartbeat, timeout });
         }
-        Ok(Self { id, members: sorted, heartbeat, timeout, election_timeout: timeout * 2, election_stagger: Duration::ZERO })
+        Ok(Self {
+            id,
+            members: sorted,
+            heartbeat,
+            timeout,
+            detection: Detection::Fixed(timeout),
+            election_timeout: timeout * 2,
+            election_stagger: Duration::ZERO,
+        })
+    }
+
+    /// The same group with another failure detector (see [`GroupConfig::detection`]).
+    pub fn with_detection(mut self, detection: Detection) -> Self {
+        self.detection = detection;
+        self
+    }
+
+    /// The same group with the φ-accrual detector's settings for its heartbeat
+    /// ([`Adaptive::for_heartbeat`]).
+    pub fn adaptive(self) -> Self {
+        let heartbeat = self.heartbeat;
+        self.with_detection(Detection::Adaptive(Adaptive::for_heartbeat(heartbeat)))
     }
 
     /// The same group with elections staggered by rank (see [`GroupConfig::election_stagger`]).
@@ -553,11 +583,20 @@ impl Machine {
         Ok(reply)
     }
 
-    /// The outcome of a send this machine asked for. A reply whose term is beyond [`MAX_TERM`] counts as
-    /// a refusal.
+    /// The outcome of a send this machine asked for. A reply's term is bounded as a request's is: beyond
+    /// [`MAX_TERM`] the reply counts as a refusal; more than [`MAX_TERM_JUMP`] above this node's term it
+    /// counts as a refusal too, and the node's term rises by [`MAX_TERM_JUMP`] only (knowing no
+    /// coordinator of it). A node far behind its group still catches up, a jump per reply, while no single
+    /// reply (a forged or corrupt one) can throw its term next to [`MAX_TERM`], where it could claim no
+    /// term any more.
     pub fn on_reply(&mut self, now: Duration, envelope: Envelope, result: Result<Reply, SendError>) {
+        let current = self.core().term();
         let result = match result {
             Ok(reply) if reply.term > MAX_TERM => Err(SendError::Refused(Rejection::TermTooLarge(reply.term).to_string())),
+            Ok(reply) if reply.term > current.saturating_add(MAX_TERM_JUMP) => {
+                self.core_mut().observe(now, current.saturating_add(MAX_TERM_JUMP), None);
+                Err(SendError::Refused(Rejection::TermJump { term: reply.term, current }.to_string()))
+            }
             other => other,
         };
         match &result {

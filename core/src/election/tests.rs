@@ -92,6 +92,58 @@ fn a_follower_asks_its_coordinator_only_when_the_coordinators_heartbeats_stop() 
     }
 }
 
+/// With the adaptive detector, a follower whose coordinator's heartbeats arrive with jitter holds no
+/// election; once they stop, it asks the coordinator at one and a half heartbeats and, unanswered,
+/// suspects it at the detector's floor, well before the fixed timeout would (200 ms); a follower
+/// on the fixed timeout waits the whole timeout.
+#[test]
+fn an_adaptive_follower_suspects_a_silent_coordinator_at_its_floor_and_a_jittery_one_never() {
+    let ms = Duration::from_millis;
+    for algorithm in [Algorithm::Bully, Algorithm::Ring] {
+        for adaptive in [true, false] {
+            let hb = ms(50);
+            let config = GroupConfig::new(1, [1, 2, 3], hb, hb * 4).unwrap();
+            let config = if adaptive { config.adaptive() } else { config };
+            let mut m = Machine::new(algorithm, config, 0);
+            let announcement = match algorithm {
+                Algorithm::Bully => Message::Coordinator { term: 2 },
+                Algorithm::Ring => Message::RingCoordinator { term: 2, coordinator: 3, initiator: 3 },
+            };
+            m.on_request(ms(1000), 3, announcement).unwrap();
+            m.drain();
+            // 200 heartbeats, each up to 9 ms late: the follower stays.
+            let mut last = 1000;
+            for i in 1..=200u64 {
+                let at = 1000 + 50 * i + (i * 7919) % 10;
+                for t in last + 1..at {
+                    m.tick(ms(t));
+                }
+                m.on_request(ms(at), 3, Message::Alive { term: 2, coordinator: Some(3) }).unwrap();
+                m.drain();
+                last = at;
+            }
+            assert_eq!(m.core().last_election().map(|e| e.reason.as_str()), None, "{algorithm} adaptive {adaptive}: no election");
+            // The heartbeats stop: the follower asks at 75 ms, and suspects its coordinator when the
+            // detector says.
+            let mut suspected = None;
+            for t in last + 1..last + 400 {
+                m.tick(ms(t));
+                m.drain();
+                if m.core().last_election().is_some() {
+                    suspected = Some(t - last);
+                    break;
+                }
+            }
+            let after = suspected.unwrap_or_else(|| panic!("{algorithm}: never suspected"));
+            if adaptive {
+                assert_eq!(after, 110, "{algorithm}: at the adaptive floor (2.2 heartbeats)");
+            } else {
+                assert_eq!(after, 200, "{algorithm}: at the fixed timeout");
+            }
+        }
+    }
+}
+
 /// A Bully candidate asks the highest node first, and its first OK withdraws the `Election`s still
 /// unanswered: their answers cannot change its part (it waits for an announcement now), so a shell
 /// may cancel them. A candidate that then follows withdraws nothing more, and nothing twice.
@@ -313,4 +365,28 @@ fn configs_are_checked() {
     assert_eq!(GroupConfig::new(3, [1, 2], hb, to), Err(ConfigError::NotMember(3)));
     assert!(matches!(GroupConfig::new(1, [1, 2], to, to), Err(ConfigError::HeartbeatNotBelowTimeout { .. })));
     assert_eq!(GroupConfig::new(2, [2, 1], hb, to).unwrap().members, vec![1, 2]);
+}
+
+/// Reply terms are bounded as request terms are: a reply more than `MAX_TERM_JUMP` above the node's term
+/// (a forged one near `MAX_TERM`, say) counts as a refusal and raises the node's term by the jump only,
+/// so it can still claim terms; one beyond `MAX_TERM` moves nothing; one within the jump is learned.
+#[test]
+fn reply_terms_are_bounded_as_request_terms_are() {
+    let ms = Duration::from_millis;
+    for algorithm in [Algorithm::Bully, Algorithm::Ring] {
+        let mut m = Machine::new(algorithm, GroupConfig::new(1, [1, 2, 3], ms(50), ms(200)).unwrap(), 10);
+        m.hold_election(ms(0), "test");
+        let sent = m.drain();
+        let envelope = sent.first().cloned().unwrap_or_else(|| panic!("{algorithm}: an election sends"));
+        let failed_before = m.core().counters()[&envelope.message.kind()].failed;
+        m.on_reply(ms(1), envelope.clone(), Ok(Reply { term: MAX_TERM - 1, coordinator: None, ok: true }));
+        assert_eq!(m.core().term(), 10 + MAX_TERM_JUMP, "{algorithm}: one jump, not to the maximum");
+        assert_eq!(m.core().counters()[&envelope.message.kind()].failed, failed_before + 1, "{algorithm}: counted as a refusal");
+        let term = m.core().term();
+        m.on_reply(ms(2), envelope.clone(), Ok(Reply { term: MAX_TERM + 1, coordinator: None, ok: true }));
+        assert_eq!(m.core().term(), term, "{algorithm}: beyond the largest term moves nothing");
+        m.on_reply(ms(3), envelope, Ok(Reply { term: term + 5, coordinator: None, ok: false }));
+        assert_eq!(m.core().term(), term + 5, "{algorithm}: within the jump the term is learned");
+        assert!(next_owned_term(m.core().config().members.as_slice(), 1, m.core().term()).is_some(), "{algorithm}: still terms to claim");
+    }
 }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use synclab_core::election::{Algorithm, ConfigError, GroupConfig, Machine, NodeId, Term};
+use synclab_core::election::{Algorithm, ConfigError, Detector, GroupConfig, Machine, NodeId, Term};
 use tokio::sync::{Notify, watch};
 
 use self::outbox::Outbox;
@@ -68,6 +68,9 @@ pub struct NodeConfig {
     pub algorithm: Algorithm,
     pub heartbeat: Duration,
     pub timeout: Duration,
+    /// How a follower finds its coordinator silent: after `timeout` (fixed), or by the φ-accrual detector
+    /// learned from its heartbeats (adaptive; see `synclab_core::detector`).
+    pub detector: Detector,
     /// Deadline of every message to a peer; below `timeout`.
     pub rpc_timeout: Duration,
     /// How long a coordinator whose line broke has to answer a probe before it counts as dead; at most
@@ -146,7 +149,8 @@ impl ElectionNode {
             return Err(NodeError::ProbeTimeout { probe: config.probe_timeout, rpc: config.rpc_timeout });
         }
         let group = GroupConfig::new(config.id, config.peers.keys().copied(), config.heartbeat, config.timeout)?
-            .with_election_stagger(config.election_stagger);
+            .with_election_stagger(config.election_stagger)
+            .with_detection(config.detector.detection(config.heartbeat, config.timeout));
         let state = config.state_dir.as_deref().map(|dir| StateFile::new(dir, config.id));
         let term = match &state {
             // Written back at once: a state file that cannot be written stops the node now, not at its

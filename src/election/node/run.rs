@@ -221,6 +221,7 @@ mod tests {
             algorithm: Algorithm::Bully,
             heartbeat: Duration::from_millis(50 * scale),
             timeout: Duration::from_millis(200 * scale),
+            detector: synclab_core::election::Detector::Fixed,
             rpc_timeout: Duration::from_millis(100 * scale),
             probe_timeout: Duration::from_millis(50 * scale),
             election_stagger: Duration::ZERO,

@@ -84,6 +84,7 @@ impl LocalCluster {
             algorithm,
             heartbeat,
             timeout,
+            detector: synclab_core::election::Detector::Fixed,
             rpc_timeout,
             probe_timeout: rpc_timeout.min(Duration::from_millis(25)),
             election_stagger: Duration::ZERO,
