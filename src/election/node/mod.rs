@@ -94,7 +94,10 @@ struct Shared {
     /// One event at a time, from the machine through the state file to the network.
     turn: tokio::sync::Mutex<()>,
     timeline: Timeline,
-    members: Vec<pb::Member>,
+    /// Every member's address (replaced when discovery finds other members).
+    members: Mutex<Vec<pb::Member>>,
+    /// Told of every failed send to a discovered member: look the members up again.
+    peer_failed: Arc<Notify>,
     state: Option<StateFile>,
     /// The highest term in the state file; held while writing it, so writes never go back.
     written: tokio::sync::Mutex<Term>,
@@ -181,7 +184,8 @@ impl ElectionNode {
             machine: Mutex::new(machine),
             turn: tokio::sync::Mutex::new(()),
             timeline,
-            members,
+            members: Mutex::new(members),
+            peer_failed: Arc::new(Notify::new()),
             state,
             written: tokio::sync::Mutex::new(term),
             leader: watch::channel(pb::NodeState::default()).0,
@@ -194,7 +198,8 @@ impl ElectionNode {
             store_failures: Refusals::new("state file write"),
             leave,
             leaving,
-            lines: Watchers::new(config.peers.len().max(1) * 4),
+            // Discovery may grow the group: room for the lines of a few dozen followers at least.
+            lines: Watchers::new(config.peers.len().max(64) * 4),
             following: Mutex::new(None),
             probe_timeout: config.probe_timeout,
             rpc_timeout: config.rpc_timeout,
@@ -239,6 +244,71 @@ impl ElectionNode {
         self.shared.frozen.send_replace(frozen);
     }
 
+    /// Told of every failed send to a member that discovery found ([`super::discovery::keep_members`]
+    /// looks the members up again at once).
+    pub fn peer_failures(&self) -> Arc<Notify> {
+        self.shared.peer_failed.clone()
+    }
+
+    /// Makes `members` (every member's address by id, this node's own entry included or not) the group,
+    /// as discovery found it. The same ids at other addresses only redial those peers. Other ids
+    /// rebuild the machine for the new group, keeping the term it has seen (so no term is claimed
+    /// twice), and hold an election: Bully's highest id takes over, a Ring closes over the new members.
+    /// Returns whether the ids changed.
+    pub async fn set_members(&self, members: BTreeMap<NodeId, String>) -> bool {
+        let own = self.shared.id;
+        let (changed, ids) = {
+            let _turn = self.shared.turn.lock().await;
+            let old = self.shared.outbox.peers();
+            let mut peers = BTreeMap::new();
+            for (&id, address) in members.iter().filter(|(id, _)| **id != own) {
+                match old.get(&id) {
+                    Some(peer) if peer.address() == address => {
+                        peers.insert(id, peer.clone());
+                    }
+                    _ => match Peer::new(id, address, self.shared.rpc_timeout, Dialer::new(self.shared.tls.clone())) {
+                        Ok(peer) => {
+                            tracing::info!(id = own, peer = id, %address, "member found");
+                            peers.insert(id, Arc::new(peer.on_failure(self.shared.peer_failed.clone())));
+                        }
+                        Err(e) => tracing::warn!(id = own, peer = id, %address, error = %e, "cannot dial a member found"),
+                    },
+                }
+            }
+            let mut ids: Vec<NodeId> = peers.keys().copied().chain(std::iter::once(own)).collect();
+            ids.sort_unstable();
+            let listed =
+                ids.iter().map(|id| pb::Member { id: wire_id(*id), address: members.get(id).cloned().unwrap_or_default() }).collect();
+            self.shared.links.set_peers(peers.keys().copied());
+            self.shared.outbox.set_peers(peers);
+            *lock(&self.shared.members) = listed;
+            let mut machine = self.lock();
+            let config = machine.core().config().clone();
+            if config.members == ids {
+                (false, ids)
+            } else {
+                match GroupConfig::new(own, ids.iter().copied(), config.heartbeat, config.timeout) {
+                    Ok(group) => {
+                        let mut group = group.with_election_stagger(config.election_stagger);
+                        group.election_timeout = config.election_timeout;
+                        let term = machine.core().term();
+                        *machine = Machine::new(self.shared.algorithm, group, term);
+                        (true, ids)
+                    }
+                    Err(e) => {
+                        tracing::warn!(id = own, error = %e, "the members found do not make a group: kept the old one");
+                        (false, ids)
+                    }
+                }
+            }
+        };
+        if changed {
+            tracing::info!(id = own, members = ?ids, "the members changed: holding an election");
+            self.event(|m, now| m.hold_election(now, "the members changed")).await;
+        }
+        changed
+    }
+
     /// The node's state as `GetState` reports it: after any event in progress, so it shows no term
     /// that is not stored yet, and matches what `WatchLeader` has published.
     pub async fn snapshot(&self) -> pb::NodeState {
@@ -255,7 +325,7 @@ impl ElectionNode {
     }
 
     fn describe(&self, machine: &Machine) -> pb::NodeState {
-        node_state(self.shared.id, self.shared.algorithm, machine, &self.shared.members, &self.shared.timeline)
+        node_state(self.shared.id, self.shared.algorithm, machine, &lock(&self.shared.members), &self.shared.timeline)
     }
 
     /// A message from `from` over a link a lab cut: it goes unanswered, as a dropped packet would, until
