@@ -11,7 +11,7 @@ use synclab_core::lab::check;
 use synclab_core::lab::history::{Event, Fault, Op, Role};
 use synclab_core::lab::plan::{Plan, Step};
 
-use super::backend::{Backend, Lifecycle, Link, LinkTable};
+use super::backend::{Backend, HostFault, Lifecycle, Link, LinkTable};
 use super::error::LabError;
 use super::observe::POLL;
 use super::record::Recorder;
@@ -29,6 +29,8 @@ pub struct Player<B: Backend> {
     cut: BTreeMap<NodeId, BTreeSet<NodeId>>,
     /// Members whose links are slow or lossy.
     slow: BTreeMap<NodeId, Link>,
+    /// Hosts cut off or frozen by the run: by the member named, the members there.
+    hosts: BTreeMap<NodeId, (HostFault, Vec<NodeId>)>,
     seed: u64,
 }
 
@@ -37,7 +39,17 @@ impl<B: Backend> Player<B> {
     pub fn new(backend: B, rec: Recorder, seed: u64) -> Self {
         let members = backend.members();
         let coordinator = members.last().copied().unwrap_or(0);
-        Self { backend, rec, members, coordinator, down: BTreeSet::new(), cut: BTreeMap::new(), slow: BTreeMap::new(), seed }
+        Self {
+            backend,
+            rec,
+            members,
+            coordinator,
+            down: BTreeSet::new(),
+            cut: BTreeMap::new(),
+            slow: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            seed,
+        }
     }
 
     /// The backend, for its shutdown.
@@ -73,9 +85,12 @@ impl<B: Backend> Player<B> {
 
     /// Applies `op` and records it with its start and end (and its error, if it failed: the run goes
     /// on, and the checkers see what really happened).
-    async fn fault(&mut self, op: Op) {
+    async fn fault(&mut self, mut op: Op) {
         let start = self.rec.now();
-        let error = self.apply(&op).await.err();
+        let error = match self.host(&mut op).await {
+            Some(result) => result.err(),
+            None => self.apply(&op).await.err(),
+        };
         if let Some(e) = &error {
             tracing::warn!(op = %op.describe(), error = %e, "lab: fault failed");
         }
@@ -148,6 +163,38 @@ impl<B: Backend> Player<B> {
         }
     }
 
+    /// Carries out a host fault (`None` for any other `op`), and names in `op` every member on the host.
+    async fn host(&mut self, op: &mut Op) -> Option<Result<(), LabError>> {
+        let (fault, targets) = match op {
+            Op::HostDown { targets } => (HostFault::Down, targets),
+            Op::HostUp { targets } => (HostFault::Up, targets),
+            Op::HostFreeze { targets } => (HostFault::Freeze, targets),
+            Op::HostThaw { targets } => (HostFault::Thaw, targets),
+            _ => return None,
+        };
+        let id = targets.first().and_then(|t| check::node_id(t))?;
+        let result = self.backend.host_fault(fault, id).await;
+        Some(result.map(|mut on_host| {
+            // The member named first, then the others on its host.
+            on_host.retain(|&n| n != id);
+            on_host.insert(0, id);
+            *targets = on_host.iter().map(|n| format!("node-{n}")).collect();
+            match fault {
+                HostFault::Down | HostFault::Freeze => {
+                    self.down.extend(on_host.iter().copied());
+                    self.hosts.insert(id, (fault, on_host));
+                }
+                HostFault::Up | HostFault::Thaw => {
+                    if let Some((_, was)) = self.hosts.remove(&id) {
+                        for n in was {
+                            self.down.remove(&n);
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
     /// Member `id`'s faulty links: its cuts, and delay/loss on links from or to a slow member.
     fn table(&self, id: NodeId) -> LinkTable {
         let links = self
@@ -181,6 +228,13 @@ impl<B: Backend> Player<B> {
 
     /// Heals and starts everything the run broke.
     pub async fn restore(&mut self) {
+        for (id, (fault, on_host)) in std::mem::take(&mut self.hosts) {
+            let undo = if fault == HostFault::Down { HostFault::Up } else { HostFault::Thaw };
+            let _ = self.backend.host_fault(undo, id).await;
+            for n in on_host {
+                self.down.remove(&n);
+            }
+        }
         let down: Vec<NodeId> = self.down.iter().copied().collect();
         for id in down {
             let _ = self.backend.lifecycle(Lifecycle::Unpause, id).await;
