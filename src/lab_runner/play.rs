@@ -295,6 +295,8 @@ mod tests {
     #[derive(Clone, Default)]
     struct Fake {
         calls: Arc<Mutex<Vec<(Lifecycle, NodeId)>>>,
+        /// Host faults asked for; members 4 and 5 share a host.
+        hosts: Arc<Mutex<Vec<(HostFault, NodeId)>>>,
         links: Arc<Mutex<BTreeMap<NodeId, LinkTable>>>,
         nanos: Arc<AtomicU64>,
     }
@@ -315,6 +317,11 @@ mod tests {
         async fn lifecycle(&mut self, action: Lifecycle, id: NodeId) -> Result<(), LabError> {
             self.calls.lock().unwrap().push((action, id));
             Ok(())
+        }
+
+        async fn host_fault(&mut self, fault: HostFault, id: NodeId) -> Result<Vec<NodeId>, LabError> {
+            self.hosts.lock().unwrap().push((fault, id));
+            Ok(if id >= 4 { vec![4, 5] } else { vec![id] })
         }
 
         async fn set_links(&mut self, id: NodeId, table: &LinkTable) -> Result<(), LabError> {
@@ -378,6 +385,30 @@ mod tests {
         let links = fake.links.lock().unwrap();
         assert_eq!(links.len(), 5, "every member's links were set");
         assert!(links.values().all(|t| t.links.is_empty()), "healed: {links:?}");
+    }
+
+    /// Pins that a host fault hits the coordinator's host, names every member there in the history,
+    /// and that a run cut short leaves no host down: restore brings it back.
+    #[tokio::test]
+    async fn a_host_fault_names_every_member_on_the_host_and_restore_undoes_it() {
+        let fake = Fake::default();
+        let rec = settled_group(&fake);
+        let plan = plan(Scenario::HostDown, 1, &fake.members(), Some(Duration::from_secs(2))).unwrap();
+        let mut player = Player::new(fake.clone(), rec.clone(), 1);
+        player.play(&plan).await.unwrap();
+        assert_eq!(*fake.hosts.lock().unwrap(), [(HostFault::Down, 5), (HostFault::Up, 5)]);
+        let faults = faults(&rec);
+        assert_eq!(faults[0].op, Op::HostDown { targets: vec!["node-5".into(), "node-4".into()] });
+        assert!(faults.iter().all(|f| f.error.is_none()), "{faults:?}");
+
+        // Frozen and never thawed by the plan: restore thaws it.
+        let fake = Fake::default();
+        let mut player = Player::new(fake.clone(), settled_group(&fake), 1);
+        let mut op = Op::HostFreeze { targets: vec!["node-4".into()] };
+        assert!(player.host(&mut op).await.unwrap().is_ok());
+        player.restore().await;
+        assert_eq!(*fake.hosts.lock().unwrap(), [(HostFault::Freeze, 4), (HostFault::Thaw, 4)]);
+        assert!(player.down.is_empty());
     }
 
     /// Pins the start's failure: a group that shows no coordinator fails the run after the plan's
