@@ -44,7 +44,7 @@ pub enum Target {
     /// The compose project's containers (started with `--lab`); `start`: start the missing ones.
     Compose { project: String, start: bool },
     /// A Docker Swarm stack's election tasks, on these nodes' engines.
-    Swarm { stack: String, engines: Vec<swarm::Engine> },
+    Swarm { stack: String, engines: Vec<Engine> },
 }
 
 impl Target {
@@ -56,6 +56,15 @@ impl Target {
             Target::Swarm { .. } => "swarm",
         }
     }
+}
+
+/// One node of a swarm: its name, its engine's endpoint (`unix://PATH`, `tcp://HOST:PORT`) and the
+/// address its published ports are on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Engine {
+    pub name: String,
+    pub endpoint: String,
+    pub address: String,
 }
 
 /// What can happen to a member's process.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use synclab_core::election::NodeId;
 
+pub use super::Engine;
 use super::{Backend, Endpoint, HostFault, Lifecycle};
 use crate::lab_runner::error::LabError;
 use crate::rpc::Dialer;
@@ -22,14 +23,6 @@ use crate::rpc::Dialer;
 const ELECTION_PORT: u16 = 50054;
 /// How long `Start` waits for the swarm to restart a task.
 const RESTART_WAIT: Duration = Duration::from_secs(30);
-
-/// One node of the swarm: its name, its engine's endpoint and the address its published ports are on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Engine {
-    pub name: String,
-    pub endpoint: String,
-    pub address: String,
-}
 
 /// Parses `--engines`: `NAME=ENDPOINT@ADDRESS,...`, e.g.
 /// `a=tcp://10.0.0.1:2376@10.0.0.1,b=unix:///var/run/docker.sock@10.0.0.2`.
