@@ -152,12 +152,23 @@ pub struct Discovery {
     identify: Arc<dyn Identify>,
     /// The id each address last answered with.
     known: HashMap<SocketAddr, NodeId>,
+    /// Addresses DNS did not give but that may be members: ones the members report, and ones that sent
+    /// this node messages. Each is asked like any other and kept while it answers as a member.
+    extra: BTreeSet<SocketAddr>,
 }
 
 impl Discovery {
     /// Node `own`'s (of `algorithm`) discovery of `target`'s members.
     pub fn new(own: NodeId, algorithm: Algorithm, target: DiscoverTarget, resolver: Arc<dyn Resolve>, identify: Arc<dyn Identify>) -> Self {
-        Self { own, algorithm, target, resolver, identify, known: HashMap::new() }
+        Self { own, algorithm, target, resolver, identify, known: HashMap::new(), extra: BTreeSet::new() }
+    }
+
+    /// Asks `ip` at the members' port in the next round (a node that sent this one a message as a
+    /// member this node does not know: DNS here may lag behind the group after a partition).
+    pub fn suggest(&mut self, ip: std::net::IpAddr) {
+        if self.extra.len() < MAX_ADDRESSES {
+            self.extra.insert(SocketAddr::new(ip, self.target.port));
+        }
     }
 
     /// Resolves the name, asks every address its id (all at once, each with its deadline), and returns
@@ -169,13 +180,15 @@ impl Discovery {
             .resolve(&target.host, target.port)
             .await
             .map_err(|source| DiscoveryError::Resolve { target: target.clone(), source })?;
-        let addrs: BTreeSet<SocketAddr> = addrs.into_iter().take(MAX_ADDRESSES + 1).collect();
+        let mut addrs: BTreeSet<SocketAddr> = addrs.into_iter().take(MAX_ADDRESSES + 1).collect();
         if addrs.is_empty() {
             return Err(DiscoveryError::Nothing { target });
         }
         if addrs.len() > MAX_ADDRESSES {
             return Err(DiscoveryError::TooMany { target });
         }
+        let extra: Vec<SocketAddr> = std::mem::take(&mut self.extra).into_iter().filter(|a| !addrs.contains(a)).collect();
+        addrs.extend(extra.iter().take(MAX_ADDRESSES.saturating_sub(addrs.len())));
         self.known.retain(|addr, _| addrs.contains(addr));
         let identify = self.identify.clone();
         let answers = futures::future::join_all(addrs.iter().map(|&addr| {
@@ -188,14 +201,28 @@ impl Discovery {
             match answer {
                 Some(state) if state.id > 0 && state.algorithm == self.algorithm.as_str() => {
                     self.known.insert(addr, state.id as NodeId);
+                    if extra.contains(&addr) {
+                        self.extra.insert(addr);
+                    }
+                    // The members it knows, at the addresses it dials: asked in the next round.
+                    for m in state.members.iter().take(MAX_ADDRESSES) {
+                        if let Ok(a) = m.address.parse::<SocketAddr>()
+                            && self.extra.len() < MAX_ADDRESSES
+                        {
+                            self.extra.insert(a);
+                        }
+                    }
                 }
                 Some(state) => {
                     tracing::warn!(%addr, id = state.id, algorithm = %state.algorithm, "ignoring a member's answer: not a positive id of this algorithm");
                     self.known.remove(&addr);
                     round.ignored.push(addr);
                 }
-                None if self.known.contains_key(&addr) => {}
-                None => round.silent.push(addr),
+                None if self.known.contains_key(&addr) && !extra.contains(&addr) => {}
+                None => {
+                    self.known.remove(&addr);
+                    round.silent.push(addr);
+                }
             }
         }
         let mut by_id: BTreeMap<NodeId, Vec<SocketAddr>> = BTreeMap::new();
@@ -235,6 +262,9 @@ pub async fn keep_members(
 ) {
     let mut warned = false;
     loop {
+        for ip in node.take_strangers() {
+            discovery.suggest(ip);
+        }
         match discovery.round().await {
             Ok(round) => {
                 warned = false;
@@ -360,6 +390,41 @@ mod tests {
         nodes.0.lock().unwrap().insert(addr(7), node(2, "bully"));
         let round = discovery.round().await.unwrap();
         assert_eq!(round.members[&2], "10.0.0.7:50054");
+    }
+
+    /// DNS here may lag behind the group (after a partition, Docker's DNS on one node missed a task
+    /// for tens of seconds): members the others report, and nodes that sent this one messages, are asked
+    /// too, and count once they answer for themselves; one that stops answering is dropped.
+    #[tokio::test]
+    async fn members_dns_does_not_list_yet_are_found_through_the_others() {
+        let (_dns, nodes, mut discovery) = setup(vec![addr(1), addr(2)]);
+        {
+            let mut n = nodes.0.lock().unwrap();
+            n.insert(addr(1), node(1, "bully"));
+            let mut two = node(2, "bully");
+            two.members =
+                vec![pb::Member { id: 3, address: addr(3).to_string() }, pb::Member { id: 2, address: "tasks.election:50054".into() }];
+            n.insert(addr(2), two);
+            n.insert(addr(3), node(3, "bully"));
+            n.insert(SocketAddr::from(([10, 0, 0, 4], 50054)), node(4, "bully"));
+        }
+        assert_eq!(discovery.round().await.unwrap().members.len(), 2, "only DNS's answer the first time");
+        let round = discovery.round().await.unwrap();
+        assert_eq!(round.members.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3], "node 3, which node 2 reports, answered for itself");
+        discovery.suggest(std::net::IpAddr::from([10, 0, 0, 4]));
+        let round = discovery.round().await.unwrap();
+        assert_eq!(
+            round.members.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3, 4],
+            "the node that sent a message, at the members' port"
+        );
+        // Node 3 stops answering and DNS never listed it: it is no member.
+        nodes.0.lock().unwrap().remove(&addr(3));
+        let round = discovery.round().await.unwrap();
+        assert_eq!(round.members.keys().copied().collect::<Vec<_>>(), vec![1, 2, 4]);
+        // A suggestion that answers as nothing is dropped.
+        discovery.suggest(std::net::IpAddr::from([10, 0, 0, 9]));
+        assert!(!discovery.round().await.unwrap().members.contains_key(&9));
     }
 
     #[tokio::test]

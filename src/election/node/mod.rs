@@ -98,6 +98,9 @@ struct Shared {
     members: Mutex<Vec<pb::Member>>,
     /// Told of every failed send to a discovered member: look the members up again.
     peer_failed: Arc<Notify>,
+    /// Addresses that sent messages as a node this one does not know (a member that DNS does not list
+    /// here yet): discovery asks them who they are.
+    strangers: Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
     state: Option<StateFile>,
     /// The highest term in the state file; held while writing it, so writes never go back.
     written: tokio::sync::Mutex<Term>,
@@ -186,6 +189,7 @@ impl ElectionNode {
             timeline,
             members: Mutex::new(members),
             peer_failed: Arc::new(Notify::new()),
+            strangers: Mutex::new(std::collections::BTreeSet::new()),
             state,
             written: tokio::sync::Mutex::new(term),
             leader: watch::channel(pb::NodeState::default()).0,
@@ -248,6 +252,20 @@ impl ElectionNode {
     /// looks the members up again at once).
     pub fn peer_failures(&self) -> Arc<Notify> {
         self.shared.peer_failed.clone()
+    }
+
+    /// A message came from `ip` as a node that is not a member here: remembered (at most 64) for
+    /// discovery to ask, and discovery woken.
+    pub(super) fn stranger(&self, ip: std::net::IpAddr) {
+        let mut strangers = lock(&self.shared.strangers);
+        if strangers.len() < 64 && strangers.insert(ip) {
+            self.shared.peer_failed.notify_one();
+        }
+    }
+
+    /// The addresses that sent messages as unknown nodes since the last call.
+    pub fn take_strangers(&self) -> Vec<std::net::IpAddr> {
+        std::mem::take(&mut *lock(&self.shared.strangers)).into_iter().collect()
     }
 
     /// Makes `members` (every member's address by id, this node's own entry included or not) the group,
