@@ -12,11 +12,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
 use synclab_core::election::NodeId;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 pub use super::Engine;
 use super::{Backend, Endpoint, HostFault, Lifecycle};
 use crate::lab_runner::error::LabError;
+use crate::lab_runner::observe::{observe_messages, observe_state};
+use crate::lab_runner::record::Recorder;
 use crate::rpc::Dialer;
 
 /// The election nodes' gRPC port inside their containers.
@@ -70,6 +76,8 @@ pub struct Swarm {
     engines: Vec<Engine>,
     dockers: Vec<bollard::Docker>,
     tasks: BTreeMap<NodeId, Task>,
+    /// Every member's address now, for the observers (a restarted task moves).
+    addresses: Arc<Mutex<BTreeMap<NodeId, String>>>,
     dialer: Dialer,
 }
 
@@ -85,7 +93,8 @@ impl Swarm {
             .map_err(|source| LabError::Docker { what: format!("cannot reach the engine of {} ({})", e.name, e.endpoint), source })?;
             dockers.push(docker);
         }
-        let mut swarm = Self { stack: stack.to_string(), engines, dockers, tasks: BTreeMap::new(), dialer };
+        let addresses = Arc::new(Mutex::new(BTreeMap::new()));
+        let mut swarm = Self { stack: stack.to_string(), engines, dockers, tasks: BTreeMap::new(), addresses, dialer };
         swarm.refresh().await?;
         if swarm.tasks.len() < 2 {
             return Err(LabError::Missing {
@@ -123,6 +132,8 @@ impl Swarm {
                 }
             }
         }
+        let addresses = tasks.iter().map(|(&id, t)| (id, format!("{}:{}", self.engines[t.engine].address, t.port))).collect();
+        *crate::lock::lock(&self.addresses) = addresses;
         self.tasks = tasks;
         Ok(())
     }
@@ -188,6 +199,34 @@ impl Backend for Swarm {
 
     fn reused(&self) -> bool {
         true
+    }
+
+    /// As by default, but each member's observers move with it when the swarm restarts its task at a
+    /// new address.
+    fn observe(&self, rec: &Recorder, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        self.members()
+            .into_iter()
+            .map(|id| {
+                let (addresses, dialer, rec, mut stop) = (self.addresses.clone(), self.dialer.clone(), rec.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let now = || crate::lock::lock(&addresses).get(&id).cloned();
+                    while !*stop.borrow() {
+                        let Some(address) = now() else { break };
+                        let (halt, halted) = watch::channel(false);
+                        let state = tokio::spawn(observe_state(dialer.clone(), id, address.clone(), rec.clone(), halted.clone()));
+                        let messages = tokio::spawn(observe_messages(dialer.clone(), id, address.clone(), rec.clone(), halted));
+                        while !*stop.borrow() && now().as_deref() == Some(address.as_str()) {
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                                _ = stop.changed() => {}
+                            }
+                        }
+                        let _ = halt.send(true);
+                        let _ = tokio::join!(state, messages);
+                    }
+                })
+            })
+            .collect()
     }
 
     async fn lifecycle(&mut self, action: Lifecycle, id: NodeId) -> Result<(), LabError> {
