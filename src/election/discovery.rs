@@ -489,6 +489,7 @@ mod tests {
                 rpc_timeout: ms(100),
                 probe_timeout: ms(25),
                 election_stagger: Duration::ZERO,
+                detector: synclab_core::election::Detector::Fixed,
                 state_dir: None,
                 tls: None,
                 lab: false,

@@ -399,8 +399,14 @@ enum SettleKind {
 impl SettleKind {
     fn after(op: &Op) -> Option<SettleKind> {
         match op {
-            Op::Kill { .. } | Op::Stop { .. } | Op::Pause { .. } | Op::Partition { .. } | Op::Link { .. } => Some(SettleKind::Failover),
-            Op::Start { .. } | Op::Unpause { .. } | Op::Heal => Some(SettleKind::Return),
+            Op::Kill { .. }
+            | Op::Stop { .. }
+            | Op::Pause { .. }
+            | Op::Partition { .. }
+            | Op::Link { .. }
+            | Op::HostDown { .. }
+            | Op::HostFreeze { .. } => Some(SettleKind::Failover),
+            Op::Start { .. } | Op::Unpause { .. } | Op::Heal | Op::HostUp { .. } | Op::HostThaw { .. } => Some(SettleKind::Return),
             Op::Bump { .. } | Op::Strobe { .. } | Op::Drift { .. } => None,
         }
     }

@@ -306,9 +306,10 @@ impl ElectionNode {
                 (false, ids)
             } else {
                 match GroupConfig::new(own, ids.iter().copied(), config.heartbeat, config.timeout) {
-                    Ok(group) => {
-                        let mut group = group.with_election_stagger(config.election_stagger);
-                        group.election_timeout = config.election_timeout;
+                    Ok(checked) => {
+                        // Every other setting (timeouts, stagger, detection) as before.
+                        let mut group = config.clone();
+                        group.members = checked.members;
                         let term = machine.core().term();
                         *machine = Machine::new(self.shared.algorithm, group, term);
                         (true, ids)
