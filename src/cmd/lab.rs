@@ -78,6 +78,18 @@ struct RunArgs {
     /// folder's name, as Docker Compose names it).
     #[arg(long, env = "COMPOSE_PROJECT_NAME")]
     project: Option<String>,
+    /// Run on a Docker Swarm stack's election service (`docker-stack.yml`; `scripts/swarm up` makes one
+    /// on this machine) instead of the compose stack.
+    #[arg(long, conflicts_with = "local")]
+    swarm: bool,
+    /// The stack's name, with --swarm.
+    #[arg(long, env = "SYNCLAB_STACK", default_value = "synclab")]
+    stack: String,
+    /// With --swarm: every node's engine as NAME=ENDPOINT@ADDRESS (ENDPOINT unix://PATH or
+    /// tcp://HOST:PORT; ADDRESS where the node's published ports are), comma-separated. Default: the
+    /// nodes `scripts/swarm up` made.
+    #[arg(long, env = "SYNCLAB_ENGINES", value_name = "NAME=ENDPOINT@ADDRESS,...", value_parser = crate::lab_runner::backend::swarm::parse_engines)]
+    engines: Option<Vec<crate::lab_runner::backend::swarm::Engine>>,
     /// Use only the containers that run; without it, missing services are started with
     /// `SYNCLAB_LAB=1 scripts/compose up -d` when run from a synclab checkout.
     #[arg(long)]
@@ -128,6 +140,9 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             }
             let target = if a.local {
                 Target::Local
+            } else if a.swarm {
+                let engines = a.engines.clone().unwrap_or_else(crate::lab_runner::backend::swarm::local_engines);
+                Target::Swarm { stack: a.stack.clone(), engines }
             } else {
                 let project = a.project.clone().unwrap_or_else(|| runner::default_project(&std::env::current_dir().unwrap_or_default()));
                 Target::Compose { project, start: !a.no_start }

@@ -13,25 +13,44 @@ use std::collections::BTreeMap;
 use synclab_core::election::{Algorithm, Detector, NodeId};
 
 use super::{Daemon, ServiceArgs};
+use anyhow::Context;
+use std::sync::Arc;
+
 use crate::cli::{named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
 use crate::clock::ClockSet;
+use crate::election::discovery::{DiscoverTarget, Discovery, Dns, GetState, id_from_name, keep_members, parse_discover};
 use crate::election::{ElectionNode, NodeConfig};
+use crate::rpc::Dialer;
 use crate::server;
+use crate::server::Stop;
 
 /// A node of a leader election.
 #[derive(Debug, Parser)]
 #[command(name = "election-node", version)]
 struct Args {
-    /// This node's id: a positive integer, unique in the group (the highest live id is elected).
-    #[arg(long, env = "SYNCLAB_ID", value_parser = parse_id, allow_hyphen_values = true)]
-    id: NodeId,
+    /// This node's id: a positive integer, unique in the group (the highest live id is elected). On a
+    /// Swarm, the task slot: `SYNCLAB_ID: "{{.Task.Slot}}"`. Exactly one of --id and --id-from-name.
+    #[arg(long, env = "SYNCLAB_ID", value_parser = parse_id, allow_hyphen_values = true, required_unless_present = "id_from_name", conflicts_with = "id_from_name")]
+    id: Option<NodeId>,
+    /// This node's id from a StatefulSet pod name NAME-ORDINAL: the ordinal + 1 (election-3 is node 4).
+    #[arg(long, env = "SYNCLAB_ID_FROM_NAME", value_name = "NAME", value_parser = id_from_name)]
+    id_from_name: Option<NodeId>,
     /// Address to serve gRPC on.
     #[arg(long, env = "SYNCLAB_LISTEN", default_value = "0.0.0.0:50054")]
     listen: String,
     /// Every member of the group as ID=HOST:PORT, comma-separated (this node may be listed too), e.g.
     /// 1=node-1:50054,2=node-2:50054,3=node-3:50054.
-    #[arg(long, env = "SYNCLAB_PEERS", value_name = "ID=HOST:PORT,...", value_parser = parse_peers)]
-    peers: BTreeMap<NodeId, String>,
+    /// Exactly one of --peers and --discover.
+    #[arg(long, env = "SYNCLAB_PEERS", value_name = "ID=HOST:PORT,...", value_parser = parse_peers, required_unless_present = "discover", conflicts_with = "discover")]
+    peers: Option<BTreeMap<NodeId, String>>,
+    /// The members from DNS instead: every address HOST resolves to is a member, its id asked of the node
+    /// there (its GetState), looked up again every --discover-interval and after any failed send; e.g.
+    /// tasks.election:50054 on a Swarm, the headless service election:50054 on Kubernetes.
+    #[arg(long, env = "SYNCLAB_DISCOVER", value_name = "HOST:PORT", value_parser = parse_discover)]
+    discover: Option<DiscoverTarget>,
+    /// How often --discover looks the members up again when nothing fails.
+    #[arg(long, env = "SYNCLAB_DISCOVER_INTERVAL", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    discover_interval: Duration,
     /// The election algorithm; every member of a group must run the same one.
     #[arg(long, env = "SYNCLAB_ALGORITHM", value_parser = named::<Algorithm>(), default_value = "bully")]
     algorithm: Algorithm,
@@ -75,10 +94,21 @@ pub fn main() -> anyhow::Result<()> {
     super::run(&args.service.clone(), 0, |daemon| run(args, daemon))
 }
 
+/// How long a node with --discover waits at start for its first members before it starts alone (an
+/// election in a group of one, until the others are found).
+const FIRST_MEMBERS_WAIT: Duration = Duration::from_secs(5);
+
 async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
+    // Clap makes sure exactly one of each pair is given.
+    let id = args.id.or(args.id_from_name).context("--id or --id-from-name is required")?;
+    let peers = match (&args.peers, &args.discover) {
+        (Some(peers), _) => peers.clone(),
+        (None, Some(target)) => BTreeMap::from([(id, target.to_string())]),
+        (None, None) => anyhow::bail!("--peers or --discover is required"),
+    };
     let node = ElectionNode::new(NodeConfig {
-        id: args.id,
-        peers: args.peers.clone(),
+        id,
+        peers,
         algorithm: args.algorithm,
         heartbeat: args.heartbeat,
         timeout: args.timeout,
@@ -92,7 +122,7 @@ async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
         lab: daemon.lab(),
     })?;
     let listener = server::bind(&args.listen).await?;
-    tracing::info!(id = args.id, algorithm = %args.algorithm, addr = %listener.local_addr()?, "election node listening");
+    tracing::info!(id, algorithm = %args.algorithm, addr = %listener.local_addr()?, "election node listening");
     let server = crate::election::server(&node).await?;
     let stop = daemon.stop();
     if daemon.serve_metrics(ClockSet::default()).await? {
@@ -102,9 +132,47 @@ async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
             async move { crate::observe::election_state(&node.snapshot().await) }
         });
     }
+    let serving = tokio::spawn(server.serve(listener, stop.clone()));
+    let discovering = match args.discover.clone() {
+        Some(target) => {
+            let identify = GetState { dialer: Dialer::new(daemon.tls().cloned()), timeout: args.rpc_timeout };
+            let mut discovery = Discovery::new(id, args.algorithm, target, Arc::new(Dns), Arc::new(identify));
+            first_members(&node, &mut discovery, &stop).await;
+            let failed = node.peer_failures();
+            Some(tokio::spawn(keep_members(node.clone(), discovery, args.discover_interval, failed, stop.clone())))
+        }
+        None => None,
+    };
     let running = tokio::spawn(node.run(stop.clone()));
-    server.serve(listener, stop).await?;
+    serving.await??;
     let _ = running.await;
+    if let Some(task) = discovering {
+        task.abort();
+    }
     daemon.finish().await;
     Ok(())
+}
+
+/// Waits (at most [`FIRST_MEMBERS_WAIT`]) until discovery finds a member besides this node, so the node
+/// does not start as a group of one and rule it; then starts with whatever it found.
+async fn first_members(node: &ElectionNode, discovery: &mut Discovery, stop: &Stop) {
+    let deadline = tokio::time::Instant::now() + FIRST_MEMBERS_WAIT;
+    loop {
+        match discovery.round().await {
+            Ok(round) if round.members.len() > 1 => {
+                node.set_members(round.members).await;
+                return;
+            }
+            Ok(_) => tracing::info!("no other member found yet"),
+            Err(e) => tracing::warn!(error = %e, "no members found yet; trying again"),
+        }
+        if tokio::time::Instant::now() >= deadline || stop.is_stopping() {
+            tracing::warn!(wait = ?FIRST_MEMBERS_WAIT, "starting without other members; they join as they are found");
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = stop.wait() => return,
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! Leader election over gRPC: the node that feeds a Bully or Ring machine (`synclab_core::election`)
-//! from the network ([`node`]), its state file ([`state`]), the conversions to and from the wire
+//! from the network ([`node`]), its members found in DNS ([`discovery`]), its state file ([`state`]), the conversions to and from the wire
 //! ([`convert`]), and what observers conclude from the nodes' states ([`agreement`]).
 
 pub mod convert;
+pub mod discovery;
 mod line;
 pub mod node;
 pub mod peer;

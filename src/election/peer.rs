@@ -1,17 +1,20 @@
-//! A node's link to one peer: a channel that is dialled afresh (resolving the peer's name again) when
-//! calls keep missing their deadline or reach another node. An HTTP/2 connection whose address went
-//! away (a container reconnected with a new address, a partition that dropped packets) is never closed
-//! by a deadline alone: each call is cancelled, the connection stays, and every later call on it is lost
-//! too. So after a few deadlines missed in a row the link drops the connection and dials again.
+//! A node's link to one peer: a channel that is dialled afresh (resolving the peer's name again) on the
+//! first call that fails, misses its deadline or reaches another node. An HTTP/2 connection whose
+//! address went away (a container reconnected with a new address, a partition that dropped packets) is
+//! never closed by a deadline alone: each call is cancelled, the connection stays, and every later call
+//! on it is lost too. So the link drops the connection and dials again at once, not on a timer, and
+//! tells whoever keeps the members (`super::discovery`) to look the group up again: a heal that swapped
+//! two nodes' addresses settles within a round trip.
 //!
 //! Whether the peer is down is not the link's to judge: the state machine decides that from the
 //! outcomes of its sends and what the node tells it (`Core::is_down`), and sends a down peer nothing.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use synclab_core::election::{Message, NodeId, Reply, SendError};
+use tokio::sync::Notify;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -20,8 +23,8 @@ use crate::lock::lock;
 use crate::proto::election::election_service_client::ElectionServiceClient;
 use crate::rpc::{Dialer, RpcError, request, with_deadline};
 
-/// Deadlines missed in a row after which the connection is dropped and dialled again.
-pub const REDIAL_AFTER_MISSES: u32 = 2;
+/// Deadlines missed in a row after which the connection is dropped and dialled again: the first.
+pub const REDIAL_AFTER_MISSES: u32 = 1;
 
 /// One peer of a node.
 #[derive(Debug)]
@@ -32,6 +35,8 @@ pub struct Peer {
     dialer: Dialer,
     client: Mutex<ElectionServiceClient<Channel>>,
     misses: AtomicU32,
+    /// Told of every failed call (members found by discovery: look them up again).
+    failed: Option<Arc<Notify>>,
 }
 
 impl Peer {
@@ -39,7 +44,18 @@ impl Peer {
     pub fn new(id: NodeId, address: &str, timeout: Duration, dialer: Dialer) -> Result<Self, RpcError> {
         let client = ElectionServiceClient::new(dialer.channel(address, timeout)?);
         let (address, client, misses) = (address.to_string(), Mutex::new(client), AtomicU32::new(0));
-        Ok(Self { id, address, timeout, dialer, client, misses })
+        Ok(Self { id, address, timeout, dialer, client, misses, failed: None })
+    }
+
+    /// The same link, telling `failed` of every call that fails.
+    pub fn on_failure(mut self, failed: Arc<Notify>) -> Self {
+        self.failed = Some(failed);
+        self
+    }
+
+    /// The address it dials.
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// A client for this peer (on the current connection).
@@ -62,6 +78,9 @@ impl Peer {
             Err(e) => tracing::warn!(peer = self.id, error = %e, "cannot dial the peer again"),
         }
         self.misses.store(0, Ordering::Relaxed);
+        if let Some(failed) = &self.failed {
+            failed.notify_one();
+        }
     }
 
     /// Sends `message` from node `from`, with the deadline. A peer that does not answer in time, cannot
@@ -101,7 +120,11 @@ impl Peer {
                 }
                 Err(SendError::NoAnswer(e.to_string()))
             }
-            Err(e) => Err(SendError::Unreachable(e.to_string())),
+            Err(e) => {
+                let why = e.to_string();
+                self.redial(&why);
+                Err(SendError::Unreachable(why))
+            }
         }
     }
 }

@@ -42,7 +42,7 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 pub struct LinkFaults {
     /// The peers this process has links to.
-    peers: Vec<NodeId>,
+    peers: Mutex<Vec<NodeId>>,
     state: Mutex<(BTreeMap<NodeId, LinkFault>, u64)>,
 }
 
@@ -54,13 +54,21 @@ pub struct NoSuchLink(pub NodeId);
 impl LinkFaults {
     /// No faults yet, on the links to `peers`.
     pub fn new(peers: impl IntoIterator<Item = NodeId>) -> Self {
-        Self { peers: peers.into_iter().collect(), state: Mutex::default() }
+        Self { peers: Mutex::new(peers.into_iter().collect()), state: Mutex::default() }
+    }
+
+    /// The peers changed (members found by discovery); faults on links that are gone are dropped.
+    pub fn set_peers(&self, peers: impl IntoIterator<Item = NodeId>) {
+        let peers: Vec<NodeId> = peers.into_iter().collect();
+        lock(&self.state).0.retain(|p, _| peers.contains(p));
+        *lock(&self.peers) = peers;
     }
 
     /// Replaces every fault (an empty map heals all links); `seed` seeds loss and jitter. Nothing
     /// changes if a fault names a link this process does not have.
     pub fn set(&self, faults: BTreeMap<NodeId, LinkFault>, seed: u64) -> Result<usize, NoSuchLink> {
-        if let Some(peer) = faults.keys().find(|p| !self.peers.contains(p)) {
+        let peers = lock(&self.peers).clone();
+        if let Some(peer) = faults.keys().find(|p| !peers.contains(p)) {
             return Err(NoSuchLink(*peer));
         }
         let faults: BTreeMap<NodeId, LinkFault> = faults.into_iter().filter(|(_, f)| f.is_fault()).collect();

@@ -107,6 +107,9 @@ pub async fn berkeley(seed: u64, target: &Target, dialer: &Dialer, rec: &Recorde
             let reads = services.iter().map(|s| compose.address(s)).collect();
             (compose.address("berkeley-master"), reads, Some(compose))
         }
+        Target::Swarm { .. } => {
+            return Err(LabError::NoHostFault { node: "swarm".into(), why: "the clock scenarios run on compose or --local".into() });
+        }
     };
     let (stop, stopped) = watch::channel(false);
     let (counted, mut rounds) = watch::channel(0u64);
@@ -270,6 +273,9 @@ pub async fn cristian(target: &Target, dialer: &Dialer, rec: &Recorder, restart:
         }
         Target::Compose { project, start } => {
             TimeServer::Compose(Compose::connect(project, &["time-server"], *start, dialer.clone()).await?)
+        }
+        Target::Swarm { .. } => {
+            return Err(LabError::NoHostFault { node: "swarm".into(), why: "the clock scenarios run on compose or --local".into() });
         }
     };
     let devices = [("mobile", 3_200 * MS, 45.0), ("laptop", -1_700 * MS, -30.0)];

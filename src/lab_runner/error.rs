@@ -29,6 +29,9 @@ pub enum LabError {
         "no running {services} in compose project '{project}': start the lab's stack with `SYNCLAB_LAB=1 scripts/compose up -d` (or name it with --project)"
     )]
     Missing { services: String, project: String },
+    /// A host fault cannot be made on this node (`why`).
+    #[error("no host fault on {node}: {why}")]
+    NoHostFault { node: String, why: String },
     /// A service the run drives has no container.
     #[error("no container for {service}")]
     NoContainer { service: String },

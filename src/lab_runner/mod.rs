@@ -7,8 +7,8 @@
 //! - `synclab_core::lab::plan`: an election scenario as a pure plan of steps, from (scenario, seed,
 //!   members, duration); the history records the plan a run played.
 //! - [`play`]: plays a plan against a backend (symbolic targets resolved, faults applied, settles).
-//! - [`backend`]: the [`Backend`] trait, the seam where compose, local and the next backends (a swarm
-//!   of hosts, a simulator in virtual time) plug in; its module doc says how.
+//! - [`backend`]: the [`Backend`] trait, the seam where compose, local, a swarm of hosts and the next
+//!   backends (a simulator in virtual time) plug in; its module doc says how.
 //! - [`observe`]: the gRPC observers of each node's state and messages.
 //! - [`record`]: the recorder and the run's folder (history, results, report).
 //! - [`clocks`]: the clock scenarios (Berkeley, Cristian), which follow fixed scripts of their own.
@@ -40,6 +40,7 @@ pub use report::summary;
 
 use backend::compose::{Compose, ELECTION_SERVICES};
 use backend::local::Local;
+use backend::swarm::Swarm;
 use play::Player;
 use record::{Recorder, RunClock, finish, write_history};
 
@@ -81,6 +82,10 @@ pub async fn run(options: RunOptions) -> Result<Results, LabError> {
         Target::Compose { project, start } => {
             let compose = Compose::connect(project, &ELECTION_SERVICES, *start, options.dialer.clone()).await?;
             run_election(compose, &options).await
+        }
+        Target::Swarm { stack, engines } => {
+            let swarm = Swarm::connect(stack, engines.clone(), options.dialer.clone()).await?;
+            run_election(swarm, &options).await
         }
     }
 }

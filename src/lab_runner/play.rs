@@ -11,7 +11,7 @@ use synclab_core::lab::check;
 use synclab_core::lab::history::{Event, Fault, Op, Role};
 use synclab_core::lab::plan::{Plan, Step};
 
-use super::backend::{Backend, Lifecycle, Link, LinkTable};
+use super::backend::{Backend, HostFault, Lifecycle, Link, LinkTable};
 use super::error::LabError;
 use super::observe::POLL;
 use super::record::Recorder;
@@ -29,6 +29,8 @@ pub struct Player<B: Backend> {
     cut: BTreeMap<NodeId, BTreeSet<NodeId>>,
     /// Members whose links are slow or lossy.
     slow: BTreeMap<NodeId, Link>,
+    /// Hosts cut off or frozen by the run: by the member named, the members there.
+    hosts: BTreeMap<NodeId, (HostFault, Vec<NodeId>)>,
     seed: u64,
 }
 
@@ -37,7 +39,17 @@ impl<B: Backend> Player<B> {
     pub fn new(backend: B, rec: Recorder, seed: u64) -> Self {
         let members = backend.members();
         let coordinator = members.last().copied().unwrap_or(0);
-        Self { backend, rec, members, coordinator, down: BTreeSet::new(), cut: BTreeMap::new(), slow: BTreeMap::new(), seed }
+        Self {
+            backend,
+            rec,
+            members,
+            coordinator,
+            down: BTreeSet::new(),
+            cut: BTreeMap::new(),
+            slow: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            seed,
+        }
     }
 
     /// The backend, for its shutdown.
@@ -73,9 +85,12 @@ impl<B: Backend> Player<B> {
 
     /// Applies `op` and records it with its start and end (and its error, if it failed: the run goes
     /// on, and the checkers see what really happened).
-    async fn fault(&mut self, op: Op) {
+    async fn fault(&mut self, mut op: Op) {
         let start = self.rec.now();
-        let error = self.apply(&op).await.err();
+        let error = match self.host(&mut op).await {
+            Some(result) => result.err(),
+            None => self.apply(&op).await.err(),
+        };
         if let Some(e) = &error {
             tracing::warn!(op = %op.describe(), error = %e, "lab: fault failed");
         }
@@ -148,6 +163,38 @@ impl<B: Backend> Player<B> {
         }
     }
 
+    /// Carries out a host fault (`None` for any other `op`), and names in `op` every member on the host.
+    async fn host(&mut self, op: &mut Op) -> Option<Result<(), LabError>> {
+        let (fault, targets) = match op {
+            Op::HostDown { targets } => (HostFault::Down, targets),
+            Op::HostUp { targets } => (HostFault::Up, targets),
+            Op::HostFreeze { targets } => (HostFault::Freeze, targets),
+            Op::HostThaw { targets } => (HostFault::Thaw, targets),
+            _ => return None,
+        };
+        let id = targets.first().and_then(|t| check::node_id(t))?;
+        let result = self.backend.host_fault(fault, id).await;
+        Some(result.map(|mut on_host| {
+            // The member named first, then the others on its host.
+            on_host.retain(|&n| n != id);
+            on_host.insert(0, id);
+            *targets = on_host.iter().map(|n| format!("node-{n}")).collect();
+            match fault {
+                HostFault::Down | HostFault::Freeze => {
+                    self.down.extend(on_host.iter().copied());
+                    self.hosts.insert(id, (fault, on_host));
+                }
+                HostFault::Up | HostFault::Thaw => {
+                    if let Some((_, was)) = self.hosts.remove(&id) {
+                        for n in was {
+                            self.down.remove(&n);
+                        }
+                    }
+                }
+            }
+        }))
+    }
+
     /// Member `id`'s faulty links: its cuts, and delay/loss on links from or to a slow member.
     fn table(&self, id: NodeId) -> LinkTable {
         let links = self
@@ -181,6 +228,13 @@ impl<B: Backend> Player<B> {
 
     /// Heals and starts everything the run broke.
     pub async fn restore(&mut self) {
+        for (id, (fault, on_host)) in std::mem::take(&mut self.hosts) {
+            let undo = if fault == HostFault::Down { HostFault::Up } else { HostFault::Thaw };
+            let _ = self.backend.host_fault(undo, id).await;
+            for n in on_host {
+                self.down.remove(&n);
+            }
+        }
         let down: Vec<NodeId> = self.down.iter().copied().collect();
         for id in down {
             let _ = self.backend.lifecycle(Lifecycle::Unpause, id).await;
@@ -241,6 +295,8 @@ mod tests {
     #[derive(Clone, Default)]
     struct Fake {
         calls: Arc<Mutex<Vec<(Lifecycle, NodeId)>>>,
+        /// Host faults asked for; members 4 and 5 share a host.
+        hosts: Arc<Mutex<Vec<(HostFault, NodeId)>>>,
         links: Arc<Mutex<BTreeMap<NodeId, LinkTable>>>,
         nanos: Arc<AtomicU64>,
     }
@@ -261,6 +317,11 @@ mod tests {
         async fn lifecycle(&mut self, action: Lifecycle, id: NodeId) -> Result<(), LabError> {
             self.calls.lock().unwrap().push((action, id));
             Ok(())
+        }
+
+        async fn host_fault(&mut self, fault: HostFault, id: NodeId) -> Result<Vec<NodeId>, LabError> {
+            self.hosts.lock().unwrap().push((fault, id));
+            Ok(if id >= 4 { vec![4, 5] } else { vec![id] })
         }
 
         async fn set_links(&mut self, id: NodeId, table: &LinkTable) -> Result<(), LabError> {
@@ -324,6 +385,30 @@ mod tests {
         let links = fake.links.lock().unwrap();
         assert_eq!(links.len(), 5, "every member's links were set");
         assert!(links.values().all(|t| t.links.is_empty()), "healed: {links:?}");
+    }
+
+    /// Pins that a host fault hits the coordinator's host, names every member there in the history,
+    /// and that a run cut short leaves no host down: restore brings it back.
+    #[tokio::test]
+    async fn a_host_fault_names_every_member_on_the_host_and_restore_undoes_it() {
+        let fake = Fake::default();
+        let rec = settled_group(&fake);
+        let plan = plan(Scenario::HostDown, 1, &fake.members(), Some(Duration::from_secs(2))).unwrap();
+        let mut player = Player::new(fake.clone(), rec.clone(), 1);
+        player.play(&plan).await.unwrap();
+        assert_eq!(*fake.hosts.lock().unwrap(), [(HostFault::Down, 5), (HostFault::Up, 5)]);
+        let faults = faults(&rec);
+        assert_eq!(faults[0].op, Op::HostDown { targets: vec!["node-5".into(), "node-4".into()] });
+        assert!(faults.iter().all(|f| f.error.is_none()), "{faults:?}");
+
+        // Frozen and never thawed by the plan: restore thaws it.
+        let fake = Fake::default();
+        let mut player = Player::new(fake.clone(), settled_group(&fake), 1);
+        let mut op = Op::HostFreeze { targets: vec!["node-4".into()] };
+        assert!(player.host(&mut op).await.unwrap().is_ok());
+        player.restore().await;
+        assert_eq!(*fake.hosts.lock().unwrap(), [(HostFault::Freeze, 4), (HostFault::Thaw, 4)]);
+        assert!(player.down.is_empty());
     }
 
     /// Pins the start's failure: a group that shows no coordinator fails the run after the plan's

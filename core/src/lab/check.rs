@@ -227,8 +227,17 @@ impl Worlds {
                 targets.iter().filter_map(|t| node_id(t)).filter(|n| run.nodes.contains(n)).collect()
             };
             match &fault.op {
-                Op::Kill { targets } | Op::Stop { targets } | Op::Pause { targets } => world.down.extend(ids(targets)),
-                Op::Start { targets } | Op::Unpause { targets } => {
+                Op::Kill { targets } | Op::Stop { targets } | Op::Pause { targets } | Op::HostFreeze { targets } => {
+                    world.down.extend(ids(targets))
+                }
+                // The host's nodes and the others are two sides of a partition.
+                Op::HostDown { targets } => {
+                    let cut = ids(targets);
+                    let rest = run.nodes.iter().copied().filter(|n| !cut.contains(n)).collect();
+                    world.groups = Some(vec![cut, rest]);
+                }
+                Op::HostUp { .. } => world.groups = None,
+                Op::Start { targets } | Op::Unpause { targets } | Op::HostThaw { targets } => {
                     for n in ids(targets) {
                         world.down.remove(&n);
                     }
@@ -390,8 +399,14 @@ enum SettleKind {
 impl SettleKind {
     fn after(op: &Op) -> Option<SettleKind> {
         match op {
-            Op::Kill { .. } | Op::Stop { .. } | Op::Pause { .. } | Op::Partition { .. } | Op::Link { .. } => Some(SettleKind::Failover),
-            Op::Start { .. } | Op::Unpause { .. } | Op::Heal => Some(SettleKind::Return),
+            Op::Kill { .. }
+            | Op::Stop { .. }
+            | Op::Pause { .. }
+            | Op::Partition { .. }
+            | Op::Link { .. }
+            | Op::HostDown { .. }
+            | Op::HostFreeze { .. } => Some(SettleKind::Failover),
+            Op::Start { .. } | Op::Unpause { .. } | Op::Heal | Op::HostUp { .. } | Op::HostThaw { .. } => Some(SettleKind::Return),
             Op::Bump { .. } | Op::Strobe { .. } | Op::Drift { .. } => None,
         }
     }
@@ -507,7 +522,7 @@ fn cristian(run: &RunInfo, events: &[Event], faults: &[Fault], end: f64) -> Chec
 
 /// Whether `op` takes processes down (recovery is due after they come back, not before).
 fn takes_down(op: &Op) -> bool {
-    matches!(op, Op::Kill { .. } | Op::Stop { .. } | Op::Pause { .. })
+    matches!(op, Op::Kill { .. } | Op::Stop { .. } | Op::Pause { .. } | Op::HostDown { .. } | Op::HostFreeze { .. })
 }
 
 fn berkeley(run: &RunInfo, events: &[Event], faults: &[Fault]) -> CheckResult {
@@ -635,6 +650,32 @@ mod tests {
         let r = check(&h);
         assert_eq!(r.checkers["election-safety"].valid, Validity::Valid, "{r:#?}");
         assert_eq!(r.checkers["election-safety"].figures["split_brain_terms"], 1);
+    }
+
+    /// A host cut off is a partition between its nodes and the others: each side may elect, but two
+    /// coordinators of one term on the same side are still a violation; after the host is back, the
+    /// group must agree again.
+    #[test]
+    fn a_host_cut_off_splits_the_group_and_must_heal_to_one() {
+        let host_down = || Op::HostDown { targets: vec!["node-4".into(), "node-3".into()] };
+        let mut h = vec![run(&[1, 2, 3, 4])];
+        h.extend(settled(0.2, &[1, 2, 3, 4], 4, 1));
+        h.push(fault(1.0, host_down()));
+        h.extend(settled(1.4, &[1, 2], 2, 2));
+        h.push(obs(1.5, 4, Role::Coordinator, 2, Some(4)));
+        h.push(fault(2.0, Op::HostUp { targets: vec!["node-4".into(), "node-3".into()] }));
+        h.extend(settled(2.5, &[1, 2, 3, 4], 4, 3));
+        let r = check(&h);
+        assert_eq!(r.checkers["election-safety"].valid, Validity::Valid, "{r:#?}");
+        assert_eq!(r.checkers["election-safety"].figures["split_brain_terms"], 1);
+
+        // Two coordinators of term 2 on the survivors' side: invalid.
+        let mut bad = vec![run(&[1, 2, 3, 4])];
+        bad.extend(settled(0.2, &[1, 2, 3, 4], 4, 1));
+        bad.push(fault(1.0, host_down()));
+        bad.extend(settled(1.4, &[1, 2], 2, 2));
+        bad.push(obs(1.5, 1, Role::Coordinator, 2, Some(1)));
+        assert_eq!(check(&bad).checkers["election-safety"].valid, Validity::Invalid);
     }
 
     #[test]

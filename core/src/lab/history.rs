@@ -124,6 +124,27 @@ pub enum Op {
     },
     /// Every partition and link fault removed.
     Heal,
+    /// The network of a host cut: the election nodes on it (`targets`) are cut off from the others,
+    /// without a FIN.
+    HostDown {
+        /// The election nodes on the host, by name (`node-3`); the first is the one the plan named.
+        targets: Vec<String>,
+    },
+    /// The host's network back.
+    HostUp {
+        /// The election nodes on the host, by name.
+        targets: Vec<String>,
+    },
+    /// Every container on a host paused.
+    HostFreeze {
+        /// The election nodes on the host, by name.
+        targets: Vec<String>,
+    },
+    /// The host's containers unpaused.
+    HostThaw {
+        /// The election nodes on the host, by name.
+        targets: Vec<String>,
+    },
     /// Delay, jitter and loss on every link of `node` (both ways); node 0: on every link of the group.
     Link {
         /// The node whose links it hits; 0: every node's.
@@ -173,6 +194,10 @@ impl Op {
             Op::Unpause { .. } => "unpause",
             Op::Partition { .. } => "partition",
             Op::Heal => "heal",
+            Op::HostDown { .. } => "host-down",
+            Op::HostUp { .. } => "host-up",
+            Op::HostFreeze { .. } => "host-freeze",
+            Op::HostThaw { .. } => "host-thaw",
             Op::Link { .. } => "link",
             Op::Bump { .. } => "bump",
             Op::Strobe { .. } => "strobe",
@@ -191,6 +216,9 @@ impl Op {
                 format!("partition ({shape}) {}", groups.join(" | "))
             }
             Op::Heal => "heal".into(),
+            Op::HostDown { targets } | Op::HostUp { targets } | Op::HostFreeze { targets } | Op::HostThaw { targets } => {
+                format!("{} (the host of {})", self.name(), targets.join(","))
+            }
             Op::Link { node, delay_ms, jitter_ms, loss } => {
                 let which = if *node == 0 { "every link".to_string() } else { format!("link node-{node}") };
                 format!("{which}: {delay_ms}±{jitter_ms} ms, {:.0}% loss", loss * 100.0)

@@ -145,6 +145,26 @@ pub enum Action {
     },
     /// Every partition and link fault removed.
     Heal,
+    /// The network of the host `target` runs on cut (every member there gone without a FIN).
+    HostDown {
+        /// A member on the host.
+        target: Member,
+    },
+    /// That host's network back.
+    HostUp {
+        /// A member on the host.
+        target: Member,
+    },
+    /// Every container on the host `target` runs on paused.
+    HostFreeze {
+        /// A member on the host.
+        target: Member,
+    },
+    /// That host's containers unpaused.
+    HostThaw {
+        /// A member on the host.
+        target: Member,
+    },
     /// Delay, jitter and loss on every link of `node` (both ways); no `node`: on every link.
     Link {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,6 +219,10 @@ impl Action {
                 Op::Partition { shape: shape.as_str().into(), groups: groups.iter().map(|g| g.resolve(members, coordinator)).collect() }
             }
             Action::Heal => Op::Heal,
+            Action::HostDown { target } => Op::HostDown { targets: targets(target)? },
+            Action::HostUp { target } => Op::HostUp { targets: targets(target)? },
+            Action::HostFreeze { target } => Op::HostFreeze { targets: targets(target)? },
+            Action::HostThaw { target } => Op::HostThaw { targets: targets(target)? },
             Action::Link { node, delay_ms, jitter_ms, loss } => {
                 let node = match node {
                     Some(m) => m.resolve(members, coordinator)?,
@@ -273,6 +297,8 @@ pub fn plan(scenario: Scenario, seed: u64, members: &[NodeId], duration: Option<
             p.settle();
         }
         Scenario::Nemesis => p.nemesis(duration.unwrap_or(Duration::from_secs(30))),
+        Scenario::HostDown => p.coordinator_down(Kind::HostDown, hold(2, 5.0)),
+        Scenario::HostFreeze => p.coordinator_down(Kind::HostFreeze, hold(2, 5.0)),
         Scenario::BerkeleyFaultyClock | Scenario::CristianServerRestart | Scenario::CristianClockBump => {
             return Err(PlanError::NotElection(scenario));
         }
@@ -284,6 +310,8 @@ enum Kind {
     Kill,
     Stop,
     Pause,
+    HostDown,
+    HostFreeze,
 }
 
 /// A plan being drawn. The order of the draws from `rng` is the order of the scenarios' random
@@ -370,6 +398,8 @@ impl Planner {
             Kind::Kill => (Action::Kill { target }, Action::Start { target }),
             Kind::Stop => (Action::Stop { target }, Action::Start { target }),
             Kind::Pause => (Action::Pause { target }, Action::Unpause { target }),
+            Kind::HostDown => (Action::HostDown { target }, Action::HostUp { target }),
+            Kind::HostFreeze => (Action::HostFreeze { target }, Action::HostThaw { target }),
         };
         self.fault_held(down, hold);
         self.fault_held(up, hold);

@@ -37,6 +37,12 @@ pub enum Scenario {
     CristianClockBump,
     /// `nemesis`: random kills, stops, pauses, partitions and link faults.
     Nemesis,
+    /// `host-down` (several hosts: `--swarm`): the network of the coordinator's host cut (every member
+    /// there gone without a FIN), then back.
+    HostDown,
+    /// `host-freeze` (several hosts: `--swarm`): every container on the coordinator's host paused, then
+    /// unpaused.
+    HostFreeze,
 }
 
 impl crate::Named for Scenario {
@@ -56,6 +62,8 @@ impl crate::Named for Scenario {
         Scenario::CristianServerRestart,
         Scenario::CristianClockBump,
         Scenario::Nemesis,
+        Scenario::HostDown,
+        Scenario::HostFreeze,
     ];
 
     fn as_str(self) -> &'static str {
@@ -74,6 +82,8 @@ impl crate::Named for Scenario {
             Scenario::CristianServerRestart => "cristian-server-restart",
             Scenario::CristianClockBump => "cristian-clock-bump",
             Scenario::Nemesis => "nemesis",
+            Scenario::HostDown => "host-down",
+            Scenario::HostFreeze => "host-freeze",
         }
     }
 }
@@ -102,6 +112,8 @@ impl Scenario {
             Scenario::CristianServerRestart => "stop the time server while the phone and the laptop sync, start it again",
             Scenario::CristianClockBump => "the laptop's clock jumps five minutes between two syncs",
             Scenario::Nemesis => "random kills, stops, pauses, partitions (isolate, halves, bridge, majorities-ring) and link faults",
+            Scenario::HostDown => "--swarm: cut the network of the coordinator's host (no FIN), then restore it",
+            Scenario::HostFreeze => "--swarm: pause every container on the coordinator's host, then unpause them",
         }
     }
 

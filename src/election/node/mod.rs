@@ -94,7 +94,13 @@ struct Shared {
     /// One event at a time, from the machine through the state file to the network.
     turn: tokio::sync::Mutex<()>,
     timeline: Timeline,
-    members: Vec<pb::Member>,
+    /// Every member's address (replaced when discovery finds other members).
+    members: Mutex<Vec<pb::Member>>,
+    /// Told of every failed send to a discovered member: look the members up again.
+    peer_failed: Arc<Notify>,
+    /// Addresses that sent messages as a node this one does not know (a member that DNS does not list
+    /// here yet): discovery asks them who they are.
+    strangers: Mutex<std::collections::BTreeSet<std::net::IpAddr>>,
     state: Option<StateFile>,
     /// The highest term in the state file; held while writing it, so writes never go back.
     written: tokio::sync::Mutex<Term>,
@@ -181,7 +187,9 @@ impl ElectionNode {
             machine: Mutex::new(machine),
             turn: tokio::sync::Mutex::new(()),
             timeline,
-            members,
+            members: Mutex::new(members),
+            peer_failed: Arc::new(Notify::new()),
+            strangers: Mutex::new(std::collections::BTreeSet::new()),
             state,
             written: tokio::sync::Mutex::new(term),
             leader: watch::channel(pb::NodeState::default()).0,
@@ -194,7 +202,8 @@ impl ElectionNode {
             store_failures: Refusals::new("state file write"),
             leave,
             leaving,
-            lines: Watchers::new(config.peers.len().max(1) * 4),
+            // Discovery may grow the group: room for the lines of a few dozen followers at least.
+            lines: Watchers::new(config.peers.len().max(64) * 4),
             following: Mutex::new(None),
             probe_timeout: config.probe_timeout,
             rpc_timeout: config.rpc_timeout,
@@ -239,6 +248,86 @@ impl ElectionNode {
         self.shared.frozen.send_replace(frozen);
     }
 
+    /// Told of every failed send to a member that discovery found ([`super::discovery::keep_members`]
+    /// looks the members up again at once).
+    pub fn peer_failures(&self) -> Arc<Notify> {
+        self.shared.peer_failed.clone()
+    }
+
+    /// A message came from `ip` as a node that is not a member here: remembered (at most 64) for
+    /// discovery to ask, and discovery woken.
+    pub(super) fn stranger(&self, ip: std::net::IpAddr) {
+        let mut strangers = lock(&self.shared.strangers);
+        if strangers.len() < 64 && strangers.insert(ip) {
+            self.shared.peer_failed.notify_one();
+        }
+    }
+
+    /// The addresses that sent messages as unknown nodes since the last call.
+    pub fn take_strangers(&self) -> Vec<std::net::IpAddr> {
+        std::mem::take(&mut *lock(&self.shared.strangers)).into_iter().collect()
+    }
+
+    /// Makes `members` (every member's address by id, this node's own entry included or not) the group,
+    /// as discovery found it. The same ids at other addresses only redial those peers. Other ids
+    /// rebuild the machine for the new group, keeping the term it has seen (so no term is claimed
+    /// twice), and hold an election: Bully's highest id takes over, a Ring closes over the new members.
+    /// Returns whether the ids changed.
+    pub async fn set_members(&self, members: BTreeMap<NodeId, String>) -> bool {
+        let own = self.shared.id;
+        let (changed, ids) = {
+            let _turn = self.shared.turn.lock().await;
+            let old = self.shared.outbox.peers();
+            let mut peers = BTreeMap::new();
+            for (&id, address) in members.iter().filter(|(id, _)| **id != own) {
+                match old.get(&id) {
+                    Some(peer) if peer.address() == address => {
+                        peers.insert(id, peer.clone());
+                    }
+                    _ => match Peer::new(id, address, self.shared.rpc_timeout, Dialer::new(self.shared.tls.clone())) {
+                        Ok(peer) => {
+                            tracing::info!(id = own, peer = id, %address, "member found");
+                            peers.insert(id, Arc::new(peer.on_failure(self.shared.peer_failed.clone())));
+                        }
+                        Err(e) => tracing::warn!(id = own, peer = id, %address, error = %e, "cannot dial a member found"),
+                    },
+                }
+            }
+            let mut ids: Vec<NodeId> = peers.keys().copied().chain(std::iter::once(own)).collect();
+            ids.sort_unstable();
+            let listed =
+                ids.iter().map(|id| pb::Member { id: wire_id(*id), address: members.get(id).cloned().unwrap_or_default() }).collect();
+            self.shared.links.set_peers(peers.keys().copied());
+            self.shared.outbox.set_peers(peers);
+            *lock(&self.shared.members) = listed;
+            let mut machine = self.lock();
+            let config = machine.core().config().clone();
+            if config.members == ids {
+                (false, ids)
+            } else {
+                match GroupConfig::new(own, ids.iter().copied(), config.heartbeat, config.timeout) {
+                    Ok(checked) => {
+                        // Every other setting (timeouts, stagger, detection) as before.
+                        let mut group = config.clone();
+                        group.members = checked.members;
+                        let term = machine.core().term();
+                        *machine = Machine::new(self.shared.algorithm, group, term);
+                        (true, ids)
+                    }
+                    Err(e) => {
+                        tracing::warn!(id = own, error = %e, "the members found do not make a group: kept the old one");
+                        (false, ids)
+                    }
+                }
+            }
+        };
+        if changed {
+            tracing::info!(id = own, members = ?ids, "the members changed: holding an election");
+            self.event(|m, now| m.hold_election(now, "the members changed")).await;
+        }
+        changed
+    }
+
     /// The node's state as `GetState` reports it: after any event in progress, so it shows no term
     /// that is not stored yet, and matches what `WatchLeader` has published.
     pub async fn snapshot(&self) -> pb::NodeState {
@@ -255,7 +344,7 @@ impl ElectionNode {
     }
 
     fn describe(&self, machine: &Machine) -> pb::NodeState {
-        node_state(self.shared.id, self.shared.algorithm, machine, &self.shared.members, &self.shared.timeline)
+        node_state(self.shared.id, self.shared.algorithm, machine, &lock(&self.shared.members), &self.shared.timeline)
     }
 
     /// A message from `from` over a link a lab cut: it goes unanswered, as a dropped packet would, until

@@ -29,7 +29,8 @@ enum Slot {
 /// Where a node's messages leave from.
 pub(super) struct Outbox {
     id: NodeId,
-    peers: BTreeMap<NodeId, Arc<Peer>>,
+    /// The peers, by id (replaced as a whole when discovery finds other members).
+    peers: Mutex<Arc<BTreeMap<NodeId, Arc<Peer>>>>,
     /// Faults a lab set on the links to the peers.
     links: Arc<LinkFaults>,
     /// How long a message lost on a faulty link keeps its sender waiting: the RPC deadline.
@@ -44,12 +45,25 @@ pub(super) struct Outbox {
 
 impl Outbox {
     pub(super) fn new(id: NodeId, peers: BTreeMap<NodeId, Arc<Peer>>, links: Arc<LinkFaults>, rpc_timeout: Duration, halted: Stop) -> Self {
-        Self { id, peers, links, rpc_timeout, halted, messages: broadcast::channel(1024).0, inflight: Mutex::new(HashMap::new()) }
+        Self {
+            id,
+            peers: Mutex::new(Arc::new(peers)),
+            links,
+            rpc_timeout,
+            halted,
+            messages: broadcast::channel(1024).0,
+            inflight: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// The peers, by id.
-    pub(super) fn peers(&self) -> &BTreeMap<NodeId, Arc<Peer>> {
-        &self.peers
+    /// The peers, by id, as they are now.
+    pub(super) fn peers(&self) -> Arc<BTreeMap<NodeId, Arc<Peer>>> {
+        lock(&self.peers).clone()
+    }
+
+    /// Replaces the peers (discovery found other members, or the same at other addresses).
+    pub(super) fn set_peers(&self, peers: BTreeMap<NodeId, Arc<Peer>>) {
+        *lock(&self.peers) = Arc::new(peers);
     }
 
     /// Tells the message watchers about one message, if any is watching.
@@ -155,7 +169,7 @@ impl Outbox {
         F: FnOnce(Envelope, Result<Reply, SendError>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Some(peer) = self.peers.get(&envelope.to).cloned() else {
+        let Some(peer) = self.peers().get(&envelope.to).cloned() else {
             tracing::warn!(to = envelope.to, "no address for node");
             return None;
         };

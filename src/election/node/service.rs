@@ -19,6 +19,7 @@ impl ElectionNode {
     async fn handle<T: Incoming>(&self, request: Request<T>, rpc: &str) -> Result<Response<pb::Reply>, Status> {
         let from = to_id(request.get_ref().from(), "from")?;
         authorize(&request, rpc, Allowed::Node(from))?;
+        let remote = request.remote_addr();
         let request = request.into_inner();
         self.thawed().await;
         self.cut_off(from).await?;
@@ -41,6 +42,9 @@ impl ElectionNode {
         match outcome {
             Ok(Ok(reply)) => Ok(Response::new(wire_reply(self.shared.id, reply))),
             Ok(Err(rejection)) => {
+                if let (synclab_core::election::Rejection::UnknownSender(_), Some(remote)) = (&rejection, remote) {
+                    self.stranger(remote.ip());
+                }
                 self.shared.refusals.refused(rejection.kind(), &format_args!("{} from {from}: {rejection}", kind.as_str()));
                 Err(Status::invalid_argument(rejection.to_string()))
             }

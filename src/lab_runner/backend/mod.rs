@@ -19,6 +19,7 @@
 
 pub mod compose;
 pub mod local;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -42,6 +43,8 @@ pub enum Target {
     Local,
     /// The compose project's containers (started with `--lab`); `start`: start the missing ones.
     Compose { project: String, start: bool },
+    /// A Docker Swarm stack's election tasks, on these nodes' engines.
+    Swarm { stack: String, engines: Vec<Engine> },
 }
 
 impl Target {
@@ -50,8 +53,18 @@ impl Target {
         match self {
             Target::Local => "local",
             Target::Compose { .. } => "compose",
+            Target::Swarm { .. } => "swarm",
         }
     }
+}
+
+/// One node of a swarm: its name, its engine's endpoint (`unix://PATH`, `tcp://HOST:PORT`) and the
+/// address its published ports are on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Engine {
+    pub name: String,
+    pub endpoint: String,
+    pub address: String,
 }
 
 /// What can happen to a member's process.
@@ -79,6 +92,18 @@ impl Lifecycle {
             Lifecycle::Unpause => "unpause",
         }
     }
+}
+
+/// What can happen to the node (host) a member runs on, and so to every member there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostFault {
+    /// Its network cut: every task on it gone at once, without a FIN.
+    Down,
+    /// Its network back.
+    Up,
+    /// Every container on it paused.
+    Freeze,
+    Thaw,
 }
 
 /// One link's fault, from a member to a peer (both ways, as the player sets them on both ends).
@@ -128,6 +153,16 @@ pub trait Backend: Send {
 
     /// Kills, stops, starts, pauses or unpauses member `id`.
     fn lifecycle(&mut self, action: Lifecycle, id: NodeId) -> impl Future<Output = Result<(), LabError>> + Send;
+
+    /// Breaks or mends the node member `id` runs on; returns the members that run there. Only a backend
+    /// of several hosts has them.
+    fn host_fault(&mut self, fault: HostFault, id: NodeId) -> impl Future<Output = Result<Vec<NodeId>, LabError>> + Send {
+        let name = self.name();
+        async move {
+            let _ = (fault, id);
+            Err(LabError::NoHostFault { node: name.to_string(), why: "this backend runs on one host".into() })
+        }
+    }
 
     /// Sets every faulty link of member `id` (and heals the others): through its `Lab/SetLinks` by
     /// default.
