@@ -507,18 +507,11 @@ fn assert_flags(args: &[String], help: &str, what: &str) {
 /// Every variable a container is given is one its program reads, and every flag in its arguments and
 /// its exec probes is one it has, asked of the binaries this build made.
 fn assert_env_and_flags_exist(rendered: &Rendered) {
-    let platform_interface_built = help(&json!({}), &["election-node".to_string()]).contains("[env: SYNCLAB_DISCOVER=");
-    if !platform_interface_built {
-        eprintln!("NOTE: this election-node has no {PLATFORM_INTERFACE:?} yet: those two are not checked against it");
-    }
     for workload in rendered.workloads() {
         let name = workload["metadata"]["name"].as_str().unwrap();
         for container in containers(workload) {
             let program_help = help(container, &strings(&container["command"]));
             for var in rendered.env(container).keys() {
-                if !platform_interface_built && PLATFORM_INTERFACE.contains(&var.as_str()) {
-                    continue;
-                }
                 assert!(
                     program_help.contains(&format!("[env: {var}=")),
                     "{name}: {var} is not a variable the program reads:\n{program_help}"
@@ -801,10 +794,6 @@ fn id_taken(rendered: &Rendered, pod: &str, certs: Option<&Path>) -> i64 {
 #[test]
 fn the_election_node_takes_the_id_the_pod_name_gives_it() {
     if !tools_available() {
-        return;
-    }
-    if !help(&json!({}), &["election-node".to_string()]).contains("[env: SYNCLAB_ID_FROM_NAME=") {
-        eprintln!("SKIPPED: this election-node has no --id-from-name yet (the platform interface of #28)");
         return;
     }
     // Plaintext with discovery, and a member added by scaling to seven.

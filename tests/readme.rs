@@ -23,6 +23,7 @@ const INSTALLS: &str = "installs into the user's cargo bin folder; not on a shar
 const WHOLE_SUITE: &str = "the whole suite (it runs this test)";
 const REGISTRY: &str = "needs rust:1.95-bookworm from a registry";
 const CLUSTER: &str = "needs a Kubernetes cluster (tests/k8s.rs checks the manifests and the binary with their environment)";
+const SWARM: &str = "needs root and a multi-node swarm; tests/swarm.rs builds one with scripts/swarm and runs the same steps";
 const FIXED_PORTS: &str = "fixed loopback ports a parallel test could hold; tests/cli.rs and tests/ntp.rs cover the same commands";
 
 /// Every shell line of README.md, normalized (continuations joined, trailing comments dropped).
@@ -91,6 +92,14 @@ const LINES: &[(&str, Check)] = &[
         Listed("writes into the checkout's deploy/ folder; tests/tls.rs makes certificates the same way"),
     ),
     ("kubectl apply -k deploy/k8s/overlays/mtls", Listed(CLUSTER)),
+    ("SYNCLAB_IMAGE=synclab:latest scripts/build-images", Listed(STACK)),
+    ("SYNCLAB_LAB=1 scripts/swarm up --nodes 3", Listed(SWARM)),
+    ("docker stack ps synclab", Listed(SWARM)),
+    ("synclab lab run kill-coordinator --swarm --out runs/swarm-kill", Listed(SWARM)),
+    ("synclab lab run host-down --swarm --out runs/host-down", Listed(SWARM)),
+    ("synclab lab run host-freeze --swarm --out runs/host-freeze", Listed(SWARM)),
+    ("docker service scale synclab_election=7", Listed(SWARM)),
+    ("scripts/swarm down", Listed(SWARM)),
 ];
 
 /// The shell lines of a Markdown text, in order.
