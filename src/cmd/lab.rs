@@ -72,8 +72,16 @@ struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Run on election nodes in this process, on loopback, instead of the compose stack.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sim")]
     local: bool,
+    /// Run on the election cores in a simulator, in virtual time (deterministic: the same inputs give
+    /// the same history bytes), instead of the compose stack.
+    #[arg(long)]
+    sim: bool,
+    /// The group's size with --local or --sim (members 1..=N; default: the scenario's size in one
+    /// process). In Docker the stack decides.
+    #[arg(long, env = "SYNCLAB_NODES", value_name = "N", value_parser = clap::value_parser!(u64).range(2..=1000))]
+    nodes: Option<u64>,
     /// The compose project whose containers to break (default: COMPOSE_PROJECT_NAME, else the current
     /// folder's name, as Docker Compose names it).
     #[arg(long, env = "COMPOSE_PROJECT_NAME")]
@@ -126,7 +134,9 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(2));
             }
-            let target = if a.local {
+            let target = if a.sim {
+                Target::Sim
+            } else if a.local {
                 Target::Local
             } else {
                 let project = a.project.clone().unwrap_or_else(|| runner::default_project(&std::env::current_dir().unwrap_or_default()));
@@ -139,6 +149,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 algorithm: a.algorithm,
                 duration: a.duration,
                 target,
+                nodes: a.nodes,
                 dialer: a.tls.dialer()?,
             };
             match runner::run(options).await {

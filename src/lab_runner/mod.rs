@@ -13,6 +13,7 @@
 //! - [`record`]: the recorder and the run's folder (history, results, report).
 //! - [`clocks`]: the clock scenarios (Berkeley, Cristian), which follow fixed scripts of their own.
 //! - [`report`]: `report.html` and the terminal's summary.
+//! - [`sim`]: the simulator (the election cores on a network in virtual time) and its backend.
 //! - [`error`]: why a run could not be made.
 
 pub mod backend;
@@ -22,6 +23,7 @@ pub mod observe;
 pub mod play;
 pub mod record;
 pub mod report;
+pub mod sim;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +44,7 @@ use backend::compose::{Compose, ELECTION_SERVICES};
 use backend::local::Local;
 use play::Player;
 use record::{Recorder, RunClock, finish, write_history};
+use sim::{SimBackend, SimConfig};
 
 /// A run's settings.
 #[derive(Debug, Clone)]
@@ -53,6 +56,9 @@ pub struct RunOptions {
     /// How long the scenario's main part lasts (each scenario has its own default).
     pub duration: Option<Duration>,
     pub target: Target,
+    /// The group's size for the backends that make their group (`--local`, `--sim`); default: the
+    /// scenario's size in one process.
+    pub nodes: Option<u64>,
     pub dialer: crate::rpc::Dialer,
 }
 
@@ -60,6 +66,9 @@ pub struct RunOptions {
 /// the checkers' results.
 pub async fn run(options: RunOptions) -> Result<Results, LabError> {
     std::fs::create_dir_all(&options.out).map_err(|source| LabError::Io { path: options.out.clone(), source })?;
+    if !options.scenario.is_election() && matches!(options.target, Target::Sim) {
+        return Err(LabError::NotSimulated { scenario: options.scenario.to_string() });
+    }
     if !options.scenario.is_election() {
         let rec = Recorder::new(RunClock::real());
         rec.push(Event::Run(clocks::run_info(options.scenario, options.seed, &options.target)));
@@ -74,13 +83,18 @@ pub async fn run(options: RunOptions) -> Result<Results, LabError> {
     match &options.target {
         Target::Local => {
             let state_dir = options.out.join("state");
-            let n = options.scenario.local_nodes();
+            let n = options.nodes.unwrap_or(options.scenario.local_nodes());
             let local = Local::start(options.algorithm, n, state_dir, options.dialer.clone()).await?;
             run_election(local, &options).await
         }
         Target::Compose { project, start } => {
             let compose = Compose::connect(project, &ELECTION_SERVICES, *start, options.dialer.clone()).await?;
             run_election(compose, &options).await
+        }
+        Target::Sim => {
+            let n = options.nodes.unwrap_or(options.scenario.local_nodes());
+            let sim = SimBackend::start(options.algorithm, n, SimConfig::measured(options.seed));
+            run_election(sim, &options).await
         }
     }
 }

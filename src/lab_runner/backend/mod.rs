@@ -8,11 +8,11 @@
 //! time. The defaults are those of real processes that serve gRPC: links are set through each node's
 //! `Lab/SetLinks`, observations come from `GetState` and `WatchMessages`, time is the host's.
 //!
-//! How the next backends plug in:
+//! How the other backends plug in:
 //! - **Swarm** (many hosts): like [`compose::Compose`], with the tasks found on whichever node runs
 //!   them and each node's engine driven; [`Backend::members`] and [`Backend::endpoint`] from the tasks;
 //!   host-wide faults are further [`Lifecycle`]-like operations of its own.
-//! - **Simulator** (virtual time, no gRPC): overrides [`Backend::set_links`] to change its simulated
+//! - **Simulator** (virtual time, no gRPC; `super::sim::backend`, `--sim`): overrides [`Backend::set_links`] to change its simulated
 //!   network, [`Backend::observe`] to record the cores' state and messages itself, [`Backend::clock`]
 //!   and [`Backend::sleep`] to read and advance virtual time (a sleep runs the simulation to that
 //!   time), and returns `None` from [`Backend::endpoint`]. The player and the plan stay as they are.
@@ -42,6 +42,8 @@ pub enum Target {
     Local,
     /// The compose project's containers (started with `--lab`); `start`: start the missing ones.
     Compose { project: String, start: bool },
+    /// The election cores on a simulated network, in virtual time (`super::sim`).
+    Sim,
 }
 
 impl Target {
@@ -50,6 +52,7 @@ impl Target {
         match self {
             Target::Local => "local",
             Target::Compose { .. } => "compose",
+            Target::Sim => "sim",
         }
     }
 }
