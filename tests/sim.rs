@@ -49,8 +49,19 @@ fn the_same_inputs_give_byte_identical_histories() {
 /// large group, and that the run is recorded as the simulator's.
 #[test]
 fn the_scenarios_pass_their_checkers_in_the_simulator() {
-    let scenarios =
-        ["kill-coordinator", "stop-coordinator", "pause-coordinator", "partition-heal", "flaky-link", "steady-loss", "re-election"];
+    let scenarios = [
+        "kill-coordinator",
+        "stop-coordinator",
+        "pause-coordinator",
+        "partition-heal",
+        "flaky-link",
+        "steady-loss",
+        "re-election",
+        "one-way-partition",
+        "crash-lose-state",
+        "cold-start",
+        "slow-node",
+    ];
     for algorithm in ["bully", "ring"] {
         for n in ["3", "20"] {
             for scenario in scenarios {
@@ -78,4 +89,47 @@ fn a_clock_scenario_is_refused_by_the_simulator() {
     let (code, text) = sim_run("cristian-clock-bump", &dir, &[]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("simulator runs election scenarios only"), "{text}");
+}
+
+/// Pins what the new faults do to the simulated group, from the history: a cold start takes every
+/// node down and up at one instant and ends with the highest ruling; a crash that loses its state file
+/// brings the coordinator back from a term below the group's, and it rules again; a one-way partition
+/// of the coordinator (its requests lost, its answers not) changes no one's mind: the followers' own
+/// heartbeats to it are answered, which is all the failure detector needs, and it still hears them.
+#[test]
+fn the_new_faults_do_what_they_say() {
+    let events = |dir: &Path| -> Vec<Value> {
+        std::fs::read_to_string(dir.join("history.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let fault = |h: &[Value], op: &str| -> Value { h.iter().find(|e| e["type"] == "fault" && e["op"] == op).cloned().unwrap() };
+    let time = |e: &Value| e["time"].as_f64().unwrap();
+
+    let dir = out("cold");
+    assert_eq!(sim_run("cold-start", &dir, &["--nodes", "30"]).0, 0);
+    let h = events(&dir);
+    let (kill, start) = (fault(&h, "kill"), fault(&h, "start"));
+    assert_eq!(kill["targets"].as_array().unwrap().len(), 30);
+    assert_eq!(start["start"], start["end"], "every node started at the same virtual instant");
+    let at = start["start"].as_f64().unwrap();
+    assert!(h.iter().any(|e| e["type"] == "election" && time(e) >= at && e["role"] == "coordinator" && e["node"] == 30), "node 30 rules");
+
+    let dir = out("lose-state");
+    assert_eq!(sim_run("crash-lose-state", &dir, &["--nodes", "5"]).0, 0);
+    let h = events(&dir);
+    let at = fault(&h, "start")["start"].as_f64().unwrap();
+    let group_term = h.iter().rfind(|e| e["type"] == "election" && e["node"] == 4 && time(e) < at).unwrap()["term"].as_u64().unwrap();
+    let back = h.iter().find(|e| e["type"] == "election" && e["node"] == 5 && time(e) >= at).unwrap();
+    assert!(back["term"].as_u64().unwrap() < group_term, "node 5 came back below the group's term {group_term}: {back}");
+    assert!(h.iter().any(|e| e["type"] == "election" && e["node"] == 5 && e["role"] == "coordinator" && time(e) > at));
+
+    let dir = out("one-way");
+    assert_eq!(sim_run("one-way-partition", &dir, &["--nodes", "5"]).0, 0);
+    let h = events(&dir);
+    let block = fault(&h, "block");
+    assert_eq!((block["from"].clone(), block["to"].as_array().unwrap().len()), (serde_json::json!([5]), 4));
+    let (from, to) = (block["end"].as_f64().unwrap(), fault(&h, "heal")["start"].as_f64().unwrap());
+    let during: Vec<&Value> = h.iter().filter(|e| e.get("time").is_some() && time(e) > from && time(e) < to).collect();
+    assert!(!during.iter().any(|e| e["type"] == "election"), "nobody changed role, term or coordinator");
+    assert!(!during.iter().any(|e| e["type"] == "message" && e["node"] != 5 && e["peer"] == 5 && e["direction"] == "received"));
+    assert!(during.iter().any(|e| e["type"] == "message" && e["node"] == 5 && e["direction"] == "received"), "node 5 still hears");
 }

@@ -29,6 +29,8 @@ pub struct Player<B: Backend> {
     cut: BTreeMap<NodeId, BTreeSet<NodeId>>,
     /// Members whose links are slow or lossy.
     slow: BTreeMap<NodeId, Link>,
+    /// One-way cuts: requests from the first to the second are lost.
+    blocked: BTreeSet<(NodeId, NodeId)>,
     seed: u64,
 }
 
@@ -37,7 +39,17 @@ impl<B: Backend> Player<B> {
     pub fn new(backend: B, rec: Recorder, seed: u64) -> Self {
         let members = backend.members();
         let coordinator = members.last().copied().unwrap_or(0);
-        Self { backend, rec, members, coordinator, down: BTreeSet::new(), cut: BTreeMap::new(), slow: BTreeMap::new(), seed }
+        Self {
+            backend,
+            rec,
+            members,
+            coordinator,
+            down: BTreeSet::new(),
+            cut: BTreeMap::new(),
+            slow: BTreeMap::new(),
+            blocked: BTreeSet::new(),
+            seed,
+        }
     }
 
     /// The backend, for its shutdown.
@@ -128,7 +140,25 @@ impl<B: Backend> Player<B> {
             Op::Heal => {
                 self.cut.clear();
                 self.slow.clear();
+                self.blocked.clear();
                 self.push_all_links().await
+            }
+            Op::Block { from, to } => {
+                self.blocked.extend(from.iter().flat_map(|&f| to.iter().map(move |&t| (f, t))));
+                self.push_all_links().await
+            }
+            Op::Wipe { targets } => {
+                for id in targets.iter().filter_map(|t| check::node_id(t)) {
+                    self.backend.wipe(id).await?;
+                }
+                Ok(())
+            }
+            Op::Slow { targets, delay_ms } => {
+                let by = Duration::from_secs_f64(delay_ms.max(0.0) / 1e3);
+                for id in targets.iter().filter_map(|t| check::node_id(t)) {
+                    self.backend.slow(id, by).await?;
+                }
+                Ok(())
             }
             Op::Link { node, delay_ms, jitter_ms, loss } => {
                 let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1e3);
@@ -157,10 +187,13 @@ impl<B: Backend> Player<B> {
             .filter_map(|&peer| {
                 let drop = self.cut.get(&id).is_some_and(|c| c.contains(&peer));
                 let slow = self.slow.get(&id).or_else(|| self.slow.get(&peer)).copied();
-                if !drop && slow.is_none() {
+                // One way: this member's requests to the peer are lost; the peer's still arrive.
+                let blocked = self.blocked.contains(&(id, peer));
+                if !drop && slow.is_none() && !blocked {
                     return None;
                 }
-                Some((peer, Link { drop, ..slow.unwrap_or_default() }))
+                let link = Link { drop, ..slow.unwrap_or_default() };
+                Some((peer, if blocked { Link { loss: 1.0, ..link } } else { link }))
             })
             .collect();
         LinkTable { seed: self.seed.wrapping_add(id), links }

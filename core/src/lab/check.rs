@@ -222,6 +222,10 @@ impl Worlds {
         let mut world = World { down: BTreeSet::new(), groups: None, degraded: false };
         let mut steps = vec![(0.0, world.clone())];
         let mut links: BTreeSet<NodeId> = BTreeSet::new();
+        // One-way partitions and slow nodes degrade the group as lossy links do: nothing is required
+        // while they last, and the elections they cause are counted.
+        let mut blocked = false;
+        let mut slow: BTreeSet<NodeId> = BTreeSet::new();
         for fault in faults {
             let ids = |targets: &[String]| -> Vec<NodeId> {
                 targets.iter().filter_map(|t| node_id(t)).filter(|n| run.nodes.contains(n)).collect()
@@ -237,7 +241,19 @@ impl Worlds {
                 Op::Heal => {
                     world.groups = None;
                     links.clear();
+                    blocked = false;
                 }
+                Op::Block { .. } => blocked = true,
+                Op::Slow { targets, delay_ms } => {
+                    for n in ids(targets) {
+                        if *delay_ms > 0.0 {
+                            slow.insert(n);
+                        } else {
+                            slow.remove(&n);
+                        }
+                    }
+                }
+                Op::Wipe { .. } => {}
                 Op::Link { node, delay_ms, jitter_ms, loss } => {
                     if *delay_ms > 0.0 || *jitter_ms > 0.0 || *loss > 0.0 {
                         links.insert(*node);
@@ -247,7 +263,7 @@ impl Worlds {
                 }
                 Op::Bump { .. } | Op::Strobe { .. } | Op::Drift { .. } => {}
             }
-            world.degraded = !links.is_empty();
+            world.degraded = !links.is_empty() || blocked || !slow.is_empty();
             // A fault takes effect somewhere between its start and its end; observations in between are
             // not held against either world.
             steps.push((fault.end, world.clone()));
@@ -439,8 +455,10 @@ fn agreed(components: &[Vec<NodeId>], latest: &BTreeMap<NodeId, &ElectionObserva
     let mut coordinators = Vec::new();
     for group in components {
         let states: Vec<&&ElectionObservation> = group.iter().map(|n| latest.get(n)).collect::<Option<_>>()?;
-        let c = states[0].coordinator?;
-        let term = states[0].term;
+        // A group with no live node (every node down) has nothing to agree on.
+        let Some(first) = states.first() else { continue };
+        let c = first.coordinator?;
+        let term = first.term;
         let agreed = group.contains(&c)
             && states.iter().all(|s| {
                 let role = if s.node == c { Role::Coordinator } else { Role::Follower };
@@ -589,6 +607,56 @@ mod tests {
         let settle = &r.checkers["election-liveness"].figures["settle_seconds"];
         assert_eq!(settle.as_array().unwrap().len(), 2);
         assert!((settle[1].as_f64().unwrap() - 0.3).abs() < 1e-9);
+    }
+
+    /// Pins a cold start: every node killed leaves nothing to agree on (no panic, nothing owed), and
+    /// after every node starts again the group owes a settle within the bound: met, valid; never met,
+    /// invalid.
+    #[test]
+    fn a_cold_start_owes_one_settle_after_every_node_starts() {
+        let nodes = [1, 2, 3];
+        let all: Vec<String> = nodes.iter().map(|n| format!("node-{n}")).collect();
+        let mut h = vec![run(&nodes)];
+        h.extend(settled(0.2, &nodes, 3, 3));
+        h.push(fault(1.0, Op::Kill { targets: all.clone() }));
+        h.extend(nodes.iter().map(|&n| obs(1.05, n, Role::Unreachable, 3, None)));
+        h.push(fault(1.5, Op::Wipe { targets: all.clone() }));
+        h.push(fault(2.0, Op::Start { targets: all }));
+        let mut slow = h.clone();
+        h.extend(settled(2.4, &nodes, 3, 3));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::Valid, "{r:#?}");
+        // Candidates that never agree: the window after the start is owed and missed.
+        slow.extend(nodes.iter().map(|&n| obs(2.1, n, Role::Candidate, 0, None)));
+        slow.push(obs(9.0, 1, Role::Candidate, 0, None));
+        let r = check(&slow);
+        assert_eq!(r.checkers["election-liveness"].valid, Validity::Invalid, "{r:#?}");
+    }
+
+    /// Pins that a one-way partition and a slow node are judged like a lossy link: nothing is owed while
+    /// they last, the elections they cause are counted, and a settle is owed once they are undone.
+    #[test]
+    fn one_way_partitions_and_slow_nodes_degrade_and_then_owe_a_settle() {
+        for (fault_op, undo) in [
+            (Op::Block { from: vec![3], to: vec![1, 2] }, Op::Heal),
+            (Op::Slow { targets: vec!["node-3".into()], delay_ms: 300.0 }, Op::Slow { targets: vec!["node-3".into()], delay_ms: 0.0 }),
+        ] {
+            let mut h = vec![run(&[1, 2, 3])];
+            h.extend(settled(0.2, &[1, 2, 3], 3, 3));
+            h.push(fault(1.0, fault_op.clone()));
+            h.push(obs(1.2, 1, Role::Candidate, 4, None));
+            h.push(obs(1.5, 2, Role::Coordinator, 5, Some(2)));
+            let mut healed = h.clone();
+            healed.push(fault(3.0, undo.clone()));
+            healed.extend(settled(3.3, &[1, 2, 3], 3, 6));
+            let r = check(&healed);
+            assert_eq!(r.valid, Validity::Valid, "{fault_op:?}: {r:#?}");
+            assert_eq!(r.checkers["election-liveness"].figures["elections_while_degraded"], 1, "{fault_op:?}");
+            // Undone, but the group stays split past the bound: invalid.
+            h.push(fault(3.0, undo));
+            h.push(obs(9.0, 1, Role::Follower, 5, Some(2)));
+            assert_eq!(check(&h).checkers["election-liveness"].valid, Validity::Invalid, "{fault_op:?}");
+        }
     }
 
     #[test]

@@ -37,6 +37,15 @@ pub enum Scenario {
     CristianClockBump,
     /// `nemesis`: random kills, stops, pauses, partitions and link faults.
     Nemesis,
+    /// `one-way-partition`: the coordinator's requests lost one way (it hears everyone, and its answers
+    /// still pass), then another member's.
+    OneWayPartition,
+    /// `crash-lose-state`: the coordinator killed and its state file lost, then started from term 0.
+    CrashLoseState,
+    /// `cold-start`: every node killed, its state lost, and every node started at the same moment.
+    ColdStart,
+    /// `slow-node`: the coordinator slowed (its timers and answers late, not dead), then back to normal.
+    SlowNode,
 }
 
 impl crate::Named for Scenario {
@@ -56,6 +65,10 @@ impl crate::Named for Scenario {
         Scenario::CristianServerRestart,
         Scenario::CristianClockBump,
         Scenario::Nemesis,
+        Scenario::OneWayPartition,
+        Scenario::CrashLoseState,
+        Scenario::ColdStart,
+        Scenario::SlowNode,
     ];
 
     fn as_str(self) -> &'static str {
@@ -74,6 +87,10 @@ impl crate::Named for Scenario {
             Scenario::CristianServerRestart => "cristian-server-restart",
             Scenario::CristianClockBump => "cristian-clock-bump",
             Scenario::Nemesis => "nemesis",
+            Scenario::OneWayPartition => "one-way-partition",
+            Scenario::CrashLoseState => "crash-lose-state",
+            Scenario::ColdStart => "cold-start",
+            Scenario::SlowNode => "slow-node",
         }
     }
 }
@@ -102,6 +119,12 @@ impl Scenario {
             Scenario::CristianServerRestart => "stop the time server while the phone and the laptop sync, start it again",
             Scenario::CristianClockBump => "the laptop's clock jumps five minutes between two syncs",
             Scenario::Nemesis => "random kills, stops, pauses, partitions (isolate, halves, bridge, majorities-ring) and link faults",
+            Scenario::OneWayPartition => {
+                "the coordinator's requests lost one way (it hears everyone; its answers pass), then another node's"
+            }
+            Scenario::CrashLoseState => "kill the coordinator and delete its state file, then start it from term 0",
+            Scenario::ColdStart => "kill every node, delete every state file, start every node at the same moment",
+            Scenario::SlowNode => "slow the coordinator by 60 ms, then 300 ms (its timers and answers late, not dead), then not",
         }
     }
 

@@ -132,6 +132,20 @@ pub trait Backend: Send {
     /// Kills, stops, starts, pauses or unpauses member `id`.
     fn lifecycle(&mut self, action: Lifecycle, id: NodeId) -> impl Future<Output = Result<(), LabError>> + Send;
 
+    /// Deletes (stopped) member `id`'s state file, so that it starts from term 0. Not every backend
+    /// can: by default the fault fails (and the history says why).
+    fn wipe(&mut self, id: NodeId) -> impl Future<Output = Result<(), LabError>> + Send {
+        let backend = self.name();
+        async move { Err(LabError::Unsupported { what: format!("deleting node {id}'s state file"), backend }) }
+    }
+
+    /// Makes member `id` slow (its timers and answers late by `by`, not dead; zero: normal). Not every
+    /// backend can: by default the fault fails (and the history says why).
+    fn slow(&mut self, id: NodeId, by: Duration) -> impl Future<Output = Result<(), LabError>> + Send {
+        let backend = self.name();
+        async move { Err(LabError::Unsupported { what: format!("slowing node {id} by {by:?}"), backend }) }
+    }
+
     /// Sets every faulty link of member `id` (and heals the others): through its `Lab/SetLinks` by
     /// default.
     fn set_links(&mut self, id: NodeId, table: &LinkTable) -> impl Future<Output = Result<(), LabError>> + Send {

@@ -51,6 +51,11 @@ impl SimBackend {
         Self { shared: Arc::new(Mutex::new(Shared { sim, rec: None })), members }
     }
 
+    /// Whether `id` is a member (the simulation knows no other node).
+    fn known(&self, id: NodeId) -> Result<(), LabError> {
+        if self.members.contains(&id) { Ok(()) } else { Err(LabError::NoEndpoint { node: id }) }
+    }
+
     /// Runs `f` on the simulation, then hands its observations to the recorder.
     fn with<T>(&self, f: impl FnOnce(&mut Sim) -> T) -> T {
         let mut shared = lock(&self.shared);
@@ -74,9 +79,7 @@ impl Backend for SimBackend {
     }
 
     async fn lifecycle(&mut self, action: Lifecycle, id: NodeId) -> Result<(), LabError> {
-        if !self.members.contains(&id) {
-            return Err(LabError::NoEndpoint { node: id });
-        }
+        self.known(id)?;
         self.with(|sim| match action {
             Lifecycle::Kill => sim.kill(id),
             Lifecycle::Stop => sim.stop(id),
@@ -88,6 +91,18 @@ impl Backend for SimBackend {
             Lifecycle::Pause => sim.pause(id),
             Lifecycle::Unpause => sim.unpause(id),
         });
+        Ok(())
+    }
+
+    async fn wipe(&mut self, id: NodeId) -> Result<(), LabError> {
+        self.known(id)?;
+        self.with(|sim| sim.wipe(id));
+        Ok(())
+    }
+
+    async fn slow(&mut self, id: NodeId, by: Duration) -> Result<(), LabError> {
+        self.known(id)?;
+        self.with(|sim| sim.set_slow(id, by));
         Ok(())
     }
 

@@ -72,16 +72,18 @@ enum Event {
     },
 }
 
-/// One direction of a link's fault (from a node to a peer).
+/// A node's fault on its link to a peer, as the real node's lab links apply it (`synclab::lab`):
+/// delay, jitter and loss hit the requests it sends to the peer (not the answers it gives), and a
+/// drop also refuses the peer's requests to it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LinkFault {
-    /// Nothing crosses this way.
+    /// Nothing crosses: its requests to the peer are lost, and the peer's to it unanswered.
     pub drop: bool,
-    /// Added to each message's latency.
+    /// Added to each request it sends the peer.
     pub delay: Duration,
     /// Up to this much more, uniform at random.
     pub jitter: Duration,
-    /// The probability that a message this way is lost.
+    /// The probability that a request it sends the peer is lost.
     pub loss: f64,
 }
 
@@ -165,8 +167,10 @@ pub struct Sim {
     seq: u64,
     /// The loss, jitter and duplication generator: the same seed, the same run.
     rng: Rng,
-    /// Faulty links, by (from, to).
+    /// Faulty links, by (from, to): the lab's, on requests.
     links: BTreeMap<(NodeId, NodeId), LinkFault>,
+    /// Extra one-way delay of every message (requests and answers), by (from, to).
+    delays: BTreeMap<(NodeId, NodeId), Duration>,
     /// The safety rules, over every node.
     watch: Watch,
     /// Requests sent by kind (failed ones included), and OK answers.
@@ -218,6 +222,7 @@ impl Sim {
             seq: 0,
             rng,
             links: BTreeMap::new(),
+            delays: BTreeMap::new(),
             watch: Watch::new(),
             sent: BTreeMap::new(),
             delivered: BTreeMap::new(),
@@ -388,10 +393,9 @@ impl Sim {
         self.elections.get(&id).copied().unwrap_or(0)
     }
 
-    /// Adds `delay` to every message from `from` to `to`.
+    /// Adds `delay` to every message from `from` to `to`, requests and answers alike.
     pub fn delay(&mut self, from: NodeId, to: NodeId, delay: Duration) {
-        let fault = LinkFault { delay, ..self.link(from, to) };
-        self.set_link(from, to, fault);
+        self.delays.insert((from, to), delay);
     }
 
     /// Sets the fault of the link from `from` to `to` (the default: healthy).
@@ -547,15 +551,15 @@ impl Sim {
         p > 0.0 && self.uniform() <= p
     }
 
-    /// Whether a message from `from` to `to` is lost (the network's loss, then the link's).
-    fn lost(&mut self, from: NodeId, to: NodeId) -> bool {
-        let link = self.link(from, to).loss;
-        self.chance(self.config.loss) || self.chance(link)
+    /// Whether a message is lost at random on the network.
+    fn lost(&mut self) -> bool {
+        self.chance(self.config.loss)
     }
 
-    /// Whether nothing crosses from `from` to `to` (a cut either end, a mute sender or a dropped link).
+    /// Whether nothing crosses from `from` to `to` (a cut either end, a mute sender, or a link either
+    /// end dropped).
     fn blocked(&self, from: NodeId, to: NodeId) -> bool {
-        self.nodes[&from].cut || self.nodes[&to].cut || self.nodes[&from].mute || self.link(from, to).drop
+        self.nodes[&from].cut || self.nodes[&to].cut || self.nodes[&from].mute || self.link(from, to).drop || self.link(to, from).drop
     }
 
     /// A uniform fraction of `span` (the generator only moves when `span` is not zero).
@@ -566,16 +570,21 @@ impl Sim {
         span.mul_f64(self.uniform())
     }
 
-    /// One message's one-way latency from `from` to `to`: the network's (with its tail), the network's
-    /// jitter, and the link's delay and jitter.
+    /// One message's one-way latency on the network from `from` to `to`: the least, its tail, the
+    /// network's jitter and the pair's delay.
     fn latency(&mut self, from: NodeId, to: NodeId) -> Duration {
-        let mut at = self.config.latency;
+        let mut at = self.config.latency + self.delays.get(&(from, to)).copied().unwrap_or_default();
         if !self.config.latency_tail.is_zero() {
             // Exponential: -ln(1 - u) times the mean, u in [0, 1).
             let u = self.uniform();
             at += self.config.latency_tail.mul_f64(-(1.0 - u).ln());
         }
-        at += self.spread(self.config.jitter);
+        at + self.spread(self.config.jitter)
+    }
+
+    /// A request's latency from `from` to `to`: the network's, and the sender's link delay and jitter.
+    fn request_latency(&mut self, from: NodeId, to: NodeId) -> Duration {
+        let at = self.latency(from, to);
         let link = self.link(from, to);
         at + link.delay + self.spread(link.jitter)
     }
@@ -608,24 +617,34 @@ impl Sim {
                     self.schedule(self.now + slow, Event::Deliver { from, incarnation, envelope, copy, sent, late: true });
                     return;
                 }
+                // The sender's link first (as the real node's outbox does): a drop or a loss there is
+                // silence until the deadline.
+                let fail_at = self.now.max(sent + self.config.deadline);
+                let link = self.link(from, to);
+                let sender_cut = self.nodes[&from].cut || self.nodes[&from].mute || link.drop;
+                if sender_cut || self.chance(link.loss) {
+                    if !copy {
+                        let result = Err(SendError::NoAnswer(format!("no answer from node {to}")));
+                        self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
+                    }
+                    return;
+                }
                 if copy {
                     // A duplicate: handled again if it gets through; its answer goes nowhere.
-                    if self.reachable(to) && !self.blocked(from, to) && !self.lost(from, to) {
+                    if self.reachable(to) && !self.blocked(from, to) && !self.lost() {
                         let _ = self.nodes.get_mut(&to).expect("node").machine.on_request(self.now, from, envelope.message);
                         self.flush(to);
                     }
                     return;
                 }
-                let down = self.nodes[&to].health == Health::Down;
-                let fail_at = self.now.max(sent + self.config.deadline);
-                if down && !self.nodes[&from].cut && !self.link(from, to).drop {
+                if self.nodes[&to].health == Health::Down {
                     // Connection refused comes back at once.
                     let result = Err(SendError::Unreachable(format!("node {to} is down")));
                     let at = self.now + self.config.latency;
                     self.schedule(at, Event::Reply { to: from, incarnation, envelope, result });
                     return;
                 }
-                if !self.reachable(to) || self.blocked(from, to) || self.lost(from, to) {
+                if !self.reachable(to) || self.blocked(from, to) || self.lost() {
                     let result = Err(SendError::NoAnswer(format!("no answer from node {to}")));
                     self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
                     return;
@@ -642,7 +661,7 @@ impl Sim {
                 }
                 self.flush(to);
                 let result = result.map_err(|e| SendError::Refused(e.to_string()));
-                let back = if self.blocked(to, from) || self.lost(to, from) { None } else { Some(self.now + self.latency(to, from)) };
+                let back = if self.nodes[&to].mute || self.lost() { None } else { Some(self.now + self.latency(to, from)) };
                 match back {
                     Some(at) if !self.config.shell || at <= sent + self.config.deadline => {
                         self.schedule(at, Event::Reply { to: from, incarnation, envelope, result });
@@ -708,9 +727,9 @@ impl Sim {
         for envelope in ready.messages {
             *self.sent.entry(envelope.message.kind()).or_default() += 1;
             self.message(id, envelope.to, "sent", &envelope.message);
-            let at = now + self.latency(id, envelope.to);
+            let at = now + self.request_latency(id, envelope.to);
             if self.chance(self.config.duplicate) {
-                let again = now + self.latency(id, envelope.to);
+                let again = now + self.request_latency(id, envelope.to);
                 let copy = Event::Deliver { from: id, incarnation, envelope: envelope.clone(), copy: true, sent: now, late: false };
                 self.schedule(again, copy);
             }
