@@ -155,7 +155,7 @@ pub fn check(events: &[Event]) -> Results {
     Results { valid, checkers }
 }
 
-fn event_time(e: &Event) -> f64 {
+pub(super) fn event_time(e: &Event) -> f64 {
     match e {
         Event::Run(_) | Event::Plan(_) => 0.0,
         Event::Fault(f) => f.end,
@@ -174,7 +174,7 @@ pub fn node_id(target: &str) -> Option<NodeId> {
 
 /// Who is up and who can reach whom, from one fault to the next.
 #[derive(Debug, Clone, PartialEq)]
-struct World {
+pub(super) struct World {
     down: BTreeSet<NodeId>,
     /// `None`: everyone reaches everyone.
     groups: Option<Vec<Vec<NodeId>>>,
@@ -191,7 +191,7 @@ impl World {
     }
 
     /// The live nodes in groups that settle on their own, or `None` for a bridge (overlapping groups).
-    fn components(&self, nodes: &[NodeId]) -> Option<Vec<Vec<NodeId>>> {
+    pub(super) fn components(&self, nodes: &[NodeId]) -> Option<Vec<Vec<NodeId>>> {
         let live: Vec<NodeId> = nodes.iter().copied().filter(|n| !self.down.contains(n)).collect();
         let Some(groups) = &self.groups else { return Some(vec![live]) };
         let mut seen = BTreeSet::new();
@@ -212,13 +212,13 @@ impl World {
 }
 
 /// The world after each fault, in order, with the time it took effect.
-struct Worlds {
+pub(super) struct Worlds {
     /// (from, world): the world from `from` on.
     steps: Vec<(f64, World)>,
 }
 
 impl Worlds {
-    fn new(run: &RunInfo, faults: &[Fault]) -> Self {
+    pub(super) fn new(run: &RunInfo, faults: &[Fault]) -> Self {
         let mut world = World { down: BTreeSet::new(), groups: None, degraded: false };
         let mut steps = vec![(0.0, world.clone())];
         let mut links: BTreeSet<NodeId> = BTreeSet::new();
@@ -271,7 +271,7 @@ impl Worlds {
         Self { steps }
     }
 
-    fn at(&self, time: f64) -> &World {
+    pub(super) fn at(&self, time: f64) -> &World {
         let i = self.steps.partition_point(|(from, _)| *from <= time);
         &self.steps[i.saturating_sub(1)].1
     }
@@ -451,7 +451,7 @@ fn settle(
 }
 
 /// Each group's coordinator, if every group's nodes follow one of their own in one term.
-fn agreed(components: &[Vec<NodeId>], latest: &BTreeMap<NodeId, &ElectionObservation>) -> Option<Vec<NodeId>> {
+pub(super) fn agreed(components: &[Vec<NodeId>], latest: &BTreeMap<NodeId, &ElectionObservation>) -> Option<Vec<NodeId>> {
     let mut coordinators = Vec::new();
     for group in components {
         let states: Vec<&&ElectionObservation> = group.iter().map(|n| latest.get(n)).collect::<Option<_>>()?;
