@@ -408,7 +408,10 @@ impl SettleKind {
         match op {
             Op::Kill { .. } | Op::Stop { .. } | Op::Pause { .. } | Op::Partition { .. } | Op::Link { .. } => Some(SettleKind::Failover),
             Op::Start { .. } | Op::Unpause { .. } | Op::Heal => Some(SettleKind::Return),
-            Op::Bump { .. } | Op::Strobe { .. } | Op::Drift { .. } => None,
+            Op::Block { .. } => Some(SettleKind::Failover),
+            Op::Slow { delay_ms, .. } => Some(if *delay_ms > 0.0 { SettleKind::Failover } else { SettleKind::Return }),
+            // A deleted state file changes nothing until its node starts again.
+            Op::Wipe { .. } | Op::Bump { .. } | Op::Strobe { .. } | Op::Drift { .. } => None,
         }
     }
 
