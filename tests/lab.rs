@@ -16,17 +16,10 @@ use synclab_core::election::Algorithm;
 use synclab_harness::cluster::LocalCluster;
 use tonic::Code;
 
-fn out(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("synclab-lab-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use common::lab;
 
-/// Runs `synclab lab ARGS`; returns its exit code and what it printed.
-fn lab(args: &[&str]) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_synclab")).arg("lab").args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code().unwrap_or(-1), text)
+fn out(tag: &str) -> PathBuf {
+    common::out_dir("lab", tag)
 }
 
 fn results(dir: &Path) -> Value {

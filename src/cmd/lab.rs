@@ -28,6 +28,9 @@ enum LabCommand {
         /// A run's folder.
         dir: PathBuf,
     },
+    /// Sweep scenarios × algorithms × sizes × seeds on one backend into DIR (sweep.csv, summary.json,
+    /// sweep.html): exit 0 when every run is valid, 1 when one is not.
+    Sweep(SweepArgs),
     /// Print an election scenario's plan as JSON: every step a run with this seed plays (the same bytes
     /// on every call).
     Plan(PlanArgs),
@@ -54,6 +57,64 @@ struct PlanArgs {
     nodes: Option<u64>,
 }
 
+/// Seeds, as `--seeds` lists them.
+#[derive(Debug, Clone)]
+struct Seeds(Vec<u64>);
+
+/// A range of seeds: `1-100`, or a list `1,5,9`.
+fn parse_seeds(text: &str) -> Result<Seeds, String> {
+    let mut seeds = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let number = |s: &str| s.trim().parse::<u64>().map_err(|e| format!("'{s}': {e}"));
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if b < a || b - a >= 100_000 {
+                    return Err(format!("'{part}': a range from low to high, at most 100000 seeds"));
+                }
+                seeds.extend(a..=b);
+            }
+            None => seeds.push(number(part)?),
+        }
+    }
+    Ok(Seeds(seeds))
+}
+
+#[derive(Debug, Args)]
+struct SweepArgs {
+    /// The scenarios, comma-separated (election scenarios).
+    #[arg(long, value_delimiter = ',', value_parser = parse_scenario, required = true)]
+    scenario: Vec<Scenario>,
+    /// The algorithms, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = named::<Algorithm>(), default_value = "bully,ring")]
+    algorithm: Vec<Algorithm>,
+    /// The group sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(2..=1000), default_value = "3,5,7")]
+    sizes: Vec<u64>,
+    /// The seeds: a range `1-100` or a list `1,5,9`.
+    #[arg(long, value_parser = parse_seeds, default_value = "1-10")]
+    seeds: Seeds,
+    /// Run in the simulator (the default).
+    #[arg(long, conflicts_with = "local")]
+    sim: bool,
+    /// Run on election nodes in this process, in real time, one run at a time.
+    #[arg(long)]
+    local: bool,
+    /// How long each scenario's main part lasts (each has its own default).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Simulator runs at once (default: the machine's cores); real-time runs are one at a time, so that
+    /// no run slows another's elections.
+    #[arg(long, env = "SYNCLAB_JOBS")]
+    jobs: Option<usize>,
+    /// The folder to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
 #[derive(Debug, Args)]
 struct RunArgs {
     /// The scenario (see `synclab lab list`).
@@ -72,15 +133,23 @@ struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Run on election nodes in this process, on loopback, instead of the compose stack.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "sim")]
     local: bool,
+    /// Run on the election cores in a simulator, in virtual time (deterministic: the same inputs give
+    /// the same history bytes), instead of the compose stack.
+    #[arg(long)]
+    sim: bool,
+    /// The group's size with --local or --sim (members 1..=N; default: the scenario's size in one
+    /// process). In Docker the stack decides.
+    #[arg(long, env = "SYNCLAB_NODES", value_name = "N", value_parser = clap::value_parser!(u64).range(2..=1000))]
+    nodes: Option<u64>,
     /// The compose project whose containers to break (default: COMPOSE_PROJECT_NAME, else the current
     /// folder's name, as Docker Compose names it).
     #[arg(long, env = "COMPOSE_PROJECT_NAME")]
     project: Option<String>,
     /// Run on a Docker Swarm stack's election service (`docker-stack.yml`; `scripts/swarm up` makes one
     /// on this machine) instead of the compose stack.
-    #[arg(long, conflicts_with = "local")]
+    #[arg(long, conflicts_with_all = ["local", "sim"])]
     swarm: bool,
     /// The stack's name, with --swarm.
     #[arg(long, env = "SYNCLAB_STACK", default_value = "synclab")]
@@ -117,6 +186,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        LabCommand::Sweep(a) => sweep(a),
         LabCommand::Plan(a) => {
             let members: Vec<NodeId> = (1..=a.nodes.unwrap_or(a.scenario.local_nodes())).collect();
             match synclab_core::lab::plan(a.scenario, a.seed, &members, a.duration) {
@@ -138,7 +208,9 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(2));
             }
-            let target = if a.local {
+            let target = if a.sim {
+                Target::Sim
+            } else if a.local {
                 Target::Local
             } else if a.swarm {
                 let engines = a.engines.clone().unwrap_or_else(crate::lab_runner::backend::swarm::local_engines);
@@ -154,6 +226,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 algorithm: a.algorithm,
                 duration: a.duration,
                 target,
+                nodes: a.nodes,
                 dialer: a.tls.dialer()?,
             };
             match runner::run(options).await {
@@ -169,4 +242,54 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use synclab_core::lab::check::Validity;
+
+    if let Some(s) = a.scenario.iter().find(|s| !s.is_election()) {
+        eprintln!("error: {s} is a clock scenario: a sweep runs election scenarios");
+        return Ok(ExitCode::from(2));
+    }
+    let options = runner::sweep::SweepOptions {
+        scenarios: a.scenario,
+        algorithms: a.algorithm,
+        sizes: a.sizes,
+        seeds: a.seeds.0,
+        target: if a.local { Target::Local } else { Target::Sim },
+        duration: a.duration,
+        out: a.out.clone(),
+        jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        dialer: a.tls.dialer()?,
+    };
+    let started = std::time::Instant::now();
+    let rows = runner::sweep::sweep(&options, |done, total| {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\rsweep: {done}/{total} runs, {:.1} s", started.elapsed().as_secs_f64());
+        if done == total {
+            let _ = writeln!(err);
+        }
+    });
+    let cells = match runner::sweep::write(&options, &rows) {
+        Ok(cells) => cells,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let not_valid: Vec<_> = rows.iter().filter(|r| r.verdict != Validity::Valid).collect();
+    println!("{} runs in {} cells: {}", rows.len(), cells.len(), a.out.display());
+    for r in &not_valid {
+        println!(
+            "  not valid: {} {} n={} seed {} ({:?}{})",
+            r.scenario,
+            r.algorithm,
+            r.nodes,
+            r.seed,
+            r.verdict,
+            r.error.as_deref().map_or(String::new(), |e| format!(": {e}"))
+        );
+    }
+    Ok(if not_valid.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

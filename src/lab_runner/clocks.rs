@@ -101,6 +101,7 @@ pub async fn berkeley(seed: u64, target: &Target, dialer: &Dialer, rec: &Recorde
             tokio::spawn(master.run(stop));
             (master_addr, Vec::new(), None)
         }
+        Target::Sim => return Err(LabError::NotSimulated { scenario: "a clock scenario".into() }),
         Target::Compose { project, start } => {
             let services = ["berkeley-master", "kmc", "mit", "tapmi", "sols"];
             let compose = Compose::connect(project, &services, *start, dialer.clone()).await?;
@@ -271,6 +272,7 @@ pub async fn cristian(target: &Target, dialer: &Dialer, rec: &Recorder, restart:
             s.start().await?;
             s
         }
+        Target::Sim => return Err(LabError::NotSimulated { scenario: "a clock scenario".into() }),
         Target::Compose { project, start } => {
             TimeServer::Compose(Compose::connect(project, &["time-server"], *start, dialer.clone()).await?)
         }

@@ -124,6 +124,12 @@ pub enum LabError {
     /// The backend serves no gRPC for this member and did not set its links itself.
     #[error("node {node} has no gRPC endpoint to set its links through")]
     NoEndpoint { node: NodeId },
+    /// The backend cannot make this fault.
+    #[error("the {backend} backend cannot make this fault: {what}")]
+    Unsupported { what: String, backend: &'static str },
+    /// A clock scenario asked of the simulator, which simulates election groups only.
+    #[error("{scenario} is a clock scenario: the simulator runs election scenarios only")]
+    NotSimulated { scenario: String },
     /// Several members failed the same step.
     #[error("{}", join(.0))]
     Several(Vec<LabError>),

@@ -13,6 +13,8 @@
 //! - [`record`]: the recorder and the run's folder (history, results, report).
 //! - [`clocks`]: the clock scenarios (Berkeley, Cristian), which follow fixed scripts of their own.
 //! - [`report`]: `report.html` and the terminal's summary.
+//! - [`sweep`]: `synclab lab sweep`, many runs into one table.
+//! - [`sim`]: the simulator (the election cores on a network in virtual time) and its backend.
 //! - [`error`]: why a run could not be made.
 
 pub mod backend;
@@ -22,6 +24,8 @@ pub mod observe;
 pub mod play;
 pub mod record;
 pub mod report;
+pub mod sim;
+pub mod sweep;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -43,6 +47,7 @@ use backend::local::Local;
 use backend::swarm::Swarm;
 use play::Player;
 use record::{Recorder, RunClock, finish, write_history};
+use sim::{SimBackend, SimConfig};
 
 /// A run's settings.
 #[derive(Debug, Clone)]
@@ -54,6 +59,9 @@ pub struct RunOptions {
     /// How long the scenario's main part lasts (each scenario has its own default).
     pub duration: Option<Duration>,
     pub target: Target,
+    /// The group's size for the backends that make their group (`--local`, `--sim`); default: the
+    /// scenario's size in one process.
+    pub nodes: Option<u64>,
     pub dialer: crate::rpc::Dialer,
 }
 
@@ -61,6 +69,9 @@ pub struct RunOptions {
 /// the checkers' results.
 pub async fn run(options: RunOptions) -> Result<Results, LabError> {
     std::fs::create_dir_all(&options.out).map_err(|source| LabError::Io { path: options.out.clone(), source })?;
+    if !options.scenario.is_election() && matches!(options.target, Target::Sim) {
+        return Err(LabError::NotSimulated { scenario: options.scenario.to_string() });
+    }
     if !options.scenario.is_election() {
         let rec = Recorder::new(RunClock::real());
         rec.push(Event::Run(clocks::run_info(options.scenario, options.seed, &options.target)));
@@ -72,27 +83,40 @@ pub async fn run(options: RunOptions) -> Result<Results, LabError> {
         write_history(&options.out, &events)?;
         return finish(&options.out, &events);
     }
+    let events = election_history(&options).await?;
+    write_history(&options.out, &events)?;
+    finish(&options.out, &events)
+}
+
+/// Plays an election scenario on the target's group and returns its history, writing nothing (the
+/// `--local` nodes keep their state files in `out/state` while they run).
+pub async fn election_history(options: &RunOptions) -> Result<Vec<Event>, LabError> {
     match &options.target {
         Target::Local => {
             let state_dir = options.out.join("state");
-            let n = options.scenario.local_nodes();
+            let n = options.nodes.unwrap_or(options.scenario.local_nodes());
             let local = Local::start(options.algorithm, n, state_dir, options.dialer.clone()).await?;
-            run_election(local, &options).await
+            run_election(local, options).await
         }
         Target::Compose { project, start } => {
             let compose = Compose::connect(project, &ELECTION_SERVICES, *start, options.dialer.clone()).await?;
-            run_election(compose, &options).await
+            run_election(compose, options).await
+        }
+        Target::Sim => {
+            let n = options.nodes.unwrap_or(options.scenario.local_nodes());
+            let sim = SimBackend::start(options.algorithm, n, SimConfig::measured(options.seed));
+            run_election(sim, options).await
         }
         Target::Swarm { stack, engines } => {
             let swarm = Swarm::connect(stack, engines.clone(), options.dialer.clone()).await?;
-            run_election(swarm, &options).await
+            run_election(swarm, options).await
         }
     }
 }
 
 /// Plays the scenario's plan on `backend`'s group while observing it; then heals the group, ends the
-/// backend and writes the run's folder.
-async fn run_election<B: Backend>(backend: B, options: &RunOptions) -> Result<Results, LabError> {
+/// backend and returns the history.
+async fn run_election<B: Backend>(backend: B, options: &RunOptions) -> Result<Vec<Event>, LabError> {
     let members = backend.members();
     let plan = match synclab_core::lab::plan(options.scenario, options.seed, &members, options.duration) {
         Ok(plan) => plan,
@@ -132,7 +156,5 @@ async fn run_election<B: Backend>(backend: B, options: &RunOptions) -> Result<Re
     }
     player.into_backend().shutdown().await;
     outcome?;
-    let events = rec.take();
-    write_history(&options.out, &events)?;
-    finish(&options.out, &events)
+    Ok(rec.take())
 }

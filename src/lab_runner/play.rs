@@ -31,6 +31,8 @@ pub struct Player<B: Backend> {
     slow: BTreeMap<NodeId, Link>,
     /// Hosts cut off or frozen by the run: by the member named, the members there.
     hosts: BTreeMap<NodeId, (HostFault, Vec<NodeId>)>,
+    /// One-way cuts: requests from the first to the second are lost.
+    blocked: BTreeSet<(NodeId, NodeId)>,
     seed: u64,
 }
 
@@ -48,6 +50,7 @@ impl<B: Backend> Player<B> {
             cut: BTreeMap::new(),
             slow: BTreeMap::new(),
             hosts: BTreeMap::new(),
+            blocked: BTreeSet::new(),
             seed,
         }
     }
@@ -143,7 +146,25 @@ impl<B: Backend> Player<B> {
             Op::Heal => {
                 self.cut.clear();
                 self.slow.clear();
+                self.blocked.clear();
                 self.push_all_links().await
+            }
+            Op::Block { from, to } => {
+                self.blocked.extend(from.iter().flat_map(|&f| to.iter().map(move |&t| (f, t))));
+                self.push_all_links().await
+            }
+            Op::Wipe { targets } => {
+                for id in targets.iter().filter_map(|t| check::node_id(t)) {
+                    self.backend.wipe(id).await?;
+                }
+                Ok(())
+            }
+            Op::Slow { targets, delay_ms } => {
+                let by = Duration::from_secs_f64(delay_ms.max(0.0) / 1e3);
+                for id in targets.iter().filter_map(|t| check::node_id(t)) {
+                    self.backend.slow(id, by).await?;
+                }
+                Ok(())
             }
             Op::Link { node, delay_ms, jitter_ms, loss } => {
                 let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1e3);
@@ -204,10 +225,13 @@ impl<B: Backend> Player<B> {
             .filter_map(|&peer| {
                 let drop = self.cut.get(&id).is_some_and(|c| c.contains(&peer));
                 let slow = self.slow.get(&id).or_else(|| self.slow.get(&peer)).copied();
-                if !drop && slow.is_none() {
+                // One way: this member's requests to the peer are lost; the peer's still arrive.
+                let blocked = self.blocked.contains(&(id, peer));
+                if !drop && slow.is_none() && !blocked {
                     return None;
                 }
-                Some((peer, Link { drop, ..slow.unwrap_or_default() }))
+                let link = Link { drop, ..slow.unwrap_or_default() };
+                Some((peer, if blocked { Link { loss: 1.0, ..link } } else { link }))
             })
             .collect();
         LinkTable { seed: self.seed.wrapping_add(id), links }

@@ -155,7 +155,7 @@ pub fn check(events: &[Event]) -> Results {
     Results { valid, checkers }
 }
 
-fn event_time(e: &Event) -> f64 {
+pub(super) fn event_time(e: &Event) -> f64 {
     match e {
         Event::Run(_) | Event::Plan(_) => 0.0,
         Event::Fault(f) => f.end,
@@ -174,7 +174,7 @@ pub fn node_id(target: &str) -> Option<NodeId> {
 
 /// Who is up and who can reach whom, from one fault to the next.
 #[derive(Debug, Clone, PartialEq)]
-struct World {
+pub(super) struct World {
     down: BTreeSet<NodeId>,
     /// `None`: everyone reaches everyone.
     groups: Option<Vec<Vec<NodeId>>>,
@@ -191,7 +191,7 @@ impl World {
     }
 
     /// The live nodes in groups that settle on their own, or `None` for a bridge (overlapping groups).
-    fn components(&self, nodes: &[NodeId]) -> Option<Vec<Vec<NodeId>>> {
+    pub(super) fn components(&self, nodes: &[NodeId]) -> Option<Vec<Vec<NodeId>>> {
         let live: Vec<NodeId> = nodes.iter().copied().filter(|n| !self.down.contains(n)).collect();
         let Some(groups) = &self.groups else { return Some(vec![live]) };
         let mut seen = BTreeSet::new();
@@ -212,16 +212,20 @@ impl World {
 }
 
 /// The world after each fault, in order, with the time it took effect.
-struct Worlds {
+pub(super) struct Worlds {
     /// (from, world): the world from `from` on.
     steps: Vec<(f64, World)>,
 }
 
 impl Worlds {
-    fn new(run: &RunInfo, faults: &[Fault]) -> Self {
+    pub(super) fn new(run: &RunInfo, faults: &[Fault]) -> Self {
         let mut world = World { down: BTreeSet::new(), groups: None, degraded: false };
         let mut steps = vec![(0.0, world.clone())];
         let mut links: BTreeSet<NodeId> = BTreeSet::new();
+        // One-way partitions and slow nodes degrade the group as lossy links do: nothing is required
+        // while they last, and the elections they cause are counted.
+        let mut blocked = false;
+        let mut slow: BTreeSet<NodeId> = BTreeSet::new();
         for fault in faults {
             let ids = |targets: &[String]| -> Vec<NodeId> {
                 targets.iter().filter_map(|t| node_id(t)).filter(|n| run.nodes.contains(n)).collect()
@@ -246,7 +250,19 @@ impl Worlds {
                 Op::Heal => {
                     world.groups = None;
                     links.clear();
+                    blocked = false;
                 }
+                Op::Block { .. } => blocked = true,
+                Op::Slow { targets, delay_ms } => {
+                    for n in ids(targets) {
+                        if *delay_ms > 0.0 {
+                            slow.insert(n);
+                        } else {
+                            slow.remove(&n);
+                        }
+                    }
+                }
+                Op::Wipe { .. } => {}
                 Op::Link { node, delay_ms, jitter_ms, loss } => {
                     if *delay_ms > 0.0 || *jitter_ms > 0.0 || *loss > 0.0 {
                         links.insert(*node);
@@ -256,7 +272,7 @@ impl Worlds {
                 }
                 Op::Bump { .. } | Op::Strobe { .. } | Op::Drift { .. } => {}
             }
-            world.degraded = !links.is_empty();
+            world.degraded = !links.is_empty() || blocked || !slow.is_empty();
             // A fault takes effect somewhere between its start and its end; observations in between are
             // not held against either world.
             steps.push((fault.end, world.clone()));
@@ -264,7 +280,7 @@ impl Worlds {
         Self { steps }
     }
 
-    fn at(&self, time: f64) -> &World {
+    pub(super) fn at(&self, time: f64) -> &World {
         let i = self.steps.partition_point(|(from, _)| *from <= time);
         &self.steps[i.saturating_sub(1)].1
     }
@@ -404,10 +420,13 @@ impl SettleKind {
             | Op::Pause { .. }
             | Op::Partition { .. }
             | Op::Link { .. }
+            | Op::Block { .. }
             | Op::HostDown { .. }
             | Op::HostFreeze { .. } => Some(SettleKind::Failover),
             Op::Start { .. } | Op::Unpause { .. } | Op::Heal | Op::HostUp { .. } | Op::HostThaw { .. } => Some(SettleKind::Return),
-            Op::Bump { .. } | Op::Strobe { .. } | Op::Drift { .. } => None,
+            Op::Slow { delay_ms, .. } => Some(if *delay_ms > 0.0 { SettleKind::Failover } else { SettleKind::Return }),
+            // A deleted state file changes nothing until its node starts again.
+            Op::Wipe { .. } | Op::Bump { .. } | Op::Strobe { .. } | Op::Drift { .. } => None,
         }
     }
 
@@ -450,12 +469,14 @@ fn settle(
 }
 
 /// Each group's coordinator, if every group's nodes follow one of their own in one term.
-fn agreed(components: &[Vec<NodeId>], latest: &BTreeMap<NodeId, &ElectionObservation>) -> Option<Vec<NodeId>> {
+pub(super) fn agreed(components: &[Vec<NodeId>], latest: &BTreeMap<NodeId, &ElectionObservation>) -> Option<Vec<NodeId>> {
     let mut coordinators = Vec::new();
     for group in components {
         let states: Vec<&&ElectionObservation> = group.iter().map(|n| latest.get(n)).collect::<Option<_>>()?;
-        let c = states[0].coordinator?;
-        let term = states[0].term;
+        // A group with no live node (every node down) has nothing to agree on.
+        let Some(first) = states.first() else { continue };
+        let c = first.coordinator?;
+        let term = first.term;
         let agreed = group.contains(&c)
             && states.iter().all(|s| {
                 let role = if s.node == c { Role::Coordinator } else { Role::Follower };
@@ -604,6 +625,56 @@ mod tests {
         let settle = &r.checkers["election-liveness"].figures["settle_seconds"];
         assert_eq!(settle.as_array().unwrap().len(), 2);
         assert!((settle[1].as_f64().unwrap() - 0.3).abs() < 1e-9);
+    }
+
+    /// Pins a cold start: every node killed leaves nothing to agree on (no panic, nothing owed), and
+    /// after every node starts again the group owes a settle within the bound: met, valid; never met,
+    /// invalid.
+    #[test]
+    fn a_cold_start_owes_one_settle_after_every_node_starts() {
+        let nodes = [1, 2, 3];
+        let all: Vec<String> = nodes.iter().map(|n| format!("node-{n}")).collect();
+        let mut h = vec![run(&nodes)];
+        h.extend(settled(0.2, &nodes, 3, 3));
+        h.push(fault(1.0, Op::Kill { targets: all.clone() }));
+        h.extend(nodes.iter().map(|&n| obs(1.05, n, Role::Unreachable, 3, None)));
+        h.push(fault(1.5, Op::Wipe { targets: all.clone() }));
+        h.push(fault(2.0, Op::Start { targets: all }));
+        let mut slow = h.clone();
+        h.extend(settled(2.4, &nodes, 3, 3));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::Valid, "{r:#?}");
+        // Candidates that never agree: the window after the start is owed and missed.
+        slow.extend(nodes.iter().map(|&n| obs(2.1, n, Role::Candidate, 0, None)));
+        slow.push(obs(9.0, 1, Role::Candidate, 0, None));
+        let r = check(&slow);
+        assert_eq!(r.checkers["election-liveness"].valid, Validity::Invalid, "{r:#?}");
+    }
+
+    /// Pins that a one-way partition and a slow node are judged like a lossy link: nothing is owed while
+    /// they last, the elections they cause are counted, and a settle is owed once they are undone.
+    #[test]
+    fn one_way_partitions_and_slow_nodes_degrade_and_then_owe_a_settle() {
+        for (fault_op, undo) in [
+            (Op::Block { from: vec![3], to: vec![1, 2] }, Op::Heal),
+            (Op::Slow { targets: vec!["node-3".into()], delay_ms: 300.0 }, Op::Slow { targets: vec!["node-3".into()], delay_ms: 0.0 }),
+        ] {
+            let mut h = vec![run(&[1, 2, 3])];
+            h.extend(settled(0.2, &[1, 2, 3], 3, 3));
+            h.push(fault(1.0, fault_op.clone()));
+            h.push(obs(1.2, 1, Role::Candidate, 4, None));
+            h.push(obs(1.5, 2, Role::Coordinator, 5, Some(2)));
+            let mut healed = h.clone();
+            healed.push(fault(3.0, undo.clone()));
+            healed.extend(settled(3.3, &[1, 2, 3], 3, 6));
+            let r = check(&healed);
+            assert_eq!(r.valid, Validity::Valid, "{fault_op:?}: {r:#?}");
+            assert_eq!(r.checkers["election-liveness"].figures["elections_while_degraded"], 1, "{fault_op:?}");
+            // Undone, but the group stays split past the bound: invalid.
+            h.push(fault(3.0, undo));
+            h.push(obs(9.0, 1, Role::Follower, 5, Some(2)));
+            assert_eq!(check(&h).checkers["election-liveness"].valid, Validity::Invalid, "{fault_op:?}");
+        }
     }
 
     #[test]

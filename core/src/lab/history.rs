@@ -145,6 +145,27 @@ pub enum Op {
         /// The election nodes on the host, by name.
         targets: Vec<String>,
     },
+    /// The state files of these (stopped) processes deleted: they start again from term 0.
+    Wipe {
+        /// The processes whose state it deleted, by name (`node-3`).
+        targets: Vec<String>,
+    },
+    /// A one-way partition: requests from each of `from` to each of `to` are lost; the other way they
+    /// pass and are answered (`to` does not hear `from`, `from` hears `to`). Undone by a heal.
+    Block {
+        /// The nodes whose requests are lost.
+        from: Vec<NodeId>,
+        /// The nodes that do not hear them.
+        to: Vec<NodeId>,
+    },
+    /// Slow processes (not dead): each request they receive and each run of their timers waits
+    /// `delay_ms` first; 0: back to normal.
+    Slow {
+        /// The processes slowed, by name (`node-3`).
+        targets: Vec<String>,
+        /// How late they handle everything, ms.
+        delay_ms: f64,
+    },
     /// Delay, jitter and loss on every link of `node` (both ways); node 0: on every link of the group.
     Link {
         /// The node whose links it hits; 0: every node's.
@@ -198,6 +219,9 @@ impl Op {
             Op::HostUp { .. } => "host-up",
             Op::HostFreeze { .. } => "host-freeze",
             Op::HostThaw { .. } => "host-thaw",
+            Op::Wipe { .. } => "wipe",
+            Op::Block { .. } => "block",
+            Op::Slow { .. } => "slow",
             Op::Link { .. } => "link",
             Op::Bump { .. } => "bump",
             Op::Strobe { .. } => "strobe",
@@ -208,9 +232,17 @@ impl Op {
     /// A short description, for summaries and reports.
     pub fn describe(&self) -> String {
         match self {
-            Op::Kill { targets } | Op::Stop { targets } | Op::Start { targets } | Op::Pause { targets } | Op::Unpause { targets } => {
-                format!("{} {}", self.name(), targets.join(","))
+            Op::Kill { targets }
+            | Op::Stop { targets }
+            | Op::Start { targets }
+            | Op::Pause { targets }
+            | Op::Unpause { targets }
+            | Op::Wipe { targets } => format!("{} {}", self.name(), targets.join(",")),
+            Op::Block { from, to } => {
+                let ids = |v: &[NodeId]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+                format!("block {} -> {} (one way)", ids(from), ids(to))
             }
+            Op::Slow { targets, delay_ms } => format!("slow {} by {delay_ms} ms", targets.join(",")),
             Op::Partition { shape, groups } => {
                 let groups: Vec<String> = groups.iter().map(|g| g.iter().map(u64::to_string).collect::<Vec<_>>().join(",")).collect();
                 format!("partition ({shape}) {}", groups.join(" | "))

@@ -1,12 +1,14 @@
 //! The fault lab's rules, with no I/O: the scenarios by name ([`scenario`]), each election scenario as a
 //! pure plan of steps ([`mod@plan`]), what a run records ([`history`]), the checkers that judge a history
-//! ([`check`]), and the seeded randomness plans are drawn from ([`Rng`]). The runner that plays a plan
+//! ([`check`]), a run's figures beyond them ([`stats`]: availability, leader changes, messages), and
+//! the seeded randomness plans are drawn from ([`Rng`]). The runner that plays a plan
 //! against a group and observes it lives in the `synclab` crate (`synclab::lab_runner`).
 
 pub mod check;
 pub mod history;
 pub mod plan;
 pub mod scenario;
+pub mod stats;
 
 pub use plan::{Plan, PlanError, plan};
 pub use scenario::Scenario;

@@ -165,6 +165,31 @@ pub enum Action {
         /// A member on the host.
         target: Member,
     },
+    /// The (stopped) member's state file deleted: it starts again from term 0.
+    Wipe {
+        /// The member whose state file goes.
+        target: Member,
+    },
+    /// Every member killed at once.
+    KillAll,
+    /// Every member's state file deleted.
+    WipeAll,
+    /// Every member started at once (a cold start).
+    StartAll,
+    /// A one-way partition: `from`'s requests to every other member are lost; theirs to it pass and are
+    /// answered. Undone by [`Action::Heal`].
+    Block {
+        /// The member nobody hears.
+        from: Member,
+    },
+    /// The member slowed (not dead): it handles each request and runs its timers `delay_ms` late; 0:
+    /// back to normal.
+    Slow {
+        /// The member slowed.
+        target: Member,
+        /// How late, ms.
+        delay_ms: f64,
+    },
     /// Delay, jitter and loss on every link of `node` (both ways); no `node`: on every link.
     Link {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,6 +234,7 @@ impl Action {
     /// member.
     pub fn resolve(&self, members: &[NodeId], coordinator: NodeId) -> Option<Op> {
         let targets = |m: &Member| m.resolve(members, coordinator).map(|id| vec![format!("node-{id}")]);
+        let everyone = || members.iter().map(|id| format!("node-{id}")).collect::<Vec<_>>();
         Some(match self {
             Action::Kill { target } => Op::Kill { targets: targets(target)? },
             Action::Stop { target } => Op::Stop { targets: targets(target)? },
@@ -223,6 +249,15 @@ impl Action {
             Action::HostUp { target } => Op::HostUp { targets: targets(target)? },
             Action::HostFreeze { target } => Op::HostFreeze { targets: targets(target)? },
             Action::HostThaw { target } => Op::HostThaw { targets: targets(target)? },
+            Action::Wipe { target } => Op::Wipe { targets: targets(target)? },
+            Action::KillAll => Op::Kill { targets: everyone() },
+            Action::WipeAll => Op::Wipe { targets: everyone() },
+            Action::StartAll => Op::Start { targets: everyone() },
+            Action::Block { from } => {
+                let from = from.resolve(members, coordinator)?;
+                Op::Block { from: vec![from], to: members.iter().copied().filter(|&m| m != from).collect() }
+            }
+            Action::Slow { target, delay_ms } => Op::Slow { targets: targets(target)?, delay_ms: *delay_ms },
             Action::Link { node, delay_ms, jitter_ms, loss } => {
                 let node = match node {
                     Some(m) => m.resolve(members, coordinator)?,
@@ -299,6 +334,10 @@ pub fn plan(scenario: Scenario, seed: u64, members: &[NodeId], duration: Option<
         Scenario::Nemesis => p.nemesis(duration.unwrap_or(Duration::from_secs(30))),
         Scenario::HostDown => p.coordinator_down(Kind::HostDown, hold(2, 5.0)),
         Scenario::HostFreeze => p.coordinator_down(Kind::HostFreeze, hold(2, 5.0)),
+        Scenario::OneWayPartition => p.one_way(hold(4, 3.0)),
+        Scenario::CrashLoseState => p.crash_lose_state(hold(2, 3.0)),
+        Scenario::ColdStart => p.cold_start(hold(1, 3.0)),
+        Scenario::SlowNode => p.slow_node(hold(3, 3.0)),
         Scenario::BerkeleyFaultyClock | Scenario::CristianServerRestart | Scenario::CristianClockBump => {
             return Err(PlanError::NotElection(scenario));
         }
@@ -403,6 +442,47 @@ impl Planner {
         };
         self.fault_held(down, hold);
         self.fault_held(up, hold);
+    }
+
+    /// The coordinator's requests lost one way (it still hears everyone and answers), healed; then a
+    /// random other member's, healed.
+    fn one_way(&mut self, hold: f64) {
+        self.steps.push(Step::FindCoordinator);
+        self.fault_held(Action::Block { from: Member::Coordinator }, hold);
+        self.fault_held(Action::Heal, hold);
+        self.steps.push(Step::FindCoordinator);
+        let other = Member::NotCoordinator(self.rng.below(self.members.len() as u64 - 1) as usize);
+        self.fault_held(Action::Block { from: other }, hold);
+        self.fault_held(Action::Heal, hold);
+    }
+
+    /// The coordinator killed and its state file lost, then started from term 0.
+    fn crash_lose_state(&mut self, hold: f64) {
+        self.steps.push(Step::FindCoordinator);
+        let target = Member::Coordinator;
+        self.fault(Action::Kill { target });
+        self.fault_held(Action::Wipe { target }, hold);
+        self.fault_held(Action::Start { target }, hold);
+    }
+
+    /// Every member killed, every state file lost, every member started at the same moment.
+    fn cold_start(&mut self, hold: f64) {
+        self.fault(Action::KillAll);
+        self.wait(1.0);
+        self.fault(Action::WipeAll);
+        self.fault_held(Action::StartAll, hold);
+    }
+
+    /// The coordinator slowed a little (60 ms: under the suspicion timeout's slack), then a lot (300 ms:
+    /// over it), then back to normal.
+    fn slow_node(&mut self, hold: f64) {
+        self.steps.push(Step::FindCoordinator);
+        let target = Member::Coordinator;
+        self.fault(Action::Slow { target, delay_ms: 60.0 });
+        self.wait(hold);
+        self.fault(Action::Slow { target, delay_ms: 300.0 });
+        self.wait(hold);
+        self.fault_held(Action::Slow { target, delay_ms: 0.0 }, hold);
     }
 
     /// Random faults, each held for 1-3 s, undone, settled and rested 0.5-1.5 s, drawn until the holds

@@ -43,6 +43,15 @@ pub enum Scenario {
     /// `host-freeze` (several hosts: `--swarm`): every container on the coordinator's host paused, then
     /// unpaused.
     HostFreeze,
+    /// `one-way-partition`: the coordinator's requests lost one way (it hears everyone, and its answers
+    /// still pass), then another member's.
+    OneWayPartition,
+    /// `crash-lose-state`: the coordinator killed and its state file lost, then started from term 0.
+    CrashLoseState,
+    /// `cold-start`: every node killed, its state lost, and every node started at the same moment.
+    ColdStart,
+    /// `slow-node`: the coordinator slowed (its timers and answers late, not dead), then back to normal.
+    SlowNode,
 }
 
 impl crate::Named for Scenario {
@@ -64,6 +73,10 @@ impl crate::Named for Scenario {
         Scenario::Nemesis,
         Scenario::HostDown,
         Scenario::HostFreeze,
+        Scenario::OneWayPartition,
+        Scenario::CrashLoseState,
+        Scenario::ColdStart,
+        Scenario::SlowNode,
     ];
 
     fn as_str(self) -> &'static str {
@@ -84,6 +97,10 @@ impl crate::Named for Scenario {
             Scenario::Nemesis => "nemesis",
             Scenario::HostDown => "host-down",
             Scenario::HostFreeze => "host-freeze",
+            Scenario::OneWayPartition => "one-way-partition",
+            Scenario::CrashLoseState => "crash-lose-state",
+            Scenario::ColdStart => "cold-start",
+            Scenario::SlowNode => "slow-node",
         }
     }
 }
@@ -114,6 +131,12 @@ impl Scenario {
             Scenario::Nemesis => "random kills, stops, pauses, partitions (isolate, halves, bridge, majorities-ring) and link faults",
             Scenario::HostDown => "--swarm: cut the network of the coordinator's host (no FIN), then restore it",
             Scenario::HostFreeze => "--swarm: pause every container on the coordinator's host, then unpause them",
+            Scenario::OneWayPartition => {
+                "the coordinator's requests lost one way (it hears everyone; its answers pass), then another node's"
+            }
+            Scenario::CrashLoseState => "kill the coordinator and delete its state file, then start it from term 0",
+            Scenario::ColdStart => "kill every node, delete every state file, start every node at the same moment",
+            Scenario::SlowNode => "slow the coordinator by 60 ms, then 300 ms (its timers and answers late, not dead), then not",
         }
     }
 

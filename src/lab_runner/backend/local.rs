@@ -267,6 +267,14 @@ impl Backend for Local {
         Ok(())
     }
 
+    async fn wipe(&mut self, id: NodeId) -> Result<(), LabError> {
+        let path = crate::election::state::StateFile::new(&self.state_dir, id).path().to_path_buf();
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LabError::Io { path, source: e }),
+            _ => Ok(()),
+        }
+    }
+
     async fn shutdown(self) {
         self.cluster.shutdown().await;
         let _ = std::fs::remove_dir_all(&self.state_dir);

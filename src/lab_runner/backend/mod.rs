@@ -8,11 +8,11 @@
 //! time. The defaults are those of real processes that serve gRPC: links are set through each node's
 //! `Lab/SetLinks`, observations come from `GetState` and `WatchMessages`, time is the host's.
 //!
-//! How the next backends plug in:
+//! How the other backends plug in:
 //! - **Swarm** (many hosts): like [`compose::Compose`], with the tasks found on whichever node runs
 //!   them and each node's engine driven; [`Backend::members`] and [`Backend::endpoint`] from the tasks;
 //!   host-wide faults are further [`Lifecycle`]-like operations of its own.
-//! - **Simulator** (virtual time, no gRPC): overrides [`Backend::set_links`] to change its simulated
+//! - **Simulator** (virtual time, no gRPC; `super::sim::backend`, `--sim`): overrides [`Backend::set_links`] to change its simulated
 //!   network, [`Backend::observe`] to record the cores' state and messages itself, [`Backend::clock`]
 //!   and [`Backend::sleep`] to read and advance virtual time (a sleep runs the simulation to that
 //!   time), and returns `None` from [`Backend::endpoint`]. The player and the plan stay as they are.
@@ -45,6 +45,8 @@ pub enum Target {
     Compose { project: String, start: bool },
     /// A Docker Swarm stack's election tasks, on these nodes' engines.
     Swarm { stack: String, engines: Vec<Engine> },
+    /// The election cores on a simulated network, in virtual time (`super::sim`).
+    Sim,
 }
 
 impl Target {
@@ -54,6 +56,7 @@ impl Target {
             Target::Local => "local",
             Target::Compose { .. } => "compose",
             Target::Swarm { .. } => "swarm",
+            Target::Sim => "sim",
         }
     }
 }
@@ -162,6 +165,20 @@ pub trait Backend: Send {
             let _ = (fault, id);
             Err(LabError::NoHostFault { node: name.to_string(), why: "this backend runs on one host".into() })
         }
+    }
+
+    /// Deletes (stopped) member `id`'s state file, so that it starts from term 0. Not every backend
+    /// can: by default the fault fails (and the history says why).
+    fn wipe(&mut self, id: NodeId) -> impl Future<Output = Result<(), LabError>> + Send {
+        let backend = self.name();
+        async move { Err(LabError::Unsupported { what: format!("deleting node {id}'s state file"), backend }) }
+    }
+
+    /// Makes member `id` slow (its timers and answers late by `by`, not dead; zero: normal). Not every
+    /// backend can: by default the fault fails (and the history says why).
+    fn slow(&mut self, id: NodeId, by: Duration) -> impl Future<Output = Result<(), LabError>> + Send {
+        let backend = self.name();
+        async move { Err(LabError::Unsupported { what: format!("slowing node {id} by {by:?}"), backend }) }
     }
 
     /// Sets every faulty link of member `id` (and heals the others): through its `Lab/SetLinks` by

@@ -1,19 +1,23 @@
-//! A deterministic in-memory network for the election state machines: latency, per-link delay, random
-//! jitter (messages overtake each other), random loss and duplication, forged requests, crashes, restarts
-//! (a restarted node keeps the term its state file holds), pauses and cut-off nodes. Every node is
-//! driven as the real node drives its machine: after each input it takes the machine's `Ready` and
-//! persists, sends, withdraws (nothing to cancel on this network: a withdrawn message's answer is
-//! handled like any late one) and publishes. It checks the safety invariants
-//! (`synclab_core::election::safety`) after every event and counts every message.
+//! A deterministic in-memory network for the election state machines, in virtual time: latency (fixed,
+//! or drawn from a distribution per message), per-link faults (drop one way or both, delay, jitter,
+//! loss), random jitter (messages overtake each other), random loss and duplication, forged requests,
+//! crashes, goodbyes (a stop), restarts (a restarted node keeps the term its state file holds, or lost
+//! it), pauses, slow nodes and cut-off nodes. Every node is driven as the real node drives its machine:
+//! after each input it takes the machine's `Ready` and persists, sends, withdraws (nothing to cancel on
+//! this network: a withdrawn message's answer is handled like any late one) and publishes. It checks the
+//! safety invariants (`synclab_core::election::safety`) after every event and counts every message; with
+//! [`Sim::record`] on, it also writes what the lab's observers would see (each node's state as it
+//! changes, every message sent, received, answered or failed) as history events.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
 
 pub use synclab_core::election::safety::Violation;
 use synclab_core::election::safety::Watch;
 use synclab_core::election::{Algorithm, Envelope, GroupConfig, Kind, Machine, Message, NodeId, Rejection, Reply, Role, SendError, Term};
 use synclab_core::lab::Rng;
+use synclab_core::lab::history::{self, ElectionObservation, Event as HistoryEvent, MessageObservation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Health {
@@ -34,17 +38,24 @@ struct SimNode {
     incarnation: u64,
     /// The term in its "state file".
     disk_term: Term,
+    /// Slow (not dead): every request and timer it handles waits this long first.
+    slow: Duration,
+    /// When its timers last ran.
+    last_tick: Duration,
 }
 
 #[derive(Debug)]
 enum Event {
     Tick,
     /// A request; `copy`: a duplicate, whose answer goes nowhere (the sender hears the original's).
+    /// `late`: already held back once by a slow receiver.
     Deliver {
         from: NodeId,
         incarnation: u64,
         envelope: Envelope,
         copy: bool,
+        sent: Duration,
+        late: bool,
     },
     Reply {
         to: NodeId,
@@ -52,13 +63,37 @@ enum Event {
         envelope: Envelope,
         result: Result<Reply, SendError>,
     },
+    /// The line from `node` to the coordinator it follows broke (a crash) or carried a goodbye (a stop).
+    Lost {
+        node: NodeId,
+        incarnation: u64,
+        coordinator: NodeId,
+        why: &'static str,
+    },
+}
+
+/// A node's fault on its link to a peer, as the real node's lab links apply it (`synclab::lab`):
+/// delay, jitter and loss hit the requests it sends to the peer (not the answers it gives), and a
+/// drop also refuses the peer's requests to it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LinkFault {
+    /// Nothing crosses: its requests to the peer are lost, and the peer's to it unanswered.
+    pub drop: bool,
+    /// Added to each request it sends the peer.
+    pub delay: Duration,
+    /// Up to this much more, uniform at random.
+    pub jitter: Duration,
+    /// The probability that a request it sends the peer is lost.
+    pub loss: f64,
 }
 
 /// Settings of a simulated network.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// One-way latency of every message.
+    /// One-way latency of every message (the least, when `latency_tail` is not zero).
     pub latency: Duration,
+    /// The mean of an exponential tail added to each message's latency (zero: the latency is fixed).
+    pub latency_tail: Duration,
     /// How long a sender waits for an answer that never comes (the RPC deadline).
     pub deadline: Duration,
     /// How often every node's timers are ticked.
@@ -77,12 +112,17 @@ pub struct SimConfig {
     pub timeout: Duration,
     /// Elections staggered by rank (zero: off).
     pub election_stagger: Duration,
+    /// Model the real node's shell around the machine: a follower's line to its coordinator (a crash
+    /// breaks it, a stop carries a goodbye: the follower holds an election at once instead of waiting
+    /// for its timeout), and the RPC deadline (an answer later than it is no answer).
+    pub shell: bool,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
             latency: Duration::from_micros(500),
+            latency_tail: Duration::ZERO,
             deadline: Duration::from_millis(100),
             tick: Duration::from_millis(5),
             loss: 0.0,
@@ -92,6 +132,25 @@ impl Default for SimConfig {
             heartbeat: Duration::from_millis(50),
             timeout: Duration::from_millis(200),
             election_stagger: Duration::ZERO,
+            shell: false,
+        }
+    }
+}
+
+impl SimConfig {
+    /// The lab's network: the `--local` nodes' timers (50 ms heartbeats, 200 ms timeout, 100 ms RPC
+    /// deadline), the shell modelled, and a latency from measurement: half the loopback `GetTime` round
+    /// trip BENCHMARKS.md states (median 122.9 µs, p99 221.4 µs, 2026-11-26), as a shifted exponential
+    /// with the same median and p99 one way (52.8 µs plus a tail of mean 12.6 µs: 61.5 µs median,
+    /// 110.7 µs p99).
+    pub fn measured(seed: u64) -> Self {
+        Self {
+            latency: Duration::from_nanos(52_800),
+            latency_tail: Duration::from_nanos(12_600),
+            tick: Duration::from_millis(1),
+            seed,
+            shell: true,
+            ..Self::default()
         }
     }
 }
@@ -108,7 +167,9 @@ pub struct Sim {
     seq: u64,
     /// The loss, jitter and duplication generator: the same seed, the same run.
     rng: Rng,
-    /// Extra one-way delay on links, by (from, to).
+    /// Faulty links, by (from, to): the lab's, on requests.
+    links: BTreeMap<(NodeId, NodeId), LinkFault>,
+    /// Extra one-way delay of every message (requests and answers), by (from, to).
     delays: BTreeMap<(NodeId, NodeId), Duration>,
     /// The safety rules, over every node.
     watch: Watch,
@@ -121,6 +182,12 @@ pub struct Sim {
     elections: BTreeMap<NodeId, u64>,
     /// When each node's last election started, at the last check, to count them.
     election_starts: BTreeMap<NodeId, Duration>,
+    /// Nodes an event may have changed since the last check.
+    touched: BTreeSet<NodeId>,
+    /// What the lab's observers would have seen, when recording.
+    trace: Option<Vec<HistoryEvent>>,
+    /// Each node's last recorded (role, term, coordinator).
+    shown: BTreeMap<NodeId, (history::Role, Term, Option<NodeId>)>,
 }
 
 impl Sim {
@@ -131,7 +198,17 @@ impl Sim {
             .iter()
             .map(|&id| {
                 let machine = Machine::new(algorithm, Self::node_config(&config, id, &ids), 0);
-                (id, SimNode { machine, health: Health::Down, cut: false, mute: false, incarnation: 0, disk_term: 0 })
+                let node = SimNode {
+                    machine,
+                    health: Health::Down,
+                    cut: false,
+                    mute: false,
+                    incarnation: 0,
+                    disk_term: 0,
+                    slow: Duration::ZERO,
+                    last_tick: Duration::ZERO,
+                };
+                (id, node)
             })
             .collect();
         let rng = Rng::new(config.seed);
@@ -144,6 +221,7 @@ impl Sim {
             events: BTreeMap::new(),
             seq: 0,
             rng,
+            links: BTreeMap::new(),
             delays: BTreeMap::new(),
             watch: Watch::new(),
             sent: BTreeMap::new(),
@@ -151,6 +229,9 @@ impl Sim {
             violations: Vec::new(),
             elections: BTreeMap::new(),
             election_starts: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            trace: None,
+            shown: BTreeMap::new(),
         };
         sim.schedule(Duration::ZERO, Event::Tick);
         sim
@@ -162,14 +243,35 @@ impl Sim {
             .with_election_stagger(config.election_stagger)
     }
 
+    /// Starts recording what the lab's observers would see ([`Sim::take_trace`]).
+    pub fn record(&mut self) {
+        self.trace.get_or_insert_with(Vec::new);
+    }
+
+    /// The observations recorded since the last call, in the order they happened (times in seconds
+    /// of virtual time).
+    pub fn take_trace(&mut self) -> Vec<HistoryEvent> {
+        self.trace.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// The current simulated time.
     pub fn now(&self) -> Duration {
         self.now
     }
 
+    /// The ids of every node.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
     /// A node's state machine.
     pub fn node(&self, id: NodeId) -> &Machine {
         &self.nodes[&id].machine
+    }
+
+    /// Whether a node's process runs (up or paused).
+    pub fn running(&self, id: NodeId) -> bool {
+        self.nodes.get(&id).is_some_and(|n| n.health != Health::Down)
     }
 
     /// Ids of the nodes that are up, not paused and not cut off.
@@ -187,8 +289,10 @@ impl Sim {
         node.machine = Machine::new(algorithm, config, node.disk_term);
         node.health = Health::Up;
         node.incarnation += 1;
+        node.last_tick = now;
         node.machine.start(now);
         self.flush(id);
+        self.check();
     }
 
     /// Starts every node at once.
@@ -199,9 +303,52 @@ impl Sim {
         }
     }
 
-    /// Crashes a node: messages to it fail at once (connection refused), its timers stop.
+    /// Crashes a node: messages to it fail at once (connection refused), its timers stop. With the
+    /// shell modelled, the lines its followers keep to it break: they learn it at once.
     pub fn kill(&mut self, id: NodeId) {
-        self.nodes.get_mut(&id).expect("known node").health = Health::Down;
+        self.go_down(id, "lost its connection");
+    }
+
+    /// Stops a node as SIGTERM does: it says goodbye on its followers' lines (with the shell
+    /// modelled), then it is down.
+    pub fn stop(&mut self, id: NodeId) {
+        self.go_down(id, "said goodbye");
+    }
+
+    fn go_down(&mut self, id: NodeId, why: &'static str) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let was_running = node.health != Health::Down;
+        node.health = Health::Down;
+        self.touched.insert(id);
+        if self.config.shell && was_running {
+            let followers: Vec<(NodeId, u64)> = self
+                .nodes
+                .iter()
+                .filter(|&(&n, node)| {
+                    n != id
+                        && node.health == Health::Up
+                        && node.machine.core().role() == Role::Follower
+                        && node.machine.core().coordinator() == Some(id)
+                })
+                .map(|(&n, node)| (n, node.incarnation))
+                .collect();
+            for (n, incarnation) in followers {
+                if self.blocked(id, n) {
+                    continue;
+                }
+                // A goodbye crosses the line once; a broken line is noticed, then confirmed by a
+                // probe the dead process refuses (a round trip).
+                let trips = if why == "said goodbye" { 1 } else { 2 };
+                let at = self.now + self.config.latency * trips;
+                self.schedule(at, Event::Lost { node: n, incarnation, coordinator: id, why });
+            }
+        }
+        self.check();
+    }
+
+    /// Forgets a node's state file (its term back to 0): the next start begins from nothing.
+    pub fn wipe(&mut self, id: NodeId) {
+        self.nodes.get_mut(&id).expect("known node").disk_term = 0;
     }
 
     /// Freezes a node (`docker pause`): messages to it time out, its timers stop, its state stays.
@@ -210,6 +357,8 @@ impl Sim {
         if node.health == Health::Up {
             node.health = Health::Paused;
         }
+        self.touched.insert(id);
+        self.check();
     }
 
     /// Thaws a paused node.
@@ -218,6 +367,14 @@ impl Sim {
         if node.health == Health::Paused {
             node.health = Health::Up;
         }
+        self.touched.insert(id);
+        self.check();
+    }
+
+    /// Makes a node slow (not dead): each request it receives and each run of its timers waits `by`
+    /// first (zero: back to normal).
+    pub fn set_slow(&mut self, id: NodeId, by: Duration) {
+        self.nodes.get_mut(&id).expect("known node").slow = by;
     }
 
     /// Cuts a node off from all others (its messages time out both ways), or restores it.
@@ -236,9 +393,23 @@ impl Sim {
         self.elections.get(&id).copied().unwrap_or(0)
     }
 
-    /// Adds `delay` to every message from `from` to `to`.
+    /// Adds `delay` to every message from `from` to `to`, requests and answers alike.
     pub fn delay(&mut self, from: NodeId, to: NodeId, delay: Duration) {
         self.delays.insert((from, to), delay);
+    }
+
+    /// Sets the fault of the link from `from` to `to` (the default: healthy).
+    pub fn set_link(&mut self, from: NodeId, to: NodeId, fault: LinkFault) {
+        if fault == LinkFault::default() {
+            self.links.remove(&(from, to));
+        } else {
+            self.links.insert((from, to), fault);
+        }
+    }
+
+    /// The fault of the link from `from` to `to`.
+    pub fn link(&self, from: NodeId, to: NodeId) -> LinkFault {
+        self.links.get(&(from, to)).copied().unwrap_or_default()
     }
 
     /// Sets the probability of losing each message.
@@ -295,6 +466,7 @@ impl Sim {
         let now = self.now;
         self.nodes.get_mut(&id).expect("known node").machine.hold_election(now, "suspicion (test)");
         self.flush(id);
+        self.check();
     }
 
     /// Makes a node find its coordinator dead now, as a broken line (a closed connection and an
@@ -306,6 +478,7 @@ impl Sim {
             node.machine.coordinator_lost(now, coordinator, "lost its connection (test)");
         }
         self.flush(id);
+        self.check();
     }
 
     /// Safety violations seen so far.
@@ -378,16 +551,42 @@ impl Sim {
         p > 0.0 && self.uniform() <= p
     }
 
+    /// Whether a message is lost at random on the network.
     fn lost(&mut self) -> bool {
         self.chance(self.config.loss)
     }
 
-    /// A message's random extra delay.
-    fn jitter(&mut self) -> Duration {
-        if self.config.jitter.is_zero() {
+    /// Whether nothing crosses from `from` to `to` (a cut either end, a mute sender, or a link either
+    /// end dropped).
+    fn blocked(&self, from: NodeId, to: NodeId) -> bool {
+        self.nodes[&from].cut || self.nodes[&to].cut || self.nodes[&from].mute || self.link(from, to).drop || self.link(to, from).drop
+    }
+
+    /// A uniform fraction of `span` (the generator only moves when `span` is not zero).
+    fn spread(&mut self, span: Duration) -> Duration {
+        if span.is_zero() {
             return Duration::ZERO;
         }
-        self.config.jitter.mul_f64(self.uniform())
+        span.mul_f64(self.uniform())
+    }
+
+    /// One message's one-way latency on the network from `from` to `to`: the least, its tail, the
+    /// network's jitter and the pair's delay.
+    fn latency(&mut self, from: NodeId, to: NodeId) -> Duration {
+        let mut at = self.config.latency + self.delays.get(&(from, to)).copied().unwrap_or_default();
+        if !self.config.latency_tail.is_zero() {
+            // Exponential: -ln(1 - u) times the mean, u in [0, 1).
+            let u = self.uniform();
+            at += self.config.latency_tail.mul_f64(-(1.0 - u).ln());
+        }
+        at + self.spread(self.config.jitter)
+    }
+
+    /// A request's latency from `from` to `to`: the network's, and the sender's link delay and jitter.
+    fn request_latency(&mut self, from: NodeId, to: NodeId) -> Duration {
+        let at = self.latency(from, to);
+        let link = self.link(from, to);
+        at + link.delay + self.spread(link.jitter)
     }
 
     fn reachable(&self, id: NodeId) -> bool {
@@ -400,39 +599,59 @@ impl Sim {
             Event::Tick => {
                 let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
                 for id in ids {
+                    let now = self.now;
                     let node = self.nodes.get_mut(&id).expect("node");
-                    if node.health == Health::Up {
-                        node.machine.tick(self.now);
+                    if node.health == Health::Up && now.saturating_sub(node.last_tick) >= node.slow {
+                        node.last_tick = now;
+                        node.machine.tick(now);
                         self.flush(id);
                     }
                 }
                 self.schedule(self.now + self.config.tick, Event::Tick);
             }
-            Event::Deliver { from, incarnation, envelope, copy } => {
+            Event::Deliver { from, incarnation, envelope, copy, sent, late } => {
                 let to = envelope.to;
+                let slow = self.nodes[&to].slow;
+                if !late && !slow.is_zero() && self.nodes[&to].health == Health::Up {
+                    // A slow receiver gets to it later.
+                    self.schedule(self.now + slow, Event::Deliver { from, incarnation, envelope, copy, sent, late: true });
+                    return;
+                }
+                // The sender's link first (as the real node's outbox does): a drop or a loss there is
+                // silence until the deadline.
+                let fail_at = self.now.max(sent + self.config.deadline);
+                let link = self.link(from, to);
+                let sender_cut = self.nodes[&from].cut || self.nodes[&from].mute || link.drop;
+                if sender_cut || self.chance(link.loss) {
+                    if !copy {
+                        let result = Err(SendError::NoAnswer(format!("no answer from node {to}")));
+                        self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
+                    }
+                    return;
+                }
                 if copy {
                     // A duplicate: handled again if it gets through; its answer goes nowhere.
-                    if self.reachable(to) && !self.nodes[&from].cut && !self.nodes[&from].mute && !self.lost() {
+                    if self.reachable(to) && !self.blocked(from, to) && !self.lost() {
                         let _ = self.nodes.get_mut(&to).expect("node").machine.on_request(self.now, from, envelope.message);
                         self.flush(to);
                     }
                     return;
                 }
-                let down = self.nodes[&to].health == Health::Down;
-                let fail_at = self.now + self.config.deadline.saturating_sub(self.config.latency);
-                if down && !self.nodes[&from].cut {
+                if self.nodes[&to].health == Health::Down {
                     // Connection refused comes back at once.
                     let result = Err(SendError::Unreachable(format!("node {to} is down")));
-                    self.schedule(self.now + self.config.latency, Event::Reply { to: from, incarnation, envelope, result });
+                    let at = self.now + self.config.latency;
+                    self.schedule(at, Event::Reply { to: from, incarnation, envelope, result });
                     return;
                 }
-                if !self.reachable(to) || self.nodes[&from].cut || self.nodes[&from].mute || self.lost() {
+                if !self.reachable(to) || self.blocked(from, to) || self.lost() {
                     let result = Err(SendError::NoAnswer(format!("no answer from node {to}")));
                     self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
                     return;
                 }
                 let node = self.nodes.get_mut(&to).expect("node");
                 let result = node.machine.on_request(self.now, from, envelope.message.clone());
+                self.message(to, from, "received", &envelope.message);
                 if result.is_ok() {
                     *self.delivered.entry(envelope.message.kind()).or_default() += 1;
                 }
@@ -442,12 +661,15 @@ impl Sim {
                 }
                 self.flush(to);
                 let result = result.map_err(|e| SendError::Refused(e.to_string()));
-                if self.nodes[&to].mute || self.lost() {
-                    let result = Err(SendError::NoAnswer(format!("the answer from node {to} was lost")));
-                    self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
-                } else {
-                    let at = self.now + self.link_latency(to, from) + self.jitter();
-                    self.schedule(at, Event::Reply { to: from, incarnation, envelope, result });
+                let back = if self.nodes[&to].mute || self.lost() { None } else { Some(self.now + self.latency(to, from)) };
+                match back {
+                    Some(at) if !self.config.shell || at <= sent + self.config.deadline => {
+                        self.schedule(at, Event::Reply { to: from, incarnation, envelope, result });
+                    }
+                    _ => {
+                        let result = Err(SendError::NoAnswer(format!("the answer from node {to} was lost or late")));
+                        self.schedule(fail_at, Event::Reply { to: from, incarnation, envelope, result });
+                    }
                 }
             }
             Event::Reply { to, incarnation, envelope, result } => {
@@ -455,21 +677,45 @@ impl Sim {
                 if node.incarnation != incarnation || node.health != Health::Up {
                     return;
                 }
+                let direction = if result.is_ok() { "answered" } else { "failed" };
+                let message = envelope.message.clone();
+                let peer = envelope.to;
                 node.machine.on_reply(self.now, envelope, result);
+                self.message(to, peer, direction, &message);
                 self.flush(to);
+            }
+            Event::Lost { node, incarnation, coordinator, why } => {
+                let now = self.now;
+                let n = self.nodes.get_mut(&node).expect("node");
+                if n.incarnation != incarnation || n.health != Health::Up {
+                    return;
+                }
+                n.machine.coordinator_lost(now, coordinator, why);
+                self.flush(node);
             }
         }
     }
 
-    fn link_latency(&self, from: NodeId, to: NodeId) -> Duration {
-        self.config.latency + self.delays.get(&(from, to)).copied().unwrap_or_default()
+    /// Records a message one node saw (when recording).
+    fn message(&mut self, node: NodeId, peer: NodeId, direction: &str, message: &Message) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(HistoryEvent::Message(MessageObservation {
+                time: self.now.as_secs_f64(),
+                node,
+                peer,
+                direction: direction.into(),
+                kind: message.kind().as_str().into(),
+                term: message.term(),
+            }));
+        }
     }
 
     /// Carries out the node's `Ready` as the real node does: persists its term (at once: this network
     /// has no disk to wait for, so before the messages whether or not they must wait), then puts its
     /// messages on the network. Withdrawn sends need nothing (their answers are handled like any late
-    /// answer), and nobody watches the published state but [`Sim::check`].
+    /// answer), and nobody watches the published state but [`Sim::check`] and the trace.
     fn flush(&mut self, id: NodeId) {
+        self.touched.insert(id);
         let node = self.nodes.get_mut(&id).expect("node");
         let ready = node.machine.ready();
         if let Some(persist) = ready.persist {
@@ -477,19 +723,26 @@ impl Sim {
             node.machine.persisted(persist.term);
         }
         let incarnation = node.incarnation;
+        let now = self.now;
         for envelope in ready.messages {
             *self.sent.entry(envelope.message.kind()).or_default() += 1;
-            let at = self.now + self.link_latency(id, envelope.to) + self.jitter();
+            self.message(id, envelope.to, "sent", &envelope.message);
+            let at = now + self.request_latency(id, envelope.to);
             if self.chance(self.config.duplicate) {
-                let again = self.now + self.link_latency(id, envelope.to) + self.jitter();
-                self.schedule(again, Event::Deliver { from: id, incarnation, envelope: envelope.clone(), copy: true });
+                let again = now + self.request_latency(id, envelope.to);
+                let copy = Event::Deliver { from: id, incarnation, envelope: envelope.clone(), copy: true, sent: now, late: false };
+                self.schedule(again, copy);
             }
-            self.schedule(at, Event::Deliver { from: id, incarnation, envelope, copy: false });
+            self.schedule(at, Event::Deliver { from: id, incarnation, envelope, copy: false, sent: now, late: false });
         }
     }
 
+    /// The safety rules and the election counts over the nodes an event touched, and their state in
+    /// the trace.
     fn check(&mut self) {
-        for (&id, node) in &self.nodes {
+        let touched = std::mem::take(&mut self.touched);
+        for id in touched {
+            let node = &self.nodes[&id];
             let core = node.machine.core();
             if let Some(started) = core.last_election().map(|e| e.started)
                 && self.election_starts.insert(id, started) != Some(started)
@@ -497,6 +750,25 @@ impl Sim {
                 *self.elections.entry(id).or_default() += 1;
             }
             self.violations.extend(self.watch.check(core, node.disk_term, node.health != Health::Down));
+            if let Some(trace) = &mut self.trace {
+                let seen = if node.health == Health::Up {
+                    let role = match core.role() {
+                        Role::Follower => history::Role::Follower,
+                        Role::Candidate => history::Role::Candidate,
+                        Role::Waiting => history::Role::Waiting,
+                        Role::Coordinator => history::Role::Coordinator,
+                    };
+                    (role, core.term(), core.coordinator())
+                } else {
+                    (history::Role::Unreachable, self.shown.get(&id).map_or(0, |s| s.1), None)
+                };
+                if self.shown.get(&id) != Some(&seen) {
+                    self.shown.insert(id, seen);
+                    let (role, term, coordinator) = seen;
+                    let time = self.now.as_secs_f64();
+                    trace.push(HistoryEvent::Election(ElectionObservation { time, node: id, role, term, coordinator }));
+                }
+            }
         }
     }
 }
