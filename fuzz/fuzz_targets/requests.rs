@@ -39,7 +39,7 @@ use synclab::proto::time::{GetTimeRequest, GetTimeStringRequest};
 use synclab::rpc::Dialer;
 use synclab::server::{Stop, Watchers};
 use synclab_core::clock::ClockConfig;
-use synclab_core::election::{Algorithm, MAX_MEMBERS, MAX_TERM, Message, NodeId};
+use synclab_core::election::{Algorithm, Detector, MAX_MEMBERS, MAX_TERM, Message, NodeId};
 use synclab_core::name::{check_address, check_name};
 use tonic::{Code, Request, Response, Status};
 
@@ -104,6 +104,7 @@ fn node(ring: bool) -> ElectionNode {
         rpc_timeout: Duration::from_millis(100),
         probe_timeout: Duration::from_millis(50),
         election_stagger: Duration::ZERO,
+        detector: Detector::Fixed,
         state_dir: None,
         tls: None,
         lab: false,
