@@ -154,7 +154,7 @@ async fn chronyd_q_sees_a_server_one_and_a_half_seconds_ahead() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no measurement from chronyd -Q: {text}"));
     assert!((wrong - 1.5).abs() < 1e-3, "chronyd -Q: clock wrong by {wrong} s, not 1.5 s: {text}");
-    assert!(server.stats.answered.load(Ordering::Relaxed) >= 1);
+    assert!(when_reached(&server.stats.answered, 1).await >= 1);
     drop(dir);
 }
 
@@ -237,20 +237,41 @@ async fn synclab_syncs_from_its_own_ntp_server_interleaved_and_follows_its_clock
 #[tokio::test]
 async fn only_replies_to_interleaved_clients_are_stamped_by_the_kernel() {
     let server = TestNtpServer::start(SEC, ServerConfig::default()).await;
+    let stats = &server.stats;
     let device = clock("phone", SEC / 2, 10.0);
     let mut basic = NtpClient::new(&server.addr.to_string(), Duration::from_secs(2), NtpMode::Basic);
     let report = basic.sync(&device, 8, Estimator::Ntp).await.unwrap();
     assert!(!report.interleaved, "{report:?}");
-    assert_eq!(server.stats.answered.load(Ordering::Relaxed), 8);
-    assert_eq!(server.stats.kernel_tx_stamps.load(Ordering::Relaxed), 0, "no basic reply stamped");
+    // The server counts a request before it answers it, so `received` is exact once the client has its
+    // replies; `answered` is counted after the send and the kernel's stamps after they are read back,
+    // so those two may trail the client by a moment.
+    assert_eq!(stats.received.load(Ordering::Relaxed), 8);
+    assert_eq!(when_reached(&stats.answered, 8).await, 8);
+    assert_eq!(stats.kernel_tx_stamps.load(Ordering::Relaxed), 0, "no basic reply stamped");
     let mut interleaved = NtpClient::new(&server.addr.to_string(), Duration::from_secs(2), NtpMode::Interleaved);
     let report = interleaved.sync(&device, 8, Estimator::Ntp).await.unwrap();
     assert!(report.interleaved, "{report:?}");
     // The first request is basic (there is no previous exchange yet); every one after it asks for
     // interleaved mode.
-    let requests = server.stats.answered.load(Ordering::Relaxed) - 8;
+    let requests = stats.received.load(Ordering::Relaxed) - 8;
     assert!(requests >= 8, "{requests} requests for 8 interleaved samples");
-    assert_eq!(server.stats.kernel_tx_stamps.load(Ordering::Relaxed), requests - 1);
+    assert_eq!(when_reached(&stats.answered, 8 + requests).await, 8 + requests);
+    assert_eq!(when_reached(&stats.kernel_tx_stamps, requests - 1).await, requests - 1);
+    // And no stamp more comes later.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(stats.kernel_tx_stamps.load(Ordering::Relaxed), requests - 1);
+}
+
+/// The counter's value once it reaches `want`, or after a second if it never does.
+async fn when_reached(counter: &std::sync::atomic::AtomicU64, want: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let now = counter.load(Ordering::Relaxed);
+        if now >= want || Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Sends `bytes` from `socket` and returns the reply, if one comes within 300 ms.
