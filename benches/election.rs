@@ -6,7 +6,8 @@
 //!
 //! With RUST_LOG set (e.g. `RUST_LOG=info`), the nodes log to stderr as JSON lines.
 //!
-//! - failover (compose, needs the image: scripts/build-images): five nodes with the defaults (heartbeat
+//! - failover (compose, needs the image: scripts/build-images): five nodes per failure detector (--detectors,
+//!   passed as SYNCLAB_DETECTOR) with the defaults (heartbeat
 //!   50 ms, timeout 200 ms, RPC deadline 100 ms, probe 25 ms); each trial takes the coordinator's
 //!   container away (`docker kill`, `docker stop` or `docker pause`) and waits until every survivor
 //!   follows one new coordinator, then brings it back and waits for its takeover. Each failover says which
@@ -201,12 +202,15 @@ struct Compose {
     project: String,
     files: &'static str,
     ports: Vec<u16>,
+    /// The nodes' failure detector (`SYNCLAB_DETECTOR`, which the compose file passes on).
+    detector: Detector,
 }
 
 impl Compose {
     fn cmd(&self) -> Command {
         let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/compose"));
         cmd.env("COMPOSE_PROJECT_NAME", &self.project).env("COMPOSE_FILE", self.files).env("SYNCLAB_BUILD", "none");
+        cmd.env("SYNCLAB_DETECTOR", self.detector.to_string());
         for (i, port) in self.ports.iter().enumerate() {
             cmd.env(format!("SYNCLAB_NODE_{}_PORT", i + 1), port.to_string());
         }
@@ -349,7 +353,7 @@ async fn fault_via_api(_: &(), _: Fault, _: &str) {
     panic!("--via api needs the lab-runner feature (bollard)");
 }
 
-async fn failover(trials: usize, faults: &[Fault], via_api: bool) {
+async fn failover(trials: usize, faults: &[Fault], via_api: bool, detectors: &[Detector]) {
     #[cfg(feature = "lab-runner")]
     let docker = bollard::Docker::connect_with_local_defaults().expect("the Docker engine's socket");
     #[cfg(not(feature = "lab-runner"))]
@@ -360,8 +364,9 @@ async fn failover(trials: usize, faults: &[Fault], via_api: bool) {
         docker.ping().await.expect("the Docker engine answers");
     }
     let via = if via_api { "the engine's API" } else { "the docker command" };
-    for (algorithm, files) in [("bully", "docker-compose.yml"), ("ring", "docker-compose.yml:docker-compose.ring.yml")] {
-        let compose = Compose { project: format!("synclab-bench-{algorithm}"), files, ports: (50171..=50175).collect() };
+    let runs = [("bully", "docker-compose.yml"), ("ring", "docker-compose.yml:docker-compose.ring.yml")];
+    for ((algorithm, files), &detector) in runs.into_iter().flat_map(|r| detectors.iter().map(move |d| (r, d))) {
+        let compose = Compose { project: format!("synclab-bench-{algorithm}"), files, ports: (50171..=50175).collect(), detector };
         let _ = compose.cmd().args(["down", "--volumes", "--timeout", "2"]).output();
         compose.run(&["up", "-d", "node-1", "node-2", "node-3", "node-4", "node-5"]);
         let all = [1, 2, 3, 4, 5];
@@ -437,12 +442,15 @@ async fn failover(trials: usize, faults: &[Fault], via_api: bool) {
                 takeovers.push((last - started) as f64 / 1e6);
             }
             print_split(
-                &format!("failover, {algorithm}, compose, 5 nodes (docker {} the coordinator, through {via})", fault.name()),
+                &format!(
+                    "failover, {algorithm}, compose, 5 nodes, {detector} detector (docker {} the coordinator, through {via})",
+                    fault.name()
+                ),
                 &failovers,
             );
             plot_split(
-                &format!("failover-{algorithm}-{}", fault.name()),
-                &format!("{algorithm}, compose, 5 nodes: docker {} the coordinator, phases per trial", fault.name()),
+                &format!("failover-{algorithm}-{detector}-{}", fault.name()),
+                &format!("{algorithm}, compose, 5 nodes, {detector} detector: docker {} the coordinator, phases per trial", fault.name()),
                 &failovers,
             );
             print_paths(&paths);
@@ -700,11 +708,11 @@ fn main() {
         println!("synclab election benchmark, {date}");
         let all = o.mode == "all";
         if all || o.mode == "failover" {
-            failover(o.trials, &[Fault::Kill, Fault::Stop, Fault::Pause], o.via_api).await;
+            failover(o.trials, &[Fault::Kill, Fault::Stop, Fault::Pause], o.via_api, &o.detectors).await;
         }
         for (mode, fault) in [("failover-kill", Fault::Kill), ("failover-stop", Fault::Stop), ("failover-pause", Fault::Pause)] {
             if o.mode == mode {
-                failover(o.trials, &[fault], o.via_api).await;
+                failover(o.trials, &[fault], o.via_api, &o.detectors).await;
             }
         }
         if all || o.mode == "messages" {

@@ -199,3 +199,26 @@ fn a_sweep_writes_one_row_per_run_and_a_cell_per_size() {
     assert!(std::fs::read_to_string(dir.join("sweep.html")).unwrap().contains("<svg"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A Docker stack runs one algorithm at the size it was deployed with: a sweep there refuses a list of
+/// algorithms (naming the flag) rather than label runs with an algorithm they did not run, and the
+/// Docker options need their backend.
+#[test]
+fn a_docker_sweep_takes_the_stacks_algorithm_and_its_options_need_it() {
+    let dir = out("sweep-docker");
+    let d = dir.to_str().unwrap();
+    let (code, text) = lab(&["sweep", "--compose", "--scenario", "kill-coordinator", "--algorithm", "bully,ring", "--out", d]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--algorithm") && text.contains("one algorithm"), "{text}");
+    let (code, text) = lab(&["sweep", "--swarm", "--scenario", "kill-coordinator", "--out", d]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--algorithm"), "{text}");
+    let (code, text) = lab(&["sweep", "--project", "p", "--scenario", "kill-coordinator", "--algorithm", "bully", "--out", d]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--compose"), "{text}");
+    let (code, text) = lab(&["sweep", "--sim", "--compose", "--scenario", "kill-coordinator", "--out", d]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("cannot be used with"), "{text}");
+    assert!(!dir.join("sweep.csv").exists(), "a refused sweep wrote nothing");
+    let _ = std::fs::remove_dir_all(&dir);
+}

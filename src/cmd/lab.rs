@@ -96,11 +96,31 @@ struct SweepArgs {
     #[arg(long, value_parser = parse_seeds, default_value = "1-10")]
     seeds: Seeds,
     /// Run in the simulator (the default).
-    #[arg(long, conflicts_with = "local")]
+    #[arg(long, conflicts_with_all = ["local", "compose", "swarm"])]
     sim: bool,
     /// Run on election nodes in this process, in real time, one run at a time.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["compose", "swarm"])]
     local: bool,
+    /// Run on the compose stack's election nodes (`SYNCLAB_LAB=1 scripts/compose up -d`, started if
+    /// missing), one run at a time. The stack decides the size and the algorithm: give the one
+    /// algorithm it runs; the rows carry the size found.
+    #[arg(long, conflicts_with = "swarm")]
+    compose: bool,
+    /// Run on a Docker Swarm stack's election service (`scripts/swarm up`), one run at a time; as with
+    /// --compose, the stack decides the size and the algorithm.
+    #[arg(long)]
+    swarm: bool,
+    /// The compose project, with --compose (default: COMPOSE_PROJECT_NAME, else the current folder's
+    /// name, as Docker Compose names it).
+    #[arg(long, env = "COMPOSE_PROJECT_NAME", requires = "compose")]
+    project: Option<String>,
+    /// The stack's name, with --swarm.
+    #[arg(long, env = "SYNCLAB_STACK", default_value = "synclab")]
+    stack: String,
+    /// With --swarm: every node's engine as NAME=ENDPOINT@ADDRESS, comma-separated (default: the nodes
+    /// `scripts/swarm up` made).
+    #[arg(long, env = "SYNCLAB_ENGINES", value_name = "NAME=ENDPOINT@ADDRESS,...", value_parser = crate::lab_runner::backend::swarm::parse_engines)]
+    engines: Option<Vec<crate::lab_runner::backend::swarm::Engine>>,
     /// How long each scenario's main part lasts (each has its own default).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     duration: Option<Duration>,
@@ -252,12 +272,29 @@ fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: {s} is a clock scenario: a sweep runs election scenarios");
         return Ok(ExitCode::from(2));
     }
+    if (a.compose || a.swarm) && a.algorithm.len() != 1 {
+        eprintln!("error: --algorithm: a Docker stack runs one algorithm; give the one it runs (e.g. --algorithm bully)");
+        return Ok(ExitCode::from(2));
+    }
+    let target = if a.compose {
+        let project = a.project.clone().unwrap_or_else(|| runner::default_project(&std::env::current_dir().unwrap_or_default()));
+        Target::Compose { project, start: true }
+    } else if a.swarm {
+        let engines = a.engines.clone().unwrap_or_else(crate::lab_runner::backend::swarm::local_engines);
+        Target::Swarm { stack: a.stack.clone(), engines }
+    } else if a.local {
+        Target::Local
+    } else {
+        Target::Sim
+    };
+    // In Docker the stack decides the size: one cell, labelled with the size each run finds.
+    let sizes = if a.compose || a.swarm { vec![0] } else { a.sizes };
     let options = runner::sweep::SweepOptions {
         scenarios: a.scenario,
         algorithms: a.algorithm,
-        sizes: a.sizes,
+        sizes,
         seeds: a.seeds.0,
-        target: if a.local { Target::Local } else { Target::Sim },
+        target,
         duration: a.duration,
         out: a.out.clone(),
         jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),

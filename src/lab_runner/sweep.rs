@@ -33,7 +33,8 @@ pub struct SweepOptions {
     pub algorithms: Vec<Algorithm>,
     pub sizes: Vec<u64>,
     pub seeds: Vec<u64>,
-    /// `Target::Sim` or `Target::Local`.
+    /// Where the runs are made; the Docker targets take the size their stack has (`sizes` is then
+    /// `[0]`, and each row carries the size found).
     pub target: Target,
     pub duration: Option<Duration>,
     pub out: PathBuf,
@@ -52,6 +53,8 @@ pub struct Row {
     pub verdict: Validity,
     /// Every settle time the liveness checker measured, seconds.
     pub settle_seconds: Vec<f64>,
+    /// The settle times after a fault that took the coordinator away (a subset of `settle_seconds`).
+    pub failover_seconds: Vec<f64>,
     pub split_brain_terms: u64,
     #[serde(flatten)]
     pub stats: RunStats,
@@ -115,7 +118,7 @@ async fn one(options: &SweepOptions, scenario: Scenario, algorithm: Algorithm, n
         algorithm,
         duration: options.duration,
         target: options.target.clone(),
-        nodes: Some(n),
+        nodes: (n > 0).then_some(n),
         dialer: options.dialer.clone(),
     };
     let mut row = Row {
@@ -125,17 +128,25 @@ async fn one(options: &SweepOptions, scenario: Scenario, algorithm: Algorithm, n
         seed,
         verdict: Validity::Unknown,
         settle_seconds: Vec::new(),
+        failover_seconds: Vec::new(),
         split_brain_terms: 0,
         stats: RunStats::default(),
         error: None,
     };
     match election_history(&run).await {
         Ok(events) => {
+            if n == 0 {
+                row.nodes = events
+                    .iter()
+                    .find_map(|e| if let synclab_core::lab::history::Event::Run(info) = e { Some(info.nodes.len() as u64) } else { None })
+                    .unwrap_or(0);
+            }
             let results = check::check(&events);
             row.verdict = results.valid;
             let figure = |checker: &str, name: &str| results.checkers.get(checker).and_then(|c| c.figures.get(name)).cloned();
-            row.settle_seconds =
-                figure("election-liveness", "settle_seconds").and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+            let seconds = |name: &str| figure("election-liveness", name).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+            row.settle_seconds = seconds("settle_seconds");
+            row.failover_seconds = seconds("failover_settle_seconds");
             row.split_brain_terms = figure("election-safety", "split_brain_terms").and_then(|v| v.as_u64()).unwrap_or(0);
             row.stats = stats::stats(&events);
         }
@@ -215,6 +226,10 @@ pub struct Cell {
     pub settle_p95_s: Option<f64>,
     pub settle_p99_s: Option<f64>,
     pub settle_max_s: Option<f64>,
+    /// The same over the failovers alone (the coordinator taken away).
+    pub failover_median_s: Option<f64>,
+    pub failover_p99_s: Option<f64>,
+    pub failover_max_s: Option<f64>,
     pub availability_mean: f64,
     pub availability_min: f64,
     pub leader_changes_mean: f64,
@@ -251,10 +266,13 @@ pub fn summarize(rows: &[Row], options: &SweepOptions) -> Vec<Cell> {
         Target::Swarm { .. } => "--swarm",
     };
     let duration = options.duration.map_or(String::new(), |d| format!(" --duration {}ms", d.as_millis()));
+    // In Docker the stack decides the size.
+    let sized = matches!(options.target, Target::Sim | Target::Local);
     cells
         .into_iter()
         .map(|((scenario, algorithm, nodes), runs)| {
             let settles = sorted(&runs.iter().flat_map(|r| r.settle_seconds.iter().copied()).collect::<Vec<_>>());
+            let failovers = sorted(&runs.iter().flat_map(|r| r.failover_seconds.iter().copied()).collect::<Vec<_>>());
             let count = |v: Validity| runs.iter().filter(|r| r.verdict == v).count();
             let mean = |f: &dyn Fn(&Row) -> f64| runs.iter().map(|r| f(r)).sum::<f64>() / runs.len().max(1) as f64;
             let faults: u64 = runs.iter().map(|r| r.stats.faults).sum();
@@ -276,8 +294,10 @@ pub fn summarize(rows: &[Row], options: &SweepOptions) -> Vec<Cell> {
                     verdict: r.verdict,
                     settle_max_s: (!r.settle_seconds.is_empty()).then(|| max_settle(r)),
                     replay: format!(
-                        "synclab lab run {scenario} {backend} --nodes {nodes} --algorithm {algorithm} --seed {}{duration} --out replay-{scenario}-{algorithm}-{nodes}-{}",
-                        r.seed, r.seed
+                        "synclab lab run {scenario} {backend}{} --algorithm {algorithm} --seed {}{duration} --out replay-{scenario}-{algorithm}-{nodes}-{}",
+                        if sized { format!(" --nodes {nodes}") } else { String::new() },
+                        r.seed,
+                        r.seed
                     ),
                 })
                 .collect();
@@ -293,6 +313,9 @@ pub fn summarize(rows: &[Row], options: &SweepOptions) -> Vec<Cell> {
                 settle_p95_s: quantile(&settles, 0.95),
                 settle_p99_s: quantile(&settles, 0.99),
                 settle_max_s: quantile(&settles, 1.0),
+                failover_median_s: quantile(&failovers, 0.5),
+                failover_p99_s: quantile(&failovers, 0.99),
+                failover_max_s: quantile(&failovers, 1.0),
                 availability_mean: mean(&|r| r.stats.availability),
                 availability_min: runs.iter().map(|r| r.stats.availability).fold(1.0, f64::min),
                 leader_changes_mean: mean(&|r| r.stats.leader_changes as f64),
