@@ -1,4 +1,5 @@
-//! Prometheus metrics: every process serves them at `http://ADDR/metrics` with `--metrics-listen ADDR`.
+//! Prometheus metrics: every process serves them at `http://ADDR/metrics` with `--metrics-listen ADDR`
+//! (`https://`, a client certificate required, when it runs with TLS: [`serve`]).
 //!
 //! The metrics are recorded with the `metrics` crate and rendered by `metrics-exporter-prometheus`; no
 //! recorder is installed unless a process serves metrics, so recording costs nothing otherwise. Names
@@ -283,9 +284,14 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Serves `/metrics` on `addr` until `stop` (see [`web`] for the limits), recording from now on.
-/// Returns the bound address and the server's task.
-pub async fn serve(addr: std::net::SocketAddr, stop: Stop) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), BindError> {
+/// Serves `/metrics` on `addr` until `stop` (see [`web`] for the limits), recording from now on: over
+/// HTTPS when the process has `tls`, where a client certificate is required and only
+/// [`crate::tls::authz::METRICS_READERS`] are answered. Returns the bound address and the server's task.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    tls: Option<&crate::tls::Tls>,
+    stop: Stop,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), BindError> {
     install();
     let bind = async { tokio::net::TcpListener::bind(addr).await.and_then(|l| Ok((l.local_addr()?, l))) };
     let (bound, listener) = bind.await.map_err(|source| BindError { addr, source })?;
@@ -293,7 +299,8 @@ pub async fn serve(addr: std::net::SocketAddr, stop: Stop) -> Result<(std::net::
         "/metrics",
         axum::routing::get(|| async { ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render().await) }),
     );
-    tracing::info!(addr = %bound, "serving Prometheus metrics at /metrics");
-    let task = tokio::spawn(web::serve(listener, router, web::HttpLimits::metrics(), stop));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %bound, "serving Prometheus metrics at {scheme}://{bound}/metrics");
+    let task = tokio::spawn(web::serve_with(listener, router, web::HttpLimits::metrics(), tls.map(web::HttpTls::metrics), stop));
     Ok((bound, task))
 }
