@@ -179,6 +179,7 @@ async fn every_certificate_and_the_ca_rotate_in_a_running_group_with_no_election
     // server shows its new certificate; syncs go on throughout.
     let rotate_certificates = async |source: &Path| {
         let before = (kept.load(Ordering::Relaxed), fresh.load(Ordering::Relaxed));
+        let started = Instant::now();
         for name in names {
             install(source, &live, name);
         }
@@ -186,6 +187,7 @@ async fn every_certificate_and_the_ca_rotate_in_a_running_group_with_no_election
             let want = pem(&source.join(format!("{name}.pem")));
             until(&format!("{name} reloading its certificate"), TIMEOUT * 5, || tls[name].certificate() == want).await;
         }
+        let took = started.elapsed();
         for (name, addr) in &servers {
             assert_eq!(presented(addr, &observer).await, pem(&source.join(format!("{name}.pem"))), "{name} presents its new certificate");
         }
@@ -193,28 +195,30 @@ async fn every_certificate_and_the_ca_rotate_in_a_running_group_with_no_election
             kept.load(Ordering::Relaxed) > before.0 + 2 && fresh.load(Ordering::Relaxed) > before.1 + 2
         })
         .await;
+        took
     };
 
     // 1. Every certificate, under the same CA.
     let second = issue("second", &names, Some(&first));
-    rotate_certificates(&second).await;
+    let mut took = vec![rotate_certificates(&second).await];
 
     // 2. The CA: a bundle of the old and the new first, then certificates from the new, then the new alone.
     let third = issue("third", &names, None);
     let bundle = folder("bundle").join("ca.pem");
     let both = [std::fs::read(first.join("ca.pem")).unwrap(), std::fs::read(third.join("ca.pem")).unwrap()].concat();
     std::fs::write(&bundle, both).unwrap();
-    let reloaded: BTreeMap<&str, u64> = names.iter().map(|&n| (n, tls[n].reloads().ok)).collect();
-    replace(&bundle, &live.join("ca.pem"));
-    for name in names {
-        until(&format!("{name} reloading the CA bundle"), TIMEOUT * 5, || tls[name].reloads().ok > reloaded[name]).await;
-    }
-    rotate_certificates(&third).await;
-    let reloaded: BTreeMap<&str, u64> = names.iter().map(|&n| (n, tls[n].reloads().ok)).collect();
-    replace(&third.join("ca.pem"), &live.join("ca.pem"));
-    for name in names {
-        until(&format!("{name} reloading the new CA alone"), TIMEOUT * 5, || tls[name].reloads().ok > reloaded[name]).await;
-    }
+    let replace_ca = async |from: &Path, what: &str| {
+        let reloaded: BTreeMap<&str, u64> = names.iter().map(|&n| (n, tls[n].reloads().ok)).collect();
+        let started = Instant::now();
+        replace(from, &live.join("ca.pem"));
+        for name in names {
+            until(&format!("{name} reloading {what}"), TIMEOUT * 5, || tls[name].reloads().ok > reloaded[name]).await;
+        }
+        started.elapsed()
+    };
+    took.push(replace_ca(&bundle, "the CA bundle").await);
+    took.push(rotate_certificates(&third).await);
+    took.push(replace_ca(&third.join("ca.pem"), "the new CA alone").await);
     let before = fresh.load(Ordering::Relaxed);
     until("syncs under the new CA alone", TIMEOUT * 5, || fresh.load(Ordering::Relaxed) > before + 2).await;
     // A client of the old CA alone is refused now.
@@ -229,6 +233,15 @@ async fn every_certificate_and_the_ca_rotate_in_a_running_group_with_no_election
     sync_stop_and_check(&syncing, &kept, &kept_failed, &fresh, &fresh_failed);
     // No election: the same term, and everyone still follows node 3.
     let states = cluster.states().await;
+    let terms: Vec<u64> = states.values().map(|s| s.term).collect();
+    // For BENCHMARKS.md's rotation figure (run with --no-capture).
+    eprintln!(
+        "rotation: syncs {} kept-connection + {} new-connection, failed {}, term {term} -> {terms:?}, steps reached all 6 processes in {:?} ms",
+        kept.load(Ordering::Relaxed),
+        fresh.load(Ordering::Relaxed),
+        kept_failed.load(Ordering::Relaxed) + fresh_failed.load(Ordering::Relaxed),
+        took.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    );
     for (id, state) in &states {
         assert_eq!(state.term, term, "node {id} saw an election during the rotation");
         assert_eq!(state.coordinator, 3, "node {id}");
