@@ -89,9 +89,14 @@ async fn until(what: &str, limit: Duration, check: impl Fn() -> bool) {
 
 /// The certificate the server at `addr` presents on a fresh handshake, to a client with `tls`.
 async fn presented(addr: &str, tls: &Tls) -> CertificateDer<'static> {
+    presented_with(addr, tls.client_config()).await
+}
+
+/// The certificate the server at `addr` presents on a fresh handshake, to a client with `config`.
+async fn presented_with(addr: &str, config: Arc<rustls::ClientConfig>) -> CertificateDer<'static> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let stream = tokio::time::timeout(TIMEOUT, tokio_rustls::TlsConnector::from(tls.client_config()).connect(name, tcp))
+    let stream = tokio::time::timeout(TIMEOUT, tokio_rustls::TlsConnector::from(config).connect(name, tcp))
         .await
         .expect("the handshake finishes")
         .unwrap_or_else(|e| panic!("handshake with {addr}: {e}"));
@@ -312,6 +317,10 @@ async fn sighup_reloads_at_once() {
     let (_watching, watch_stop) = Stop::new();
     // No polling: only SIGHUP reloads.
     synclab::tls::reload::watch(tls.clone(), None, watch_stop);
+    let (_metrics_stop, stop) = Stop::new();
+    let (metrics, _) = synclab::observe::serve("127.0.0.1:0".parse().unwrap(), Some(&tls), stop).await.unwrap();
+    let observer = Tls::load(&files(&live, "observer")).unwrap();
+    assert_eq!(presented_with(&metrics.to_string(), observer.http_client_config()).await, pem(&first.join("time-server.pem")));
     let second = issue("hup-second", &names, Some(&first));
     install(&second, &live, "time-server");
     tokio::time::sleep(POLL * 3).await;
@@ -320,4 +329,6 @@ async fn sighup_reloads_at_once() {
     assert!(sent.success());
     let want = pem(&second.join("time-server.pem"));
     until("SIGHUP's reload", TIMEOUT, || tls.certificate() == want).await;
+    // The HTTPS listeners take it too: /metrics, started before, presents it on the next handshake.
+    assert_eq!(presented_with(&metrics.to_string(), observer.http_client_config()).await, want);
 }
