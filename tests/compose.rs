@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::browser::{Browser, Child, http_get, promql, promql_value};
+use common::browser::{Browser, Child, http_get, https_get, promql, promql_value};
 use common::{free_port, ok, require, run};
 
 /// The compose project under test; `down` on drop, whatever happened.
@@ -501,12 +501,14 @@ fn the_lab_runs_with_mutual_tls() {
     let mut probe =
         ElectionProbe { certs: Some(certs.clone()), ports: node_ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
     let t5 = probe.agree(&[1, 2, 3, 4, 5], 5);
-    // The dashboard follows the services with its own identity.
+    // The dashboard follows the services with its own identity, and serves HTTPS only (no client
+    // certificate asked for).
     let dashboard = port("SYNCLAB_DASHBOARD_PORT");
+    assert!(http_get(dashboard, "/state.json").is_none_or(|body| !body.contains("coordinator")), "the dashboard answered plain HTTP");
     let shows = |coordinator: u64| {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let state = http_get(dashboard, "/state.json").and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok());
+            let state = https_get(dashboard, "/state.json", &certs).and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok());
             if state.as_ref().is_some_and(|s| s["coordinator"] == coordinator) {
                 return;
             }

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::browser::{Browser, Child, promql_value};
+use common::browser::{Browser, Child, http_get, https_get, promql_value};
 use common::{free_port, require, tls};
 use rustls_pki_types::ServerName;
 use synclab::clock::LiveClock;
@@ -221,6 +221,10 @@ fn chromium_opens_the_dashboard_over_https_trusting_the_lab_ca_and_refuses_anoth
         (trusted, untrusted, clock, device)
     });
     let _enter = runtime.enter();
+    // What the compose test reads the page's state with: HTTPS trusting the CA; plain HTTP gets nothing.
+    let state = https_get(trusted.0.port(), "/state.json", &dir).expect("the dashboard answers HTTPS");
+    assert!(serde_json::from_str::<serde_json::Value>(&state).is_ok_and(|s| s.get("parts").is_some()), "{state}");
+    assert_eq!(http_get(trusted.0.port(), "/state.json"), None);
     let home = home_trusting(&dir);
     let mut browser = Browser::start_with(&[("HOME", &home)]).expect("cannot start chromium");
     let wait = |browser: &mut Browser, what: &str, expression: &str| {

@@ -23,10 +23,24 @@ impl Drop for Child {
 
 /// `GET http://127.0.0.1:PORT/PATH` over HTTP/1.0: the body, or None if nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    exchange(stream, port, path)
+}
+
+/// `GET https://127.0.0.1:PORT/PATH` as a browser does (trusting the CA in `certs`, no client
+/// certificate): the body, or None if nothing answers over TLS.
+pub fn https_get(port: u16, path: &str, certs: &std::path::Path) -> Option<String> {
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").ok()?;
+    let connection = rustls::ClientConnection::new(super::without_certificate(certs, &[b"http/1.1"]), name).ok()?;
+    exchange(rustls::StreamOwned::new(connection, tcp), port, path)
+}
+
+fn exchange(mut stream: impl std::io::Read + std::io::Write, port: u16, path: &str) -> Option<String> {
     write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
+    stream.flush().ok()?;
     // Read to the end, or to the Content-Length (a server may keep the connection open regardless).
     let mut answer = Vec::new();
     let mut buf = [0u8; 16384];
