@@ -329,6 +329,10 @@ async fn sighup_reloads_at_once() {
     assert!(sent.success());
     let want = pem(&second.join("time-server.pem"));
     until("SIGHUP's reload", TIMEOUT, || tls.certificate() == want).await;
-    // The HTTPS listeners take it too: /metrics, started before, presents it on the next handshake.
+    // The HTTPS listeners take it too: /metrics, started before, presents it on the next handshake,
+    // and counts the reload.
     assert_eq!(presented_with(&metrics.to_string(), observer.http_client_config()).await, want);
+    let page = synclab::observe::web::get(&metrics.to_string(), "/metrics", Some(&observer), TIMEOUT, 1 << 20).await.unwrap();
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.contains("synclab_tls_reloads_total{outcome=\"ok\"} 1"), "{page}");
 }

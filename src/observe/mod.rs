@@ -19,6 +19,7 @@
 //! | `synclab_election_term`, `synclab_election_is_coordinator`, `synclab_election_coordinator` | gauge, read at scrape | election nodes |
 //! | `synclab_elections_total{reason}`, `synclab_election_messages_total{kind,direction,outcome}` | counter | election nodes |
 //! | `synclab_grpc_requests_total{method,code}`, `synclab_grpc_request_duration_seconds{method}` | counter, histogram | every gRPC server |
+//! | `synclab_tls_reloads_total{outcome}` | counter | every process with TLS ([`crate::tls::reload`]) |
 //!
 //! State (a clock's offset, a node's term) is read when Prometheus scrapes, through the collectors
 //! registered with [`on_scrape`]; events are counted when they happen.
@@ -135,6 +136,10 @@ fn describe() {
         "Election messages: sent (answered, refused, failed) and received (accepted, rejected)."
     );
     describe_counter!("synclab_grpc_requests_total", "gRPC requests served, by method and status code.");
+    describe_counter!(
+        "synclab_tls_reloads_total",
+        "Reloads of this process's TLS files (they changed, or SIGHUP), by outcome: ok, or failed (the files in use were kept)."
+    );
     describe_histogram!("synclab_grpc_request_duration_seconds", metrics::Unit::Seconds, "gRPC request duration, until the response ends.");
 }
 
