@@ -10,12 +10,12 @@ use std::time::Duration;
 use super::{Tls, stamps};
 use crate::stop::Stop;
 
-/// How often the watcher looks at the files by default.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Reloads `tls` and logs what happened; `why` says what asked for it.
-fn reload(tls: &Tls, why: &str) {
-    match tls.reload() {
+/// Reloads `tls` and logs what happened; `why` says what asked for it. The files are read and checked
+/// on a blocking thread: a service on one thread (the time server's) does not pause for it.
+async fn reload(tls: &Tls, why: &'static str) {
+    let reloading = tls.clone();
+    let Ok(reloaded) = tokio::task::spawn_blocking(move || reloading.reload()).await else { return };
+    match reloaded {
         Ok(()) => {
             let serial = serial(&tls.certificate());
             tracing::info!(why, identity = tls.identity(), serial, "TLS files reloaded: new connections use them");
@@ -56,6 +56,10 @@ pub fn watch(tls: Tls, interval: Option<Duration>, stop: Stop) -> tokio::task::J
             None
         }
     };
+    match interval {
+        Some(every) => tracing::info!(every = ?every, "TLS files watched: a change, or SIGHUP, reloads them"),
+        None => tracing::info!("TLS files reload on SIGHUP"),
+    }
     // From the files as they were when first read: a change since then is seen at the first look.
     let mut seen = tls.shared.loaded;
     tokio::spawn(async move {
@@ -69,14 +73,14 @@ pub fn watch(tls: Tls, interval: Option<Duration>, stop: Stop) -> tokio::task::J
                 () = stop.wait() => break,
                 Some(()) = hup(&mut hangup) => {
                     seen = stamps(tls.files());
-                    reload(&tls, "SIGHUP");
+                    reload(&tls, "SIGHUP").await;
                 }
                 () = next_tick(&mut tick) => {
                     let now = stamps(tls.files());
                     if now != seen {
                         // Taken before reading: a file that changes while it is read differs next time.
                         seen = now;
-                        reload(&tls, "a file changed");
+                        reload(&tls, "a file changed").await;
                     }
                 }
             }
