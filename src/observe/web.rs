@@ -15,7 +15,11 @@
 //!   streams are counted (`synclab_http_streams_dropped_total{reason=evicted|write_timeout}`) and
 //!   summarized in the log at most every 10 s per reason;
 //! - on [`Stop`] the listener closes and every connection ends within a second (responses in progress
-//!   get half of it).
+//!   get half of it);
+//! - over TLS ([`serve_with`], [`HttpTls`]) each connection's handshake runs in its place among the
+//!   connections, within the head's deadline, with the certificates current when it was accepted (they
+//!   rotate); `/metrics` requires a client certificate and answers only the identities allowed to
+//!   scrape (403 to others), the dashboard asks browsers for none.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
