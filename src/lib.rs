@@ -24,7 +24,8 @@
 //!    - [`clock`]: virtual clocks driven by the host's real time, and `Clock/Read`, their ground truth.
 //!    - [`net`]: timestamps taken at the socket (HTTP/2 frame ends, the stamp bookkeeping, the kernel's
 //!      receive timestamps), and the registry of a server's connections.
-//!    - [`tls`]: mutual TLS: certificates, identities, and what each identity may call.
+//!    - [`tls`]: mutual TLS: certificates (reloaded when they change), identities, and what each
+//!      identity may call.
 //! 2. Serving: what every server and every client shares.
 //!    - [`observe`]: Prometheus metrics: recorded, served at `/metrics`, counted per gRPC request.
 //!    - [`server`]: one way to serve gRPC (limits, reflection, health, a shutdown that never hangs).

@@ -158,9 +158,10 @@ impl Dialer {
         Ok(match &self.tls {
             None => endpoint.connect_lazy(),
             Some(tls) => {
-                let config = tls.client_config();
+                let tls = tls.clone();
                 endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
-                    let config = config.clone();
+                    // The configuration current now: a rotated certificate reaches every new connection.
+                    let config = tls.client_config();
                     async move {
                         let tcp = connect_tcp(&uri, timeout).await?;
                         let tls = tls_handshake(config, &uri, tcp, timeout).await?;

@@ -71,6 +71,8 @@ fn bad_flags_are_errors_that_name_the_flag() {
         (&["cristian", "--device", "x=+1q"], "--device"),
         (&["cristian", "--listen", "127.0.0.1:0"], "--interval"),
         (&["cristian", "--max-slew-ppm", "0"], "--max-slew-ppm"),
+        (&["cristian", "--tls-reload-interval=-1s"], "--tls-reload-interval"),
+        (&["dashboard", "--tls-reload-interval", "soon"], "--tls-reload-interval"),
     ];
     for (args, flag) in cases {
         let out = synclab(args);
@@ -85,6 +87,13 @@ fn bad_flags_are_errors_that_name_the_flag() {
     let out = Command::new(TIME_SERVER).args(["--clock-offset", "+2.5 parsecs"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--clock-offset"));
+    // Every service takes the reload interval, from its flag or its environment variable, and names it.
+    let out = Command::new(TIME_SERVER).env("SYNCLAB_TLS_RELOAD_INTERVAL", "often").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-reload-interval"));
+    let help = Command::new(TIME_SERVER).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--tls-reload-interval") && help.contains("SIGHUP"), "{help}");
     let out = synclab(&["cristian", "--server", "localhost:1", "--device", "a", "--device", "a"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("'a' is named twice"));

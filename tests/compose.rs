@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::browser::{Browser, Child, http_get, https_get, promql, promql_value};
 use common::{free_port, ok, require, run};
 
 /// The compose project under test; `down` on drop, whatever happened.
@@ -500,12 +501,14 @@ fn the_lab_runs_with_mutual_tls() {
     let mut probe =
         ElectionProbe { certs: Some(certs.clone()), ports: node_ports.clone(), last_term: vec![0.0; 5], rulers: Default::default() };
     let t5 = probe.agree(&[1, 2, 3, 4, 5], 5);
-    // The dashboard follows the services with its own identity.
+    // The dashboard follows the services with its own identity, and serves HTTPS only (no client
+    // certificate asked for).
     let dashboard = port("SYNCLAB_DASHBOARD_PORT");
+    assert!(http_get(dashboard, "/state.json").is_none_or(|body| !body.contains("coordinator")), "the dashboard answered plain HTTP");
     let shows = |coordinator: u64| {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let state = http_get(dashboard, "/state.json").and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok());
+            let state = https_get(dashboard, "/state.json", &certs).and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok());
             if state.as_ref().is_some_and(|s| s["coordinator"] == coordinator) {
                 return;
             }
@@ -598,66 +601,6 @@ fn whole_stack(scenario: &str, extra_ports: &[&str]) -> (Project, std::collectio
     (project, ports)
 }
 
-/// A process the test started; SIGTERM and wait when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `GET http://127.0.0.1:PORT/PATH` over HTTP/1.0: the body, or None if nothing answers.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
-    // Read to the end, or to the Content-Length (a server may keep the connection open regardless).
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 16384];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-        }
-        let text = String::from_utf8_lossy(&answer);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").and_then(|v| v.trim().parse::<usize>().ok()));
-            if length.is_some_and(|n| body.len() >= n) {
-                break;
-            }
-        }
-    }
-    let answer = String::from_utf8_lossy(&answer).to_string();
-    answer.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
-}
-
-/// One PromQL query's samples as (labels, value).
-fn promql(port: u16, query: &str) -> Vec<(serde_json::Value, f64)> {
-    let encoded: String = query
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect();
-    let Some(body) = http_get(port, &format!("/api/v1/query?query={encoded}")) else { return Vec::new() };
-    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    let results = answer["data"]["result"].as_array().cloned().unwrap_or_default();
-    results.into_iter().map(|r| (r["metric"].clone(), r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN))).collect()
-}
-
-/// The single value of a query that sums up to one sample.
-fn promql_value(port: u16, query: &str) -> Option<f64> {
-    promql(port, query).first().map(|(_, v)| *v)
-}
-
 #[test]
 fn prometheus_scrapes_every_service_and_sees_one_coordinator_and_synced_clocks() {
     if !tools_available() {
@@ -725,77 +668,6 @@ fn prometheus_scrapes_every_service_and_sees_one_coordinator_and_synced_clocks()
         }
         assert!(Instant::now() < deadline, "no agreement on node 4 after node 5's death: {coordinators:?} {terms:?}");
         std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// A headless Chromium driven over the DevTools protocol: one page, scripts evaluated in it.
-struct Browser {
-    _process: Child,
-    page: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
-    next_id: u64,
-    _profile: tempdir::Dir,
-}
-
-mod tempdir {
-    /// A folder removed when dropped.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl Browser {
-    /// Starts Chromium (Debian's `chromium`) headless on a free DevTools port with a fresh profile.
-    fn start() -> Option<Self> {
-        let port = free_port();
-        let profile = tempdir::Dir(std::env::temp_dir().join(format!("synclab-chromium-{}-{port}", std::process::id())));
-        let process = Command::new("chromium")
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1400,1800", "--hide-scrollbars"])
-            .arg(format!("--remote-debugging-port={port}"))
-            .arg(format!("--user-data-dir={}", profile.0.display()))
-            .arg("about:blank")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let process = Child(process);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let ws = loop {
-            let targets: serde_json::Value = http_get(port, "/json/list").and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default();
-            let page =
-                targets.as_array().and_then(|t| t.iter().find(|t| t["type"] == "page")).and_then(|t| t["webSocketDebuggerUrl"].as_str());
-            if let Some(url) = page {
-                break url.to_string();
-            }
-            assert!(Instant::now() < deadline, "Chromium's DevTools did not come up");
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        let (page, _) = tungstenite::connect(ws.as_str()).expect("cannot reach the page over DevTools");
-        Some(Self { _process: process, page, next_id: 0, _profile: profile })
-    }
-
-    /// Calls a DevTools method and returns its result.
-    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
-        self.next_id += 1;
-        let id = self.next_id;
-        let message = serde_json::json!({ "id": id, "method": method, "params": params });
-        self.page.send(tungstenite::Message::text(message.to_string())).unwrap();
-        loop {
-            let answer = self.page.read().unwrap();
-            let Ok(text) = answer.to_text() else { continue };
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else { continue };
-            if value["id"] == id {
-                assert!(value.get("error").is_none(), "{method}: {value}");
-                return value["result"].clone();
-            }
-        }
-    }
-
-    /// The value of a JavaScript expression in the page.
-    fn eval(&mut self, expression: &str) -> serde_json::Value {
-        self.call("Runtime.evaluate", serde_json::json!({ "expression": expression, "returnByValue": true }))["result"]["value"].clone()
     }
 }
 

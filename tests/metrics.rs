@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 /// A metrics listener on 127.0.0.1:0 for `clocks`, with its stop handle and task.
 async fn metrics(clocks: ClockSet) -> (SocketAddr, StopHandle, tokio::task::JoinHandle<()>) {
     let (handle, stop) = Stop::new();
-    let (addr, task) = synclab::observe::serve("127.0.0.1:0".parse().unwrap(), stop).await.unwrap();
+    let (addr, task) = synclab::observe::serve("127.0.0.1:0".parse().unwrap(), None, stop).await.unwrap();
     synclab::observe::watch_clocks(clocks);
     (addr, handle, task)
 }

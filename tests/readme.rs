@@ -63,6 +63,12 @@ const LINES: &[(&str, Check)] = &[
     ("SYNCLAB_TLS=1 scripts/compose up", Listed(STACK)),
     ("grpcurl -cacert certs/ca.pem -cert certs/observer.pem -key certs/observer.key localhost:50051 list", Listed(STACK)),
     ("synclab election status --tls-ca certs/ca.pem --tls-cert certs/observer.pem --tls-key certs/observer.key", Listed(STACK)),
+    ("curl --cacert certs/ca.pem https://localhost:8080/state.json", Listed(STACK)),
+    ("curl --cacert certs/ca.pem --cert certs/prometheus.pem --key certs/prometheus.key https://localhost:9101/metrics", Listed(STACK)),
+    (
+        "cat certs/ca.pem new/ca.pem > bundle.pem && mv bundle.pem certs/ca.pem",
+        Listed("replaces the stack's CA file; tests/rotation.rs rotates the CA through a bundle the same way"),
+    ),
     ("SYNCLAB_LAB=1 scripts/compose up -d", Listed(STACK)),
     ("synclab lab list", Run),
     ("synclab lab run partition-heal --out runs/partition-heal --seed 7", Listed(STACK)),

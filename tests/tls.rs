@@ -3,11 +3,12 @@
 
 mod common;
 
+use common::tls;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
 use synclab::berkeley::master::{Master, MasterConfig};
 use synclab::berkeley::slave::Slave;
 use synclab::clock::LiveClock;
@@ -33,19 +34,11 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A folder of certificates from `synclab certs` for these names, fresh per test.
 fn certs(tag: &str, names: &[&str]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("synclab-tls-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    synclab::tls::certs::make(&dir, &names, false).unwrap();
-    dir
+    common::certs("tls", tag, names)
 }
 
 fn files(dir: &Path, name: &str) -> TlsFiles {
-    TlsFiles { ca: dir.join("ca.pem"), cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")) }
-}
-
-fn tls(dir: &Path, name: &str) -> Tls {
-    Tls::load(&files(dir, name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    common::tls_files(dir, name)
 }
 
 fn dialer(dir: &Path, name: &str) -> Dialer {
@@ -97,24 +90,10 @@ async fn handshakes_without_a_good_client_certificate_are_refused() {
     assert!(get_time(&Dialer::plaintext(), &server.addr).await.is_err());
 
     // TLS that trusts the server but presents no client certificate.
-    let roots = {
-        let mut roots = rustls::RootCertStore::empty();
-        let pem = std::fs::read(dir.join("ca.pem")).unwrap();
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        Arc::new(roots)
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = common::without_certificate(&dir, &[b"h2"]);
     let tcp = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let handshake = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await;
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await;
     // TLS 1.3 finishes the client side before the server checks; the refusal shows on first use.
     if let Ok(mut stream) = handshake {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

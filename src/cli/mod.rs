@@ -61,6 +61,11 @@ pub struct TlsArgs {
     /// This process's private key (PEM).
     #[arg(long, env = "SYNCLAB_TLS_KEY", value_name = "FILE", global = true)]
     pub tls_key: Option<std::path::PathBuf>,
+    /// How often a service looks at its three TLS files: when one changes it reloads them (new
+    /// connections use them, those in flight finish; files that fail a check keep the ones in use, and
+    /// the log says why). SIGHUP reloads at once. 0: on SIGHUP only.
+    #[arg(long, env = "SYNCLAB_TLS_RELOAD_INTERVAL", value_name = "DURATION", default_value = "1s", value_parser = parse_nonnegative_duration, global = true)]
+    pub tls_reload_interval: Duration,
 }
 
 impl TlsArgs {
@@ -68,6 +73,23 @@ impl TlsArgs {
     /// problem (or the flags missing) otherwise.
     pub fn load(&self) -> Result<Option<crate::tls::Tls>, crate::tls::TlsError> {
         crate::tls::Tls::from_flags(self.tls_ca.as_deref(), self.tls_cert.as_deref(), self.tls_key.as_deref())
+    }
+
+    /// For a service: loads the TLS files as [`TlsArgs::load`] does, and keeps them current until
+    /// `stop` (reloaded when they change or on SIGHUP, [`crate::tls::reload`]).
+    pub fn start(&self, stop: &crate::stop::Stop) -> Result<Option<crate::tls::Tls>, crate::tls::TlsError> {
+        let tls = self.load()?;
+        self.keep_current(tls.as_ref(), stop);
+        Ok(tls)
+    }
+
+    /// Keeps `tls` (loaded from these flags) current until `stop`: reloaded when its files change
+    /// (looked at every --tls-reload-interval) or on SIGHUP.
+    pub fn keep_current(&self, tls: Option<&crate::tls::Tls>, stop: &crate::stop::Stop) {
+        if let Some(tls) = tls {
+            let every = Some(self.tls_reload_interval).filter(|d| !d.is_zero());
+            crate::tls::reload::watch(tls.clone(), every, stop.clone());
+        }
     }
 
     /// A dialer for these flags.
@@ -90,20 +112,22 @@ pub struct LabArgs {
 #[derive(Debug, Clone, Copy, Default, Args)]
 pub struct MetricsArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 0.0.0.0:9100 (omit: no metrics listener).
+    /// With TLS: https://, and only a client certificate for prometheus, observer or dashboard is answered.
     #[arg(long, env = "SYNCLAB_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl MetricsArgs {
-    /// Starts the metrics listener when asked for, with `clocks` read at each scrape (it stops with
+    /// Starts the metrics listener when asked for (over HTTPS when `tls` is given), with `clocks` read at each scrape (it stops with
     /// `stop`; await the task to see it closed); `None` when not asked for.
     pub async fn serve(
         &self,
         clocks: crate::clock::ClockSet,
+        tls: Option<&crate::tls::Tls>,
         stop: crate::server::Stop,
     ) -> Result<Option<tokio::task::JoinHandle<()>>, crate::observe::BindError> {
         let Some(addr) = self.metrics_listen else { return Ok(None) };
-        let (_, task) = crate::observe::serve(addr, stop).await?;
+        let (_, task) = crate::observe::serve(addr, tls, stop).await?;
         crate::observe::watch_clocks(clocks);
         Ok(Some(task))
     }

@@ -162,7 +162,8 @@ async fn sync_all(clients: &mut [Client], clocks: &[LiveClock], args: &CristianA
 pub async fn run(args: CristianArgs) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log.log_format, &args.log.log_level)?;
     let clocks = device_clocks(&args)?;
-    let dialer = args.tls.dialer()?;
+    let tls = args.tls.load()?;
+    let dialer = crate::rpc::Dialer::new(tls.clone());
     let mut clients = Vec::new();
     for _ in &clocks {
         clients.push(match args.protocol {
@@ -174,7 +175,7 @@ pub async fn run(args: CristianArgs) -> anyhow::Result<ExitCode> {
     }
     match args.interval {
         None => sync_once(&mut clients, &clocks, &args).await,
-        Some(interval) => sync_every(interval, &mut clients, &clocks, &args).await,
+        Some(interval) => sync_every(interval, &mut clients, &clocks, tls.as_ref(), &args).await,
     }
 }
 
@@ -222,7 +223,13 @@ async fn serve_clocks(
 /// Syncs every `interval` until SIGTERM (or `--count` syncs), logging each sync. Until every device
 /// has synced once it retries sooner (doubling from 100 ms up to the interval), so a client started
 /// before its server syncs as soon as the server is up.
-async fn sync_every(interval: Duration, clients: &mut [Client], clocks: &[LiveClock], args: &CristianArgs) -> anyhow::Result<ExitCode> {
+async fn sync_every(
+    interval: Duration,
+    clients: &mut [Client],
+    clocks: &[LiveClock],
+    tls: Option<&crate::tls::Tls>,
+    args: &CristianArgs,
+) -> anyhow::Result<ExitCode> {
     let (stop_handle, stop_rx) = Stop::new();
     tokio::spawn({
         let stop_handle = stop_handle.clone();
@@ -231,11 +238,13 @@ async fn sync_every(interval: Duration, clients: &mut [Client], clocks: &[LiveCl
             stop_handle.stop();
         }
     });
+    // A device that runs until stopped is a service: its certificates rotate as every service's do.
+    args.tls.keep_current(tls, &stop_rx);
     let serving = match &args.listen {
-        Some(listen) => Some(serve_clocks(listen, clocks, args.tls.load()?.as_ref(), args.lab.lab, stop_rx.clone()).await?),
+        Some(listen) => Some(serve_clocks(listen, clocks, tls, args.lab.lab, stop_rx.clone()).await?),
         None => None,
     };
-    let metrics = args.metrics.serve(ClockSet::new(clocks.to_vec()), stop_rx.clone()).await?;
+    let metrics = args.metrics.serve(ClockSet::new(clocks.to_vec()), tls, stop_rx.clone()).await?;
     let stop = stop_rx.clone();
     let mut rounds = 0u64;
     let mut all_synced = false;

@@ -60,43 +60,41 @@ pub struct DashboardArgs {
 
 pub async fn run(args: DashboardArgs) -> anyhow::Result<()> {
     if args.check {
-        return check(&args.listen, args.timeout.max(Duration::from_secs(1))).await;
+        return check(&args.listen, args.tls.load()?.as_ref(), args.timeout.max(Duration::from_secs(1))).await;
     }
     telemetry::init(args.log.log_format, &args.log.log_level)?;
+    let stop = Stop::on_signal();
+    // With TLS the page is served over HTTPS with the dashboard's certificate (no client certificate
+    // asked of browsers), and the services are called with the same identity.
+    let tls = args.tls.start(&stop)?;
     let dashboard = Dashboard::new(DashboardConfig {
         clocks: args.clocks.clone(),
         devices: args.devices.clone(),
         master: args.master.clone(),
         nodes: args.nodes.clone(),
         timeout: args.timeout,
-        dialer: args.tls.dialer()?,
+        dialer: crate::rpc::Dialer::new(tls.clone()),
     });
     let listener = server::bind(&args.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "dashboard at http://{}/", listener.local_addr()?);
-    let stop = Stop::on_signal();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %listener.local_addr()?, "dashboard at {scheme}://{}/", listener.local_addr()?);
     let following = tokio::spawn(dashboard.clone().run(stop.clone()));
-    web::serve(listener, dashboard.router(), HttpLimits::dashboard(), stop).await;
+    web::serve_with(listener, dashboard.router(), HttpLimits::dashboard(), tls.as_ref().map(web::HttpTls::web), stop).await;
     let _ = following.await;
     tracing::info!("dashboard stopped");
     Ok(())
 }
 
-/// Fetches `/` from the dashboard at `addr` within `timeout`: Ok if it answers 200.
-async fn check(addr: &str, timeout: Duration) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut conn = tokio::net::TcpStream::connect(addr).await?;
-        conn.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-        let mut head = [0u8; 12];
-        conn.read_exact(&mut head).await?;
-        Ok::<_, std::io::Error>(head)
+/// Fetches `/` from the dashboard at `addr` (over HTTPS with `tls`) within `timeout`: Ok if it answers 200.
+async fn check(addr: &str, tls: Option<&crate::tls::Tls>, timeout: Duration) -> anyhow::Result<()> {
+    // A dashboard listening on every address is asked on loopback, a name its certificate carries.
+    let addr = match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        _ => addr.to_string(),
     };
-    let head = tokio::time::timeout(timeout, fetch)
-        .await
-        .map_err(|_| anyhow::anyhow!("the dashboard at {addr} did not answer within {timeout:?}"))?
-        .map_err(|e| anyhow::anyhow!("the dashboard at {addr}: {e}"))?;
-    match &head {
+    let answer = web::get(&addr, "/", tls, timeout, 12).await.map_err(|e| anyhow::anyhow!("the dashboard at {addr}: {e}"))?;
+    match answer.as_slice() {
         [b'H', b'T', b'T', b'P', b'/', _, _, _, b' ', b'2', b'0', b'0'] => Ok(()),
-        _ => anyhow::bail!("the dashboard at {addr} answered {:?}", String::from_utf8_lossy(&head)),
+        _ => anyhow::bail!("the dashboard at {addr} answered {:?}", String::from_utf8_lossy(&answer)),
     }
 }

@@ -52,8 +52,9 @@ where
     };
     let runtime = anyhow::Context::context(runtime, "cannot start the runtime")?;
     runtime.block_on(async {
-        let daemon =
-            Daemon { stop: Stop::on_signal(), tls: args.tls.load()?, lab: args.lab.lab, metrics_args: args.metrics, metrics: None };
+        let stop = Stop::on_signal();
+        let tls = args.tls.start(&stop)?;
+        let daemon = Daemon { stop, tls, lab: args.lab.lab, metrics_args: args.metrics, metrics: None };
         service(daemon).await
     })
 }
@@ -74,10 +75,10 @@ impl Daemon {
         self.lab
     }
 
-    /// Starts the metrics listener when `--metrics-listen` asks for it, with `clocks` read at each
+    /// Starts the metrics listener when `--metrics-listen` asks for it (HTTPS with the service's TLS), with `clocks` read at each
     /// scrape; it closes on the stop signal. Returns whether it was started.
     pub async fn serve_metrics(&mut self, clocks: ClockSet) -> anyhow::Result<bool> {
-        self.metrics = self.metrics_args.serve(clocks, self.stop.clone()).await?;
+        self.metrics = self.metrics_args.serve(clocks, self.tls.as_ref(), self.stop.clone()).await?;
         Ok(self.metrics.is_some())
     }
 

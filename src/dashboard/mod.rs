@@ -150,9 +150,10 @@ impl Dashboard {
                 }
             }))
             .await;
-            let bounds =
-                futures::future::join_all(self.config.devices.iter().map(|(name, addr)| device_bound(addr, name, self.config.timeout)))
-                    .await;
+            let bounds = futures::future::join_all(
+                self.config.devices.iter().map(|(name, addr)| device_bound(addr, name, self.config.dialer.tls(), self.config.timeout)),
+            )
+            .await;
             let now = self.since_start(crate::clock::host_now());
             let mut o = lock(&self.observed);
             let before = disagreement(&o);
@@ -287,18 +288,12 @@ impl Dashboard {
     }
 }
 
-/// A device's last error bound from its `/metrics` (`synclab_sync_error_bound_seconds{clock="NAME"}`).
-async fn device_bound(addr: &str, name: &str, timeout: Duration) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        stream.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
-        let mut body = Vec::new();
-        // A metrics page is small; read at most 1 MiB of it.
-        stream.take(1 << 20).read_to_end(&mut body).await.ok()?;
-        Some(String::from_utf8_lossy(&body).to_string())
-    };
-    let text = tokio::time::timeout(timeout, fetch).await.ok()??;
+/// A device's last error bound from its `/metrics` (`synclab_sync_error_bound_seconds{clock="NAME"}`),
+/// over HTTPS with the dashboard's certificate when it has TLS.
+async fn device_bound(addr: &str, name: &str, tls: Option<&crate::tls::Tls>, timeout: Duration) -> Option<f64> {
+    // A metrics page is small; read at most 1 MiB of it.
+    let answer = crate::observe::web::get(addr, "/metrics", tls, timeout, 1 << 20).await.ok()?;
+    let text = String::from_utf8_lossy(&answer);
     let series = format!("synclab_sync_error_bound_seconds{{clock=\"{name}\"}} ");
     text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.trim().parse().ok())
 }

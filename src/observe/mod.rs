@@ -1,4 +1,5 @@
-//! Prometheus metrics: every process serves them at `http://ADDR/metrics` with `--metrics-listen ADDR`.
+//! Prometheus metrics: every process serves them at `http://ADDR/metrics` with `--metrics-listen ADDR`
+//! (`https://`, a client certificate required, when it runs with TLS: [`serve`]).
 //!
 //! The metrics are recorded with the `metrics` crate and rendered by `metrics-exporter-prometheus`; no
 //! recorder is installed unless a process serves metrics, so recording costs nothing otherwise. Names
@@ -18,6 +19,7 @@
 //! | `synclab_election_term`, `synclab_election_is_coordinator`, `synclab_election_coordinator` | gauge, read at scrape | election nodes |
 //! | `synclab_elections_total{reason}`, `synclab_election_messages_total{kind,direction,outcome}` | counter | election nodes |
 //! | `synclab_grpc_requests_total{method,code}`, `synclab_grpc_request_duration_seconds{method}` | counter, histogram | every gRPC server |
+//! | `synclab_tls_reloads_total{outcome}` | counter | every process with TLS ([`crate::tls::reload`]) |
 //!
 //! State (a clock's offset, a node's term) is read when Prometheus scrapes, through the collectors
 //! registered with [`on_scrape`]; events are counted when they happen.
@@ -134,6 +136,10 @@ fn describe() {
         "Election messages: sent (answered, refused, failed) and received (accepted, rejected)."
     );
     describe_counter!("synclab_grpc_requests_total", "gRPC requests served, by method and status code.");
+    describe_counter!(
+        "synclab_tls_reloads_total",
+        "Reloads of this process's TLS files (they changed, or SIGHUP), by outcome: ok, or failed (the files in use were kept)."
+    );
     describe_histogram!("synclab_grpc_request_duration_seconds", metrics::Unit::Seconds, "gRPC request duration, until the response ends.");
 }
 
@@ -283,9 +289,14 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
-/// Serves `/metrics` on `addr` until `stop` (see [`web`] for the limits), recording from now on.
-/// Returns the bound address and the server's task.
-pub async fn serve(addr: std::net::SocketAddr, stop: Stop) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), BindError> {
+/// Serves `/metrics` on `addr` until `stop` (see [`web`] for the limits), recording from now on: over
+/// HTTPS when the process has `tls`, where a client certificate is required and only
+/// [`crate::tls::authz::METRICS_READERS`] are answered. Returns the bound address and the server's task.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    tls: Option<&crate::tls::Tls>,
+    stop: Stop,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), BindError> {
     install();
     let bind = async { tokio::net::TcpListener::bind(addr).await.and_then(|l| Ok((l.local_addr()?, l))) };
     let (bound, listener) = bind.await.map_err(|source| BindError { addr, source })?;
@@ -293,7 +304,8 @@ pub async fn serve(addr: std::net::SocketAddr, stop: Stop) -> Result<(std::net::
         "/metrics",
         axum::routing::get(|| async { ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render().await) }),
     );
-    tracing::info!(addr = %bound, "serving Prometheus metrics at /metrics");
-    let task = tokio::spawn(web::serve(listener, router, web::HttpLimits::metrics(), stop));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %bound, "serving Prometheus metrics at {scheme}://{bound}/metrics");
+    let task = tokio::spawn(web::serve_with(listener, router, web::HttpLimits::metrics(), tls.map(web::HttpTls::metrics), stop));
     Ok((bound, task))
 }

@@ -15,7 +15,11 @@
 //!   streams are counted (`synclab_http_streams_dropped_total{reason=evicted|write_timeout}`) and
 //!   summarized in the log at most every 10 s per reason;
 //! - on [`Stop`] the listener closes and every connection ends within a second (responses in progress
-//!   get half of it).
+//!   get half of it);
+//! - over TLS ([`serve_with`], [`HttpTls`]) each connection's handshake runs in its place among the
+//!   connections, within the head's deadline, with the certificates current when it was accepted (they
+//!   rotate); `/metrics` requires a client certificate and answers only the identities allowed to
+//!   scrape (403 to others), the dashboard asks browsers for none.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -135,12 +139,47 @@ impl Drop for Place {
     }
 }
 
-/// The router behind one connection: notes which requests turn the connection into an event stream.
+/// The router behind one connection: notes which requests turn the connection into an event stream,
+/// and gives each request the connection's [`Caller`].
 #[derive(Clone)]
 struct Routed {
     router: Router,
     place: Arc<Place>,
     stream_paths: &'static [&'static str],
+    caller: Caller,
+}
+
+/// Who is on a connection: the Common Name of the client certificate it presented over TLS (`None`:
+/// plaintext, or TLS without a client certificate). Each request carries it as an extension.
+#[derive(Debug, Clone, Default)]
+pub struct Caller(pub Option<Arc<str>>);
+
+/// How a listener speaks TLS: where it takes each connection's configuration, and which client
+/// identities it answers (`None`: any, or none at all when the configuration asks for no certificate).
+pub struct HttpTls {
+    pub configs: Box<dyn crate::tls::accept::ServerConfigs + Sync>,
+    pub allowed: Option<&'static [&'static str]>,
+}
+
+impl std::fmt::Debug for HttpTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpTls").field("allowed", &self.allowed).finish_non_exhaustive()
+    }
+}
+
+impl HttpTls {
+    /// For `/metrics`: client certificates required (the configuration current at each connection),
+    /// and only [`crate::tls::authz::METRICS_READERS`] answered.
+    pub fn metrics(tls: &crate::tls::Tls) -> Self {
+        let tls = tls.clone();
+        Self { configs: Box::new(move || tls.metrics_server_config()), allowed: Some(crate::tls::authz::METRICS_READERS) }
+    }
+
+    /// For pages people open in a browser: no client certificate asked for.
+    pub fn web(tls: &crate::tls::Tls) -> Self {
+        let tls = tls.clone();
+        Self { configs: Box::new(move || tls.web_server_config()), allowed: None }
+    }
 }
 
 impl tower::Service<http::Request<hyper::body::Incoming>> for Routed {
@@ -153,9 +192,11 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Routed {
     }
 
     fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let mut request = request;
         if self.stream_paths.contains(&request.uri().path()) {
             self.place.become_stream();
         }
+        request.extensions_mut().insert(self.caller.clone());
         self.router.call(request)
     }
 }
@@ -220,9 +261,20 @@ impl tokio::io::AsyncWrite for WriteDeadline {
     }
 }
 
-/// Serves `router` on `listener` until `stop`, within `limits`.
+/// Serves `router` on `listener` until `stop`, within `limits`, in plaintext.
 pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, stop: Stop) {
-    let router = router.layer(axum::middleware::from_fn(refuse_bodies));
+    serve_with(listener, router, limits, None, stop).await
+}
+
+/// Serves `router` on `listener` until `stop`, within `limits`, over TLS when `tls` is given: each
+/// connection's handshake runs within [`HttpLimits::header_timeout`] in its place among the
+/// connections, with the configuration current when it was accepted (certificates rotate).
+pub async fn serve_with(listener: TcpListener, router: Router, limits: HttpLimits, tls: Option<HttpTls>, stop: Stop) {
+    let mut router = router.layer(axum::middleware::from_fn(refuse_bodies));
+    if let Some(allowed) = tls.as_ref().and_then(|t| t.allowed) {
+        router = router.layer(axum::middleware::from_fn(move |r, n| authorize(allowed, r, n)));
+    }
+    let tls = tls.map(Arc::new);
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let streams = Arc::new(Streams::default());
     let refusals = Arc::new(Refusals::new("HTTP event stream"));
@@ -250,11 +302,33 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, st
                     max_streams: limits.max_streams,
                     refusals: refusals.clone(),
                 });
-                let routed = Routed { router: router.clone(), place, stream_paths: limits.stream_paths };
+                let mut routed = Routed { router: router.clone(), place, stream_paths: limits.stream_paths, caller: Caller(None) };
                 let (limits, stop, refusals) = (limits.clone(), stop.clone(), refusals.clone());
+                let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.configs.current()));
                 connections.spawn(async move {
+                    let _ = stream.set_nodelay(true);
                     let io = WriteDeadline { inner: stream, timeout: limits.write_timeout, waiting: None, refusals };
-                    connection(io, routed, &limits, stop).await;
+                    let Some(acceptor) = acceptor else { return connection(io, routed, &limits, stop).await };
+                    let handshake = tokio::select! {
+                        done = tokio::time::timeout(limits.header_timeout, acceptor.accept(io)) => done,
+                        () = stop.wait() => return,
+                    };
+                    match handshake {
+                        Ok(Ok(tls)) => {
+                            routed.caller = Caller(
+                                tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::common_name).map(Arc::from),
+                            );
+                            connection(tls, routed, &limits, stop).await;
+                        }
+                        Ok(Err(e)) => {
+                            metrics::counter!("synclab_tls_handshakes_dropped_total", "reason" => "failed").increment(1);
+                            tracing::debug!(error = %e, "HTTPS handshake refused");
+                        }
+                        Err(_) => {
+                            metrics::counter!("synclab_tls_handshakes_dropped_total", "reason" => "timeout").increment(1);
+                            tracing::debug!("HTTPS handshake not finished within {:?}", limits.header_timeout);
+                        }
+                    }
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -268,8 +342,10 @@ pub async fn serve(listener: TcpListener, router: Router, limits: HttpLimits, st
     }
 }
 
-async fn connection(stream: WriteDeadline, routed: Routed, limits: &HttpLimits, stop: Stop) {
-    let _ = stream.inner.set_nodelay(true);
+async fn connection<IO>(stream: IO, routed: Routed, limits: &HttpLimits, stop: Stop)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let evicted = routed.place.evicted.clone();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);
@@ -293,6 +369,51 @@ async fn connection(stream: WriteDeadline, routed: Routed, limits: &HttpLimits, 
         }
         () = evicted.notified() => {}
         () = lifetime => {}
+    }
+}
+
+/// Fetches `path` from the HTTP server at `addr` (`HOST:PORT`) with one `GET` (HTTP/1.0, so the
+/// server closes when done) within `timeout`, and returns its answer, head and body, cut at `max_bytes`.
+/// With `tls` it speaks HTTPS: the server's certificate must name HOST and this process's certificate
+/// is presented (the configuration current now).
+pub async fn get(addr: &str, path: &str, tls: Option<&crate::tls::Tls>, timeout: Duration, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, head: &str, max: u64) -> std::io::Result<Vec<u8>> {
+        s.write_all(head.as_bytes()).await?;
+        s.flush().await?;
+        let mut answer = Vec::new();
+        s.take(max).read_to_end(&mut answer).await?;
+        Ok(answer)
+    }
+    let fetch = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let head = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        match tls {
+            None => exchange(tcp, &head, max_bytes).await,
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+                let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let stream = tokio_rustls::TlsConnector::from(tls.http_client_config()).connect(name, tcp).await?;
+                exchange(stream, &head, max_bytes).await
+            }
+        }
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no answer from {addr} within {timeout:?}")))?
+}
+
+/// Answers only the identities in `allowed`: 403 to any other (and to a connection without one).
+async fn authorize(allowed: &'static [&'static str], request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let caller = request.extensions().get::<Caller>().and_then(|c| c.0.clone());
+    match caller {
+        Some(identity) if allowed.contains(&&*identity) => next.run(request).await,
+        who => {
+            let who = who.map_or("a caller without a certificate".to_string(), |i| format!("'{}'", crate::text::excerpt(&i, 64)));
+            let body = format!("{who} may not read {}: it is for {}\n", request.uri().path(), allowed.join(", "));
+            (http::StatusCode::FORBIDDEN, body).into_response()
+        }
     }
 }
 

@@ -224,9 +224,7 @@ impl Server {
             .serve_with_incoming_shutdown(
                 match tls {
                     None => incoming(listener, registry.clone(), limits.max_connections).boxed(),
-                    Some(tls) => {
-                        incoming_tls(listener, registry.clone(), limits.max_connections, tls.server_config(), limits.handshakes).boxed()
-                    }
+                    Some(tls) => incoming_tls(listener, registry.clone(), limits.max_connections, tls, limits.handshakes).boxed(),
                 },
                 graceful,
             );
@@ -274,17 +272,18 @@ fn incoming(listener: TcpListener, registry: Registry, max_connections: usize) -
 
 /// As [`incoming`], with a TLS handshake (client certificate required) before a connection is handed
 /// on: the accept path every TLS listener shares ([`crate::tls::accept`]), so a slow or silent client
-/// delays nobody else, and what it drops is counted and summarized in the log.
+/// delays nobody else, and what it drops is counted and summarized in the log. Each connection takes
+/// the configuration current when it is accepted (certificates rotate: [`crate::tls::reload`]).
 fn incoming_tls(
     listener: TcpListener,
     registry: Registry,
     max_connections: usize,
-    tls: Arc<rustls::ServerConfig>,
+    tls: crate::tls::Tls,
     limits: crate::tls::accept::HandshakeLimits,
 ) -> impl Stream<Item = io::Result<ServerStream>> {
     crate::tls::accept::handshakes(
         listener,
-        tls,
+        move || tls.server_config(),
         limits,
         move |stream| {
             let tracked = registry.admit(&stream, max_connections);

@@ -100,13 +100,34 @@ fn dropped(refusals: &crate::telemetry::Refusals, reason: Dropped, detail: &dyn 
     refusals.refused(reason.as_str(), detail);
 }
 
+/// Where a listener takes the server configuration of each connection it accepts: a fixed one, or a
+/// function giving the one current then (`move || tls.server_config()`: certificates that rotate reach
+/// every new connection, while those in flight keep the one they began with).
+pub trait ServerConfigs: Send + 'static {
+    /// The configuration for a connection accepted now.
+    fn current(&self) -> Arc<rustls::ServerConfig>;
+}
+
+impl ServerConfigs for Arc<rustls::ServerConfig> {
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.clone()
+    }
+}
+
+impl<F: Fn() -> Arc<rustls::ServerConfig> + Send + 'static> ServerConfigs for F {
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        self()
+    }
+}
+
 /// Accepts connections from `listener` and runs their TLS handshakes within `limits`: each accepted
 /// socket is first given to `wrap` (e.g. to register it with the server's connections; `None` refuses
-/// it), and each finished handshake to `done`, whose result the stream yields. A failed accept (e.g.
+/// it), handshakes with the configuration `configs` gives at that moment, and each finished handshake
+/// goes to `done`, whose result the stream yields. A failed accept (e.g.
 /// out of file descriptors) is logged and retried. The loop ends when the stream is dropped.
 pub fn handshakes<IO, T, W, D>(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    configs: impl ServerConfigs,
     limits: HandshakeLimits,
     wrap: W,
     done: D,
@@ -118,7 +139,6 @@ where
     D: Fn(TlsStream<IO>) -> T + Send + Sync + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel::<T>(limits.max_pending.max(1));
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let refusals = Arc::new(crate::telemetry::Refusals::new("TLS handshake"));
     let done = Arc::new(done);
     tokio::spawn(async move {
@@ -144,7 +164,8 @@ where
                 dropped(&refusals, Dropped::Evicted, &detail);
             }
             let Some(io) = wrap(stream) else { continue };
-            let (acceptor, tx, refusals, done) = (acceptor.clone(), tx.clone(), refusals.clone(), done.clone());
+            let acceptor = tokio_rustls::TlsAcceptor::from(configs.current());
+            let (tx, refusals, done) = (tx.clone(), refusals.clone(), done.clone());
             let task = tokio::spawn(async move {
                 match tokio::time::timeout(limits.timeout, acceptor.accept(io)).await {
                     Ok(Ok(tls)) => {

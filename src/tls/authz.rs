@@ -9,11 +9,18 @@
 //! | `BerkeleySlave/Adjust` | `berkeley-master` |
 //! | the lab's fault RPCs | `lab` |
 //! | reads: `GetTime`, `Clock/Read`, `GetState`, `Status`, every `Watch*`, health, reflection | any identity the CA signed |
+//! | `/metrics` (HTTPS, a client certificate required) | [`METRICS_READERS`]: `prometheus`, `observer` (people, curl), `dashboard` (it shows the devices' error bounds) |
+//!
+//! The dashboard's own page asks for no client certificate (browsers present none): it shows what any
+//! identity may read, and changes nothing.
 
 use synclab_core::election::NodeId;
 use tonic::{Request, Status};
 
 use crate::net::ConnectionInfo;
+
+/// The identities that may read a `/metrics` endpoint served over TLS.
+pub const METRICS_READERS: &[&str] = &["prometheus", "observer", "dashboard"];
 
 /// Who may call an RPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

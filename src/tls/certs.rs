@@ -10,8 +10,8 @@ use rcgen::{
     SanType,
 };
 
-/// Every compose service, and `observer` (a read-only identity for people, grpcurl and the CLI) and
-/// `lab` (the fault lab's identity).
+/// Every compose service, and `observer` (a read-only identity for people, grpcurl and the CLI), `lab`
+/// (the fault lab's identity) and `prometheus` (it scrapes every `/metrics` over HTTPS).
 pub const COMPOSE_NAMES: &[&str] = &[
     "time-server",
     "mobile",
@@ -29,6 +29,7 @@ pub const COMPOSE_NAMES: &[&str] = &[
     "dashboard",
     "observer",
     "lab",
+    "prometheus",
 ];
 
 /// How long a generated certificate is valid.

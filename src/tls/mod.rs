@@ -6,13 +6,20 @@
 //! Everything is checked at start-up, so a mistake stops the process with the file and the problem
 //! named: a half-given set, an unreadable or malformed file, a key that is not the certificate's, a
 //! certificate that has expired, is not valid yet, has no Common Name, or was not signed by the CA.
+//!
+//! Certificates rotate without a restart ([`reload`]): the files are read again, with the same checks,
+//! when they change or on SIGHUP; every new connection, served or dialed, takes the configuration
+//! current when it begins, and one that fails a check leaves the one in use in place.
 
 pub mod accept;
 pub mod authz;
 pub mod certs;
+pub mod reload;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -22,6 +29,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 /// The ALPN protocol gRPC speaks.
 const ALPN_H2: &[u8] = b"h2";
+/// The ALPN protocol of `/metrics` and the dashboard.
+const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 /// Where a process's TLS material is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,18 +101,69 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A process's TLS: its identity, and the configurations it serves and dials with.
+/// What a file looked like (for [`reload`]'s watcher): its modification time and length (`None`: it could not be read).
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// What the three files look like now.
+fn stamps(files: &TlsFiles) -> [Stamp; 3] {
+    [stamp(&files.ca), stamp(&files.cert), stamp(&files.key)]
+}
+
+/// The configurations built from one reading of the files.
+struct Loaded {
+    /// gRPC: ALPN h2, a client certificate required.
+    grpc: Arc<ServerConfig>,
+    /// `/metrics`: ALPN http/1.1, a client certificate required.
+    metrics: Arc<ServerConfig>,
+    /// Pages for people's browsers (the dashboard): ALPN http/1.1, no client certificate asked for.
+    web: Arc<ServerConfig>,
+    /// Dialing gRPC: ALPN h2, this process's certificate presented.
+    client: Arc<ClientConfig>,
+    /// Dialing HTTPS (another process's `/metrics`): ALPN http/1.1, this process's certificate presented.
+    http_client: Arc<ClientConfig>,
+    /// This process's own certificate (DER), the first of its chain.
+    certificate: CertificateDer<'static>,
+}
+
+/// What a process's TLS shares between its clones: the files, the configurations now in use, and the
+/// count of reloads.
+struct Shared {
+    files: TlsFiles,
+    /// What the files looked like just before they were first read (the watcher's starting point).
+    loaded: [Stamp; 3],
+    current: RwLock<Arc<Loaded>>,
+    reloaded: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A process's TLS: its identity, and the configurations it serves and dials with. Clones share the
+/// configurations: [`Tls::reload`] (which the watcher of [`reload`] calls when the files change or on
+/// SIGHUP) swaps them for every clone at once, and every connection takes the ones current when it
+/// begins, so new connections use the new certificate while those in flight finish on the old one.
 #[derive(Clone)]
 pub struct Tls {
     identity: Arc<str>,
-    server: Arc<ServerConfig>,
-    client: Arc<ClientConfig>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls").field("identity", &self.identity).finish_non_exhaustive()
     }
+}
+
+/// How many times a process's TLS files were reloaded ([`Tls::reloads`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reloads {
+    /// Reloads that took effect.
+    pub ok: u64,
+    /// Reloads refused (a file unreadable or wrong): the configuration in use was kept.
+    pub failed: u64,
 }
 
 impl Tls {
@@ -123,46 +183,64 @@ impl Tls {
 
     /// Loads and checks the files, and builds the configurations.
     pub fn load(files: &TlsFiles) -> Result<Tls, TlsError> {
-        let provider = provider();
-        let mut roots = RootCertStore::empty();
-        for ca in certificates(&files.ca)? {
-            check_validity(&files.ca, &ca)?;
-            roots.add(ca).map_err(|e| bad(&files.ca, format!("not a usable CA certificate: {e}")))?;
+        let stamps = stamps(files);
+        let (identity, loaded) = build(files)?;
+        let shared = Shared {
+            files: files.clone(),
+            loaded: stamps,
+            current: RwLock::new(Arc::new(loaded)),
+            reloaded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        };
+        Ok(Tls { identity, shared: Arc::new(shared) })
+    }
+
+    /// Reads the files again with every check of [`Tls::load`], and, when they pass, makes them the
+    /// configurations of every new connection. When they do not (or the certificate names another
+    /// identity: authorization rests on it, so it changes only with a restart) the configurations in
+    /// use stay, and the error says why. Counted in [`Tls::reloads`] and
+    /// `synclab_tls_reloads_total{outcome}`.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let built = build(&self.shared.files).and_then(|(identity, loaded)| {
+            if identity != self.identity {
+                return Err(bad(
+                    &self.shared.files.cert,
+                    format!(
+                        "names the identity '{}', not this process's '{}' (a restart changes it)",
+                        crate::text::excerpt(&identity, 64),
+                        self.identity
+                    ),
+                ));
+            }
+            Ok(loaded)
+        });
+        match built {
+            Ok(loaded) => {
+                *self.shared.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+                self.shared.reloaded.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("synclab_tls_reloads_total", "outcome" => "ok").increment(1);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.failed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("synclab_tls_reloads_total", "outcome" => "failed").increment(1);
+                Err(e)
+            }
         }
-        let roots = Arc::new(roots);
-        let chain = certificates(&files.cert)?;
-        check_validity(&files.cert, &chain[0])?;
-        let identity: Arc<str> =
-            common_name(&chain[0]).ok_or_else(|| bad(&files.cert, "the certificate has no Common Name (the identity)"))?.into();
-        let key_pem = read(&files.key)?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(&files.key, format!("not a PEM private key: {e}")))?;
-        rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider)
-            .map_err(|e| bad(&files.key, format!("not the key of the certificate in {}: {e}", files.cert.display())))?;
+    }
 
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| bad(&files.ca, format!("cannot verify clients with it: {e}")))?;
-        // The process's own certificate must be one its peers accept.
-        let intermediates = &chain[1..];
-        verifier
-            .verify_client_cert(&chain[0], intermediates, UnixTime::now())
-            .map_err(|e| bad(&files.cert, format!("not accepted under the CA in {}: {e}", files.ca.display())))?;
+    /// How many reloads took effect and how many were refused.
+    pub fn reloads(&self) -> Reloads {
+        Reloads { ok: self.shared.reloaded.load(Ordering::Relaxed), failed: self.shared.failed.load(Ordering::Relaxed) }
+    }
 
-        let mut server = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(&files.cert, e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| bad(&files.key, e.to_string()))?;
-        server.alpn_protocols = vec![ALPN_H2.to_vec()];
-        let mut client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(&files.cert, e.to_string()))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| bad(&files.key, e.to_string()))?;
-        client.alpn_protocols = vec![ALPN_H2.to_vec()];
-        Ok(Tls { identity, server: Arc::new(server), client: Arc::new(client) })
+    /// The files this TLS reads.
+    pub fn files(&self) -> &TlsFiles {
+        &self.shared.files
+    }
+
+    fn current(&self) -> Arc<Loaded> {
+        self.shared.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// This process's identity (its certificate's Common Name).
@@ -170,13 +248,93 @@ impl Tls {
         &self.identity
     }
 
-    /// The configuration to serve with (client certificates required).
-    pub fn server_config(&self) -> Arc<ServerConfig> {
-        self.server.clone()
+    /// This process's certificate now in use (DER).
+    pub fn certificate(&self) -> CertificateDer<'static> {
+        self.current().certificate.clone()
     }
 
-    /// The configuration to dial with (this process's certificate presented).
-    pub fn client_config(&self) -> Arc<ClientConfig> {
-        self.client.clone()
+    /// The configuration to serve gRPC with now (client certificates required).
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.current().grpc.clone()
     }
+
+    /// The configuration to serve `/metrics` with now: HTTP/1.1, client certificates required.
+    pub fn metrics_server_config(&self) -> Arc<ServerConfig> {
+        self.current().metrics.clone()
+    }
+
+    /// The configuration to serve pages to browsers with now: HTTP/1.1, and no client certificate asked
+    /// for (browsers present none unless their user installed one).
+    pub fn web_server_config(&self) -> Arc<ServerConfig> {
+        self.current().web.clone()
+    }
+
+    /// The configuration to dial gRPC with now (this process's certificate presented).
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.current().client.clone()
+    }
+
+    /// The configuration to dial HTTPS with now (another process's `/metrics`; this process's
+    /// certificate presented).
+    pub fn http_client_config(&self) -> Arc<ClientConfig> {
+        self.current().http_client.clone()
+    }
+}
+
+/// Reads and checks the files, and builds every configuration from them.
+fn build(files: &TlsFiles) -> Result<(Arc<str>, Loaded), TlsError> {
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(&files.ca)? {
+        check_validity(&files.ca, &ca)?;
+        roots.add(ca).map_err(|e| bad(&files.ca, format!("not a usable CA certificate: {e}")))?;
+    }
+    let roots = Arc::new(roots);
+    let chain = certificates(&files.cert)?;
+    check_validity(&files.cert, &chain[0])?;
+    let identity: Arc<str> =
+        common_name(&chain[0]).ok_or_else(|| bad(&files.cert, "the certificate has no Common Name (the identity)"))?.into();
+    let key_pem = read(&files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(&files.key, format!("not a PEM private key: {e}")))?;
+    rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider)
+        .map_err(|e| bad(&files.key, format!("not the key of the certificate in {}: {e}", files.cert.display())))?;
+
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| bad(&files.ca, format!("cannot verify clients with it: {e}")))?;
+    // The process's own certificate must be one its peers accept.
+    let intermediates = &chain[1..];
+    verifier
+        .verify_client_cert(&chain[0], intermediates, UnixTime::now())
+        .map_err(|e| bad(&files.cert, format!("not accepted under the CA in {}: {e}", files.ca.display())))?;
+
+    let server = |verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>, alpn: &[u8]| {
+        let mut config = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&files.cert, e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| bad(&files.key, e.to_string()))?;
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Ok::<_, TlsError>(Arc::new(config))
+    };
+    let client = |alpn: &[u8]| {
+        let mut config = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&files.cert, e.to_string()))?
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(chain.clone(), key.clone_key())
+            .map_err(|e| bad(&files.key, e.to_string()))?;
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Ok::<_, TlsError>(Arc::new(config))
+    };
+    let loaded = Loaded {
+        grpc: server(verifier.clone(), ALPN_H2)?,
+        metrics: server(verifier, ALPN_HTTP1)?,
+        web: server(rustls::server::WebPkiClientVerifier::no_client_auth(), ALPN_HTTP1)?,
+        client: client(ALPN_H2)?,
+        http_client: client(ALPN_HTTP1)?,
+        certificate: chain[0].clone(),
+    };
+    Ok((identity, loaded))
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 
@@ -86,4 +88,40 @@ pub fn lab(args: &[&str]) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_synclab")).arg("lab").args(args).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)
+}
+
+/// A folder of certificates from `synclab certs` for these names under a new CA, fresh per test.
+pub fn certs(prefix: &str, tag: &str, names: &[&str]) -> std::path::PathBuf {
+    let dir = out_dir(prefix, tag);
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    synclab::tls::certs::make(&dir, &names, false).unwrap();
+    dir
+}
+
+/// `name`'s TLS files in a folder from [`certs`].
+pub fn tls_files(dir: &std::path::Path, name: &str) -> synclab::tls::TlsFiles {
+    synclab::tls::TlsFiles { ca: dir.join("ca.pem"), cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")) }
+}
+
+/// `name`'s TLS, loaded from a folder from [`certs`].
+pub fn tls(dir: &std::path::Path, name: &str) -> synclab::tls::Tls {
+    synclab::tls::Tls::load(&tls_files(dir, name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A TLS client that trusts the CA in `dir` (a folder from [`certs`]) and presents no certificate,
+/// offering the ALPN protocols `alpn`.
+pub fn without_certificate(dir: &std::path::Path, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    std::sync::Arc::new(config)
 }
