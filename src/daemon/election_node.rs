@@ -51,6 +51,11 @@ struct Args {
     /// How often --discover looks the members up again when nothing fails.
     #[arg(long, env = "SYNCLAB_DISCOVER_INTERVAL", value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     discover_interval: Duration,
+    /// With --discover: how long a member that is no longer found stays one, at its last address. A
+    /// task that dies and is restarted (at a new address) within it only gets redialed; the group's ids,
+    /// and so its coordinator, stay. 0 forgets at once (every change of the ids costs an election).
+    #[arg(long, env = "SYNCLAB_FORGET_AFTER", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    forget_after: Duration,
     /// The election algorithm; every member of a group must run the same one.
     #[arg(long, env = "SYNCLAB_ALGORITHM", value_parser = named::<Algorithm>(), default_value = "bully")]
     algorithm: Algorithm,
@@ -136,7 +141,8 @@ async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
     let discovering = match args.discover.clone() {
         Some(target) => {
             let identify = GetState { dialer: Dialer::new(daemon.tls().cloned()), timeout: args.rpc_timeout };
-            let mut discovery = Discovery::new(id, args.algorithm, target, Arc::new(Dns), Arc::new(identify));
+            let mut discovery =
+                Discovery::new(id, args.algorithm, target, Arc::new(Dns), Arc::new(identify)).forget_after(args.forget_after);
             first_members(&node, &mut discovery, &stop).await;
             let failed = node.peer_failures();
             Some(tokio::spawn(keep_members(node.clone(), discovery, args.discover_interval, failed, stop.clone())))

@@ -141,6 +141,9 @@ pub struct Round {
     pub ignored: Vec<SocketAddr>,
     /// Addresses that have not answered yet (not members until they do).
     pub silent: Vec<SocketAddr>,
+    /// Members this round did not find, kept at their last address because they were found less than
+    /// the forget-after time ago.
+    pub kept: Vec<NodeId>,
 }
 
 /// The members of this node's group as DNS and the nodes tell them.
@@ -155,12 +158,36 @@ pub struct Discovery {
     /// Addresses DNS did not give but that may be members: ones the members report, and ones that sent
     /// this node messages. Each is asked like any other and kept while it answers as a member.
     extra: BTreeSet<SocketAddr>,
+    /// How long a member that is no longer found stays one (see [`Discovery::forget_after`]).
+    forget_after: Duration,
+    /// Every member found, with its last address and when it was last found.
+    last_found: BTreeMap<NodeId, (String, tokio::time::Instant)>,
 }
 
 impl Discovery {
     /// Node `own`'s (of `algorithm`) discovery of `target`'s members.
     pub fn new(own: NodeId, algorithm: Algorithm, target: DiscoverTarget, resolver: Arc<dyn Resolve>, identify: Arc<dyn Identify>) -> Self {
-        Self { own, algorithm, target, resolver, identify, known: HashMap::new(), extra: BTreeSet::new() }
+        Self {
+            own,
+            algorithm,
+            target,
+            resolver,
+            identify,
+            known: HashMap::new(),
+            extra: BTreeSet::new(),
+            forget_after: Duration::ZERO,
+            last_found: BTreeMap::new(),
+        }
+    }
+
+    /// Keeps a member that is no longer found (its task killed, its host cut off, DNS behind) for
+    /// `after` at its last address, as a member that does not answer. The group's ids then do not change
+    /// when a member dies and comes back within `after` (as an orchestrator restarts it, at a new
+    /// address: that only redials it), and a changed set of ids costs an election: a term's owner
+    /// depends on the members. Zero forgets at once.
+    pub fn forget_after(mut self, after: Duration) -> Self {
+        self.forget_after = after;
+        self
     }
 
     /// Asks `ip` at the members' port in the next round (a node that sent this one a message as a
@@ -242,6 +269,18 @@ impl Discovery {
                 continue;
             }
             round.members.insert(id, addrs[0].to_string());
+        }
+        let now = tokio::time::Instant::now();
+        for (&id, address) in round.members.iter().filter(|(id, _)| **id != self.own) {
+            self.last_found.insert(id, (address.clone(), now));
+        }
+        // A member claimed by several addresses is trusted as none of them, remembered or not.
+        self.last_found.retain(|id, (_, found)| !round.conflicts.contains_key(id) && now.duration_since(*found) < self.forget_after);
+        for (&id, (address, _)) in &self.last_found {
+            if let std::collections::btree_map::Entry::Vacant(entry) = round.members.entry(id) {
+                entry.insert(address.clone());
+                round.kept.push(id);
+            }
         }
         Ok(round)
     }
@@ -390,6 +429,42 @@ mod tests {
         nodes.0.lock().unwrap().insert(addr(7), node(2, "bully"));
         let round = discovery.round().await.unwrap();
         assert_eq!(round.members[&2], "10.0.0.7:50054");
+    }
+
+    /// A member that is no longer found stays one for the forget-after time, at its last address: a task
+    /// killed and restarted at a new address within it only moves (no change of ids, so no election);
+    /// one gone for longer is forgotten; an id two addresses claim is trusted as neither, remembered or not.
+    #[tokio::test]
+    async fn a_member_no_longer_found_is_kept_for_the_forget_after_time() {
+        let (dns, nodes, discovery) = setup((1..=3).map(addr).collect());
+        // Rounds against fake DNS and nodes take microseconds: a second is far from every check.
+        let mut discovery = discovery.forget_after(Duration::from_secs(1));
+        for i in 1..=3 {
+            nodes.0.lock().unwrap().insert(addr(i), node(i64::from(i), "bully"));
+        }
+        assert_eq!(discovery.round().await.unwrap().members.len(), 3);
+        // Node 3's task is killed: DNS drops it at once.
+        nodes.0.lock().unwrap().remove(&addr(3));
+        *dns.0.lock().unwrap() = Ok(vec![addr(1), addr(2)]);
+        let round = discovery.round().await.unwrap();
+        assert_eq!(round.members.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!((round.members[&3].as_str(), round.kept.clone()), ("10.0.0.3:50054", vec![3]));
+        // Restarted at a new address within the time: the same ids, node 3 at its new address.
+        *dns.0.lock().unwrap() = Ok(vec![addr(1), addr(2), addr(8)]);
+        nodes.0.lock().unwrap().insert(addr(8), node(3, "bully"));
+        let round = discovery.round().await.unwrap();
+        assert_eq!((round.members[&3].as_str(), round.kept.len()), ("10.0.0.8:50054", 0));
+        // Gone for good: kept until a second after it was last found, then forgotten.
+        nodes.0.lock().unwrap().remove(&addr(8));
+        *dns.0.lock().unwrap() = Ok(vec![addr(1), addr(2)]);
+        assert!(discovery.round().await.unwrap().members.contains_key(&3));
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!(discovery.round().await.unwrap().members.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+        // Two addresses claim id 2: neither is trusted, and the remembered one is not kept either.
+        *dns.0.lock().unwrap() = Ok(vec![addr(1), addr(2), addr(9)]);
+        nodes.0.lock().unwrap().insert(addr(9), node(2, "bully"));
+        let round = discovery.round().await.unwrap();
+        assert_eq!(round.members.keys().copied().collect::<Vec<_>>(), vec![1], "{round:?}");
     }
 
     /// DNS here may lag behind the group (after a partition, Docker's DNS on one node missed a task

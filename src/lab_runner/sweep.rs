@@ -2,7 +2,9 @@
 //! one folder: `sweep.csv` (one row per run), `summary.json` (per cell: settle-time quantiles,
 //! availability, leader changes, elections per fault, split-brain terms, messages per election beside
 //! the textbook's best and worst case, verdicts, the worst seeds with the command that replays each)
-//! and `sweep.html` (settle time and messages against n).
+//! and `sweep.html` (settle time and messages against n). On a real backend (`--local`, `--compose`,
+//! `--swarm`) a run that is not valid is kept whole in `run-SCENARIO-ALGORITHM-N-SEED/` (its history,
+//! results and report), since no replay there is the same run.
 //!
 //! In the simulator runs are independent and CPU-bound, so `jobs` of them run at once, each on a
 //! thread of its own. The real-time backends run one at a time: their timing is the measurement, and
@@ -113,7 +115,7 @@ pub fn sweep(options: &SweepOptions, progress: impl Fn(usize, usize) + Sync) -> 
 async fn one(options: &SweepOptions, scenario: Scenario, algorithm: Algorithm, n: u64, seed: u64) -> Row {
     let run = RunOptions {
         scenario,
-        out: options.out.join(format!("state-{}-{n}-{seed}", algorithm.as_str())),
+        out: options.out.join(format!("run-{scenario}-{}-{n}-{seed}", algorithm.as_str())),
         seed,
         algorithm,
         duration: options.duration,
@@ -133,6 +135,7 @@ async fn one(options: &SweepOptions, scenario: Scenario, algorithm: Algorithm, n
         stats: RunStats::default(),
         error: None,
     };
+    let mut keep = false;
     match election_history(&run).await {
         Ok(events) => {
             if n == 0 {
@@ -149,10 +152,18 @@ async fn one(options: &SweepOptions, scenario: Scenario, algorithm: Algorithm, n
             row.failover_seconds = seconds("failover_settle_seconds");
             row.split_brain_terms = figure("election-safety", "split_brain_terms").and_then(|v| v.as_u64()).unwrap_or(0);
             row.stats = stats::stats(&events);
+            // A run that is not valid is kept whole (history, results, report) beside the sweep: on a
+            // real backend no replay is the same run.
+            if row.verdict != Validity::Valid && !matches!(options.target, Target::Sim) {
+                let _ = std::fs::remove_dir_all(&run.out);
+                keep = super::record::write_history(&run.out, &events).and_then(|()| super::record::finish(&run.out, &events)).is_ok();
+            }
         }
         Err(e) => row.error = Some(e.to_string()),
     }
-    let _ = std::fs::remove_dir_all(&run.out);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&run.out);
+    }
     row
 }
 
