@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::lab;
@@ -198,4 +199,66 @@ fn a_sweep_writes_one_row_per_run_and_a_cell_per_size() {
     }
     assert!(std::fs::read_to_string(dir.join("sweep.html")).unwrap().contains("<svg"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Pins the ShiViz export: `shiviz.log` opens with the regular expression README.md states (the one
+/// to paste into ShiViz), every line of its log parses with it, each node's own entry counts its
+/// events from 1, every clock knows only the past (an entry for another node is at most the events
+/// that node had logged before), and a receipt's or answer's clock covers the event it answers (the
+/// send, or the receipt at the peer): happens-before is respected.
+#[test]
+fn the_shiviz_log_parses_with_the_stated_regex_and_respects_happens_before() {
+    for algorithm in ["bully", "ring"] {
+        let dir = out(&format!("shiviz-{algorithm}"));
+        let (code, text) = sim_run("kill-coordinator", &dir, &["--nodes", "5", "--seed", "3", "--algorithm", algorithm]);
+        assert_eq!(code, 0, "{text}");
+        let log = std::fs::read_to_string(dir.join("shiviz.log")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut lines = log.lines();
+        let stated = lines.next().unwrap();
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        assert!(readme.contains(&format!("`{stated}`")), "README.md states the regex {stated}");
+        assert_eq!(lines.next(), Some(""), "one execution: no delimiter");
+        let re = regex::Regex::new(stated).unwrap();
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+        // (from, to, kind and term) → the own counts of the sends, or receipts, it may answer.
+        let mut sends: BTreeMap<(String, String, String), Vec<u64>> = BTreeMap::new();
+        let mut receipts: BTreeMap<(String, String, String), Vec<u64>> = BTreeMap::new();
+        let mut count = 0;
+        for line in lines {
+            let c = re.captures(line).unwrap_or_else(|| panic!("{algorithm}: unparsed line {line}"));
+            let host = c["host"].to_string();
+            let clock: BTreeMap<String, u64> = serde_json::from_str(&c["clock"]).unwrap();
+            let mine = seen.get(&host).copied().unwrap_or(0) + 1;
+            assert_eq!(clock.get(&host), Some(&mine), "{algorithm}: {line}");
+            for (other, &n) in clock.iter().filter(|(o, _)| **o != host) {
+                assert!(n <= seen.get(other).copied().unwrap_or(0), "{algorithm}: knows the future of {other}: {line}");
+            }
+            let words: Vec<&str> = c["event"].split(' ').collect();
+            // "<time> sent Election term 4 to node-5", "<time> received ... from node-3",
+            // "<time> answer to Election term 4 from node-5", "<time> failed ... to node-5"
+            let (what, rest) = if words[1] == "answer" { ("answer", &words[3..]) } else { (words[1], &words[2..]) };
+            let (message, peer) = (rest[..3].join(" "), rest[4].to_string());
+            match what {
+                "sent" => sends.entry((host.clone(), peer, message)).or_default().push(mine),
+                "received" => {
+                    let known = clock.get(&peer).copied().unwrap_or(0);
+                    let sent = sends.get(&(peer.clone(), host.clone(), message.clone())).into_iter().flatten();
+                    assert!(sent.into_iter().any(|&s| s <= known), "{algorithm}: a receipt that knows no send of it: {line}");
+                    receipts.entry((peer, host.clone(), message)).or_default().push(mine);
+                }
+                "answer" => {
+                    let known = clock.get(&peer).copied().unwrap_or(0);
+                    let received = receipts.get(&(host.clone(), peer.clone(), message.clone())).into_iter().flatten();
+                    assert!(received.into_iter().any(|&r| r <= known), "{algorithm}: an answer that knows no receipt: {line}");
+                }
+                "failed" => {}
+                other => panic!("{algorithm}: unknown event {other}: {line}"),
+            }
+            seen.insert(host, mine);
+            count += 1;
+        }
+        assert!(count > 20, "{algorithm}: a real log ({count} events)");
+        assert!(sends.keys().any(|(_, _, m)| m.starts_with("Coordinator") || m.starts_with("RingCoordinator")), "{algorithm}");
+    }
 }
