@@ -213,12 +213,15 @@ fn the_shiviz_log_parses_with_the_stated_regex_and_respects_happens_before() {
         let (code, text) = sim_run("kill-coordinator", &dir, &["--nodes", "5", "--seed", "3", "--algorithm", algorithm]);
         assert_eq!(code, 0, "{text}");
         let log = std::fs::read_to_string(dir.join("shiviz.log")).unwrap();
+        let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         let mut lines = log.lines();
         let stated = lines.next().unwrap();
         let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
         assert!(readme.contains(&format!("`{stated}`")), "README.md states the regex {stated}");
         assert_eq!(lines.next(), Some(""), "one execution: no delimiter");
+        let escaped = stated.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        assert!(report.contains("shiviz.log") && report.contains(&escaped), "the report names the file and its regex");
         let re = regex::Regex::new(stated).unwrap();
         let mut seen: BTreeMap<String, u64> = BTreeMap::new();
         // (from, to, kind and term) → the own counts of the sends, or receipts, it may answer.

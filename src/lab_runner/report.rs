@@ -334,7 +334,7 @@ fn elections(run: &RunInfo, observations: &[&ElectionObservation], messages: &[&
     let _ = write!(
         out,
         "<p>{}</p><p>{} terms were claimed; the first {} are drawn. The run's election messages (the first {}), with \
-         vector clocks, are in <code>shiviz.log</code> beside this page, for <a href=\"https://bestchai.bitbucket.io/shiviz/\">ShiViz</a>'s \
+         vector clocks, are in <code>shiviz.log</code> beside this page, for ShiViz's (<code>https://bestchai.bitbucket.io/shiviz/</code>) \
          space-time diagrams: upload the file, or paste its log with the regular expression <code>{}</code>.</p>",
         esc(&theory),
         claimed.len(),
