@@ -84,6 +84,13 @@ async fn metrics_report_grpc_calls_by_known_method_and_clocks_read_at_scrape() {
         "{text}"
     );
     assert_eq!(sample(&text, r#"synclab_grpc_requests_total{method="unknown",code="UNIMPLEMENTED"}"#), Some(1.0), "{text}");
+    // The methods nobody called are there from the server's start, at 0 (`rate()` over a counter that
+    // appears late misses its first requests).
+    let uncalled = text
+        .lines()
+        .filter(|l| l.starts_with("synclab_grpc_requests_total{method=\"/") && l.contains("code=\"OK\"") && l.ends_with(" 0"))
+        .count();
+    assert!(uncalled >= 1, "{text}");
     assert!(!text.contains("BerkeleyMaster"), "an unserved method became a label:\n{text}");
     assert!(text.contains(r#"synclab_grpc_request_duration_seconds_bucket{method="/synclab.clock.v1.Clock/Read",le="0.001"}"#), "{text}");
     assert!(text.contains("# TYPE synclab_grpc_request_duration_seconds histogram"), "{text}");

@@ -20,8 +20,9 @@
 //! | `synclab_election_leader_changes_total` (counter), `synclab_election_availability` (gauge), read at scrape | | election nodes |
 //!
 //! Every counter a service can export is exported from its start, at 0 for each of its known label
-//! values ([`election_counters`]): a counter that appears only at its first event makes `rate()` and
-//! `increase()` miss that event.
+//! values ([`election_counters`], [`sync_outcomes`], [`berkeley_counters`], and each gRPC method's
+//! `OK` in [`grpc`]): a counter that appears only at its first event makes `rate()` and `increase()`
+//! miss that event.
 //! | `synclab_grpc_requests_total{method,code}`, `synclab_grpc_request_duration_seconds{method}` | counter, histogram | every gRPC server |
 //!
 //! State (a clock's offset, a node's term) is read when Prometheus scrapes, through the collectors
@@ -202,6 +203,20 @@ pub fn sync_done(device: &str, offset_us: f64, error_bound_us: f64, rtt_us: f64)
 /// One Cristian sync of `device`, counted by `outcome` (`ok`, or why it failed: a fixed string).
 pub fn sync_outcome(device: &str, outcome: &'static str) {
     counter!("synclab_syncs_total", "clock" => device.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// Exports `device`'s sync counter at 0 for each of `outcomes` (at the device's start).
+pub fn sync_outcomes(device: &str, outcomes: &[&'static str]) {
+    for &outcome in outcomes {
+        counter!("synclab_syncs_total", "clock" => device.to_string(), "outcome" => outcome).increment(0);
+    }
+}
+
+/// Exports the Berkeley master's counters at 0 (at its start): its rounds, and the master left out of
+/// the average (the members' names are known only as they register).
+pub fn berkeley_counters() {
+    counter!("synclab_berkeley_rounds_total").increment(0);
+    counter!("synclab_berkeley_excluded_total", "member" => "master").increment(0);
 }
 
 /// Label values a peer may choose (member names) past which new ones collapse to `other`.
