@@ -84,6 +84,13 @@ async fn metrics_report_grpc_calls_by_known_method_and_clocks_read_at_scrape() {
         "{text}"
     );
     assert_eq!(sample(&text, r#"synclab_grpc_requests_total{method="unknown",code="UNIMPLEMENTED"}"#), Some(1.0), "{text}");
+    // The methods nobody called are there from the server's start, at 0 (`rate()` over a counter that
+    // appears late misses its first requests).
+    let uncalled = text
+        .lines()
+        .filter(|l| l.starts_with("synclab_grpc_requests_total{method=\"/") && l.contains("code=\"OK\"") && l.ends_with(" 0"))
+        .count();
+    assert!(uncalled >= 1, "{text}");
     assert!(!text.contains("BerkeleyMaster"), "an unserved method became a label:\n{text}");
     assert!(text.contains(r#"synclab_grpc_request_duration_seconds_bucket{method="/synclab.clock.v1.Clock/Read",le="0.001"}"#), "{text}");
     assert!(text.contains("# TYPE synclab_grpc_request_duration_seconds histogram"), "{text}");
@@ -236,6 +243,21 @@ async fn an_election_node_reports_its_term_and_coordinatorship_and_stops_its_lis
     assert_eq!(sample(&text, "synclab_election_coordinator"), Some(7.0), "{text}");
     assert!(sample(&text, "synclab_election_term").is_some_and(|t| t >= 1.0), "{text}");
     assert_eq!(sample(&text, r#"synclab_elections_total{reason="startup"}"#), Some(1.0), "{text}");
+    // A group of one sends no message, yet every counter is there from the start, at 0 for each known
+    // label: `rate()` over a counter that appears late misses its first events.
+    for kind in ["Election", "Coordinator", "Alive", "RingElection", "RingCoordinator"] {
+        for (direction, outcome) in [("sent", "answered"), ("sent", "failed"), ("received", "accepted"), ("received", "rejected")] {
+            let series = format!(r#"synclab_election_messages_total{{kind="{kind}",direction="{direction}",outcome="{outcome}"}}"#);
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}: {text}");
+        }
+    }
+    assert_eq!(sample(&text, r#"synclab_elections_total{reason="coordinator_silent"}"#), Some(0.0), "{text}");
+    // It rules its group of one from its first election on: no leader change, and a coordinator for
+    // (nearly) all the time since it started.
+    assert_eq!(sample(&text, "synclab_election_leader_changes_total"), Some(0.0), "{text}");
+    let text = scrape_until(addr, |t| sample(t, "synclab_election_availability").is_some_and(|a| a > 0.5)).await;
+    let availability = sample(&text, "synclab_election_availability").unwrap_or(-1.0);
+    assert!(availability > 0.5 && availability <= 1.0, "{text}");
 
     assert!(Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap().success());
     let started = Instant::now();

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::lab;
@@ -142,11 +143,20 @@ fn failover_messages(dir: &Path, op: &str) -> u64 {
     let faults: Vec<&Value> = h.iter().filter(|e| e["type"] == "fault").collect();
     let i = faults.iter().position(|f| f["op"] == op).unwrap();
     let (from, to) = (faults[i]["start"].as_f64().unwrap(), faults.get(i + 1).map_or(f64::INFINITY, |f| f["start"].as_f64().unwrap()));
-    let kinds = ["Election", "Coordinator", "RingElection", "RingCoordinator"];
-    h.iter()
-        .filter(|e| e["type"] == "message" && e["direction"] == "sent" && kinds.contains(&e["kind"].as_str().unwrap_or("")))
-        .filter(|e| (from..to).contains(&e["time"].as_f64().unwrap()))
-        .count() as u64
+    let sent = |kind: &str| -> Vec<u64> {
+        h.iter()
+            .filter(|e| e["type"] == "message" && e["direction"] == "sent" && e["kind"] == kind)
+            .filter(|e| (from..to).contains(&e["time"].as_f64().unwrap()))
+            .map(|e| e["term"].as_u64().unwrap())
+            .collect()
+    };
+    // The failover's own election: its `Election`s carry the term the group had when the coordinator
+    // died, its `Coordinator`s the first term above it. A later election in the window (a false
+    // suspicion of the new coordinator on a busy machine) is another election, not this one's cost.
+    let (elections, coordinators) = (sent("Election"), sent("Coordinator"));
+    let Some(&before) = elections.iter().min() else { return coordinators.len() as u64 };
+    let won = coordinators.iter().copied().filter(|&t| t > before).min();
+    (elections.iter().filter(|&&t| t == before).count() + coordinators.iter().filter(|&&t| Some(t) == won).count()) as u64
 }
 
 /// Pins the simulator against the real nodes on a Bully failover (five nodes, the coordinator killed):
@@ -221,4 +231,69 @@ fn a_docker_sweep_takes_the_stacks_algorithm_and_its_options_need_it() {
     assert!(text.contains("cannot be used with"), "{text}");
     assert!(!dir.join("sweep.csv").exists(), "a refused sweep wrote nothing");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Pins the ShiViz export: `shiviz.log` opens with the regular expression README.md states (the one
+/// to paste into ShiViz), every line of its log parses with it, each node's own entry counts its
+/// events from 1, every clock knows only the past (an entry for another node is at most the events
+/// that node had logged before), and a receipt's or answer's clock covers the event it answers (the
+/// send, or the receipt at the peer): happens-before is respected.
+#[test]
+fn the_shiviz_log_parses_with_the_stated_regex_and_respects_happens_before() {
+    for algorithm in ["bully", "ring"] {
+        let dir = out(&format!("shiviz-{algorithm}"));
+        let (code, text) = sim_run("kill-coordinator", &dir, &["--nodes", "5", "--seed", "3", "--algorithm", algorithm]);
+        assert_eq!(code, 0, "{text}");
+        let log = std::fs::read_to_string(dir.join("shiviz.log")).unwrap();
+        let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut lines = log.lines();
+        let stated = lines.next().unwrap();
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        assert!(readme.contains(&format!("`{stated}`")), "README.md states the regex {stated}");
+        assert_eq!(lines.next(), Some(""), "one execution: no delimiter");
+        let escaped = stated.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        assert!(report.contains("shiviz.log") && report.contains(&escaped), "the report names the file and its regex");
+        let re = regex::Regex::new(stated).unwrap();
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+        // (from, to, kind and term) → the own counts of the sends, or receipts, it may answer.
+        let mut sends: BTreeMap<(String, String, String), Vec<u64>> = BTreeMap::new();
+        let mut receipts: BTreeMap<(String, String, String), Vec<u64>> = BTreeMap::new();
+        let mut count = 0;
+        for line in lines {
+            let c = re.captures(line).unwrap_or_else(|| panic!("{algorithm}: unparsed line {line}"));
+            let host = c["host"].to_string();
+            let clock: BTreeMap<String, u64> = serde_json::from_str(&c["clock"]).unwrap();
+            let mine = seen.get(&host).copied().unwrap_or(0) + 1;
+            assert_eq!(clock.get(&host), Some(&mine), "{algorithm}: {line}");
+            for (other, &n) in clock.iter().filter(|(o, _)| **o != host) {
+                assert!(n <= seen.get(other).copied().unwrap_or(0), "{algorithm}: knows the future of {other}: {line}");
+            }
+            let words: Vec<&str> = c["event"].split(' ').collect();
+            // "<time> sent Election term 4 to node-5", "<time> received ... from node-3",
+            // "<time> answer to Election term 4 from node-5", "<time> failed ... to node-5"
+            let (what, rest) = if words[1] == "answer" { ("answer", &words[3..]) } else { (words[1], &words[2..]) };
+            let (message, peer) = (rest[..3].join(" "), rest[4].to_string());
+            match what {
+                "sent" => sends.entry((host.clone(), peer, message)).or_default().push(mine),
+                "received" => {
+                    let known = clock.get(&peer).copied().unwrap_or(0);
+                    let sent = sends.get(&(peer.clone(), host.clone(), message.clone())).into_iter().flatten();
+                    assert!(sent.into_iter().any(|&s| s <= known), "{algorithm}: a receipt that knows no send of it: {line}");
+                    receipts.entry((peer, host.clone(), message)).or_default().push(mine);
+                }
+                "answer" => {
+                    let known = clock.get(&peer).copied().unwrap_or(0);
+                    let received = receipts.get(&(host.clone(), peer.clone(), message.clone())).into_iter().flatten();
+                    assert!(received.into_iter().any(|&r| r <= known), "{algorithm}: an answer that knows no receipt: {line}");
+                }
+                "failed" => {}
+                other => panic!("{algorithm}: unknown event {other}: {line}"),
+            }
+            seen.insert(host, mine);
+            count += 1;
+        }
+        assert!(count > 20, "{algorithm}: a real log ({count} events)");
+        assert!(sends.keys().any(|(_, _, m)| m.starts_with("Coordinator") || m.starts_with("RingCoordinator")), "{algorithm}");
+    }
 }

@@ -254,6 +254,9 @@ async fn sync_every(
     // frequency error, which the discipline learns (as Berkeley slaves do), so the clock drifts less
     // between syncs. The true error just before a sync (true_offset_before) is the holdover.
     let mut disciplines: Vec<Discipline> = clocks.iter().map(|_| Discipline::new()).collect();
+    for clock in clocks {
+        crate::cristian::metrics::start(clock.name());
+    }
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}

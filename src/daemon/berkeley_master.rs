@@ -92,6 +92,7 @@ async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
     let stop = daemon.stop();
     let clocks = ClockSet::new(vec![clock.clone()]);
     daemon.serve_metrics(clocks.clone()).await?;
+    crate::observe::berkeley_counters();
     let server = daemon.with_lab(master::services(master.clone(), &args.name, stop.clone()), clocks).build().await?;
     tracing::info!(addr = %listener.local_addr()?, interval = ?args.interval, tolerance = ?args.tolerance, "berkeley master listening");
 

@@ -131,6 +131,7 @@ async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
     let server = crate::election::server(&node).await?;
     let stop = daemon.stop();
     if daemon.serve_metrics(ClockSet::default()).await? {
+        crate::observe::election_counters();
         let node = node.clone();
         crate::observe::on_scrape(move || {
             let node = node.clone();

@@ -244,11 +244,14 @@ fn node_grid(o: &Observed) -> String {
             (Some(s), true) => {
                 let _ = write!(
                     html,
-                    "<div class=\"node {role}\" data-id=\"{id}\" data-role=\"{role}\" data-term=\"{term}\" data-coordinator=\"{c}\"><b>node {id}</b><span>{role}</span><span>term {term}</span><span>coordinator {c}</span><small>{addr}</small></div>",
+                    "<div class=\"node {role}\" data-id=\"{id}\" data-role=\"{role}\" data-term=\"{term}\" data-coordinator=\"{c}\" data-availability=\"{a:.4}\" data-leader-changes=\"{changes}\"><b>node {id}</b><span>{role}</span><span>term {term}</span><span>coordinator {c}</span><span title=\"the share of the last 60 s this node had a coordinator, as it sees it\">available {pct:.1}%</span><span>{changes} leader changes</span><small>{addr}</small></div>",
                     role = role_name(s.role),
                     id = s.id,
                     term = s.term,
                     c = if s.coordinator > 0 { s.coordinator.to_string() } else { "-".into() },
+                    a = s.availability,
+                    pct = s.availability * 100.0,
+                    changes = s.leader_changes,
                     addr = escape(&n.addr)
                 );
             }
@@ -331,7 +334,9 @@ fn failover_table(o: &Observed) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::observed::NodeView;
     use super::*;
+    use crate::proto::election::NodeState;
 
     #[test]
     fn what_the_network_sends_is_escaped() {
@@ -344,6 +349,29 @@ mod tests {
         assert_eq!(human(3.2), "+3.200 s");
         assert_eq!(human(-0.000412), "-412.000 µs");
         assert_eq!(human(2.5e-3), "+2.500 ms");
+    }
+
+    /// Pins that each node's card shows its own availability over the last minute and its leader
+    /// changes, as its metrics do.
+    #[test]
+    fn each_node_shows_its_availability_and_leader_changes() {
+        let state = NodeState {
+            id: 3,
+            role: Role::Follower as i32,
+            term: 7,
+            coordinator: 5,
+            leader_changes: 4,
+            availability: 0.9876,
+            ..Default::default()
+        };
+        let o = Observed {
+            nodes: vec![NodeView { addr: "n3".into(), state: Some(state), reachable: true, last_seen: None }],
+            ..Default::default()
+        };
+        let html = node_grid(&o);
+        assert!(html.contains("available 98.8%"), "{html}");
+        assert!(html.contains("4 leader changes"), "{html}");
+        assert!(html.contains("data-availability=\"0.9876\""), "{html}");
     }
 
     #[test]

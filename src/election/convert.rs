@@ -239,5 +239,8 @@ pub fn node_state(id: NodeId, algorithm: Algorithm, machine: &Machine, members: 
         messages,
         members: members.to_vec(),
         now: Some(nanos_to_timestamp(crate::clock::host_now())),
+        // The node's shell keeps these (the machine does not): it fills them in.
+        leader_changes: 0,
+        availability: 0.0,
     }
 }

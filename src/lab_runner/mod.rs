@@ -13,6 +13,7 @@
 //! - [`record`]: the recorder and the run's folder (history, results, report).
 //! - [`clocks`]: the clock scenarios (Berkeley, Cristian), which follow fixed scripts of their own.
 //! - [`report`]: `report.html` and the terminal's summary.
+//! - [`shiviz`]: `shiviz.log`, the run's election messages with vector clocks for ShiViz.
 //! - [`sweep`]: `synclab lab sweep`, many runs into one table.
 //! - [`sim`]: the simulator (the election cores on a network in virtual time) and its backend.
 //! - [`error`]: why a run could not be made.
@@ -24,6 +25,7 @@ pub mod observe;
 pub mod play;
 pub mod record;
 pub mod report;
+pub mod shiviz;
 pub mod sim;
 pub mod sweep;
 

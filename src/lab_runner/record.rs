@@ -60,11 +60,14 @@ impl RunClock {
 pub struct Recorder {
     clock: RunClock,
     events: Arc<Mutex<Vec<Event>>>,
+    /// Each node's latest election observation (the last pushed), kept as they come: the player asks
+    /// for it at every poll, and a run of 100 nodes records hundreds of thousands of events.
+    latest: Arc<Mutex<BTreeMap<NodeId, ElectionObservation>>>,
 }
 
 impl Recorder {
     pub fn new(clock: RunClock) -> Self {
-        Self { clock, events: Arc::new(Mutex::new(Vec::new())) }
+        Self { clock, events: Arc::new(Mutex::new(Vec::new())), latest: Arc::new(Mutex::new(BTreeMap::new())) }
     }
 
     /// Seconds since the run began.
@@ -78,19 +81,16 @@ impl Recorder {
     }
 
     pub fn push(&self, event: Event) {
-        lock(&self.events).push(event);
+        let mut events = lock(&self.events);
+        if let Event::Election(o) = &event {
+            lock(&self.latest).insert(o.node, o.clone());
+        }
+        events.push(event);
     }
 
-    /// Each node's latest election observation so far.
+    /// Each node's latest election observation so far (the last one recorded for it).
     pub fn latest_elections(&self) -> BTreeMap<NodeId, ElectionObservation> {
-        let events = lock(&self.events);
-        let mut latest = BTreeMap::new();
-        for e in events.iter() {
-            if let Event::Election(o) = e {
-                latest.insert(o.node, o.clone());
-            }
-        }
-        latest
+        lock(&self.latest).clone()
     }
 
     /// The events in time order (the run line and the plan first).
@@ -120,9 +120,15 @@ pub fn write_history(dir: &Path, events: &[Event]) -> Result<(), LabError> {
     std::fs::write(&path, text).map_err(|source| LabError::Io { path, source })
 }
 
-/// Checks `events` and writes `dir/results.json` and `dir/report.html`.
+/// Checks `events` and writes `dir/results.json` and `dir/report.html`, and `dir/shiviz.log` when the
+/// run has election messages.
 pub fn finish(dir: &Path, events: &[Event]) -> Result<Results, LabError> {
     let results = check::check(events);
+    let shiviz = super::shiviz::log(events);
+    if shiviz.events > 0 {
+        let path = dir.join("shiviz.log");
+        std::fs::write(&path, &shiviz.text).map_err(|source| LabError::Io { path, source })?;
+    }
     let path = dir.join("results.json");
     let json = serde_json::to_string_pretty(&results).unwrap_or_default();
     std::fs::write(&path, json + "\n").map_err(|source| LabError::Io { path, source })?;

@@ -3,7 +3,7 @@
 //! with the fault windows shaded, the failover-time distribution, and a Lamport (space-time) diagram of
 //! the messages of each election with their counts next to the theory), and the terminal's summary.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use plotters::prelude::*;
@@ -277,19 +277,27 @@ fn claimed_terms<'a>(observations: &[&ElectionObservation], messages: &[&'a Mess
         })
         .collect();
     claims.sort_by(|a, b| a.at.total_cmp(&b.at).then(a.term.cmp(&b.term)));
-    let mut taken = vec![false; messages.len()];
+    // The election kinds in time order: each claim looks at its own time window only (a run of 100
+    // nodes records hundreds of thousands of heartbeats, and scores of claims).
+    let mut electing: Vec<&'a MessageObservation> = messages
+        .iter()
+        .copied()
+        .filter(|m| matches!(m.kind.as_str(), "Coordinator" | "RingCoordinator" | "Election" | "RingElection"))
+        .collect();
+    electing.sort_by(|a, b| a.time.total_cmp(&b.time));
+    let mut taken = vec![false; electing.len()];
     let (mut previous_at, mut previous_term) = (f64::NEG_INFINITY, 0);
     for claim in &mut claims {
         if !claim.in_force_at_start {
             let from = (claim.at - 2.0).max(previous_at);
-            for (i, m) in messages.iter().enumerate() {
-                let in_time = m.time > from && m.time <= claim.at + 0.1;
+            let first = electing.partition_point(|m| m.time <= from);
+            let last = electing.partition_point(|m| m.time <= claim.at + 0.1);
+            for (i, m) in electing.iter().enumerate().take(last).skip(first) {
                 let its_term = match m.kind.as_str() {
                     "Coordinator" | "RingCoordinator" => m.term == claim.term,
-                    "Election" | "RingElection" => previous_term <= m.term && m.term < claim.term,
-                    _ => false,
+                    _ => previous_term <= m.term && m.term < claim.term,
                 };
-                if !taken[i] && in_time && its_term {
+                if !taken[i] && its_term {
                     taken[i] = true;
                     claim.messages.push(m);
                 }
@@ -325,10 +333,14 @@ fn elections(run: &RunInfo, observations: &[&ElectionObservation], messages: &[&
     };
     let _ = write!(
         out,
-        "<p>{}</p><p>{} terms were claimed; the first {} are drawn.</p>",
+        "<p>{}</p><p>{} terms were claimed; the first {} are drawn. The run's election messages (the first {}), with \
+         vector clocks, are in <code>shiviz.log</code> beside this page, for ShiViz's (<code>https://bestchai.bitbucket.io/shiviz/</code>) \
+         space-time diagrams: upload the file, or paste its log with the regular expression <code>{}</code>.</p>",
         esc(&theory),
         claimed.len(),
-        claimed.len().min(MAX_DIAGRAMS)
+        claimed.len().min(MAX_DIAGRAMS),
+        super::shiviz::MAX_EVENTS,
+        esc(super::shiviz::REGEX)
     );
     for claim in claimed.iter().take(MAX_DIAGRAMS) {
         let (term, at, coordinator) = (claim.term, claim.at, claim.coordinator);
@@ -392,15 +404,23 @@ fn lamport(run: &RunInfo, window: &[&&MessageObservation], from: f64, to: f64) -
             let x = n as f64;
             let _ = chart.draw_series(std::iter::once(PathElement::new(vec![(x, from * 1e3), (x, to * 1e3)], BLACK.mix(0.3))));
         }
-        let mut used = BTreeSet::new();
+        // Each send's receipt: the first unused receipt of its kind at its peer from its sender, not
+        // before it (with 1 ms of slack for observers' clocks); the sends in time order, so a receipt
+        // too early for one send is too early for every later one.
+        let mut receipts: BTreeMap<(NodeId, NodeId, &str), (usize, Vec<&&MessageObservation>)> = BTreeMap::new();
+        for r in window.iter().filter(|r| r.direction == "received") {
+            receipts.entry((r.node, r.peer, r.kind.as_str())).or_default().1.push(r);
+        }
+        let mut sent = sent;
+        sent.sort_by(|a, b| a.time.total_cmp(&b.time));
         for s in &sent {
-            let receipt = window.iter().enumerate().find(|(i, r)| {
-                !used.contains(i)
-                    && r.direction == "received"
-                    && r.node == s.peer
-                    && r.peer == s.node
-                    && r.kind == s.kind
-                    && r.time >= s.time - 0.001
+            let receipt = receipts.get_mut(&(s.peer, s.node, s.kind.as_str())).and_then(|(next, list)| {
+                while list.get(*next).is_some_and(|r| r.time < s.time - 0.001) {
+                    *next += 1;
+                }
+                let r = list.get(*next)?;
+                *next += 1;
+                Some(*r)
             });
             let color = match s.kind.as_str() {
                 "Coordinator" | "RingCoordinator" => RGBColor(46, 160, 67),
@@ -408,8 +428,7 @@ fn lamport(run: &RunInfo, window: &[&&MessageObservation], from: f64, to: f64) -
                 _ => RGBColor(84, 174, 255),
             };
             match receipt {
-                Some((i, r)) => {
-                    used.insert(i);
+                Some(r) => {
                     let _ = chart.draw_series(std::iter::once(PathElement::new(
                         vec![(s.node as f64, s.time * 1e3), (r.node as f64, r.time * 1e3)],
                         color.stroke_width(2),

@@ -47,8 +47,12 @@ pub struct Observe {
 }
 
 impl Observe {
-    /// Counts the calls to `methods`, and all others as `unknown`.
+    /// Counts the calls to `methods`, and all others as `unknown`; exports each method's `OK` count at 0
+    /// from now (the other codes appear with their first response).
     pub fn new(methods: HashSet<String>) -> Self {
+        for method in &methods {
+            metrics::counter!("synclab_grpc_requests_total", "method" => method.clone(), "code" => "OK").increment(0);
+        }
         Self { methods: Arc::new(methods) }
     }
 }

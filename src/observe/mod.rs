@@ -18,6 +18,12 @@
 //! | `synclab_berkeley_excluded_total{member}` | counter | master |
 //! | `synclab_election_term`, `synclab_election_is_coordinator`, `synclab_election_coordinator` | gauge, read at scrape | election nodes |
 //! | `synclab_elections_total{reason}`, `synclab_election_messages_total{kind,direction,outcome}` | counter | election nodes |
+//! | `synclab_election_leader_changes_total` (counter), `synclab_election_availability` (gauge), read at scrape | | election nodes |
+//!
+//! Every counter a service can export is exported from its start, at 0 for each of its known label
+//! values ([`election_counters`], [`sync_outcomes`], [`berkeley_counters`], and each gRPC method's
+//! `OK` in [`grpc`]): a counter that appears only at its first event makes `rate()` and `increase()`
+//! miss that event.
 //! | `synclab_grpc_requests_total{method,code}`, `synclab_grpc_request_duration_seconds{method}` | counter, histogram | every gRPC server |
 //! | `synclab_tls_reloads_total{outcome}` | counter | every process with TLS ([`crate::tls::reload`]) |
 //!
@@ -132,6 +138,14 @@ fn describe() {
     describe_gauge!("synclab_election_coordinator", "The coordinator this node knows (0: none).");
     describe_counter!("synclab_elections_total", "Elections this node began or joined, by reason.");
     describe_counter!(
+        "synclab_election_leader_changes_total",
+        "Times the coordinator this node follows or is changed: each new (coordinator, term) after the first, read at scrape."
+    );
+    describe_gauge!(
+        "synclab_election_availability",
+        "Fraction (0 to 1) of the last 60 s (since the start, if shorter) in which this node had one coordinator: it followed one it knew, or ruled."
+    );
+    describe_counter!(
         "synclab_election_messages_total",
         "Election messages: sent (answered, refused, failed) and received (accepted, rejected)."
     );
@@ -197,6 +211,20 @@ pub fn sync_outcome(device: &str, outcome: &'static str) {
     counter!("synclab_syncs_total", "clock" => device.to_string(), "outcome" => outcome).increment(1);
 }
 
+/// Exports `device`'s sync counter at 0 for each of `outcomes` (at the device's start).
+pub fn sync_outcomes(device: &str, outcomes: &[&'static str]) {
+    for &outcome in outcomes {
+        counter!("synclab_syncs_total", "clock" => device.to_string(), "outcome" => outcome).increment(0);
+    }
+}
+
+/// Exports the Berkeley master's counters at 0 (at its start): its rounds, and the master left out of
+/// the average (the members' names are known only as they register).
+pub fn berkeley_counters() {
+    counter!("synclab_berkeley_rounds_total").increment(0);
+    counter!("synclab_berkeley_excluded_total", "member" => "master").increment(0);
+}
+
 /// Label values a peer may choose (member names) past which new ones collapse to `other`.
 const MAX_MEMBER_LABELS: usize = 64;
 
@@ -237,24 +265,48 @@ pub fn election_state(state: &crate::proto::election::NodeState) {
     gauge!("synclab_election_coordinator").set(state.coordinator as f64);
     let ruling = state.role == crate::proto::election::Role::Coordinator as i32;
     gauge!("synclab_election_is_coordinator").set(if ruling { 1.0 } else { 0.0 });
+    gauge!("synclab_election_availability").set(state.availability);
+    counter!("synclab_election_leader_changes_total").absolute(state.leader_changes);
 }
+
+/// Exports every election counter at 0 for each of its known label values (call it once, at the
+/// node's start): the reasons, and each message kind with every direction and outcome it can have.
+pub fn election_counters() {
+    use synclab_core::election::Kind;
+    for reason in REASON_KINDS.iter().map(|(_, label)| *label).chain(["other"]) {
+        counter!("synclab_elections_total", "reason" => reason).increment(0);
+    }
+    // Ok is an answer, counted with the Election it answers.
+    for kind in Kind::ALL.into_iter().filter(|&k| k != Kind::Ok).map(Kind::as_str) {
+        for (direction, outcome) in
+            [("sent", "answered"), ("sent", "refused"), ("sent", "failed"), ("received", "accepted"), ("received", "rejected")]
+        {
+            counter!("synclab_election_messages_total", "kind" => kind, "direction" => direction, "outcome" => outcome).increment(0);
+        }
+    }
+    counter!("synclab_election_messages_total", "kind" => Kind::Election.as_str(), "direction" => "sent", "outcome" => "withdrawn")
+        .increment(0);
+    counter!("synclab_election_leader_changes_total").increment(0);
+}
+
+/// What an election's reason contains, and its label.
+const REASON_KINDS: &[(&str, &str)] = &[
+    ("startup", "startup"),
+    ("asked to", "asked"),
+    ("silent", "coordinator_silent"),
+    ("lost its connection", "coordinator_connection_lost"),
+    ("said goodbye", "coordinator_goodbye"),
+    ("lower coordinator", "lower_coordinator"),
+    ("ring election from", "ring_election"),
+    ("election from", "election_message"),
+    ("no coordinator", "no_coordinator"),
+    ("no announcement", "no_announcement"),
+    ("timed out", "timed_out"),
+];
 
 /// The kind of an election's reason, as a label (the reasons name nodes; the label does not).
 pub fn election_reason(reason: &str) -> &'static str {
-    const KINDS: &[(&str, &str)] = &[
-        ("startup", "startup"),
-        ("asked to", "asked"),
-        ("silent", "coordinator_silent"),
-        ("lost its connection", "coordinator_connection_lost"),
-        ("said goodbye", "coordinator_goodbye"),
-        ("lower coordinator", "lower_coordinator"),
-        ("ring election from", "ring_election"),
-        ("election from", "election_message"),
-        ("no coordinator", "no_coordinator"),
-        ("no announcement", "no_announcement"),
-        ("timed out", "timed_out"),
-    ];
-    KINDS.iter().find(|(pattern, _)| reason.contains(pattern)).map_or("other", |(_, kind)| kind)
+    REASON_KINDS.iter().find(|(pattern, _)| reason.contains(pattern)).map_or("other", |(_, kind)| kind)
 }
 
 /// An election began on this node, for `reason`.

@@ -16,6 +16,7 @@
 //! term, refuses announcements older than its term, and a coordinator steps down when it sees a higher
 //! one. So no two nodes are ever coordinator in the same term, whatever the network loses.
 
+pub mod availability;
 pub mod bully;
 pub mod ready;
 pub mod ring;

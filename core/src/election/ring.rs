@@ -35,8 +35,23 @@ impl Ring {
         Self { core: Core::new(config, term), participant: None, deadline: None, announced: None }
     }
 
+    /// When [`Ring::tick`] next has work of its own: now, for a node above its coordinator and in no
+    /// election (it holds one); else the candidate's deadline, or the end of its part in an election
+    /// (a lower initiator's message is no longer dropped then, and a node above its coordinator holds
+    /// one).
     pub(crate) fn deadline(&self) -> Option<Duration> {
-        self.deadline
+        let core = &self.core;
+        if matches!(core.role(), Role::Follower | Role::Coordinator)
+            && self.participant.is_none()
+            && core.coordinator().is_some_and(|c| c < core.id())
+        {
+            return Some(Duration::ZERO);
+        }
+        let until = self.participant.map(|(_, until)| until);
+        match (self.deadline, until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next member after `after` in ring order, other than this node and those found down (a

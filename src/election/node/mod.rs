@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use synclab_core::election::availability::Availability;
 use synclab_core::election::{Algorithm, ConfigError, Detector, GroupConfig, Machine, NodeId, Term};
 use tokio::sync::{Notify, watch};
 
@@ -106,6 +107,8 @@ struct Shared {
     written: tokio::sync::Mutex<Term>,
     /// The observers' view, republished when role, term or coordinator change.
     leader: watch::Sender<pb::NodeState>,
+    /// When this node had a coordinator, and its leader changes (from the published states).
+    availability: Mutex<Availability>,
     /// Wakes the timer loop when the machine's next deadline may have moved.
     wake: Notify,
     /// A frozen node (as `docker pause` freezes a container): it handles nothing until thawed.
@@ -186,13 +189,13 @@ impl ElectionNode {
             algorithm: config.algorithm,
             machine: Mutex::new(machine),
             turn: tokio::sync::Mutex::new(()),
-            timeline,
             members: Mutex::new(members),
             peer_failed: Arc::new(Notify::new()),
             strangers: Mutex::new(std::collections::BTreeSet::new()),
             state,
             written: tokio::sync::Mutex::new(term),
             leader: watch::channel(pb::NodeState::default()).0,
+            availability: Mutex::new(Availability::new(timeline.now())),
             wake: Notify::new(),
             frozen: watch::channel(false).0,
             halt,
@@ -213,6 +216,7 @@ impl ElectionNode {
             outbox,
             message_watchers: Watchers::new(Limits::default().max_watchers),
             crashed: std::sync::atomic::AtomicBool::new(false),
+            timeline,
         });
         let node = Self { shared };
         let state = node.describe(&node.lock());
@@ -344,7 +348,17 @@ impl ElectionNode {
     }
 
     fn describe(&self, machine: &Machine) -> pb::NodeState {
-        node_state(self.shared.id, self.shared.algorithm, machine, &lock(&self.shared.members), &self.shared.timeline)
+        let mut state = node_state(self.shared.id, self.shared.algorithm, machine, &lock(&self.shared.members), &self.shared.timeline);
+        let availability = lock(&self.shared.availability);
+        state.leader_changes = availability.leader_changes();
+        state.availability = availability.fraction(self.now());
+        state
+    }
+
+    /// Notes the machine's role, term and coordinator now in the availability record.
+    fn note_leadership(&self, machine: &Machine) {
+        let core = machine.core();
+        lock(&self.shared.availability).observe(self.now(), core.role(), core.term(), core.coordinator());
     }
 
     /// A message from `from` over a link a lab cut: it goes unanswered, as a dropped packet would, until

@@ -99,6 +99,9 @@ impl ElectionNode {
             let mut machine = self.lock();
             let result = event(&mut machine, self.now());
             let ready = machine.ready();
+            if ready.changed.leadership() {
+                self.note_leadership(&machine);
+            }
             let state = ready.changed.leadership().then(|| self.describe(&machine));
             (result, ready, state)
         };
