@@ -42,6 +42,9 @@ pub enum SyncError {
     /// The NTP server's reply failed a check (a kiss-o'-death among them).
     #[error("{server}: {source}")]
     Ntp { server: String, source: synclab_core::ntp::ReplyError },
+    /// NTS failed: its key establishment, or a NAK from the NTP server.
+    #[error("{server}: NTS: {source}")]
+    Nts { server: String, source: crate::ntp::nts::NtsError },
     /// The NTP socket failed, or no valid reply came in time.
     #[error("{server}: {source}")]
     Io { server: String, source: std::io::Error },
