@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod chrony;
+
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 
