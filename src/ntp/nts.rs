@@ -25,20 +25,9 @@ use crate::server::Stop;
 use crate::telemetry::Refusals;
 use crate::tls::accept::Pending;
 
-/// How the NTS-KE listener bounds its sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeLimits {
-    /// A session not done this long after its connection was accepted is dropped.
-    pub timeout: Duration,
-    /// Sessions in progress at most; one more drops the oldest.
-    pub max_pending: usize,
-}
-
-impl Default for KeLimits {
-    fn default() -> Self {
-        Self { timeout: Duration::from_secs(2), max_pending: 256 }
-    }
-}
+/// How the NTS-KE listener bounds its sessions: the gRPC listeners' handshake limits (2 s, 256 at once),
+/// here over the whole session.
+pub use crate::tls::accept::HandshakeLimits as KeLimits;
 
 /// How often the master key of the cookies is replaced, and how many are kept: a cookie stays good
 /// for two periods after the key that sealed it was replaced.
