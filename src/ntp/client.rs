@@ -117,7 +117,7 @@ impl NtpClient {
         if nts.keys.is_some() && !nts.cookies.is_empty() {
             return Ok(());
         }
-        let outcome = establish(&nts.target).await.map_err(|e| SyncError::Nts { server: self.server.clone(), source: e.into() })?;
+        let outcome = establish(&nts.target).await.map_err(|e| SyncError::Nts { server: nts.target.addr.clone(), source: e.into() })?;
         tracing::debug!(ntp = %outcome.ntp_addr, cookies = outcome.cookies.len(), "NTS-KE done");
         if nts.ntp_addr.as_deref() != Some(outcome.ntp_addr.as_str()) {
             self.socket = None;
@@ -238,7 +238,7 @@ impl NtpClient {
         }
         let last = last_reply.expect("at least one request was made");
         let choice = sampler.choose(estimator, root_distance_nanos(&last).round() as u64).map_err(|e| bad(&self.server, e))?;
-        Ok(apply_estimate(clock, &self.server, server_name(&last), &choice)?)
+        Ok(apply_estimate(clock, self.ntp_addr(), server_name(&last), &choice)?)
     }
 }
 
