@@ -428,3 +428,78 @@ async fn bad_nts_ke_requests_get_an_error_record_and_stalled_or_flooding_session
     drop(flood);
     assert!(server.ke_stats.established.load(Ordering::Relaxed) >= 2);
 }
+
+/// Runs `cmd` and returns its standard error (it must fail).
+fn failing(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{cmd:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_binaries_take_the_nts_flags_refuse_what_cannot_work_and_stop_on_sigterm() {
+    let (server_bin, client_bin) = (env!("CARGO_BIN_EXE_time-server"), env!("CARGO_BIN_EXE_synclab"));
+    let certs = Certs::new("binaries");
+    let (grpc, ntp, ke) = (common::free_port(), free_udp_port(), common::free_port());
+    let (grpc, ntp, ke) = (format!("127.0.0.1:{grpc}"), format!("127.0.0.1:{ntp}"), format!("127.0.0.1:{ke}"));
+    // NTS without a certificate, or without the NTP it authenticates: a clear refusal at start.
+    let text = failing(Command::new(server_bin).args(["--listen", &grpc, "--ntp-listen", &ntp, "--nts"]));
+    assert!(text.contains("needs --tls-cert and --tls-key"), "{text}");
+    let text = failing(Command::new(server_bin).args(["--listen", &grpc, "--nts-ke-listen", &ke]));
+    assert!(text.contains("needs --ntp-listen"), "{text}");
+    // A client asked for NTS without a CA, or for NTS over gRPC.
+    let text =
+        failing(Command::new(client_bin).args(["cristian", "--protocol", "ntp", "--server", &ntp, "--nts"]).env_remove("SYNCLAB_TLS_CA"));
+    assert!(text.contains("--nts-ca"), "{text}");
+    let text = failing(Command::new(client_bin).args(["cristian", "--server", &grpc, "--nts"]).arg("--nts-ca").arg(certs.ca()));
+    assert!(text.contains("--nts needs --protocol ntp"), "{text}");
+
+    let tls = |flag: &str, path: PathBuf| [flag.to_string(), path.display().to_string()];
+    let mut server = Command::new(server_bin)
+        .args(["--listen", &grpc, "--ntp-listen", &ntp, "--ntp-require-nts", "--clock-offset", "+1.5s"])
+        .env("SYNCLAB_NTS_KE_LISTEN", &ke)
+        .args(tls("--tls-ca", certs.ca()))
+        .args(tls("--tls-cert", certs.cert()))
+        .args(tls("--tls-key", certs.key()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sync = |extra: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = Command::new(client_bin)
+                .args(["cristian", "--protocol", "ntp", "--server", &ntp, "--timeout", "300ms", "--json"])
+                .args(extra)
+                .output()
+                .unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            if out.status.success() || Instant::now() >= deadline || !text.contains("refused") {
+                return (out.status.success(), text);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let ca = certs.ca().display().to_string();
+    let (ok, text) = sync(&["--nts", "--nts-ke", &ke, "--nts-ca", &ca]);
+    assert!(ok, "{text}");
+    let report: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!((report["true_error_us"].as_f64().unwrap() - 1.5e6).abs() < 1e3, "{report}");
+    assert_eq!(report["server"], ntp.as_str(), "the NTP address NTS-KE named");
+    // Plain NTP gets no answer from a server that requires NTS.
+    let (ok, text) = sync(&[]);
+    assert!(!ok && text.contains("no valid reply"), "{text}");
+    // SIGTERM stops it, NTS-KE listener included, within a second.
+    assert!(Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = server.kill();
+            panic!("time server still running a second after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
