@@ -170,6 +170,40 @@ async fn chronyd_syncs_from_synclab_over_nts_and_plain_requests_are_refused_when
     assert_eq!(server.stats.answered.load(Ordering::Relaxed), authenticated);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chronyd_xleave_nts_client_runs_interleaved_and_authenticated_within_50_us() {
+    let certs = Certs::new("chrony-xleave");
+    let offset = 250_000; // the server is 250 µs ahead of true time
+    let server = NtsServer::start(&certs, Options { offset, require: true, ..Options::default() }).await;
+    let (port, ke) = (server.ntp.port(), server.ke.port());
+    let chronyd = Chronyd::start(
+        "nts-xleave",
+        &format!(
+            "server 127.0.0.1 port {port} nts ntsport {ke} minpoll -6 maxpoll -6 iburst xleave\nntstrustedcerts {}\nport 0",
+            certs.ca().display()
+        ),
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // As in tests/ntp.rs: read until a sample passes all ten of chrony's tests, the packet tests always.
+    let mut ntpdata = String::new();
+    for _ in 0..20 {
+        ntpdata = chronyd.chronyc("ntpdata");
+        let tests = common::chrony::field(&ntpdata, "NTP tests").unwrap_or_else(|| panic!("{ntpdata}\n{}", chronyd.log())).to_string();
+        assert!(tests.starts_with("111 111 "), "a packet test failed: {ntpdata}");
+        if tests == "111 111 1111" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(common::chrony::field(&ntpdata, "Authenticated"), Some("Yes"), "{ntpdata}");
+    assert_eq!(common::chrony::field(&ntpdata, "Interleaved"), Some("Yes"), "{ntpdata}");
+    let tracking = chronyd.chronyc("tracking");
+    let ahead = common::chrony::server_ahead_secs(&tracking).unwrap_or_else(|| panic!("{tracking}"));
+    assert!((ahead * 1e9 - offset as f64).abs() < 50_000.0, "chronyd sees the server {ahead} s ahead, truly {offset} ns: {tracking}");
+    assert!(server.stats.interleaved.load(Ordering::Relaxed) > 0);
+    assert_eq!(server.stats.answered.load(Ordering::Relaxed), server.stats.nts_answered.load(Ordering::Relaxed));
+}
+
 /// chronyd as an NTS server on `ip`: NTP on `port`, NTS-KE on `ke_port`, the certificate from `certs`.
 fn chronyd_nts_server(certs: &Certs, ip: &str, port: u16, ke_port: u16) -> Chronyd {
     let dump = std::env::temp_dir().join(format!("synclab-ntsdump-{}-{}", std::process::id(), synclab::random::nonce()));
