@@ -219,15 +219,21 @@ fn chronyd_nts_server(certs: &Certs, ip: &str, port: u16, ke_port: u16) -> Chron
     )
 }
 
+/// Whether a sync failed because the server is not listening yet.
+fn not_up_yet(e: &SyncError) -> bool {
+    match e {
+        SyncError::Io { .. } => true,
+        SyncError::Nts { source, .. } => matches!(source.downcast_ref::<NtsError>(), Some(NtsError::Ke(KeSessionError::Io { .. }))),
+        _ => false,
+    }
+}
+
 /// Syncs `device` through `client`, retrying for 5 s while the server starts.
 async fn sync_retrying(client: &mut NtpClient, device: &LiveClock) -> Result<synclab::cristian::SyncReport, SyncError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match client.sync(device, 8, Estimator::Ntp).await {
-            Err(e)
-                if Instant::now() < deadline
-                    && matches!(e, SyncError::Io { .. } | SyncError::Nts { source: NtsError::Ke(KeSessionError::Io { .. }), .. }) =>
-            {
+            Err(e) if Instant::now() < deadline && not_up_yet(&e) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             other => return other,

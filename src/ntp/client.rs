@@ -117,7 +117,9 @@ impl NtpClient {
         if nts.keys.is_some() && !nts.cookies.is_empty() {
             return Ok(());
         }
-        let outcome = establish(&nts.target).await.map_err(|e| SyncError::Nts { server: nts.target.addr.clone(), source: e.into() })?;
+        let outcome = establish(&nts.target)
+            .await
+            .map_err(|e| SyncError::Nts { server: nts.target.addr.clone(), source: Box::new(NtsError::from(e)) })?;
         tracing::debug!(ntp = %outcome.ntp_addr, cookies = outcome.cookies.len(), "NTS-KE done");
         if nts.ntp_addr.as_deref() != Some(outcome.ntp_addr.as_str()) {
             self.socket = None;
@@ -138,7 +140,7 @@ impl NtpClient {
         self.ensure_nts().await?;
         let nts = self.nts.as_mut().expect("NTS checked above");
         let (Some(keys), Some(cookie)) = (nts.keys.as_ref(), nts.cookies.pop_front()) else {
-            return Err(SyncError::Nts { server: self.server.clone(), source: NtsError::Reply(NtsReplyError::Nak) });
+            return Err(SyncError::Nts { server: self.server.clone(), source: Box::new(NtsError::Reply(NtsReplyError::Nak)) });
         };
         let placeholders = COOKIES_PER_RESPONSE.saturating_sub(1 + nts.cookies.len());
         let mut uid = [0u8; nts_fields::UID_LEN];
@@ -201,7 +203,7 @@ impl NtpClient {
                     nts.keys = None;
                     nts.cookies.clear();
                 }
-                Err(SyncError::Nts { server, source: source.into() })
+                Err(SyncError::Nts { server, source: Box::new(NtsError::from(source)) })
             }
             Ok(Err(source)) => Err(SyncError::Io { server, source }),
             Err(e) => Err(SyncError::Io { server, source: io::Error::other(format!("the exchange's thread failed: {e}")) }),
