@@ -273,11 +273,11 @@ async fn a_wrong_ca_or_name_fails_both_ways_with_a_clear_message() {
     let lines = |ip: &str, ntp: u16, ke: u16, ca: &Path| {
         format!("server {ip} port {ntp} nts ntsport {ke} iburst\nntstrustedcerts {}", ca.display())
     };
-    let (ok, text) = chronyd_q(lines("127.0.0.1", server.ntp.port(), server.ke.port(), &stranger.ca()), 4).await;
+    let (ok, text) = chronyd_q(lines("127.0.0.1", server.ntp.port(), server.ke.port(), &stranger.ca()), 5).await;
     assert!(!ok && wrong_by(&text).is_none(), "{text}");
     assert!(text.contains("certificate") && text.contains("NOT trusted"), "chronyd names the certificate: {text}");
     let other = NtsServer::start(&certs, Options { ip: "127.0.0.2", ..Options::default() }).await;
-    let (ok, text) = chronyd_q(lines("127.0.0.2", other.ntp.port(), other.ke.port(), &certs.ca()), 4).await;
+    let (ok, text) = chronyd_q(lines("127.0.0.2", other.ntp.port(), other.ke.port(), &certs.ca()), 5).await;
     assert!(!ok && wrong_by(&text).is_none(), "{text}");
     assert!(text.contains("name in the certificate does not match"), "{text}");
     assert!(when_reached(|| server.ke_stats.refused("handshake"), 1).await >= 1, "the refused handshake is counted");
@@ -463,8 +463,11 @@ async fn bad_nts_ke_requests_get_an_error_record_and_stalled_or_flooding_session
         NtpClient::new("127.0.0.1:9", Duration::from_secs(2), NtpMode::Interleaved).with_nts(certs.target(&ke_addr.to_string()));
     let report = client.sync(&device, 4, Estimator::Ntp).await.unwrap();
     assert!(report.true_error_us.abs() <= report.error_bound_us + 1.0, "{report:?}");
-    let evicted = when_reached(|| server.ke_stats.refused("evicted"), 150).await;
-    assert!(evicted >= 150, "{evicted} of 200 stalled sessions evicted");
+    // Every stalled session ends, evicted by a newer one or at its deadline; most by eviction.
+    let dropped = when_reached(|| server.ke_stats.refused("evicted") + server.ke_stats.refused("timeout"), 201).await;
+    assert_eq!(dropped, 201, "the stalled sessions (1 + 200) all dropped");
+    let evicted = server.ke_stats.refused("evicted");
+    assert!(evicted >= 100, "{evicted} of 200 stalled sessions evicted");
     drop(flood);
     assert!(server.ke_stats.established.load(Ordering::Relaxed) >= 2);
 }
