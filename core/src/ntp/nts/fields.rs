@@ -89,7 +89,8 @@ struct Located<'a> {
     value: &'a [u8],
 }
 
-/// The fields after the header, each with its offset; `None` if they are not a strict RFC 7822 layout.
+/// The fields after the header, each with its offset, and whether a MAC ends them; an error if they are
+/// not a strict RFC 7822 layout.
 fn located(datagram: &[u8]) -> Result<(Vec<Located<'_>>, bool), ParseError> {
     let tail = datagram.get(HEADER_LEN..).unwrap_or(&[]);
     let ext = extensions(tail)?;
