@@ -7,7 +7,7 @@
 //! listeners' handshakes do, `crate::tls::accept`), so clients that stall cost their own connections and
 //! never a real client's, whose session takes milliseconds; a request over
 //! `synclab_core::ntp::nts::ke::MAX_REQUEST_LEN` bytes is refused. Every session that does not end with
-//! cookies handed out is counted by kind in [`NtsKeStats::refused`].
+//! cookies handed out is counted by kind in [`NtsKeStats`]'s `refused`.
 
 use std::io;
 use std::net::SocketAddr;
