@@ -465,6 +465,7 @@ mod proptests {
             let got = check_request(&req, &master).unwrap().unwrap();
             prop_assert_eq!(got.placeholders, placeholders);
             let reply = NtsReply::new(&got, &master).seal(&[0x24; 48]);
+            prop_assert!(reply.len() <= req.len(), "a reply of {} bytes to a request of {}", reply.len(), req.len());
             let padded = {
                 let mut p = uid.clone();
                 p.resize(uid.len().div_ceil(4) * 4, 0);
