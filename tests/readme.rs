@@ -24,6 +24,7 @@ const WHOLE_SUITE: &str = "the whole suite (it runs this test)";
 const REGISTRY: &str = "needs rust:1.95-bookworm from a registry";
 const CLUSTER: &str = "needs a Kubernetes cluster (tests/k8s.rs checks the manifests and the binary with their environment)";
 const SWARM: &str = "needs root and a multi-node swarm; tests/swarm.rs builds one with scripts/swarm and runs the same steps";
+const NTS: &str = "fixed loopback ports and a certs/ folder; tests/nts.rs runs the same server, client and chronyd with their own";
 const FIXED_PORTS: &str = "fixed loopback ports a parallel test could hold; tests/cli.rs and tests/ntp.rs cover the same commands";
 
 /// Every shell line of README.md, normalized (continuations joined, trailing comments dropped).
@@ -79,6 +80,13 @@ const LINES: &[(&str, Check)] = &[
     ("scripts/compose down", Listed(STACK)),
     ("time-server --listen 127.0.0.1:41053 --ntp-listen 127.0.0.1:41125 --clock-offset +1.5s &", Listed(FIXED_PORTS)),
     ("synclab cristian --protocol ntp --server 127.0.0.1:41125 --device laptop=-1.7s/-30", Listed(FIXED_PORTS)),
+    (
+        "time-server --listen 127.0.0.1:41153 --ntp-listen 127.0.0.1:41126 --nts-ke-listen 127.0.0.1:44460 --ntp-require-nts --tls-ca certs/ca.pem --tls-cert certs/time-server.pem --tls-key certs/time-server.key --clock-offset +1.5s &",
+        Listed(NTS),
+    ),
+    ("synclab cristian --protocol ntp --nts --nts-ke 127.0.0.1:44460 --nts-ca certs/ca.pem --device laptop=-1.7s/-30", Listed(NTS)),
+    ("synclab cristian --protocol ntp --server 127.0.0.1:41126 --timeout 200ms", Listed(NTS)),
+    ("synclab cristian --protocol ntp --nts --nts-ke 127.0.0.1:44460 --nts-ca other-ca/ca.pem", Listed(NTS)),
     ("chronyd -Q -f q.conf", Listed("needs Debian's chrony and a q.conf; tests/ntp.rs runs chrony against the server")),
     ("time-server --listen 127.0.0.1:45551 --metrics-listen 127.0.0.1:45552 --clock-offset +1s &", Listed(FIXED_PORTS)),
     ("synclab clock --addr 127.0.0.1:45551 >/dev/null; curl -s 127.0.0.1:45552/metrics", Listed(FIXED_PORTS)),

@@ -152,6 +152,28 @@ pub struct NtpServerArgs {
     /// NTP requests a client may send at once above the rate limit.
     #[arg(long, env = "SYNCLAB_NTP_BURST", value_name = "COUNT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub ntp_burst: u32,
+    /// Serve Network Time Security (RFC 8915): an NTS-KE listener (TLS 1.3, the --tls-cert and
+    /// --tls-key certificate) on 0.0.0.0:4460 unless --nts-ke-listen says where, and NTS-authenticated
+    /// NTP on --ntp-listen. SYNCLAB_NTS takes 1/0, true/false, yes/no or on/off.
+    #[arg(long, env = "SYNCLAB_NTS", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub nts: bool,
+    /// The NTS-KE listener's TCP address (turns NTS on).
+    #[arg(long, env = "SYNCLAB_NTS_KE_LISTEN", value_name = "ADDR", value_parser = parse_address)]
+    pub nts_ke_listen: Option<String>,
+    /// Answer only NTS-authenticated NTP requests; plain ones get no answer (needs NTS on).
+    #[arg(long, env = "SYNCLAB_NTP_REQUIRE_NTS", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub ntp_require_nts: bool,
+}
+
+impl NtpServerArgs {
+    /// Where NTS-KE listens, when NTS is on.
+    pub fn nts_ke_addr(&self) -> Option<String> {
+        match (&self.nts_ke_listen, self.nts || self.ntp_require_nts) {
+            (Some(addr), _) => Some(addr.clone()),
+            (None, true) => Some(format!("0.0.0.0:{}", synclab_core::ntp::nts::ke::DEFAULT_KE_PORT)),
+            (None, false) => None,
+        }
+    }
 }
 
 /// Which protocol a client syncs over.

@@ -6,7 +6,8 @@ use std::time::Duration;
 use crate::cli::{ClockArgs, Device, LabArgs, LogArgs, MetricsArgs, Protocol, TlsArgs, named, parse_device, parse_duration};
 use crate::clock::{ClockService, ClockSet, LiveClock};
 use crate::cristian::{CristianClient, SyncError, SyncReport, discipline_clock};
-use crate::ntp::{NtpClient, NtpMode};
+use crate::ntp::nts::host_of;
+use crate::ntp::{KeTarget, NtpClient, NtpMode};
 use crate::proto::clock::clock_server::ClockServer;
 use crate::server::{self, Services, Stop};
 use crate::telemetry;
@@ -31,6 +32,18 @@ pub struct CristianArgs {
     /// interleave), or basic mode only.
     #[arg(long, env = "SYNCLAB_NTP_MODE", value_parser = named::<NtpMode>(), default_value = "interleaved")]
     ntp_mode: NtpMode,
+    /// With --protocol ntp: authenticate every exchange with Network Time Security (RFC 8915): keys and
+    /// cookies from NTS-KE (TLS 1.3, the certificate checked against --nts-ca), NTP to the server and
+    /// port NTS-KE names. SYNCLAB_NTS takes 1/0, true/false, yes/no or on/off.
+    #[arg(long, env = "SYNCLAB_NTS", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    nts: bool,
+    /// With --nts: the NTS-KE server, host:port (default: --server's host, port 4460). Its certificate
+    /// must name the host.
+    #[arg(long, env = "SYNCLAB_NTS_KE", value_name = "HOST:PORT", requires = "nts")]
+    nts_ke: Option<String>,
+    /// With --nts: the CA that signed the NTS-KE server's certificate (PEM; default: --tls-ca).
+    #[arg(long, env = "SYNCLAB_NTS_CA", value_name = "FILE", requires = "nts")]
+    nts_ca: Option<std::path::PathBuf>,
     /// A device to sync, as NAME or NAME=OFFSET[/DRIFT_PPM] to give it its own wrong clock (e.g.
     /// mobile=+3s/40). Repeat to sync several devices at once; without it one device, "device", is synced.
     #[arg(long = "device", env = "SYNCLAB_DEVICE", value_name = "NAME[=OFFSET[/PPM]]", value_delimiter = ',', value_parser = parse_device)]
@@ -162,21 +175,50 @@ async fn sync_all(clients: &mut [Client], clocks: &[LiveClock], args: &CristianA
 pub async fn run(args: CristianArgs) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log.log_format, &args.log.log_level)?;
     let clocks = device_clocks(&args)?;
-    let tls = args.tls.load()?;
+    // With --nts, --tls-ca alone may name NTS-KE's CA (--nts-ca's default): TLS for the device's own
+    // services (--interval) only when the three flags are given.
+    let tls = if args.nts && args.tls.tls_cert.is_none() && args.tls.tls_key.is_none() { None } else { args.tls.load()? };
     let dialer = crate::rpc::Dialer::new(tls.clone());
+    let nts = nts_target(&args)?;
     let mut clients = Vec::new();
     for _ in &clocks {
         clients.push(match args.protocol {
             Protocol::Grpc => {
                 Client::Grpc(CristianClient::dial(&args.server, args.timeout, &dialer).context("invalid value for '--server'")?)
             }
-            Protocol::Ntp => Client::Ntp(NtpClient::new(&args.server, args.timeout, args.ntp_mode)),
+            Protocol::Ntp => Client::Ntp(match &nts {
+                Some(target) => NtpClient::new(&args.server, args.timeout, args.ntp_mode).with_nts(target.clone()),
+                None => NtpClient::new(&args.server, args.timeout, args.ntp_mode),
+            }),
         });
     }
     match args.interval {
         None => sync_once(&mut clients, &clocks, &args).await,
         Some(interval) => sync_every(interval, &mut clients, &clocks, tls.as_ref(), &args).await,
     }
+}
+
+/// With --nts: where NTS-KE runs and the CA its certificate must chain to.
+fn nts_target(args: &CristianArgs) -> anyhow::Result<Option<KeTarget>> {
+    if !args.nts {
+        return Ok(None);
+    }
+    anyhow::ensure!(args.protocol == Protocol::Ntp, "--nts needs --protocol ntp");
+    let ca = args
+        .nts_ca
+        .as_ref()
+        .or(args.tls.tls_ca.as_ref())
+        .context("--nts needs --nts-ca (or --tls-ca): the CA of the NTS-KE server's certificate")?;
+    let config = crate::tls::nts_ke_client_config(ca)?;
+    let addr = match &args.nts_ke {
+        Some(addr) => addr.clone(),
+        None => match host_of(&args.server) {
+            v6 if v6.contains(':') => format!("[{v6}]:{}", synclab_core::ntp::nts::ke::DEFAULT_KE_PORT),
+            host => format!("{host}:{}", synclab_core::ntp::nts::ke::DEFAULT_KE_PORT),
+        },
+    };
+    // The whole session (connect, handshake, request, response) within the sync's deadline or 5 s.
+    Ok(Some(KeTarget { addr, config, timeout: args.timeout.max(std::time::Duration::from_secs(5)) }))
 }
 
 /// One sync of every device: a report each, then their disagreement; exit 1 if any failed.

@@ -42,6 +42,10 @@ pub enum SyncError {
     /// The NTP server's reply failed a check (a kiss-o'-death among them).
     #[error("{server}: {source}")]
     Ntp { server: String, source: synclab_core::ntp::ReplyError },
+    /// NTS failed: its key establishment, or a NAK from the NTP server (`crate::ntp::nts::NtsError`,
+    /// boxed: the NTP module sits above this one).
+    #[error("{server}: NTS: {source}")]
+    Nts { server: String, source: Box<dyn std::error::Error + Send + Sync> },
     /// The NTP socket failed, or no valid reply came in time.
     #[error("{server}: {source}")]
     Io { server: String, source: std::io::Error },

@@ -12,7 +12,8 @@ use super::{Daemon, ServiceArgs};
 use crate::cli::{ClockArgs, NtpServerArgs, parse_nonnegative_nanos};
 use crate::clock::{ClockSet, LiveClock};
 use crate::cristian;
-use crate::ntp::NtpServer;
+use crate::ntp::nts;
+use crate::ntp::{KeLimits, NtpServer, NtsKeServer};
 use crate::server;
 
 /// synclab's time server for Cristian's algorithm.
@@ -61,6 +62,7 @@ async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
         clock_drift_ppm = args.clock.clock_drift_ppm,
         "time server listening"
     );
+    let mut ke_task = None;
     let ntp = match &args.ntp.ntp_listen {
         Some(addr) => {
             let config = synclab_core::ntp::ServerConfig {
@@ -69,17 +71,36 @@ async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
                 burst: args.ntp.ntp_burst,
                 ..Default::default()
             };
-            let ntp = NtpServer::bind(addr, clock.clone(), config)
+            let mut ntp = NtpServer::bind(addr, clock.clone(), config)
                 .await
                 .with_context(|| format!("cannot serve NTP on '{addr}' (--ntp-listen)"))?;
-            tracing::info!(addr = %ntp.local_addr()?, "answering NTP");
+            let ntp_addr = ntp.local_addr()?;
+            if let Some(ke_addr) = args.ntp.nts_ke_addr() {
+                let tls = &args.service.tls;
+                let (Some(cert), Some(key)) = (tls.tls_cert.as_deref(), tls.tls_key.as_deref()) else {
+                    anyhow::bail!("NTS (--nts, --nts-ke-listen or --ntp-require-nts) needs --tls-cert and --tls-key");
+                };
+                let config = crate::tls::nts_ke_server_config(cert, key)?;
+                let master = nts::new_master_keys().context("cannot make the NTS master key")?;
+                let ke = NtsKeServer::bind(&ke_addr, config, master.clone(), ntp_addr.port(), KeLimits::default())
+                    .await
+                    .with_context(|| format!("cannot serve NTS-KE on '{ke_addr}' (--nts-ke-listen)"))?;
+                tracing::info!(addr = %ke.local_addr()?, require = args.ntp.ntp_require_nts, "serving NTS-KE");
+                ntp = ntp.with_nts(master, args.ntp.ntp_require_nts);
+                ke_task = Some(tokio::spawn(ke.serve(stop.clone())));
+            }
+            tracing::info!(addr = %ntp_addr, "answering NTP");
             Some(tokio::spawn(ntp.serve(stop.clone())))
         }
+        None if args.ntp.nts_ke_addr().is_some() => anyhow::bail!("NTS needs --ntp-listen (the NTP it authenticates)"),
         None => None,
     };
     server.serve(listener, stop).await?;
     if let Some(ntp) = ntp {
         ntp.await.context("the NTP task failed")?.context("the NTP server failed")?;
+    }
+    if let Some(ke) = ke_task {
+        ke.await.context("the NTS-KE task failed")?.context("the NTS-KE server failed")?;
     }
     daemon.finish().await;
     tracing::info!("time server stopped");

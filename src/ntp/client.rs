@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 
 use std::net::UdpSocket;
 use synclab_core::cristian::Estimator;
+use synclab_core::ntp::nts::{COOKIES_PER_RESPONSE, Key, Keys, NONCE_LEN, NtsReplyError, fields as nts_fields};
 use synclab_core::ntp::{Answered, ClientExchange, Packet, ReplyError, check_reply, completed, next_request, root_distance_nanos};
 use synclab_core::sampler::Sampler;
 
 use crate::clock::{LiveClock, host_now};
 use crate::cristian::{SyncError, SyncReport, apply_estimate};
 use crate::net::linux;
+use crate::ntp::nts::{KeTarget, NtsError, establish};
 
 /// Whether the client asks for interleaved replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -57,6 +59,26 @@ pub struct NtpClient {
     /// Whether the kernel stamps what the socket sends, and how many datagrams it sent.
     tx_stamps: bool,
     sent: u32,
+    /// With NTS: where to run NTS-KE, and what it gave.
+    nts: Option<NtsState>,
+}
+
+/// An NTS client's association: its keys, its cookies (each used once), where NTP goes.
+#[derive(Debug)]
+struct NtsState {
+    target: KeTarget,
+    keys: Option<Keys>,
+    cookies: std::collections::VecDeque<Vec<u8>>,
+    ntp_addr: Option<String>,
+}
+
+/// How a request is authenticated: its unique identifier and the server-to-client key.
+type NtsCheck = ([u8; nts_fields::UID_LEN], Key);
+
+/// Why an exchange gave no reply.
+enum ExchangeError {
+    Reply(ReplyError),
+    Nts(NtsReplyError),
 }
 
 /// One reply as received: the checked packet, how it answered, and when it arrived on the device's clock.
@@ -67,12 +89,67 @@ struct Received {
     kernel: bool,
     /// The kernel's transmit time of the request, on the device's clock.
     t1_kernel: Option<i64>,
+    /// With NTS: the new cookies the reply carried.
+    cookies: Vec<Vec<u8>>,
 }
 
 impl NtpClient {
     /// A client of the NTP server at `server` (`host:port`); `timeout` bounds each request.
     pub fn new(server: &str, timeout: Duration, mode: NtpMode) -> Self {
-        Self { server: server.to_string(), timeout, mode, socket: None, tx_stamps: false, sent: 0 }
+        Self { server: server.to_string(), timeout, mode, socket: None, tx_stamps: false, sent: 0, nts: None }
+    }
+
+    /// Authenticates every exchange with NTS (RFC 8915): keys and cookies from NTS-KE with `target`,
+    /// NTP then to the server and port NTS-KE names. Replies that do not authenticate are ignored.
+    pub fn with_nts(mut self, target: KeTarget) -> Self {
+        self.nts = Some(NtsState { target, keys: None, cookies: Default::default(), ntp_addr: None });
+        self
+    }
+
+    /// Where NTP requests go: the NTS-KE server's choice with NTS, else `--server`.
+    fn ntp_addr(&self) -> &str {
+        self.nts.as_ref().and_then(|n| n.ntp_addr.as_deref()).unwrap_or(&self.server)
+    }
+
+    /// Runs NTS-KE if the association has no keys or no cookie left.
+    async fn ensure_nts(&mut self) -> Result<(), SyncError> {
+        let Some(nts) = self.nts.as_mut() else { return Ok(()) };
+        if nts.keys.is_some() && !nts.cookies.is_empty() {
+            return Ok(());
+        }
+        let outcome = establish(&nts.target)
+            .await
+            .map_err(|e| SyncError::Nts { server: nts.target.addr.clone(), source: Box::new(NtsError::from(e)) })?;
+        tracing::debug!(ntp = %outcome.ntp_addr, cookies = outcome.cookies.len(), "NTS-KE done");
+        if nts.ntp_addr.as_deref() != Some(outcome.ntp_addr.as_str()) {
+            self.socket = None;
+        }
+        nts.keys = Some(outcome.keys);
+        nts.cookies = outcome.cookies.into();
+        nts.ntp_addr = Some(outcome.ntp_addr);
+        Ok(())
+    }
+
+    /// The bytes of `request`: the header alone, or with NTS its fields (a cookie spent, placeholders
+    /// for the cookies missing, the authenticator) and what checks the reply.
+    async fn request_bytes(&mut self, request: &Packet) -> Result<(Vec<u8>, Option<NtsCheck>), SyncError> {
+        let header = request.to_bytes();
+        if self.nts.is_none() {
+            return Ok((header.to_vec(), None));
+        }
+        self.ensure_nts().await?;
+        let nts = self.nts.as_mut().expect("NTS checked above");
+        let (Some(keys), Some(cookie)) = (nts.keys.as_ref(), nts.cookies.pop_front()) else {
+            return Err(SyncError::Nts { server: self.server.clone(), source: Box::new(NtsError::Reply(NtsReplyError::Nak)) });
+        };
+        let placeholders = COOKIES_PER_RESPONSE.saturating_sub(1 + nts.cookies.len());
+        let mut uid = [0u8; nts_fields::UID_LEN];
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut uid)
+            .and_then(|()| getrandom::fill(&mut nonce))
+            .map_err(|e| SyncError::Io { server: self.server.clone(), source: io::Error::other(format!("no randomness for NTS: {e}")) })?;
+        let bytes = nts_fields::client_request(&header, &uid, &cookie, placeholders, &keys.c2s, &nonce);
+        Ok((bytes, Some((uid, keys.s2c))))
     }
 
     fn io(&self, source: io::Error) -> SyncError {
@@ -81,7 +158,7 @@ impl NtpClient {
 
     async fn socket(&mut self) -> Result<Arc<UdpSocket>, SyncError> {
         if self.socket.is_none() {
-            let addr: SocketAddr = tokio::net::lookup_host(&self.server)
+            let addr: SocketAddr = tokio::net::lookup_host(self.ntp_addr().to_string())
                 .await
                 .map_err(|e| self.io(e))?
                 .next()
@@ -102,15 +179,32 @@ impl NtpClient {
     async fn exchange(&mut self, request: &Packet, clock: &LiveClock) -> Result<Received, SyncError> {
         let server = self.server.clone();
         let timeout = self.timeout;
+        let (bytes, nts) = self.request_bytes(request).await?;
         let socket = self.socket().await?;
         let (tx_stamps, id) = (self.tx_stamps, self.sent);
         self.sent = self.sent.wrapping_add(1);
         let (request, clock, name) = (*request, clock.clone(), server.clone());
-        let outcome =
-            tokio::task::spawn_blocking(move || blocking_exchange(&socket, &request, &clock, tx_stamps, id, timeout, &name)).await;
+        let outcome = tokio::task::spawn_blocking(move || {
+            blocking_exchange(&socket, &request, &bytes, nts.as_ref(), &clock, tx_stamps, id, timeout, &name)
+        })
+        .await;
         match outcome {
-            Ok(Ok(Ok(received))) => Ok(received),
-            Ok(Ok(Err(source))) => Err(SyncError::Ntp { server, source }),
+            Ok(Ok(Ok(received))) => {
+                if let Some(nts) = self.nts.as_mut() {
+                    nts.cookies.extend(received.cookies.iter().cloned());
+                    nts.cookies.truncate(COOKIES_PER_RESPONSE);
+                }
+                Ok(received)
+            }
+            Ok(Ok(Err(ExchangeError::Reply(source)))) => Err(SyncError::Ntp { server, source }),
+            Ok(Ok(Err(ExchangeError::Nts(source)))) => {
+                // The server no longer takes our cookies: the next exchange runs NTS-KE again.
+                if let Some(nts) = self.nts.as_mut() {
+                    nts.keys = None;
+                    nts.cookies.clear();
+                }
+                Err(SyncError::Nts { server, source: Box::new(NtsError::from(source)) })
+            }
             Ok(Err(source)) => Err(SyncError::Io { server, source }),
             Err(e) => Err(SyncError::Io { server, source: io::Error::other(format!("the exchange's thread failed: {e}")) }),
         }
@@ -121,6 +215,8 @@ impl NtpClient {
     /// failed request fails the sync, and nothing is applied.
     pub async fn sync(&mut self, clock: &LiveClock, samples: usize, estimator: Estimator) -> Result<SyncReport, SyncError> {
         let samples = samples.max(1);
+        // Key establishment before the first request's time is read.
+        self.ensure_nts().await?;
         let interleave = self.mode == NtpMode::Interleaved;
         let requests = samples + usize::from(interleave);
         let bad = |server: &str, source| SyncError::BadExchange { server: server.to_string(), source };
@@ -144,26 +240,29 @@ impl NtpClient {
         }
         let last = last_reply.expect("at least one request was made");
         let choice = sampler.choose(estimator, root_distance_nanos(&last).round() as u64).map_err(|e| bad(&self.server, e))?;
-        Ok(apply_estimate(clock, &self.server, server_name(&last), &choice)?)
+        Ok(apply_estimate(clock, self.ntp_addr(), server_name(&last), &choice)?)
     }
 }
 
-/// One exchange on a blocking thread: send (with the kernel's transmit stamp of datagram `id` where the
-/// socket has them), then wait in `poll` for a valid reply until `timeout`.
+/// One exchange on a blocking thread: send `bytes` (`request`'s, with NTS fields if `nts`; with the
+/// kernel's transmit stamp of datagram `id` where the socket has them), then wait in `poll` for a valid
+/// reply until `timeout`. With NTS a reply must carry the request's unique identifier and authenticate.
+#[allow(clippy::too_many_arguments)]
 fn blocking_exchange(
     socket: &UdpSocket,
     request: &Packet,
+    bytes: &[u8],
+    nts: Option<&NtsCheck>,
     clock: &LiveClock,
     tx_stamps: bool,
     id: u32,
     timeout: Duration,
     server: &str,
-) -> io::Result<Result<Received, ReplyError>> {
+) -> io::Result<Result<Received, ExchangeError>> {
     let fd = socket.as_raw_fd();
     let deadline = Instant::now() + timeout;
-    let bytes = request.to_bytes();
     loop {
-        match linux::send_to(fd, &bytes, None, tx_stamps) {
+        match linux::send_to(fd, bytes, None, tx_stamps) {
             Ok(_) => break,
             // The send buffer is full (only under a flood): wait for room like for a reply.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -172,7 +271,7 @@ fn blocking_exchange(
             Err(e) => return Err(e),
         }
     }
-    let mut buf = [0u8; 1024];
+    let mut buf = [0u8; 2048];
     // The request's transmit stamp, once read off the error queue (poll reports the queue's entries as
     // an error, so they are read as they come, not left to wake the wait again and again).
     let mut t1_host = None;
@@ -187,13 +286,25 @@ fn blocking_exchange(
             Err(e) => return Err(e),
         };
         let read_at = host_now();
-        match check_reply(request, &buf[..n.min(buf.len())]) {
+        let datagram = &buf[..n.min(buf.len())];
+        // With NTS nothing in a reply counts (a kiss-o'-death neither) unless it authenticates; a NAK
+        // with our identifier is the one exception, and only tells us to run NTS-KE again.
+        let cookies = match nts.map(|(uid, s2c)| nts_fields::check_reply(datagram, uid, s2c)) {
+            None => Vec::new(),
+            Some(Ok(cookies)) => cookies,
+            Some(Err(e @ NtsReplyError::Nak)) => return Ok(Err(ExchangeError::Nts(e))),
+            Some(Err(e)) => {
+                tracing::debug!(server, error = %e, "NTS reply ignored");
+                continue;
+            }
+        };
+        match check_reply(request, datagram) {
             Ok((reply, answered)) => {
                 let host = kernel.filter(|&k| k <= read_at).unwrap_or(read_at);
                 let t1_kernel = if tx_stamps { t1_host.or_else(|| sent_at(fd, id)).map(|h| clock.at(h)) } else { None };
-                return Ok(Ok(Received { reply, answered, t4: clock.at(host), kernel: kernel.is_some(), t1_kernel }));
+                return Ok(Ok(Received { reply, answered, t4: clock.at(host), kernel: kernel.is_some(), t1_kernel, cookies }));
             }
-            Err(e @ ReplyError::Kiss(_)) => return Ok(Err(e)),
+            Err(e @ ReplyError::Kiss(_)) => return Ok(Err(ExchangeError::Reply(e))),
             Err(e) => tracing::debug!(server, error = %e, "NTP reply ignored"),
         }
     }

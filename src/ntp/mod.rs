@@ -8,7 +8,9 @@
 //! former reach clients in interleaved mode.
 
 pub mod client;
+pub mod nts;
 pub mod server;
 
 pub use client::{NtpClient, NtpMode};
+pub use nts::{KeLimits, KeTarget, NtsKeServer, NtsKeStats};
 pub use server::{NtpServer, NtpStats};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::net::UdpSocket;
-use synclab_core::ntp::{MAX_REQUEST_LEN, NtpTimestamp, ParseError, ReplyKind, Server, ServerConfig};
+use synclab_core::ntp::{MAX_REQUEST_LEN, NtpTimestamp, NtsPart, ParseError, ReplyKind, Server, ServerConfig};
 
 use crate::clock::{LiveClock, host_now};
 use crate::net::linux;
@@ -34,6 +34,10 @@ pub struct NtpStats {
     pub kisses: AtomicU64,
     /// Transmit times the kernel stamped.
     pub kernel_tx_stamps: AtomicU64,
+    /// Of the replies, those authenticated with NTS.
+    pub nts_answered: AtomicU64,
+    /// Of the replies, NTS NAKs (kiss-o'-death "NTSN"; each also counted in `dropped` by why).
+    pub nts_naks: AtomicU64,
     /// Datagrams dropped, by kind (`synclab_core::ntp::Dropped::kind`).
     pub dropped: Refusals,
 }
@@ -46,6 +50,8 @@ impl Default for NtpStats {
             interleaved: AtomicU64::new(0),
             kisses: AtomicU64::new(0),
             kernel_tx_stamps: AtomicU64::new(0),
+            nts_answered: AtomicU64::new(0),
+            nts_naks: AtomicU64::new(0),
             dropped: Refusals::new("NTP datagram"),
         }
     }
@@ -103,6 +109,13 @@ impl NtpServer {
             awaited: false,
             pending: Box::new([None; PENDING]),
         })
+    }
+
+    /// Serves NTS too, with cookies under `master` (the NTS-KE listener's); `require` leaves plain
+    /// requests unanswered.
+    pub fn with_nts(mut self, master: Arc<synclab_core::ntp::nts::MasterKeys>, require: bool) -> Self {
+        self.logic = self.logic.with_nts(master, require);
+        self
     }
 
     /// The bound address.
@@ -166,7 +179,7 @@ impl NtpServer {
         };
         // The kernel's transmit time only for clients that use it (interleaved mode); a stamp costs a
         // read of the error queue.
-        let stamp = self.tx_stamps && reply.kind != ReplyKind::RateKiss && reply.interleave_asked;
+        let stamp = self.tx_stamps && matches!(reply.kind, ReplyKind::Basic | ReplyKind::Interleaved) && reply.interleave_asked;
         let transmit = self.clock.now();
         let bytes = reply.stamp_transmit(transmit);
         let fd = self.socket.as_raw_fd();
@@ -178,8 +191,16 @@ impl NtpServer {
         match reply.kind {
             ReplyKind::Interleaved => self.stats.interleaved.fetch_add(1, Ordering::Relaxed),
             ReplyKind::RateKiss => self.stats.kisses.fetch_add(1, Ordering::Relaxed),
+            ReplyKind::NtsNak => self.stats.nts_naks.fetch_add(1, Ordering::Relaxed),
             ReplyKind::Basic => 0,
         };
+        match &reply.nts {
+            NtsPart::Sealed(_) => {
+                self.stats.nts_answered.fetch_add(1, Ordering::Relaxed);
+            }
+            NtsPart::Nak { why, .. } => self.stats.dropped.refused(why.kind(), &format_args!("{from}: {why} (NTS NAK sent)")),
+            NtsPart::Plain => {}
+        }
         self.logic.sent(client, &reply, transmit);
         if stamp {
             // The kernel numbers the stamped datagrams alone, from 0.

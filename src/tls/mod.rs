@@ -338,3 +338,38 @@ fn build(files: &TlsFiles) -> Result<(Arc<str>, Loaded), TlsError> {
     };
     Ok((identity, loaded))
 }
+
+/// NTS-KE (RFC 8915) on the server's side: this process's certificate and key (the `--tls-cert` and
+/// `--tls-key` files, checked as [`Tls::load`] checks them), no client certificate asked for, TLS 1.3
+/// only and ALPN `ntske/1`.
+pub fn nts_ke_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = certificates(cert)?;
+    check_validity(cert, &chain[0])?;
+    let key_pem = read(key)?;
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(key, format!("not a PEM private key: {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| bad(cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| bad(key, format!("not the key of the certificate in {}: {e}", cert.display())))?;
+    config.alpn_protocols = vec![synclab_core::ntp::nts::ke::ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// NTS-KE on the client's side: servers' certificates checked against the CA in `ca`, no client
+/// certificate, TLS 1.3 only and ALPN `ntske/1`.
+pub fn nts_ke_client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(ca)? {
+        check_validity(ca, &cert)?;
+        roots.add(cert).map_err(|e| bad(ca, format!("not a usable CA certificate: {e}")))?;
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| bad(ca, e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![synclab_core::ntp::nts::ke::ALPN.to_vec()];
+    Ok(Arc::new(config))
+}

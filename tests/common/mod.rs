@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod chrony;
 
 use std::net::SocketAddr;
 use std::process::{Command, Output};

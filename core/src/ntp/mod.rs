@@ -16,11 +16,13 @@
 //! - [`packet`]: the wire format: timestamps, the header, its parsing and encoding.
 //! - [`server`]: the server's decision for each datagram and the per-client table behind it.
 //! - [`client`]: the client's requests, its checks of a reply, and the exchange a reply completes.
+//! - [`nts`]: Network Time Security (RFC 8915): NTS-KE records, cookies, and the NTS extension fields.
 //!
 //! Everything is re-exported here, so `synclab_core::ntp::Packet` and the like name it whichever file
 //! it lives in.
 
 pub mod client;
+pub mod nts;
 pub mod packet;
 pub mod server;
 

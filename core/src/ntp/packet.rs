@@ -1,12 +1,14 @@
 //! The NTPv4 wire format (RFC 5905): 64-bit timestamps and their eras, the 48-byte header, its parsing
 //! (size and version checked) and its encoding, and what follows the header: extension fields (RFC 7822)
-//! and a MAC, walked strictly by [`extensions`] (the parser NTS will carry) but not interpreted.
+//! and a MAC, walked strictly by [`extensions`] (NTS's fields are read from that walk by
+//! [`super::nts`]).
 
 /// Length of an NTP header without extension fields or MAC.
 pub const HEADER_LEN: usize = 48;
-/// Largest datagram a server takes as a request: a header with room for a MAC or small extension
-/// fields. Anything longer is dropped as oversized.
-pub const MAX_REQUEST_LEN: usize = 512;
+/// Largest datagram a server takes as a request: a header with room for a MAC or extension fields, up
+/// to an NTS request with a cookie and seven placeholders (956 bytes with 100-byte cookies). Anything
+/// longer is dropped as oversized.
+pub const MAX_REQUEST_LEN: usize = 1008;
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 pub const NTP_UNIX_OFFSET_SECS: i64 = 2_208_988_800;
 /// The precision synclab's server announces: 2^-25 s (30 ns), about what a clock read takes.

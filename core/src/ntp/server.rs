@@ -2,8 +2,10 @@
 //! and a rate limit with kiss-o'-death), and the fixed table of per-client state behind it.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use super::packet::{HEADER_LEN, LEAP_UNSYNCHRONIZED, Mode, NtpTimestamp, Packet, ParseError, SERVER_PRECISION, nanos_to_short};
+use super::nts::{MasterKeys, NtsRefusal, NtsReply, fields as nts_fields};
+use super::packet::{LEAP_UNSYNCHRONIZED, Mode, NtpTimestamp, Packet, ParseError, SERVER_PRECISION, nanos_to_short};
 
 /// How the server describes its clock in replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,10 @@ pub enum Dropped {
     /// Over the rate limit, and a kiss-o'-death went to this client very recently.
     #[error("over the rate limit")]
     RateLimited,
+    /// An NTS request that is not valid and cannot even be NAKed (no unique identifier, fields out of
+    /// place), or a plain request to a server that requires NTS.
+    #[error(transparent)]
+    Nts(#[from] NtsRefusal),
 }
 
 impl Dropped {
@@ -60,6 +66,7 @@ impl Dropped {
             Dropped::NotClient(_) => "not_client_mode",
             Dropped::ZeroTransmit => "zero_transmit",
             Dropped::RateLimited => "rate_limited",
+            Dropped::Nts(why) => why.kind(),
         }
     }
 }
@@ -73,11 +80,29 @@ pub enum ReplyKind {
     Interleaved,
     /// A RATE kiss-o'-death.
     RateKiss,
+    /// An NTS NAK: a kiss-o'-death "NTSN" to an NTS request whose cookie or authenticator did not check.
+    NtsNak,
+}
+
+/// What NTS adds to a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NtsPart {
+    /// Nothing: a plain request, or a server without NTS.
+    Plain,
+    /// The unique identifier and an authenticator holding new cookies, sealed once the header is final.
+    Sealed(NtsReply),
+    /// A NAK's unique identifier, and why the request was refused.
+    Nak {
+        /// The request's unique identifier.
+        uid: Vec<u8>,
+        /// Why.
+        why: NtsRefusal,
+    },
 }
 
 /// A reply to send. For [`ReplyKind::Basic`] and [`ReplyKind::RateKiss`] the I/O layer writes the
 /// transmit timestamp with [`Reply::stamp_transmit`] right before sending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// The reply's header.
     pub packet: Packet,
@@ -87,16 +112,23 @@ pub struct Reply {
     /// not this reply could give it: the client will ask again, so this reply's precise transmit time
     /// is worth taking. A basic client's replies need none.
     pub interleave_asked: bool,
+    /// What NTS adds.
+    pub nts: NtsPart,
 }
 
 impl Reply {
     /// Sets the transmit timestamp (clock ns) for a basic reply; an interleaved one keeps its own.
-    /// Returns the bytes to send.
-    pub fn stamp_transmit(&mut self, clock_nanos: i64) -> [u8; HEADER_LEN] {
+    /// Returns the bytes to send (with NTS: sealed after the header is final).
+    pub fn stamp_transmit(&mut self, clock_nanos: i64) -> Vec<u8> {
         if self.kind != ReplyKind::Interleaved {
             self.packet.transmit = NtpTimestamp::from_unix_nanos(clock_nanos).with_low_bit(false);
         }
-        self.packet.to_bytes()
+        let header = self.packet.to_bytes();
+        match &self.nts {
+            NtsPart::Plain => header.to_vec(),
+            NtsPart::Sealed(sealer) => sealer.seal(&header),
+            NtsPart::Nak { uid, .. } => nts_fields::nak(&header, uid),
+        }
     }
 }
 
@@ -202,6 +234,10 @@ pub struct Server {
     clients: ClientTable,
     /// The state of the draws that pick which limited requests leak through (secret, from the key).
     leak_draws: u64,
+    /// The master keys of NTS cookies, when NTS is served.
+    nts: Option<Arc<MasterKeys>>,
+    /// Plain (unauthenticated) requests get no answer.
+    require_nts: bool,
 }
 
 /// Whether the next limited request leaks through: true one time in 2^`leak`, from a SplitMix64
@@ -225,7 +261,21 @@ const KISS_INTERVAL_NANOS: i64 = 100_000_000;
 impl Server {
     /// A server with `config`; `key` keys the client table's hash (pass random bits).
     pub fn new(config: ServerConfig, key: (u64, u64)) -> Self {
-        Self { clients: ClientTable::new(config.clients, key), config, leak_draws: key.0.rotate_left(29) ^ key.1 }
+        Self {
+            clients: ClientTable::new(config.clients, key),
+            config,
+            leak_draws: key.0.rotate_left(29) ^ key.1,
+            nts: None,
+            require_nts: false,
+        }
+    }
+
+    /// Serves NTS with cookies under `master` (shared with the NTS-KE server that hands them out);
+    /// `require` leaves plain requests unanswered.
+    pub fn with_nts(mut self, master: Arc<MasterKeys>, require: bool) -> Self {
+        self.nts = Some(master);
+        self.require_nts = require;
+        self
     }
 
     /// The per-client table.
@@ -264,6 +314,26 @@ impl Server {
         } else {
             self.clients.slot(client, receive_nanos, 0.0);
         }
+        // NTS after the rate limit, so a flood costs no cryptography past it.
+        let mut nts = NtsPart::Plain;
+        if kind == ReplyKind::Basic {
+            let checked = match &self.nts {
+                Some(master) => nts_fields::check_request(datagram, master).map(|r| r.map(|r| NtsReply::new(&r, master))),
+                None => Ok(None),
+            };
+            nts = match checked {
+                Ok(Some(sealer)) => NtsPart::Sealed(sealer),
+                Ok(None) if self.require_nts => return Err(Dropped::Nts(NtsRefusal::Required)),
+                Ok(None) => NtsPart::Plain,
+                Err(refused) => match (refused.why, refused.uid) {
+                    (why @ (NtsRefusal::Cookie(_) | NtsRefusal::Authenticator), Some(uid)) => {
+                        kind = ReplyKind::NtsNak;
+                        NtsPart::Nak { uid, why }
+                    }
+                    (why, _) => return Err(Dropped::Nts(why)),
+                },
+            };
+        }
         // Interleaved: a version 4 request whose origin is a receive timestamp of ours (lowest bit set)
         // of the last reply to this client, whose transmit time we kept.
         let mut transmit = NtpTimestamp::ZERO;
@@ -279,6 +349,7 @@ impl Server {
         }
         let (leap, stratum, reference_id) = match kind {
             ReplyKind::RateKiss => (LEAP_UNSYNCHRONIZED, 0, *b"RATE"),
+            ReplyKind::NtsNak => (LEAP_UNSYNCHRONIZED, 0, nts_fields::NTS_NAK),
             _ => (0, 1, self.config.reference_id),
         };
         // The reference time: the start of the second the request arrived in (the clock is its own
@@ -299,7 +370,7 @@ impl Server {
             receive,
             transmit,
         };
-        Ok(Reply { packet, kind, interleave_asked })
+        Ok(Reply { packet, kind, interleave_asked, nts })
     }
 
     /// Records that the reply `reply` to `client` was sent at `transmit_nanos` on the serving clock (the
@@ -307,7 +378,7 @@ impl Server {
     /// not: its packet carries the previous reply's), so the client's next interleaved request gets it
     /// unless [`Self::transmitted`] refines it.
     pub fn sent(&mut self, client: IpAddr, reply: &Reply, transmit_nanos: i64) {
-        if reply.kind != ReplyKind::RateKiss {
+        if !matches!(reply.kind, ReplyKind::RateKiss | ReplyKind::NtsNak) {
             let transmit = NtpTimestamp::from_unix_nanos(transmit_nanos).with_low_bit(false);
             self.clients.record(client, reply.packet.receive, transmit);
         }
@@ -470,6 +541,42 @@ mod tests {
         assert!(none <= 20, "{none}");
         assert!((2_200..=2_800).contains(&quarter), "{quarter} of 10,000 answered with leak 2");
         assert!((500..=750).contains(&count(4)), "leak 4: one in 16");
+    }
+
+    fn nts_server(require: bool) -> (Server, Arc<MasterKeys>) {
+        let master = Arc::new(MasterKeys::new(1, [5; 32], 3, 7));
+        (Server::new(ServerConfig::default(), (1, 2)).with_nts(master.clone(), require), master)
+    }
+
+    fn nts_request(master: &MasterKeys, transmit: i64, uid: u8, c2s: [u8; 32]) -> Vec<u8> {
+        let keys = crate::ntp::nts::Keys { c2s: [1; 32], s2c: [2; 32] };
+        let header = next_request(None, false, transmit, 0).to_bytes();
+        nts_fields::client_request(&header, &[uid; 32], &master.cookie(&keys), 1, &c2s, &[4; 16])
+    }
+
+    #[test]
+    fn nts_requests_get_authenticated_replies_and_bad_ones_a_nak() {
+        let (mut s, master) = nts_server(false);
+        let req = nts_request(&master, T, 3, [1; 32]);
+        let mut reply = s.respond(&req, A, T + 10).unwrap();
+        assert!(matches!(reply.nts, NtsPart::Sealed(_)));
+        let bytes = reply.stamp_transmit(T + 20);
+        let cookies = nts_fields::check_reply(&bytes, &[3; 32], &[2; 32]).unwrap();
+        assert_eq!(cookies.len(), 2, "one for the cookie spent, one for the placeholder");
+        let (p, answered) = check_reply(&Packet::parse(&req).unwrap(), &bytes).unwrap();
+        assert_eq!((answered, p.stratum), (Answered::Basic, 1));
+        // A request whose authenticator is under another key: an NTSN kiss-o'-death with its identifier.
+        let mut nak = s.respond(&nts_request(&master, T, 4, [9; 32]), B, T + 30).unwrap();
+        assert_eq!((nak.kind, &nak.nts), (ReplyKind::NtsNak, &NtsPart::Nak { uid: vec![4; 32], why: NtsRefusal::Authenticator }));
+        assert_eq!(nts_fields::check_reply(&nak.stamp_transmit(T + 40), &[4; 32], &[2; 32]), Err(crate::ntp::nts::NtsReplyError::Nak));
+        // Plain requests are answered plainly, unless NTS is required.
+        assert_eq!(s.respond(&request_bytes(4, 3, 9), A, T + 50).unwrap().nts, NtsPart::Plain);
+        let (mut strict, master) = nts_server(true);
+        assert_eq!(strict.respond(&request_bytes(4, 3, 9), A, T).unwrap_err().kind(), "nts_required");
+        assert!(strict.respond(&nts_request(&master, T, 3, [1; 32]), A, T).is_ok());
+        // A truncated NTS request (the authenticator cut off) is malformed: dropped, no NAK.
+        let req = nts_request(&master, T, 3, [1; 32]);
+        assert_eq!(strict.respond(&req[..req.len() - 40], A, T).unwrap_err().kind(), "nts_malformed");
     }
 
     #[test]
