@@ -321,6 +321,17 @@ async fn sighup_reloads_at_once() {
     let (metrics, _) = synclab::observe::serve("127.0.0.1:0".parse().unwrap(), Some(&tls), stop).await.unwrap();
     let observer = Tls::load(&files(&live, "observer")).unwrap();
     assert_eq!(presented_with(&metrics.to_string(), observer.http_client_config()).await, pem(&first.join("time-server.pem")));
+    // NTS-KE as the time server serves it with TLS: each session takes the certificate in use.
+    let master = synclab::ntp::nts::new_master_keys().unwrap();
+    let ke_tls = tls.clone();
+    let ke = synclab::ntp::NtsKeServer::bind("127.0.0.1:0", move || ke_tls.nts_ke_server_config(), master, 123, Default::default())
+        .await
+        .unwrap();
+    let ke_addr = ke.local_addr().unwrap().to_string();
+    let (_ke_stop, ke_stopped) = Stop::new();
+    tokio::spawn(ke.serve(ke_stopped));
+    let nts_client = synclab::tls::nts_ke_client_config(&live.join("ca.pem")).unwrap();
+    assert_eq!(presented_with(&ke_addr, nts_client.clone()).await, pem(&first.join("time-server.pem")));
     let second = issue("hup-second", &names, Some(&first));
     install(&second, &live, "time-server");
     tokio::time::sleep(POLL * 3).await;
@@ -332,6 +343,7 @@ async fn sighup_reloads_at_once() {
     // The HTTPS listeners take it too: /metrics, started before, presents it on the next handshake,
     // and counts the reload.
     assert_eq!(presented_with(&metrics.to_string(), observer.http_client_config()).await, want);
+    assert_eq!(presented_with(&ke_addr, nts_client).await, want, "NTS-KE's next session presents the new certificate");
     let page = synclab::observe::web::get(&metrics.to_string(), "/metrics", Some(&observer), TIMEOUT, 1 << 20).await.unwrap();
     let page = String::from_utf8_lossy(&page);
     assert!(page.contains("synclab_tls_reloads_total{outcome=\"ok\"} 1"), "{page}");

@@ -54,7 +54,7 @@ struct Args {
     /// With --discover: how long a member that is no longer found stays one, at its last address. A
     /// task that dies and is restarted (at a new address) within it only gets redialed; the group's ids,
     /// and so its coordinator, stay. 0 forgets at once (every change of the ids costs an election).
-    #[arg(long, env = "SYNCLAB_FORGET_AFTER", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "SYNCLAB_FORGET_AFTER", value_name = "DURATION", default_value = "10s", value_parser = crate::cli::parse_nonnegative_duration)]
     forget_after: Duration,
     /// The election algorithm; every member of a group must run the same one.
     #[arg(long, env = "SYNCLAB_ALGORITHM", value_parser = named::<Algorithm>(), default_value = "bully")]

@@ -80,11 +80,26 @@ async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
                 let (Some(cert), Some(key)) = (tls.tls_cert.as_deref(), tls.tls_key.as_deref()) else {
                     anyhow::bail!("NTS (--nts, --nts-ke-listen or --ntp-require-nts) needs --tls-cert and --tls-key");
                 };
-                let config = crate::tls::nts_ke_server_config(cert, key)?;
                 let master = nts::new_master_keys().context("cannot make the NTS master key")?;
-                let ke = NtsKeServer::bind(&ke_addr, config, master.clone(), ntp_addr.port(), KeLimits::default())
-                    .await
-                    .with_context(|| format!("cannot serve NTS-KE on '{ke_addr}' (--nts-ke-listen)"))?;
+                let ke = match daemon.tls().cloned() {
+                    // The service's TLS rotates (--tls-reload-interval, SIGHUP): each session takes the
+                    // certificate in use when it begins.
+                    Some(tls) => {
+                        NtsKeServer::bind(
+                            &ke_addr,
+                            move || tls.nts_ke_server_config(),
+                            master.clone(),
+                            ntp_addr.port(),
+                            KeLimits::default(),
+                        )
+                        .await
+                    }
+                    None => {
+                        let config = crate::tls::nts_ke_server_config(cert, key)?;
+                        NtsKeServer::bind(&ke_addr, config, master.clone(), ntp_addr.port(), KeLimits::default()).await
+                    }
+                }
+                .with_context(|| format!("cannot serve NTS-KE on '{ke_addr}' (--nts-ke-listen)"))?;
                 tracing::info!(addr = %ke.local_addr()?, require = args.ntp.ntp_require_nts, "serving NTS-KE");
                 ntp = ntp.with_nts(master, args.ntp.ntp_require_nts);
                 ke_task = Some(tokio::spawn(ke.serve(stop.clone())));

@@ -156,7 +156,8 @@ fn export(conn: &rustls::ConnectionCommon<impl Sized>, aead: u16) -> Result<Keys
 /// The NTS-KE listener of a time server.
 pub struct NtsKeServer {
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    /// The TLS configuration for a session accepted now (it may rotate: see `crate::tls::Tls`).
+    configs: Box<dyn crate::tls::accept::ServerConfigs>,
     master: Arc<MasterKeys>,
     ntp_port: u16,
     limits: KeLimits,
@@ -182,17 +183,17 @@ pub fn new_master_keys() -> io::Result<Arc<MasterKeys>> {
 
 impl NtsKeServer {
     /// Binds `addr` (TCP) to hand out cookies under `master` for the NTP server on `ntp_port`, with the
-    /// TLS `config` (see `crate::tls::nts_ke_server_config`).
+    /// TLS configuration `configs` gives for each session (a fixed one, see
+    /// `crate::tls::nts_ke_server_config`, or the current one of a `crate::tls::Tls` that rotates).
     pub async fn bind(
         addr: &str,
-        config: Arc<rustls::ServerConfig>,
+        configs: impl crate::tls::accept::ServerConfigs,
         master: Arc<MasterKeys>,
         ntp_port: u16,
         limits: KeLimits,
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        Ok(Self { listener, acceptor, master, ntp_port, limits, stats: Arc::new(NtsKeStats::default()) })
+        Ok(Self { listener, configs: Box::new(configs), master, ntp_port, limits, stats: Arc::new(NtsKeStats::default()) })
     }
 
     /// The bound address.
@@ -234,8 +235,8 @@ impl NtsKeServer {
                 let detail = format_args!("{} sessions pending; the oldest was dropped", self.limits.max_pending);
                 self.stats.refused.refused("evicted", &detail);
             }
-            let (acceptor, master, stats, limits, ntp_port) =
-                (self.acceptor.clone(), self.master.clone(), self.stats.clone(), self.limits, self.ntp_port);
+            let acceptor = tokio_rustls::TlsAcceptor::from(self.configs.current());
+            let (master, stats, limits, ntp_port) = (self.master.clone(), self.stats.clone(), self.limits, self.ntp_port);
             let task = tokio::spawn(async move {
                 let peer = peer.to_string();
                 let outcome = tokio::time::timeout(limits.timeout, session(&acceptor, stream, &master, ntp_port, &peer)).await;

@@ -126,6 +126,8 @@ struct Loaded {
     client: Arc<ClientConfig>,
     /// Dialing HTTPS (another process's `/metrics`): ALPN http/1.1, this process's certificate presented.
     http_client: Arc<ClientConfig>,
+    /// NTS-KE (RFC 8915): TLS 1.3 only, ALPN `ntske/1`, no client certificate asked for.
+    nts_ke: Arc<ServerConfig>,
     /// This process's own certificate (DER), the first of its chain.
     certificate: CertificateDer<'static>,
 }
@@ -269,6 +271,11 @@ impl Tls {
         self.current().web.clone()
     }
 
+    /// The configuration to serve NTS-KE with now (see [`nts_ke_server_config`]): rotates with the rest.
+    pub fn nts_ke_server_config(&self) -> Arc<ServerConfig> {
+        self.current().nts_ke.clone()
+    }
+
     /// The configuration to dial gRPC with now (this process's certificate presented).
     pub fn client_config(&self) -> Arc<ClientConfig> {
         self.current().client.clone()
@@ -334,6 +341,7 @@ fn build(files: &TlsFiles) -> Result<(Arc<str>, Loaded), TlsError> {
         web: server(rustls::server::WebPkiClientVerifier::no_client_auth(), ALPN_HTTP1)?,
         client: client(ALPN_H2)?,
         http_client: client(ALPN_HTTP1)?,
+        nts_ke: nts_ke_config(chain.clone(), key.clone_key(), &files.cert, &files.key)?,
         certificate: chain[0].clone(),
     };
     Ok((identity, loaded))
@@ -347,6 +355,15 @@ pub fn nts_ke_server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>
     check_validity(cert, &chain[0])?;
     let key_pem = read(key)?;
     let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| bad(key, format!("not a PEM private key: {e}")))?;
+    nts_ke_config(chain, private, cert, key)
+}
+
+fn nts_ke_config(
+    chain: Vec<CertificateDer<'static>>,
+    private: PrivateKeyDer<'static>,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| bad(cert, e.to_string()))?
