@@ -155,8 +155,7 @@ async fn one(options: &SweepOptions, scenario: Scenario, algorithm: Algorithm, n
             // A run that is not valid is kept whole (history, results, report) beside the sweep: on a
             // real backend no replay is the same run.
             if row.verdict != Validity::Valid && !matches!(options.target, Target::Sim) {
-                let _ = std::fs::remove_dir_all(&run.out);
-                keep = super::record::write_history(&run.out, &events).and_then(|()| super::record::finish(&run.out, &events)).is_ok();
+                keep = keep_run(&run.out, &events);
             }
         }
         Err(e) => row.error = Some(e.to_string()),
@@ -165,6 +164,14 @@ async fn one(options: &SweepOptions, scenario: Scenario, algorithm: Algorithm, n
         let _ = std::fs::remove_dir_all(&run.out);
     }
     row
+}
+
+/// Writes a run's history, results and report into `dir` (emptied first: a real backend's nodes may
+/// have left their state files there); whether they were written.
+fn keep_run(dir: &std::path::Path, events: &[synclab_core::lab::history::Event]) -> bool {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).is_ok()
+        && super::record::write_history(dir, events).and_then(|()| super::record::finish(dir, events)).is_ok()
 }
 
 /// The textbook's message counts for one election among `m` live nodes (requests only: the Bully OK
@@ -425,4 +432,33 @@ pub fn write(options: &SweepOptions, rows: &[Row]) -> Result<Vec<Cell>, LabError
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use synclab_core::lab::history::{Event, RunInfo};
+
+    /// A run kept from a sweep is whole: its history, results and report, where the nodes' state was.
+    #[test]
+    fn a_kept_run_has_its_history_results_and_report() {
+        let dir = std::env::temp_dir().join(format!("synclab-sweep-keep-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        let events = vec![Event::Run(RunInfo {
+            scenario: "kill-coordinator".into(),
+            seed: 3,
+            algorithm: "bully".into(),
+            backend: "swarm".into(),
+            nodes: vec![1, 2, 3],
+            settle_bound: 5.0,
+            sync_interval: 0.0,
+            spread_bound_nanos: 0,
+            spread_rounds: 3,
+        })];
+        assert!(super::keep_run(&dir, &events));
+        for file in ["history.jsonl", "results.json", "report.html"] {
+            assert!(dir.join(file).is_file(), "{file}");
+        }
+        assert!(!dir.join("state").exists(), "the nodes' state files are not kept");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
