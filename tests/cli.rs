@@ -244,7 +244,7 @@ fn election_node_refuses_bad_flags_by_name() {
         (&["--id", "1", "--peers", peers, "--rpc-timeout", "300ms"], "--rpc-timeout"),
         (&["--id", "1", "--peers", peers, "--heartbeat", "200ms"], "heartbeat"),
         (&["--id", "1", "--peers", peers, "--algorithm", "paxos"], "'--algorithm"),
-        (&["--id", "1", "--discover", "tasks.election:50054", "--forget-after", "-1s"], "'--forget-after"),
+        (&["--id", "1", "--discover", "tasks.election:50054", "--forget-after=-1s"], "'--forget-after"),
         (&["--id", "1", "--discover", "tasks.election:50054", "--forget-after", "soon"], "'--forget-after"),
     ];
     for (args, want) in cases {
