@@ -112,6 +112,7 @@ const LINES: &[(&str, Check)] = &[
     ("synclab lab run kill-coordinator --swarm --out runs/swarm-kill", Listed(SWARM)),
     ("synclab lab run host-down --swarm --out runs/host-down", Listed(SWARM)),
     ("synclab lab run host-freeze --swarm --out runs/host-freeze", Listed(SWARM)),
+    ("synclab lab sweep --swarm --scenario kill-coordinator --algorithm bully --seeds 1-20 --out runs/swarm-sweep", Listed(SWARM)),
     ("docker service scale synclab_election=7", Listed(SWARM)),
     ("scripts/swarm down", Listed(SWARM)),
 ];
