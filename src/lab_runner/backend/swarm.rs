@@ -211,7 +211,15 @@ impl Backend for Swarm {
                 tokio::spawn(async move {
                     let now = || crate::lock::lock(&addresses).get(&id).cloned();
                     while !*stop.borrow() {
-                        let Some(address) = now() else { break };
+                        // A task that is down (killed, or between the swarm's restarts) has no address
+                        // for a while: wait for its next one rather than stop observing the node.
+                        let Some(address) = now() else {
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                                _ = stop.changed() => {}
+                            }
+                            continue;
+                        };
                         let (halt, halted) = watch::channel(false);
                         let state = tokio::spawn(observe_state(dialer.clone(), id, address.clone(), rec.clone(), halted.clone()));
                         let messages = tokio::spawn(observe_messages(dialer.clone(), id, address.clone(), rec.clone(), halted));
