@@ -3,12 +3,13 @@
 //!     cargo bench --bench election -- [--mode all|failover|failover-kill|failover-stop|failover-pause|steady|messages|scale]
 //!         [--trials 25] [--steady 10m] [--stagger 1ms] [--algorithms bully,ring]
 //!         [--sizes 50,100] [--faults kill,stop] [--state disk|memory] [--via cli|api] [--detectors fixed,adaptive]
+//!         [--heartbeats 50ms,25ms]
 //!
 //! With RUST_LOG set (e.g. `RUST_LOG=info`), the nodes log to stderr as JSON lines.
 //!
 //! - failover (compose, needs the image: scripts/build-images): five nodes per failure detector (--detectors,
-//!   passed as SYNCLAB_DETECTOR) with the defaults (heartbeat
-//!   50 ms, timeout 200 ms, RPC deadline 100 ms, probe 25 ms); each trial takes the coordinator's
+//!   passed as SYNCLAB_DETECTOR) and heartbeat (--heartbeats, passed as SYNCLAB_HEARTBEAT; 50 ms by
+//!   default), with the other defaults (timeout 200 ms, RPC deadline 100 ms, probe 25 ms); each trial takes the coordinator's
 //!   container away (`docker kill`, `docker stop` or `docker pause`) and waits until every survivor
 //!   follows one new coordinator, then brings it back and waits for its takeover. Each failover says which
 //!   path detected the death: the broken line (connection), the coordinator's goodbye, or the timeout.
@@ -57,6 +58,8 @@ struct Options {
     via_api: bool,
     /// The failure detectors of the in-process runs (steady, scale), each in turn: A/B in one run.
     detectors: Vec<Detector>,
+    /// The heartbeats of the compose failover runs, each in turn (with each detector).
+    heartbeats: Vec<Duration>,
 }
 
 fn options() -> Options {
@@ -71,6 +74,7 @@ fn options() -> Options {
         disk: true,
         via_api: false,
         detectors: vec![Detector::Fixed, Detector::Adaptive],
+        heartbeats: vec![Duration::from_millis(50)],
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     for pair in args.chunks(2) {
@@ -114,6 +118,12 @@ fn options() -> Options {
                     "api" => true,
                     other => panic!("--via: cli or api, not {other}"),
                 }
+            }
+            "--heartbeats" => {
+                o.heartbeats = value
+                    .split(',')
+                    .map(|d| synclab_core::duration::parse_positive(d).expect("--heartbeats: durations, e.g. 50ms,25ms"))
+                    .collect()
             }
             "--detectors" => {
                 o.detectors = value
@@ -204,6 +214,8 @@ struct Compose {
     ports: Vec<u16>,
     /// The nodes' failure detector (`SYNCLAB_DETECTOR`, which the compose file passes on).
     detector: Detector,
+    /// The nodes' heartbeat (`SYNCLAB_HEARTBEAT`, likewise).
+    heartbeat: Duration,
 }
 
 impl Compose {
@@ -211,6 +223,7 @@ impl Compose {
         let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/compose"));
         cmd.env("COMPOSE_PROJECT_NAME", &self.project).env("COMPOSE_FILE", self.files).env("SYNCLAB_BUILD", "none");
         cmd.env("SYNCLAB_DETECTOR", self.detector.to_string());
+        cmd.env("SYNCLAB_HEARTBEAT", format!("{:?}", self.heartbeat));
         for (i, port) in self.ports.iter().enumerate() {
             cmd.env(format!("SYNCLAB_NODE_{}_PORT", i + 1), port.to_string());
         }
@@ -353,7 +366,7 @@ async fn fault_via_api(_: &(), _: Fault, _: &str) {
     panic!("--via api needs the lab-runner feature (bollard)");
 }
 
-async fn failover(trials: usize, faults: &[Fault], via_api: bool, detectors: &[Detector]) {
+async fn failover(trials: usize, faults: &[Fault], via_api: bool, detectors: &[Detector], heartbeats: &[Duration]) {
     #[cfg(feature = "lab-runner")]
     let docker = bollard::Docker::connect_with_local_defaults().expect("the Docker engine's socket");
     #[cfg(not(feature = "lab-runner"))]
@@ -365,8 +378,16 @@ async fn failover(trials: usize, faults: &[Fault], via_api: bool, detectors: &[D
     }
     let via = if via_api { "the engine's API" } else { "the docker command" };
     let runs = [("bully", "docker-compose.yml"), ("ring", "docker-compose.yml:docker-compose.ring.yml")];
-    for ((algorithm, files), &detector) in runs.into_iter().flat_map(|r| detectors.iter().map(move |d| (r, d))) {
-        let compose = Compose { project: format!("synclab-bench-{algorithm}"), files, ports: (50171..=50175).collect(), detector };
+    let settings: Vec<(Detector, Duration)> = heartbeats.iter().flat_map(|&h| detectors.iter().map(move |&d| (d, h))).collect();
+    for ((algorithm, files), (detector, heartbeat)) in runs.into_iter().flat_map(|r| settings.iter().map(move |&s| (r, s))) {
+        let compose =
+            Compose { project: format!("synclab-bench-{algorithm}"), files, ports: (50171..=50175).collect(), detector, heartbeat };
+        // The default heartbeat keeps the labels earlier runs (and scripts/bench-ab) know.
+        let setting = if heartbeat == Duration::from_millis(50) {
+            format!("{detector} detector")
+        } else {
+            format!("{detector} detector, heartbeat {heartbeat:?}")
+        };
         let _ = compose.cmd().args(["down", "--volumes", "--timeout", "2"]).output();
         compose.run(&["up", "-d", "node-1", "node-2", "node-3", "node-4", "node-5"]);
         let all = [1, 2, 3, 4, 5];
@@ -442,15 +463,12 @@ async fn failover(trials: usize, faults: &[Fault], via_api: bool, detectors: &[D
                 takeovers.push((last - started) as f64 / 1e6);
             }
             print_split(
-                &format!(
-                    "failover, {algorithm}, compose, 5 nodes, {detector} detector (docker {} the coordinator, through {via})",
-                    fault.name()
-                ),
+                &format!("failover, {algorithm}, compose, 5 nodes, {setting} (docker {} the coordinator, through {via})", fault.name()),
                 &failovers,
             );
             plot_split(
-                &format!("failover-{algorithm}-{detector}-{}", fault.name()),
-                &format!("{algorithm}, compose, 5 nodes, {detector} detector: docker {} the coordinator, phases per trial", fault.name()),
+                &format!("failover-{algorithm}-{detector}-{}-{}", heartbeat.as_millis(), fault.name()),
+                &format!("{algorithm}, compose, 5 nodes, {setting}: docker {} the coordinator, phases per trial", fault.name()),
                 &failovers,
             );
             print_paths(&paths);
@@ -708,11 +726,11 @@ fn main() {
         println!("synclab election benchmark, {date}");
         let all = o.mode == "all";
         if all || o.mode == "failover" {
-            failover(o.trials, &[Fault::Kill, Fault::Stop, Fault::Pause], o.via_api, &o.detectors).await;
+            failover(o.trials, &[Fault::Kill, Fault::Stop, Fault::Pause], o.via_api, &o.detectors, &o.heartbeats).await;
         }
         for (mode, fault) in [("failover-kill", Fault::Kill), ("failover-stop", Fault::Stop), ("failover-pause", Fault::Pause)] {
             if o.mode == mode {
-                failover(o.trials, &[fault], o.via_api, &o.detectors).await;
+                failover(o.trials, &[fault], o.via_api, &o.detectors, &o.heartbeats).await;
             }
         }
         if all || o.mode == "messages" {

@@ -297,3 +297,45 @@ fn the_shiviz_log_parses_with_the_stated_regex_and_respects_happens_before() {
         assert!(sends.keys().any(|(_, _, m)| m.starts_with("Coordinator") || m.starts_with("RingCoordinator")), "{algorithm}");
     }
 }
+
+/// Pins `--detector` and `--heartbeat` on the groups the lab makes: a paused coordinator (silence, no
+/// broken line) is suspected after the fixed 200 ms timeout by default, and within the adaptive
+/// detector's floor (2.2 heartbeats: 55 ms at a 25 ms heartbeat) when asked for; the history's run
+/// record says which detector ran. A bad pair of timers is a usage error naming the flag.
+#[test]
+fn the_detector_and_heartbeat_flags_reach_the_group() {
+    let first_suspicion = |extra: &[&str], tag: &str| -> (f64, Value) {
+        let dir = out(&format!("detector-{tag}"));
+        let mut args = vec!["--nodes", "5", "--seed", "3"];
+        args.extend_from_slice(extra);
+        let (code, text) = sim_run("pause-coordinator", &dir, &args);
+        assert_eq!(code, 0, "{text}");
+        let h: Vec<Value> =
+            std::fs::read_to_string(dir.join("history.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let pause = h.iter().find(|e| e["type"] == "fault" && e["op"] == "pause").unwrap()["start"].as_f64().unwrap();
+        let suspected = h
+            .iter()
+            .find(|e| e["type"] == "election" && e["role"] == "candidate" && e["time"].as_f64().unwrap() > pause)
+            .unwrap_or_else(|| panic!("{tag}: nobody held an election after the pause"))["time"]
+            .as_f64()
+            .unwrap();
+        let run = h.iter().find(|e| e["type"] == "run").unwrap().clone();
+        let _ = std::fs::remove_dir_all(&dir);
+        (suspected - pause, run)
+    };
+    let (fixed, run) = first_suspicion(&[], "fixed");
+    assert_eq!((run["detector"].as_str(), run["heartbeat"].as_f64()), (Some("fixed"), Some(0.05)));
+    // The last heartbeat came at most one period before the pause: 150 to 200 ms of silence after it.
+    assert!((0.150..=0.205).contains(&fixed), "fixed 200 ms timeout: first suspicion {fixed} s after the pause");
+    let (adaptive, run) = first_suspicion(&["--detector", "adaptive", "--heartbeat", "25ms"], "adaptive");
+    assert_eq!((run["detector"].as_str(), run["heartbeat"].as_f64()), (Some("adaptive"), Some(0.025)));
+    assert!(adaptive < 0.080, "adaptive at a 25 ms heartbeat: first suspicion {adaptive} s after the pause");
+
+    let dir = out("detector-bad");
+    let (code, text) = sim_run("pause-coordinator", &dir, &["--heartbeat", "300ms"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--timeout") && text.contains("--heartbeat"), "{text}");
+    let (code, text) = sim_run("pause-coordinator", &dir, &["--detector", "psychic"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("psychic"), "{text}");
+}

@@ -14,7 +14,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use synclab_core::Named;
 use synclab_core::clock::{ClockConfig, MAX_OFFSET_NANOS, MAX_SLEW_PPM, check_drift_ppm};
 use synclab_core::duration::{parse_positive, parse_signed_nanos};
-use synclab_core::election::NodeId;
+use synclab_core::election::{Detector, NodeId, check_timers};
 use synclab_core::name::check_name;
 
 use crate::telemetry::LogFormat;
@@ -106,6 +106,34 @@ pub struct LabArgs {
     /// use it. SYNCLAB_LAB takes 1/0, true/false, yes/no or on/off.
     #[arg(long, env = "SYNCLAB_LAB", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub lab: bool,
+}
+
+/// An election group's timers and failure detector: `election-node`'s, and those of the groups `synclab
+/// lab` makes itself (`--local`, `--sim`).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct TimerArgs {
+    /// How often the coordinator sends Alive to its followers (a follower that has not heard from it for
+    /// one and a half of these asks it with an Alive of its own).
+    #[arg(long, env = "SYNCLAB_HEARTBEAT", value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Silence from the coordinator after which a follower suspects it and holds an election.
+    #[arg(long, env = "SYNCLAB_TIMEOUT", value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// How a follower finds its coordinator silent: `fixed`, the textbook's, after --timeout of silence;
+    /// or `adaptive`, a φ-accrual detector that learns the coordinator's heartbeat inter-arrival times and
+    /// suspects it at a false-suspicion probability of 10^-8 per heartbeat, never sooner than 2.2
+    /// heartbeats of silence nor later than 20. The default stays `fixed` until the adaptive detector's
+    /// false elections and failover are measured against it (BENCHMARKS.md gives the commands).
+    #[arg(long, env = "SYNCLAB_DETECTOR", value_parser = named::<Detector>(), default_value = "fixed")]
+    pub detector: Detector,
+}
+
+impl TimerArgs {
+    /// The core's rule between the two timers, as an error naming the flags.
+    pub fn check(&self) -> Result<(), String> {
+        check_timers(self.heartbeat, self.timeout)
+            .map_err(|e| format!("--heartbeat {:?} and --timeout {:?}: {e}", self.heartbeat, self.timeout))
+    }
 }
 
 /// Whether this process serves Prometheus metrics.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::{TlsArgs, named, parse_duration};
+use crate::cli::{TimerArgs, TlsArgs, named, parse_duration};
 use crate::lab_runner::{self as runner, RunOptions, Target};
 use clap::{Args, Subcommand};
 use synclab_core::election::{Algorithm, NodeId};
@@ -55,6 +55,17 @@ struct PlanArgs {
     /// The group's size: members 1..=N (default: the scenario's size in one process).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..=1000))]
     nodes: Option<u64>,
+}
+
+/// The lab's groups' timers, or `None` once a usage error naming the flags is printed.
+fn lab_timers(args: &TimerArgs) -> Option<runner::Timers> {
+    match args.check() {
+        Ok(()) => Some(runner::Timers { heartbeat: args.heartbeat, timeout: args.timeout, detector: args.detector }),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
 }
 
 /// Seeds, as `--seeds` lists them.
@@ -131,6 +142,9 @@ struct SweepArgs {
     /// The folder to write into (created if missing).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// With --local or --sim: the groups' timers and detector (in Docker the deployment's settings decide).
+    #[command(flatten)]
+    timers: TimerArgs,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -186,6 +200,9 @@ struct RunArgs {
     /// Write into --out even if it holds files already (a run's files are replaced).
     #[arg(long)]
     force: bool,
+    /// With --local or --sim: the groups' timers and detector (in Docker the deployment's settings decide).
+    #[command(flatten)]
+    timers: TimerArgs,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -228,6 +245,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(2));
             }
+            let Some(timers) = lab_timers(&a.timers) else { return Ok(ExitCode::from(2)) };
             let target = if a.sim {
                 Target::Sim
             } else if a.local {
@@ -247,6 +265,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 duration: a.duration,
                 target,
                 nodes: a.nodes,
+                timers,
                 dialer: a.tls.dialer()?,
             };
             match runner::run(options).await {
@@ -287,6 +306,7 @@ fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
     } else {
         Target::Sim
     };
+    let Some(timers) = lab_timers(&a.timers) else { return Ok(ExitCode::from(2)) };
     // In Docker the stack decides the size: one cell, labelled with the size each run finds.
     let sizes = if a.compose || a.swarm { vec![0] } else { a.sizes };
     let options = runner::sweep::SweepOptions {
@@ -298,6 +318,7 @@ fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
         duration: a.duration,
         out: a.out.clone(),
         jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        timers,
         dialer: a.tls.dialer()?,
     };
     let started = std::time::Instant::now();

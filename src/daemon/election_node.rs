@@ -7,16 +7,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use std::collections::BTreeMap;
 
-use synclab_core::election::{Algorithm, Detector, NodeId};
+use synclab_core::election::{Algorithm, NodeId};
 
 use super::{Daemon, ServiceArgs};
 use anyhow::Context;
 use std::sync::Arc;
 
-use crate::cli::{named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
+use crate::cli::{TimerArgs, named, parse_duration, parse_id, parse_nonnegative_duration, parse_peers};
 use crate::clock::ClockSet;
 use crate::election::discovery::{DiscoverTarget, Discovery, Dns, GetState, id_from_name, keep_members, parse_discover};
 use crate::election::{ElectionNode, NodeConfig};
@@ -62,20 +62,8 @@ struct Args {
     /// Directory of the state file that keeps this node's term across restarts (omit: memory only).
     #[arg(long, env = "SYNCLAB_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// How often the coordinator sends Alive to its followers (a follower that has not heard from it for
-    /// one and a half of these asks it with an Alive of its own).
-    #[arg(long, env = "SYNCLAB_HEARTBEAT", value_name = "DURATION", default_value = "50ms", value_parser = parse_duration)]
-    heartbeat: Duration,
-    /// Silence from the coordinator after which a follower suspects it and holds an election.
-    #[arg(long, env = "SYNCLAB_TIMEOUT", value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
-    timeout: Duration,
-    /// How a follower finds its coordinator silent: `fixed`, the textbook's, after --timeout of silence;
-    /// or `adaptive`, a φ-accrual detector that learns the coordinator's heartbeat inter-arrival times and
-    /// suspects it at a false-suspicion probability of 10^-8 per heartbeat, never sooner than 2.2
-    /// heartbeats of silence nor later than 20. The default stays `fixed` until the adaptive detector's
-    /// false elections and failover are measured against it (BENCHMARKS.md gives the commands).
-    #[arg(long, env = "SYNCLAB_DETECTOR", value_parser = named::<Detector>(), default_value = "fixed")]
-    detector: Detector,
+    #[command(flatten)]
+    timers: TimerArgs,
     /// Deadline of every message to a peer (must be below --timeout); a peer that misses it counts as
     /// dead for that message.
     #[arg(long, env = "SYNCLAB_RPC_TIMEOUT", value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
@@ -96,6 +84,9 @@ struct Args {
 /// Runs the election node (the `election-node` binary, or `synclab` invoked under that name).
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Err(e) = args.timers.check() {
+        Args::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit();
+    }
     super::run(&args.service.clone(), 0, |daemon| run(args, daemon))
 }
 
@@ -115,9 +106,9 @@ async fn run(args: Args, mut daemon: Daemon) -> anyhow::Result<()> {
         id,
         peers,
         algorithm: args.algorithm,
-        heartbeat: args.heartbeat,
-        timeout: args.timeout,
-        detector: args.detector,
+        heartbeat: args.timers.heartbeat,
+        timeout: args.timers.timeout,
+        detector: args.timers.detector,
         rpc_timeout: args.rpc_timeout,
         probe_timeout: args.probe_timeout,
         election_stagger: args.election_stagger,

@@ -371,5 +371,7 @@ pub fn run_info(scenario: Scenario, seed: u64, target: &Target) -> RunInfo {
         // µs on loopback, more through Docker's network); a millisecond is a generous group bound.
         spread_bound_nanos: 1_000_000,
         spread_rounds: 3,
+        detector: String::new(),
+        heartbeat: 0.0,
     }
 }

@@ -32,7 +32,7 @@ pub mod sweep;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use synclab_core::election::Algorithm;
+use synclab_core::election::{Algorithm, Detector};
 use synclab_core::lab::Scenario;
 use synclab_core::lab::check::Results;
 use synclab_core::lab::history::{Event, RunInfo};
@@ -64,7 +64,26 @@ pub struct RunOptions {
     /// The group's size for the backends that make their group (`--local`, `--sim`); default: the
     /// scenario's size in one process.
     pub nodes: Option<u64>,
+    /// The timers and failure detector of the groups the lab makes (`--local`, `--sim`).
+    pub timers: Timers,
     pub dialer: crate::rpc::Dialer,
+}
+
+/// The heartbeat, the fixed timeout and the failure detector of a group the lab makes itself (`--local`,
+/// `--sim`); in Docker the deployment's settings decide (`SYNCLAB_HEARTBEAT`, `SYNCLAB_DETECTOR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    pub heartbeat: Duration,
+    /// The silence after which the fixed detector suspects the coordinator.
+    pub timeout: Duration,
+    pub detector: Detector,
+}
+
+impl Default for Timers {
+    /// The election nodes' defaults: a heartbeat every 50 ms, the fixed 200 ms timeout.
+    fn default() -> Self {
+        Self { heartbeat: Duration::from_millis(50), timeout: Duration::from_millis(200), detector: Detector::Fixed }
+    }
 }
 
 /// Runs a scenario, writes `history.jsonl`, `results.json` and `report.html` into `out`, and returns
@@ -97,7 +116,7 @@ pub async fn election_history(options: &RunOptions) -> Result<Vec<Event>, LabErr
         Target::Local => {
             let state_dir = options.out.join("state");
             let n = options.nodes.unwrap_or(options.scenario.local_nodes());
-            let local = Local::start(options.algorithm, n, state_dir, options.dialer.clone()).await?;
+            let local = Local::start(options.algorithm, n, state_dir, options.timers, options.dialer.clone()).await?;
             run_election(local, options).await
         }
         Target::Compose { project, start } => {
@@ -106,7 +125,10 @@ pub async fn election_history(options: &RunOptions) -> Result<Vec<Event>, LabErr
         }
         Target::Sim => {
             let n = options.nodes.unwrap_or(options.scenario.local_nodes());
-            let sim = SimBackend::start(options.algorithm, n, SimConfig::measured(options.seed));
+            let t = options.timers;
+            let config =
+                SimConfig { heartbeat: t.heartbeat, timeout: t.timeout, detector: t.detector, ..SimConfig::measured(options.seed) };
+            let sim = SimBackend::start(options.algorithm, n, config);
             run_election(sim, options).await
         }
         Target::Swarm { stack, engines } => {
@@ -128,6 +150,7 @@ async fn run_election<B: Backend>(backend: B, options: &RunOptions) -> Result<Ve
         }
     };
     let rec = Recorder::new(backend.clock());
+    let made = matches!(options.target, Target::Local | Target::Sim);
     rec.push(Event::Run(RunInfo {
         scenario: options.scenario.to_string(),
         seed: options.seed,
@@ -138,6 +161,9 @@ async fn run_election<B: Backend>(backend: B, options: &RunOptions) -> Result<Ve
         sync_interval: 0.0,
         spread_bound_nanos: 0,
         spread_rounds: 3,
+        // Groups the lab makes run the options' timers; a deployment's own are not known here.
+        detector: if made { synclab_core::Named::as_str(options.timers.detector).into() } else { String::new() },
+        heartbeat: if made { options.timers.heartbeat.as_secs_f64() } else { 0.0 },
     }));
     rec.push(Event::Plan(plan.clone()));
     let (stop, stopped) = watch::channel(false);

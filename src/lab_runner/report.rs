@@ -44,7 +44,12 @@ pub fn html(events: &[Event], results: &Results) -> String {
     match &run {
         Some(r) => {
             let algorithm = if r.algorithm.is_empty() { String::new() } else { format!("{}, ", esc(&r.algorithm)) };
-            let _ = write!(page, "<h1>{} <small>({algorithm}{}, seed {})</small></h1>", esc(&r.scenario), esc(&r.backend), r.seed);
+            let timers = if r.detector.is_empty() {
+                String::new()
+            } else {
+                format!(", {} detector, heartbeat {:.0} ms", esc(&r.detector), r.heartbeat * 1e3)
+            };
+            let _ = write!(page, "<h1>{} <small>({algorithm}{}{timers}, seed {})</small></h1>", esc(&r.scenario), esc(&r.backend), r.seed);
         }
         None => page.push_str("<h1>synclab lab report</h1>"),
     }

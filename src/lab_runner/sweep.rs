@@ -42,6 +42,8 @@ pub struct SweepOptions {
     pub out: PathBuf,
     /// Runs at once (the simulator only; real-time backends run one at a time).
     pub jobs: usize,
+    /// The timers of the groups the lab makes (`--local`, `--sim`).
+    pub timers: super::Timers,
     pub dialer: crate::rpc::Dialer,
 }
 
@@ -121,6 +123,7 @@ async fn one(options: &SweepOptions, scenario: Scenario, algorithm: Algorithm, n
         duration: options.duration,
         target: options.target.clone(),
         nodes: (n > 0).then_some(n),
+        timers: options.timers,
         dialer: options.dialer.clone(),
     };
     let mut row = Row {
@@ -284,8 +287,14 @@ pub fn summarize(rows: &[Row], options: &SweepOptions) -> Vec<Cell> {
         Target::Swarm { .. } => "--swarm",
     };
     let duration = options.duration.map_or(String::new(), |d| format!(" --duration {}ms", d.as_millis()));
-    // In Docker the stack decides the size.
+    // In Docker the stack decides the size and the timers.
     let sized = matches!(options.target, Target::Sim | Target::Local);
+    let timers = if sized && options.timers != super::Timers::default() {
+        let t = options.timers;
+        format!(" --heartbeat {:?} --timeout {:?} --detector {}", t.heartbeat, t.timeout, t.detector)
+    } else {
+        String::new()
+    };
     cells
         .into_iter()
         .map(|((scenario, algorithm, nodes), runs)| {
@@ -312,7 +321,7 @@ pub fn summarize(rows: &[Row], options: &SweepOptions) -> Vec<Cell> {
                     verdict: r.verdict,
                     settle_max_s: (!r.settle_seconds.is_empty()).then(|| max_settle(r)),
                     replay: format!(
-                        "synclab lab run {scenario} {backend}{} --algorithm {algorithm} --seed {}{duration} --out replay-{scenario}-{algorithm}-{nodes}-{}",
+                        "synclab lab run {scenario} {backend}{} --algorithm {algorithm} --seed {}{duration}{timers} --out replay-{scenario}-{algorithm}-{nodes}-{}",
                         if sized { format!(" --nodes {nodes}") } else { String::new() },
                         r.seed,
                         r.seed
@@ -453,6 +462,8 @@ mod tests {
             sync_interval: 0.0,
             spread_bound_nanos: 0,
             spread_rounds: 3,
+            detector: String::new(),
+            heartbeat: 0.0,
         })];
         assert!(super::keep_run(&dir, &events));
         for file in ["history.jsonl", "results.json", "report.html"] {

@@ -346,6 +346,18 @@ pub enum ConfigError {
     TooManyMembers(usize),
 }
 
+/// The rule between a group's two timers: a positive heartbeat, shorter than the timeout (else a follower
+/// would suspect a live coordinator between two of its heartbeats).
+pub fn check_timers(heartbeat: Duration, timeout: Duration) -> Result<(), ConfigError> {
+    if heartbeat.is_zero() {
+        return Err(ConfigError::ZeroDuration("the heartbeat"));
+    }
+    if heartbeat >= timeout {
+        return Err(ConfigError::HeartbeatNotBelowTimeout { heartbeat, timeout });
+    }
+    Ok(())
+}
+
 /// A node's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
@@ -392,12 +404,7 @@ impl GroupConfig {
         if sorted.binary_search(&id).is_err() {
             return Err(ConfigError::NotMember(id));
         }
-        if heartbeat.is_zero() {
-            return Err(ConfigError::ZeroDuration("the heartbeat"));
-        }
-        if heartbeat >= timeout {
-            return Err(ConfigError::HeartbeatNotBelowTimeout { heartbeat, timeout });
-        }
+        check_timers(heartbeat, timeout)?;
         Ok(Self {
             id,
             members: sorted,

@@ -601,6 +601,8 @@ mod tests {
             sync_interval: 5.0,
             spread_bound_nanos: 1_000_000,
             spread_rounds: 2,
+            detector: String::new(),
+            heartbeat: 0.0,
         })
     }
 

@@ -59,6 +59,18 @@ pub struct RunInfo {
     /// Rounds within which it must come back.
     #[serde(default = "default_rounds")]
     pub spread_rounds: u64,
+    /// The failure detector of a group the lab made itself (`fixed` or `adaptive`; `--local`, `--sim`);
+    /// empty where the deployment's settings decide (compose, swarm).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detector: String,
+    /// Seconds between the coordinator's heartbeats in a group the lab made itself; 0 where the
+    /// deployment's settings decide.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub heartbeat: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn default_settle_bound() -> f64 {

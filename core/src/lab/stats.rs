@@ -112,6 +112,8 @@ mod tests {
             sync_interval: 0.0,
             spread_bound_nanos: 0,
             spread_rounds: 3,
+            detector: String::new(),
+            heartbeat: 0.0,
         })
     }
 

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use super::{Backend, Endpoint, Lifecycle};
 use crate::election::state::StateError;
 use crate::election::{ElectionNode, NodeConfig, NodeError, agreement};
+use crate::lab_runner::Timers;
 use crate::lab_runner::error::LabError;
 use crate::proto::election as pb;
 use crate::rpc::Dialer;
@@ -225,12 +226,17 @@ pub struct Local {
 }
 
 impl Local {
-    /// Starts `n` nodes running `algorithm` (50 ms heartbeats, 200 ms timeout, 100 ms RPC deadline),
-    /// their state in `state_dir` (emptied first).
-    pub async fn start(algorithm: Algorithm, n: u64, state_dir: PathBuf, dialer: Dialer) -> Result<Self, LabError> {
+    /// Starts `n` nodes running `algorithm` with `timers` (and a 100 ms RPC deadline), their state in
+    /// `state_dir` (emptied first).
+    pub async fn start(algorithm: Algorithm, n: u64, state_dir: PathBuf, timers: Timers, dialer: Dialer) -> Result<Self, LabError> {
         let _ = std::fs::remove_dir_all(&state_dir);
-        let ms = Duration::from_millis;
-        let cluster = LocalCluster::start_with(algorithm, n, ms(50), ms(200), ms(100), state_dir.clone(), |c| c.lab = true)
+        let rpc_timeout = Duration::from_millis(100);
+        let detector = timers.detector;
+        let configure = move |c: &mut NodeConfig| {
+            c.lab = true;
+            c.detector = detector;
+        };
+        let cluster = LocalCluster::start_with(algorithm, n, timers.heartbeat, timers.timeout, rpc_timeout, state_dir.clone(), configure)
             .await
             .map_err(|source| LabError::Nodes { source })?;
         Ok(Self { cluster, state_dir, dialer })

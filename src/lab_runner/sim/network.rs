@@ -20,7 +20,9 @@ use std::time::Duration;
 
 pub use synclab_core::election::safety::Violation;
 use synclab_core::election::safety::Watch;
-use synclab_core::election::{Algorithm, Envelope, GroupConfig, Kind, Machine, Message, NodeId, Rejection, Reply, Role, SendError, Term};
+use synclab_core::election::{
+    Algorithm, Detector, Envelope, GroupConfig, Kind, Machine, Message, NodeId, Rejection, Reply, Role, SendError, Term,
+};
 use synclab_core::lab::Rng;
 use synclab_core::lab::history::{self, ElectionObservation, Event as HistoryEvent, MessageObservation};
 
@@ -123,6 +125,8 @@ pub struct SimConfig {
     pub duplicate: f64,
     pub heartbeat: Duration,
     pub timeout: Duration,
+    /// How followers decide that the coordinator is silent (`Fixed`: after `timeout`).
+    pub detector: Detector,
     /// Elections staggered by rank (zero: off).
     pub election_stagger: Duration,
     /// Model the real node's shell around the machine: a follower's line to its coordinator (a crash
@@ -144,6 +148,7 @@ impl Default for SimConfig {
             duplicate: 0.0,
             heartbeat: Duration::from_millis(50),
             timeout: Duration::from_millis(200),
+            detector: Detector::Fixed,
             election_stagger: Duration::ZERO,
             shell: false,
         }
@@ -261,6 +266,7 @@ impl Sim {
         GroupConfig::new(id, ids.iter().copied(), config.heartbeat, config.timeout)
             .expect("valid group")
             .with_election_stagger(config.election_stagger)
+            .with_detection(config.detector.detection(config.heartbeat, config.timeout))
     }
 
     /// Starts recording what the lab's observers would see ([`Sim::take_trace`]).
