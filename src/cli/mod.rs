@@ -122,8 +122,9 @@ pub struct TimerArgs {
     /// How a follower finds its coordinator silent: `fixed`, the textbook's, after --timeout of silence;
     /// or `adaptive`, a φ-accrual detector that learns the coordinator's heartbeat inter-arrival times and
     /// suspects it at a false-suspicion probability of 10^-8 per heartbeat, never sooner than 2.2
-    /// heartbeats of silence nor later than 20. The default stays `fixed` until the adaptive detector's
-    /// false elections and failover are measured against it (BENCHMARKS.md gives the commands).
+    /// heartbeats of silence nor later than 20. `adaptive` with a 25 ms heartbeat replaces a silent
+    /// coordinator in under 100 ms, but a machine whose cores are saturated makes it elect falsely where
+    /// the fixed timeout does not, so `fixed` is the default (BENCHMARKS.md, issue #32).
     #[arg(long, env = "SYNCLAB_DETECTOR", value_parser = named::<Detector>(), default_value = "fixed")]
     pub detector: Detector,
 }
