@@ -32,14 +32,14 @@ pub mod sweep;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use synclab_core::election::{Algorithm, Detector};
+use synclab_core::election::Algorithm;
 use synclab_core::lab::Scenario;
 use synclab_core::lab::check::Results;
 use synclab_core::lab::history::{Event, RunInfo};
 use tokio::sync::watch;
 
 pub use backend::compose::default_project;
-pub use backend::{Backend, Target};
+pub use backend::{Backend, Target, Timers};
 pub use error::LabError;
 pub use record::check_dir;
 pub use report::summary;
@@ -67,23 +67,6 @@ pub struct RunOptions {
     /// The timers and failure detector of the groups the lab makes (`--local`, `--sim`).
     pub timers: Timers,
     pub dialer: crate::rpc::Dialer,
-}
-
-/// The heartbeat, the fixed timeout and the failure detector of a group the lab makes itself (`--local`,
-/// `--sim`); in Docker the deployment's settings decide (`SYNCLAB_HEARTBEAT`, `SYNCLAB_DETECTOR`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timers {
-    pub heartbeat: Duration,
-    /// The silence after which the fixed detector suspects the coordinator.
-    pub timeout: Duration,
-    pub detector: Detector,
-}
-
-impl Default for Timers {
-    /// The election nodes' defaults: a heartbeat every 50 ms, the fixed 200 ms timeout.
-    fn default() -> Self {
-        Self { heartbeat: Duration::from_millis(50), timeout: Duration::from_millis(200), detector: Detector::Fixed }
-    }
 }
 
 /// Runs a scenario, writes `history.jsonl`, `results.json` and `report.html` into `out`, and returns

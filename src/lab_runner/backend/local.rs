@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::{Backend, Endpoint, Lifecycle};
+use super::{Backend, Endpoint, Lifecycle, Timers};
 use crate::election::state::StateError;
 use crate::election::{ElectionNode, NodeConfig, NodeError, agreement};
-use crate::lab_runner::Timers;
 use crate::lab_runner::error::LabError;
 use crate::proto::election as pb;
 use crate::rpc::Dialer;
