@@ -143,9 +143,18 @@ fn failover_messages(dir: &Path, op: &str) -> u64 {
     let faults: Vec<&Value> = h.iter().filter(|e| e["type"] == "fault").collect();
     let i = faults.iter().position(|f| f["op"] == op).unwrap();
     let (from, to) = (faults[i]["start"].as_f64().unwrap(), faults.get(i + 1).map_or(f64::INFINITY, |f| f["start"].as_f64().unwrap()));
+    // The textbook counts the messages among the live nodes: an `Election` a real node sends to the dead
+    // coordinator before it holds it down (it found it silent, not its line broken) goes nowhere.
+    let dead: Vec<u64> = faults[i]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str().and_then(|t| t.strip_prefix("node-")).and_then(|n| n.parse().ok()))
+        .collect();
     let sent = |kind: &str| -> Vec<u64> {
         h.iter()
             .filter(|e| e["type"] == "message" && e["direction"] == "sent" && e["kind"] == kind)
+            .filter(|e| !dead.contains(&e["peer"].as_u64().unwrap()))
             .filter(|e| (from..to).contains(&e["time"].as_f64().unwrap()))
             .map(|e| e["term"].as_u64().unwrap())
             .collect()
