@@ -343,7 +343,7 @@ async fn log_flood(b: &Bins) -> Row {
         Err(e) => format!("cannot connect: {e}"),
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let outcome = format!("{tally}; {} log lines", node.stderr_lines().saturating_sub(before));
+    let outcome = format!("{tally}; log: {} lines", node.stderr_lines().saturating_sub(before));
     finish(m, &mut node, "10,000 invalid Alive (5 kinds)", outcome).await
 }
 
@@ -642,6 +642,362 @@ async fn besieged(b: &Bins, which: &str) -> Row {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// Round 2: stalled TLS handshakes, silent event-stream clients, squatters, accepted forgeries, a
+// victim's NTP. Each of these measures the open fds before, at the peak and after the attack's
+// connections are dropped, so the exit after SIGTERM is timed with the attack gone.
+// ---------------------------------------------------------------------------------------------------
+
+/// The most file descriptors a process held while it ran, sampled every 10 ms on a thread of its own.
+struct FdWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl FdWatch {
+    fn start(pid: u32) -> FdWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(attack::open_fds(pid).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        FdWatch { stop, thread }
+    }
+
+    fn peak(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+/// "fds 12 before, 1 130 peak, 12 after": `after` read once the attack's connections have been closed
+/// for 1.5 s (longer than any handshake or write deadline).
+async fn fds_after(pid: u32, before: usize, watch: FdWatch) -> String {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let peak = watch.peak();
+    let after = attack::open_fds(pid).unwrap_or(0);
+    format!("fds {before} before, {peak} peak, {after} after")
+}
+
+/// Whether `bin --help` names `flag` (an older build may lack it).
+fn supports(bin: &str, flag: &str) -> bool {
+    std::process::Command::new(bin).arg("--help").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
+}
+
+/// No gRPC prober (the target speaks TLS, or HTTP): memory alone, the latency column filled by the row.
+fn memory_only(target: &Process) -> Measure {
+    Measure { prober: None, mem: MemWatch::start(target.pid()), elections: None, term_before: None }
+}
+
+/// One `GetTime` over TLS on a connection of its own (so with a handshake of its own).
+async fn tls_get_time(dialer: &synclab::rpc::Dialer, addr: &str, within: Duration) -> Result<Duration, String> {
+    use synclab::proto::time::GetTimeRequest;
+    use synclab::proto::time::time_service_client::TimeServiceClient;
+    let started = Instant::now();
+    let mut client = TimeServiceClient::new(dialer.channel(addr, within).map_err(|e| e.to_string())?);
+    synclab::rpc::with_deadline(addr, within, client.get_time(GetTimeRequest::default())).await.map_err(|e| e.to_string())?;
+    Ok(started.elapsed())
+}
+
+/// 300 handshakes begun and never finished (the first 11 bytes of a ClientHello), then 100 more every
+/// step while a real TLS client calls `GetTime` on a connection of its own (2 s each), 12 steps.
+async fn stalled_tls(b: &Bins) -> Row {
+    const WHAT: &str = "1,500 stalled TLS handshakes (11 bytes of a ClientHello each)";
+    let dir = std::env::temp_dir().join(format!("synclab-bench-attack-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = synclab::tls::certs::make(&dir, &strings(&["time-server", "laptop"]), false) {
+        return failed_row(WHAT, &e);
+    }
+    let file = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let tls = synclab::tls::Tls::load(&synclab::tls::TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("laptop.pem"),
+        key: dir.join("laptop.key"),
+    });
+    let dialer = match tls {
+        Ok(t) => synclab::rpc::Dialer::new(Some(t)),
+        Err(e) => return failed_row(WHAT, &e),
+    };
+    let addr = local();
+    let list =
+        ["--listen", &addr, "--tls-ca", &file("ca.pem"), "--tls-cert", &file("time-server.pem"), "--tls-key", &file("time-server.key")];
+    let mut server = match Process::spawn(&b.time_server, &strings(&list), &addr) {
+        Ok(p) => p,
+        Err(e) => return failed_row(WHAT, &e),
+    };
+    let ready = Instant::now();
+    while tls_get_time(&dialer, &addr, Duration::from_millis(500)).await.is_err() {
+        if ready.elapsed() > Duration::from_secs(10) {
+            return failed_row(WHAT, &"no TLS answer within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = memory_only(&server);
+    let (before, fds) = (attack::open_fds(server.pid()).unwrap_or(0), FdWatch::start(server.pid()));
+    let lines = server.stderr_lines();
+    let connect = Duration::from_millis(300);
+    let mut held = vec![attack::stalled_handshakes(&addr, 300, connect).await];
+    let mut calls = attack::Latencies::default();
+    for _ in 0..12 {
+        let (more, call) =
+            tokio::join!(attack::stalled_handshakes(&addr, 100, connect), tls_get_time(&dialer, &addr, Duration::from_secs(2)));
+        held.push(more);
+        match call {
+            Ok(took) => calls.samples.push(took),
+            Err(e) => calls.failures.push(e),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let opened: usize = held.iter().map(|h| h.len()).sum();
+    drop(held);
+    let fds = fds_after(server.pid(), before, fds).await;
+    let outcome = format!(
+        "{} of 12 real TLS calls answered within 2 s; {opened} handshakes opened; {fds}; log: {} lines",
+        calls.samples.len(),
+        server.stderr_lines().saturating_sub(lines)
+    );
+    let mut row = finish(m, &mut server, WHAT, outcome).await;
+    row.latency = format!("TLS calls {}", calls.summary());
+    let _ = std::fs::remove_dir_all(&dir);
+    row
+}
+
+/// 1,000 `GET /events` clients that never read a byte, held while 10 page loads and 10 new readers
+/// (2 s each) come; the dashboard follows nothing that runs (its page still renders and streams).
+async fn silent_streams(b: &Bins) -> Row {
+    const WHAT: &str = "1,000 event-stream clients that never read (dashboard)";
+    let (addr, dead) = (local(), local());
+    let (clock, device) = (format!("time-server={dead}"), format!("time-server={dead}"));
+    let list = ["dashboard", "--listen", &addr, "--clock", &clock, "--device-metrics", &device, "--master", &dead, "--nodes", &dead];
+    let mut dashboard = match Process::spawn(&b.synclab, &strings(&list), &addr) {
+        Ok(p) => p,
+        Err(e) => return failed_row(WHAT, &e),
+    };
+    let ready = Instant::now();
+    let page = loop {
+        match attack::http_get(&addr, "/", Duration::from_millis(500)).await {
+            Ok(p) if p.status == 200 => break p.body,
+            _ if ready.elapsed() > Duration::from_secs(10) => return failed_row(WHAT, &"the dashboard did not answer within 10 s"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let m = memory_only(&dashboard);
+    let (before, fds) = (attack::open_fds(dashboard.pid()).unwrap_or(0), FdWatch::start(dashboard.pid()));
+    let lines = dashboard.stderr_lines();
+    let silent = attack::silent_stream_clients(&addr, 1000, STEP).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut pages, mut readers) = (attack::Latencies::default(), attack::Latencies::default());
+    let mut whole = 0;
+    for _ in 0..10 {
+        match attack::http_get(&addr, "/", Duration::from_secs(2)).await {
+            Ok(p) => {
+                whole += usize::from(p.status == 200 && p.body == page);
+                pages.samples.push(p.took);
+            }
+            Err(e) => pages.failures.push(e),
+        }
+        match attack::first_event(&addr, Duration::from_secs(2)).await {
+            Ok(took) => readers.samples.push(took),
+            Err(e) => readers.failures.push(e),
+        }
+    }
+    let held = silent.len();
+    drop(silent);
+    let fds = fds_after(dashboard.pid(), before, fds).await;
+    let outcome = format!(
+        "{whole} of 10 page loads whole; {} of 10 new readers updated within 2 s (first update {}); {held} held; {fds}; log: {} lines",
+        readers.samples.len(),
+        readers.summary(),
+        dashboard.stderr_lines().saturating_sub(lines)
+    );
+    let mut row = finish(m, &mut dashboard, WHAT, outcome).await;
+    row.latency = format!("page loads {}", pages.summary());
+    row
+}
+
+/// 200 names re-registered without pause for 12 s, each at an address that accepts and never answers,
+/// on a master with room for 8 (rounds every second, 300 ms to answer); after 2 s the real TAPMI
+/// starts. The master's reserved names are KMC, MIT, TAPMI and SOLS where it has `--reserved`, as
+/// compose configures it.
+async fn squatters(b: &Bins) -> Row {
+    const WHAT: &str = "200 squatters at silent addresses, then TAPMI joins (Berkeley)";
+    let silent = match Stalled::start().await {
+        Ok(s) => s,
+        Err(e) => return failed_row(WHAT, &e),
+    };
+    let mut extra = vec!["--interval", "1s", "--timeout", "300ms", "--max-members", "8"];
+    if supports(&b.berkeley_master, "--reserved") {
+        extra.extend(["--reserved", "KMC,MIT,TAPMI,SOLS"]);
+    }
+    let mut master = master(b, &extra).await;
+    let m = measure(&master, path::STATUS, None).await;
+    let until = Instant::now() + Duration::from_secs(12);
+    let squatting = {
+        let (addr, silent) = (master.addr.clone(), silent.addr.clone());
+        tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let Ok(conn) = Conn::connect(&addr, STEP).await else { return tally };
+            while Instant::now() < until {
+                for i in 0..200u32 {
+                    let request = attack::register_request(&format!("SQUAT{i}"), &silent, &i.to_be_bytes().repeat(8));
+                    tally.add(&conn.call_raw(path::REGISTER, request, STEP).await);
+                }
+            }
+            tally
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tapmi_addr = local();
+    let list = ["--name", "TAPMI", "--listen", &tapmi_addr, "--advertise", &tapmi_addr, "--master", &master.addr];
+    let joining = Instant::now();
+    let tapmi = spawn(&b.berkeley_slave, &list, &tapmi_addr).await;
+    let (mut joined, mut rounds, mut seen) = (None, attack::Latencies::default(), std::collections::BTreeSet::new());
+    if let Ok(conn) = Conn::connect(&master.addr, STEP).await {
+        while Instant::now() < until {
+            if let Ok(status) = conn.call::<synclab::proto::berkeley::StatusResponse>(path::STATUS, &Empty {}, STEP).await {
+                if joined.is_none() && status.members.iter().any(|m| m.name == "TAPMI") {
+                    joined = Some(joining.elapsed());
+                }
+                if let Some(r) = status.last_round
+                    && seen.insert(r.number)
+                {
+                    rounds.samples.push(Duration::from_nanos(r.duration_nanos));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let tally = squatting.await.unwrap_or_default();
+    let joined = joined.map_or("never a member in 10 s".to_string(), |d| format!("a member {:.2} s after it started", d.as_secs_f64()));
+    let ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.0}", d.as_secs_f64() * 1e3));
+    let outcome = format!(
+        "TAPMI {joined}, clock: {}; rounds median / max {} / {} ms ({}); squatters: {}",
+        adjustments(&tapmi.addr).await,
+        ms(rounds.median()),
+        ms(rounds.max()),
+        rounds.samples.len(),
+        codes(&tally)
+    );
+    drop(tapmi);
+    finish(m, &mut master, WHAT, outcome).await
+}
+
+/// 300 plausible forged heartbeats (each in the next term of node 4, which plaintext cannot tell from
+/// node 4's own) to the other nodes of a group, as fast as they are answered: the log lines the five
+/// nodes write for them.
+async fn accepted_forgeries(b: &Bins) -> Row {
+    const WHAT: &str = "300 plausible forged heartbeats (node 4's next term), logs";
+    let mut g = group(b, "bully").await;
+    let m = measure(&g.nodes[4], path::GET_STATE, Some(&g)).await;
+    let before: usize = g.nodes.iter().map(|n| n.stderr_lines()).sum();
+    let started = Instant::now();
+    let mut conns = Vec::new();
+    for a in &g.addrs {
+        match Conn::connect(a, STEP).await {
+            Ok(c) => conns.push(c),
+            Err(e) => return failed_row(WHAT, &e),
+        }
+    }
+    let members = [1, 2, 3, 4, 5];
+    let (mut accepted, mut sent, mut term) = (0, 0, 0);
+    for i in 0..300 {
+        let to = (i % 5) as i64 + 1;
+        if to == 4 {
+            continue;
+        }
+        let conn = &conns[to as usize - 1];
+        let Ok(state) = conn.call::<synclab::proto::election::NodeState>(path::GET_STATE, &Empty {}, STEP).await else { continue };
+        let Some(next) = synclab_core::election::next_owned_term(&members, 4, state.term.max(term)) else { break };
+        term = next;
+        sent += 1;
+        accepted += usize::from(conn.call_raw(path::ALIVE, attack::forged_alive(4, term, to), STEP).await.is_ok());
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lines = g.nodes.iter().map(|n| n.stderr_lines()).sum::<usize>().saturating_sub(before);
+    let outcome = format!(
+        "{accepted} of {sent} accepted in {:.1} s; {lines} log lines across 5 nodes ({:.0} per s)",
+        took.as_secs_f64(),
+        lines as f64 / started.elapsed().as_secs_f64()
+    );
+    finish(m, &mut g.nodes[4], WHAT, outcome).await
+}
+
+/// A client request (version 4, mode 3) with transmit timestamp `transmit`.
+fn ntp_request(transmit: u64) -> Vec<u8> {
+    let mut b = vec![0u8; 48];
+    b[0] = 0x23;
+    b[40..48].copy_from_slice(&transmit.to_be_bytes());
+    b
+}
+
+/// Sends `request` and waits `within` for the answer to it (matched by its origin timestamp).
+async fn ntp_ask(socket: &tokio::net::UdpSocket, server: &str, request: &[u8], within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    socket.send_to(request, server).await.ok()?;
+    let mut buf = [0u8; 1024];
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        let (n, _) = tokio::time::timeout_at(until, socket.recv_from(&mut buf)).await.ok()?.ok()?;
+        if n >= 48 && buf[24..32] == request[40..48] && buf[1] != 0 {
+            return Some(started.elapsed());
+        }
+    }
+}
+
+/// A flood from the victim's own address (as a spoofed one would be: here another socket on
+/// 127.0.0.1) far over the NTP rate limit (4 per second, burst 4), while the victim asks 40 times
+/// (100 ms each).
+async fn ntp_victim(b: &Bins) -> Row {
+    const WHAT: &str = "an NTP flood from the victim's address (rate limit 4/s)";
+    let (addr, ntp) = (local(), local());
+    let mut server =
+        spawn(&b.time_server, &["--listen", &addr, "--ntp-listen", &ntp, "--ntp-rate-limit", "4", "--ntp-burst", "4"], &addr).await;
+    let m = measure(&server, path::GET_TIME, None).await;
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flood = tokio::spawn({
+        let (ntp, flooding) = (ntp.clone(), flooding.clone());
+        async move {
+            let Ok(socket) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else { return 0 };
+            let mut sent = 0u64;
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) && sent < 200_000 {
+                for _ in 0..20 {
+                    sent += 1;
+                    let _ = socket.send_to(&ntp_request(sent), &ntp).await;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            sent
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut victim = attack::Latencies::default();
+    match tokio::net::UdpSocket::bind("127.0.0.1:0").await {
+        Ok(socket) => {
+            for i in 0..40u64 {
+                match ntp_ask(&socket, &ntp, &ntp_request(0xAAAA_0000_0000_0000 + i), Duration::from_millis(100)).await {
+                    Some(took) => victim.samples.push(took),
+                    None => victim.failures.push("no answer".into()),
+                }
+            }
+        }
+        Err(e) => victim.failures.push(e.to_string()),
+    }
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.await.unwrap_or(0);
+    let outcome = format!(
+        "{} of 40 of the victim's requests answered (NTP {}) under {sent} flooding requests",
+        victim.samples.len(),
+        victim.summary()
+    );
+    finish(m, &mut server, WHAT, outcome).await
+}
+
+// ---------------------------------------------------------------------------------------------------
 
 async fn run(name: &str, only: &Option<String>, rows: &mut Vec<Row>, attack: impl Future<Output = Row>) {
     if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
@@ -711,6 +1067,11 @@ fn main() {
         }
         run("stalled-server", o, &mut rows, stalled_server(&b)).await;
         run("stalled-member", o, &mut rows, stalled_member(&b)).await;
+        run("stalled-tls", o, &mut rows, stalled_tls(&b)).await;
+        run("silent-streams", o, &mut rows, silent_streams(&b)).await;
+        run("squatters", o, &mut rows, squatters(&b)).await;
+        run("accepted-forgeries", o, &mut rows, accepted_forgeries(&b)).await;
+        run("ntp-victim", o, &mut rows, ntp_victim(&b)).await;
         rows
     });
     println!("## {label}");

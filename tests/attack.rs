@@ -810,64 +810,11 @@ async fn dashboard() -> (Process, String) {
     ];
     let p = Process::spawn(SYNCLAB, &args(&list), &addr).unwrap();
     let ready = std::time::Instant::now();
-    while http_get(&addr, "/", Duration::from_millis(500)).await.is_err() {
+    while attack::http_get(&addr, "/", Duration::from_millis(500)).await.is_err() {
         assert!(ready.elapsed() < Duration::from_secs(10), "the dashboard did not answer within 10 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (p, addr)
-}
-
-/// `GET path` on a connection of its own: the status and the whole body (`Connection: close`).
-async fn http_get(addr: &str, path: &str, within: Duration) -> Result<(u16, String), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fetch = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no response head in {} bytes", raw.len()))?;
-        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status in {head:?}"))?;
-        Ok((status, body.to_string()))
-    };
-    tokio::time::timeout(within, fetch).await.map_err(|_| format!("no whole answer within {within:?}"))?
-}
-
-/// Opens `GET /events` and waits for its first update: how long that took.
-async fn first_event(addr: &str, within: Duration) -> Result<Duration, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let started = std::time::Instant::now();
-    let read = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains("event: update") {
-            let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err(format!("closed after {} bytes", seen.len()));
-            }
-            seen.extend_from_slice(&buf[..n]);
-        }
-        Ok(started.elapsed())
-    };
-    tokio::time::timeout(within, read).await.map_err(|_| format!("no update within {within:?}"))?
-}
-
-/// Event-stream clients that ask for `/events` and never read a byte.
-async fn silent_stream_clients(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
-    use tokio::io::AsyncWriteExt;
-    let mut held = Vec::with_capacity(n);
-    for _ in 0..n {
-        if let Ok(Ok(mut s)) = tokio::time::timeout(STEP, tokio::net::TcpStream::connect(addr)).await
-            && s.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.is_ok()
-        {
-            held.push(s);
-        }
-    }
-    held
 }
 
 /// 300 event-stream clients that never read: the page still loads whole, and new readers get their
@@ -875,15 +822,15 @@ async fn silent_stream_clients(addr: &str, n: usize) -> Vec<tokio::net::TcpStrea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_event_stream_clients_starve_neither_pages_nor_new_readers() {
     let (dashboard, addr) = dashboard().await;
-    let (_, page) = http_get(&addr, "/", STEP).await.unwrap();
-    let silent = silent_stream_clients(&addr, 300).await;
+    let page = attack::http_get(&addr, "/", STEP).await.unwrap().body;
+    let silent = attack::silent_stream_clients(&addr, 300, STEP).await;
     assert_eq!(silent.len(), 300);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut pages = Vec::new();
     let mut readers = Vec::new();
     for _ in 0..10 {
-        pages.push(http_get(&addr, "/", Duration::from_secs(2)).await);
-        readers.push(first_event(&addr, Duration::from_secs(2)).await);
+        pages.push(attack::http_get(&addr, "/", Duration::from_secs(2)).await.map(|p| (p.status, p.body)));
+        readers.push(attack::first_event(&addr, Duration::from_secs(2)).await);
     }
     eprintln!("300 silent stream clients: pages {:?}", pages.iter().map(|p| p.as_ref().map(|(s, b)| (*s, b.len()))).collect::<Vec<_>>());
     eprintln!("new readers' first update after {readers:?}");

@@ -19,6 +19,8 @@
 //! - `forgeries`: forged messages: [`election_forgeries`], [`forged_alive`], [`invalid_alives`],
 //!   [`register_request`], [`adjust_request`].
 //! - `streams`: streams nobody reads: [`never_read_streams`].
+//! - `http`: the dashboard's HTTP side: [`http_get`] (a page load), [`first_event`] (an event stream's
+//!   first update), [`silent_stream_clients`] (event-stream clients that never read).
 //! - `servers`: servers that misbehave: [`Stalled`] (accepts, never answers) and [`FakeMaster`] (a
 //!   Berkeley master that records the claim a slave registers with, so its adjustments can be forged and
 //!   replayed as someone who reads the traffic could).
@@ -31,6 +33,7 @@ mod connections;
 mod floods;
 mod forgeries;
 mod grpc;
+mod http;
 mod probes;
 mod processes;
 mod servers;
@@ -43,6 +46,7 @@ pub use connections::{
 pub use floods::{Flood, Oversized, RapidReset, Unfinished, flood, oversized, rapid_reset, send_at_rate, unfinished_bodies};
 pub use forgeries::{Forgery, MAX_TERM, adjust_request, election_forgeries, forged_alive, invalid_alives, register_request};
 pub use grpc::{CallError, Conn, Status, Streaming, Tally, code, encode, frame};
+pub use http::{Page, first_event, http_get, silent_stream_clients};
 pub use probes::{Latencies, Mem, MemWatch, Prober, health, memory, open_fds};
 pub use processes::{ElectionCount, ElectionGroup, ElectionWatch, Process, free_port};
 pub use servers::{FakeMaster, Stalled};
