@@ -273,6 +273,21 @@ impl Core {
         self.next_heartbeat.max(self.last_heard.saturating_add(heartbeat.saturating_add(heartbeat / 2)))
     }
 
+    /// Another node's election is a second opinion on the coordinator this node follows: if this node
+    /// has not heard from it for one and a half heartbeats either (when it would ask it whether it lives),
+    /// it suspects it too, so the election's messages skip it instead of waiting out a send deadline on a
+    /// coordinator that is paused or cut off. A coordinator in `seen` (on the election's lap, so alive) or
+    /// heard from within that time is left alone: one node's false suspicion does not spread. Returns
+    /// whether it now counts as suspected.
+    pub(crate) fn second_opinion(&mut self, now: Duration, seen: &[NodeId]) -> bool {
+        let Some(c) = self.coordinator.filter(|&c| c != self.config.id && !seen.contains(&c)) else { return false };
+        let heartbeat = self.config.heartbeat;
+        if now >= self.last_heard.saturating_add(heartbeat.saturating_add(heartbeat / 2)) {
+            self.suspected = Some(c);
+        }
+        self.suspected == Some(c)
+    }
+
     /// `peer` counts as dead for the elections that follow (as if this node had suspected it).
     pub(crate) fn found_dead(&mut self, peer: NodeId) {
         self.suspected = Some(peer);

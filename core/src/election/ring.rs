@@ -6,6 +6,10 @@
 //! successors that cannot be reached. When the message returns to its initiator, the highest collected id
 //! is the coordinator: the initiator claims that node's next term and sends `RingCoordinator` once around.
 //!
+//! A node drawn into an election whose coordinator has been quiet for one and a half heartbeats suspects
+//! it too ([`Core::second_opinion`]): the lap skips it at once instead of waiting out a send deadline on
+//! it, which would otherwise make the lap's time depend on which follower suspected first.
+//!
 //! Suppression: a node that has already passed on (or started) an election with a higher initiator drops
 //! a lower initiator's message, so of several concurrent elections only the highest initiator's goes all
 //! the way round. A message that comes back to a node already listed in it lost its initiator on the way:
@@ -171,6 +175,7 @@ impl Ring {
                 } else {
                     self.join(now, initiator);
                     self.core.begin_election(now, format!("ring election from {initiator}"), Role::Follower);
+                    self.core.second_opinion(now, &ids);
                     ids.push(id);
                     let message = Message::RingElection { term: term.max(self.core.term()), initiator, ids };
                     self.forward(now, id, message);

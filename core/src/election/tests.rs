@@ -356,6 +356,38 @@ fn a_ring_lap_that_elects_the_coordinator_already_followed_ends_the_election_rec
     assert_eq!(m.core().last_election().map(|e| e.started), Some(ms(2000)), "a new election, recorded from its start");
 }
 
+/// A ring follower drawn into another node's lap passes it past its own coordinator when it too has
+/// not heard from it for one and a half heartbeats (a paused coordinator would only make the lap wait
+/// out a send deadline), and to it when it heard from it recently (one node's false suspicion does not
+/// spread), or when the coordinator is already on the lap.
+#[test]
+fn a_ring_follower_skips_a_coordinator_it_too_has_not_heard_from() {
+    let ms = Duration::from_millis;
+    let hb = Duration::from_millis(50);
+    // Node 2 follows node 3 (its successor), last heard at 1000 ms.
+    let follower = || {
+        let mut m = Machine::new(Algorithm::Ring, GroupConfig::new(2, [1, 2, 3], hb, hb * 4).unwrap(), 0);
+        m.on_request(ms(1000), 3, Message::RingCoordinator { term: 2, coordinator: 3, initiator: 3 }).unwrap();
+        m.drain();
+        m
+    };
+    let lap_to = |m: &mut Machine| -> Vec<NodeId> {
+        m.drain().iter().filter(|e| matches!(e.message, Message::RingElection { .. })).map(|e| e.to).collect()
+    };
+    let mut heard = follower();
+    heard.on_request(ms(1070), 1, Message::RingElection { term: 2, initiator: 1, ids: vec![1] }).unwrap();
+    assert_eq!(lap_to(&mut heard), vec![3], "heard from 3 70 ms ago: the lap goes to it");
+    let mut quiet = follower();
+    quiet.on_request(ms(1075), 1, Message::RingElection { term: 2, initiator: 1, ids: vec![1] }).unwrap();
+    assert_eq!(lap_to(&mut quiet), vec![1], "3 quiet for 1.5 heartbeats here too: the lap skips it");
+    let mut on_lap = follower();
+    on_lap.on_request(ms(1100), 3, Message::RingElection { term: 2, initiator: 1, ids: vec![1, 3] }).unwrap();
+    assert_eq!(lap_to(&mut on_lap), vec![3], "3 is on the lap, so alive: not skipped");
+    // A word from 3 ends the suspicion.
+    quiet.on_request(ms(1080), 3, Message::Alive { term: 2, coordinator: Some(3) }).unwrap();
+    assert!(!quiet.core().is_down(3, ms(1080)));
+}
+
 #[test]
 fn configs_are_checked() {
     let hb = Duration::from_millis(50);
