@@ -190,8 +190,8 @@ fn a_silent_coordinator_costs_the_timeout_and_not_a_deadline_more() {
         assert_settled_on(&mut sim, 4);
         // Suspicion comes between timeout − heartbeat and timeout after the pause; the election on
         // loopback latencies takes a few milliseconds. Waiting on node 5 would add the whole deadline.
-        assert!(took < config.timeout + config.deadline / 2, "{algorithm}: {took:?} from the pause to node 4 ruling");
-        assert!(took >= config.timeout - config.heartbeat, "{algorithm}: suspected after {took:?}, before the timeout");
+        assert!(took < config.timers.timeout + config.deadline / 2, "{algorithm}: {took:?} from the pause to node 4 ruling");
+        assert!(took >= config.timers.timeout - config.timers.heartbeat, "{algorithm}: suspected after {took:?}, before the timeout");
         // Thawed, node 5 is heard from again and takes over as before.
         sim.unpause(5);
         assert_settled_on(&mut sim, 5);
@@ -210,12 +210,12 @@ fn a_node_drawn_into_an_election_stops_waiting_for_a_silent_coordinator_at_the_t
     let paused = sim.now();
     // Node 3 suspects 150 ms after the pause (its own reason: say, a broken line); node 4 has heard
     // from node 5 within the last heartbeat and will not suspect for up to 50 ms more.
-    sim.run_for(config.timeout - config.heartbeat);
+    sim.run_for(config.timers.timeout - config.timers.heartbeat);
     sim.suspect(3);
     assert!(sim.run_until_settled(SETTLE).is_some());
     assert_settled_on(&mut sim, 4);
     let took = sim.node(4).core().coordinator_since() - paused;
-    assert!(took <= config.timeout + 2 * config.tick, "{took:?} from the pause to node 4 ruling");
+    assert!(took <= config.timers.timeout + 2 * config.tick, "{took:?} from the pause to node 4 ruling");
 }
 
 /// A Bully node that suspects a coordinator which lives (its heartbeats held up on the way, as a busy
@@ -241,7 +241,7 @@ fn a_false_suspicion_ends_at_the_coordinators_next_heartbeat() {
     assert_eq!((node_1.term(), term_of(&sim, 5)), (term, term), "the term moved");
     assert_eq!(sim.elections(1), elections[0] + 1, "node 1 held one election");
     let back = node_1.coordinator_since() - held;
-    assert!(back <= ms(260) + config.heartbeat + 2 * config.tick, "node 1 followed node 5 again {back:?} after the hold-up began");
+    assert!(back <= ms(260) + config.timers.heartbeat + 2 * config.tick, "node 1 followed node 5 again {back:?} after the hold-up began");
     for id in 2..=5 {
         assert!(sim.elections(id) <= elections[id as usize - 1] + 1, "node {id} drawn into more than one election");
     }

@@ -14,7 +14,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use synclab_core::Named;
 use synclab_core::clock::{ClockConfig, MAX_OFFSET_NANOS, MAX_SLEW_PPM, check_drift_ppm};
 use synclab_core::duration::{parse_positive, parse_signed_nanos};
-use synclab_core::election::{Detector, NodeId, check_timers};
+use synclab_core::election::{Detector, NodeId, Timers};
 use synclab_core::name::check_name;
 
 use crate::telemetry::LogFormat;
@@ -130,10 +130,11 @@ pub struct TimerArgs {
 }
 
 impl TimerArgs {
-    /// The core's rule between the two timers, as an error naming the flags.
-    pub fn check(&self) -> Result<(), String> {
-        check_timers(self.heartbeat, self.timeout)
-            .map_err(|e| format!("--heartbeat {:?} and --timeout {:?}: {e}", self.heartbeat, self.timeout))
+    /// The group's timers, checked by the core's rule between the two, as an error naming the flags.
+    pub fn timers(&self) -> Result<Timers, String> {
+        let timers = Timers { heartbeat: self.heartbeat, timeout: self.timeout, detector: self.detector };
+        timers.check().map_err(|e| format!("--heartbeat {:?} and --timeout {:?}: {e}", self.heartbeat, self.timeout))?;
+        Ok(timers)
     }
 }
 

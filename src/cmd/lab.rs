@@ -59,8 +59,8 @@ struct PlanArgs {
 
 /// The lab's groups' timers, or `None` once a usage error naming the flags is printed.
 fn lab_timers(args: &TimerArgs) -> Option<runner::Timers> {
-    match args.check() {
-        Ok(()) => Some(runner::Timers { heartbeat: args.heartbeat, timeout: args.timeout, detector: args.detector }),
+    match args.timers() {
+        Ok(timers) => Some(timers),
         Err(e) => {
             eprintln!("error: {e}");
             None

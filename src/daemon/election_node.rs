@@ -84,7 +84,7 @@ struct Args {
 /// Runs the election node (the `election-node` binary, or `synclab` invoked under that name).
 pub fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Err(e) = args.timers.check() {
+    if let Err(e) = args.timers.timers() {
         Args::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit();
     }
     super::run(&args.service.clone(), 0, |daemon| run(args, daemon))

@@ -108,9 +108,7 @@ pub async fn election_history(options: &RunOptions) -> Result<Vec<Event>, LabErr
         }
         Target::Sim => {
             let n = options.nodes.unwrap_or(options.scenario.local_nodes());
-            let t = options.timers;
-            let config =
-                SimConfig { heartbeat: t.heartbeat, timeout: t.timeout, detector: t.detector, ..SimConfig::measured(options.seed) };
+            let config = SimConfig { timers: options.timers, ..SimConfig::measured(options.seed) };
             let sim = SimBackend::start(options.algorithm, n, config);
             run_election(sim, options).await
         }

@@ -358,6 +358,37 @@ pub fn check_timers(heartbeat: Duration, timeout: Duration) -> Result<(), Config
     Ok(())
 }
 
+/// A group's heartbeat, fixed timeout and failure detector: what `election-node`'s flags, the groups the
+/// lab makes itself (`--local`, `--sim`) and the simulator are configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// How often the coordinator sends `Alive` to every follower.
+    pub heartbeat: Duration,
+    /// The silence after which the fixed detector suspects the coordinator.
+    pub timeout: Duration,
+    /// How a follower finds its coordinator silent.
+    pub detector: Detector,
+}
+
+impl Timers {
+    /// The rule between the two timers ([`check_timers`]).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        check_timers(self.heartbeat, self.timeout)
+    }
+
+    /// How a follower with these timers finds its coordinator silent.
+    pub fn detection(&self) -> Detection {
+        self.detector.detection(self.heartbeat, self.timeout)
+    }
+}
+
+impl Default for Timers {
+    /// The election nodes' defaults: a heartbeat every 50 ms, the fixed 200 ms timeout.
+    fn default() -> Self {
+        Self { heartbeat: Duration::from_millis(50), timeout: Duration::from_millis(200), detector: Detector::Fixed }
+    }
+}
+
 /// A node's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use synclab_core::election::{Detector, NodeId};
+use synclab_core::election::NodeId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -247,17 +247,4 @@ pub async fn set_links_rpc(endpoint: &Endpoint, id: NodeId, table: &LinkTable) -
 
 /// The heartbeat, the fixed timeout and the failure detector of a group the lab makes itself (`--local`,
 /// `--sim`); in Docker the deployment's settings decide (`SYNCLAB_HEARTBEAT`, `SYNCLAB_DETECTOR`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timers {
-    pub heartbeat: Duration,
-    /// The silence after which the fixed detector suspects the coordinator.
-    pub timeout: Duration,
-    pub detector: Detector,
-}
-
-impl Default for Timers {
-    /// The election nodes' defaults: a heartbeat every 50 ms, the fixed 200 ms timeout.
-    fn default() -> Self {
-        Self { heartbeat: Duration::from_millis(50), timeout: Duration::from_millis(200), detector: Detector::Fixed }
-    }
-}
+pub use synclab_core::election::Timers;

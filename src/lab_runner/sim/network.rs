@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use synclab_core::election::safety::Violation;
 use synclab_core::election::safety::Watch;
 use synclab_core::election::{
-    Algorithm, Detector, Envelope, GroupConfig, Kind, Machine, Message, NodeId, Rejection, Reply, Role, SendError, Term,
+    Algorithm, Envelope, GroupConfig, Kind, Machine, Message, NodeId, Rejection, Reply, Role, SendError, Term, Timers,
 };
 use synclab_core::lab::Rng;
 use synclab_core::lab::history::{self, ElectionObservation, Event as HistoryEvent, MessageObservation};
@@ -123,10 +123,8 @@ pub struct SimConfig {
     /// Probability that a request arrives twice (the copy after its own latency and jitter); the
     /// sender hears one answer.
     pub duplicate: f64,
-    pub heartbeat: Duration,
-    pub timeout: Duration,
-    /// How followers decide that the coordinator is silent (`Fixed`: after `timeout`).
-    pub detector: Detector,
+    /// Every node's heartbeat, timeout and failure detector.
+    pub timers: Timers,
     /// Elections staggered by rank (zero: off).
     pub election_stagger: Duration,
     /// Model the real node's shell around the machine: a follower's line to its coordinator (a crash
@@ -146,9 +144,7 @@ impl Default for SimConfig {
             seed: 1,
             jitter: Duration::ZERO,
             duplicate: 0.0,
-            heartbeat: Duration::from_millis(50),
-            timeout: Duration::from_millis(200),
-            detector: Detector::Fixed,
+            timers: Timers::default(),
             election_stagger: Duration::ZERO,
             shell: false,
         }
@@ -263,10 +259,10 @@ impl Sim {
     }
 
     fn node_config(config: &SimConfig, id: NodeId, ids: &[NodeId]) -> GroupConfig {
-        GroupConfig::new(id, ids.iter().copied(), config.heartbeat, config.timeout)
+        GroupConfig::new(id, ids.iter().copied(), config.timers.heartbeat, config.timers.timeout)
             .expect("valid group")
             .with_election_stagger(config.election_stagger)
-            .with_detection(config.detector.detection(config.heartbeat, config.timeout))
+            .with_detection(config.timers.detection())
     }
 
     /// Starts recording what the lab's observers would see ([`Sim::take_trace`]).
