@@ -158,7 +158,12 @@ impl Bully {
                         let term = self.core.term();
                         self.core.send(from, Message::Coordinator { term });
                     }
-                    Role::Follower if !behind => self.start_election(now, format!("election from {from}")),
+                    Role::Follower if !behind => {
+                        // The sender's election is a second opinion on our coordinator: quiet here too,
+                        // it gets no Election of ours (it would only wait out the deadline).
+                        self.core.second_opinion(now, &[from]);
+                        self.start_election(now, format!("election from {from}"))
+                    }
                     Role::Coordinator | Role::Follower | Role::Candidate | Role::Waiting => {}
                 }
                 return reply;

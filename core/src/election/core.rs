@@ -275,8 +275,8 @@ impl Core {
 
     /// Another node's election is a second opinion on the coordinator this node follows: if this node
     /// has not heard from it for one and a half heartbeats either (when it would ask it whether it lives),
-    /// it suspects it too, so the election's messages skip it instead of waiting out a send deadline on a
-    /// coordinator that is paused or cut off. A coordinator in `seen` (on the election's lap, so alive) or
+    /// it suspects it too, so the election's messages (a Ring lap, a Bully node's own `Election`s) skip it
+    /// instead of waiting out a send deadline on a coordinator that is paused or cut off. A coordinator in `seen` (on the election's lap, so alive) or
     /// heard from within that time is left alone: one node's false suspicion does not spread. Returns
     /// whether it now counts as suspected.
     pub(crate) fn second_opinion(&mut self, now: Duration, seen: &[NodeId]) -> bool {

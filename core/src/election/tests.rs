@@ -388,6 +388,32 @@ fn a_ring_follower_skips_a_coordinator_it_too_has_not_heard_from() {
     assert!(!quiet.core().is_down(3, ms(1080)));
 }
 
+/// The same second opinion in the Bully: a follower that gets a lower node's `Election` while its own
+/// coordinator has been quiet for one and a half heartbeats asks only the other higher nodes (here none:
+/// it wins at once); one that heard from it recently asks it.
+#[test]
+fn a_bully_follower_skips_a_coordinator_it_too_has_not_heard_from() {
+    let ms = Duration::from_millis;
+    let hb = Duration::from_millis(50);
+    // Node 2 follows node 3, last heard at 1000 ms.
+    let follower = || {
+        let mut m = Machine::new(Algorithm::Bully, GroupConfig::new(2, [1, 2, 3], hb, hb * 4).unwrap(), 0);
+        m.on_request(ms(1000), 3, Message::Coordinator { term: 2 }).unwrap();
+        m.drain();
+        m
+    };
+    let mut heard = follower();
+    heard.on_request(ms(1070), 1, Message::Election { term: 2 }).unwrap();
+    let sent: Vec<(NodeId, &'static str)> = heard.drain().iter().map(|e| (e.to, e.message.kind().as_str())).collect();
+    assert!(sent.contains(&(3, "Election")), "heard from 3 70 ms ago: asks it ({sent:?})");
+    assert_eq!(heard.core().role(), Role::Candidate);
+    let mut quiet = follower();
+    quiet.on_request(ms(1075), 1, Message::Election { term: 2 }).unwrap();
+    let sent: Vec<(NodeId, &'static str)> = quiet.drain().iter().map(|e| (e.to, e.message.kind().as_str())).collect();
+    assert!(!sent.iter().any(|&(to, _)| to == 3), "3 quiet here too: not asked ({sent:?})");
+    assert_eq!((quiet.core().role(), quiet.core().coordinator()), (Role::Coordinator, Some(2)), "no higher node left: it won");
+}
+
 #[test]
 fn configs_are_checked() {
     let hb = Duration::from_millis(50);
