@@ -231,6 +231,11 @@ fn no_cluster_and_no_scenario_are_unknown_results() {
         lab(&["run", "initial-election", "--project", "synclab-no-such-project", "--no-start", "--out", dir.to_str().unwrap()]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("synclab-no-such-project") || text.contains("Docker"), "{text}");
+    // The failed run left no empty folder behind: the same --out works again without --force.
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+    let (code, text) =
+        lab(&["run", "initial-election", "--project", "synclab-no-such-project", "--no-start", "--out", dir.to_str().unwrap()]);
+    assert!(code == 2 && !text.contains("not empty"), "{text}");
     let (code, text) = lab(&["run", "no-such-scenario", "--local", "--out", dir.to_str().unwrap()]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("synclab lab list"), "{text}");

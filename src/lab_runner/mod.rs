@@ -70,8 +70,18 @@ pub struct RunOptions {
 }
 
 /// Runs a scenario, writes `history.jsonl`, `results.json` and `report.html` into `out`, and returns
-/// the checkers' results.
+/// the checkers' results. A run that fails before it has a history leaves no folder of its own making
+/// behind (an empty `out` would make the next run with the same `--out` ask for `--force`).
 pub async fn run(options: RunOptions) -> Result<Results, LabError> {
+    let made = !options.out.exists();
+    let result = run_into(&options).await;
+    if result.is_err() && made && !options.out.join("history.jsonl").exists() {
+        let _ = std::fs::remove_dir_all(&options.out);
+    }
+    result
+}
+
+async fn run_into(options: &RunOptions) -> Result<Results, LabError> {
     std::fs::create_dir_all(&options.out).map_err(|source| LabError::Io { path: options.out.clone(), source })?;
     if !options.scenario.is_election() && matches!(options.target, Target::Sim) {
         return Err(LabError::NotSimulated { scenario: options.scenario.to_string() });
@@ -87,7 +97,7 @@ pub async fn run(options: RunOptions) -> Result<Results, LabError> {
         write_history(&options.out, &events)?;
         return finish(&options.out, &events);
     }
-    let events = election_history(&options).await?;
+    let events = election_history(options).await?;
     write_history(&options.out, &events)?;
     finish(&options.out, &events)
 }
