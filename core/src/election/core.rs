@@ -273,20 +273,17 @@ impl Core {
         self.next_heartbeat.max(self.last_heard.saturating_add(heartbeat.saturating_add(heartbeat / 2)))
     }
 
-    /// Another node's election is a second opinion on the coordinator this node follows: if this node
-    /// would suspect it within one more heartbeat by its own detector (and has not heard from it for one
-    /// and a half heartbeats at least, when it would ask it whether it lives), it suspects it now, so the
-    /// election's messages (a Ring lap, a Bully node's own `Election`s) skip it instead of waiting out a
-    /// send deadline on a coordinator that is paused or cut off. A second opinion advances this node's
-    /// own suspicion by at most a heartbeat: a coordinator in `seen` (on the election's lap, so alive) or
-    /// heard from more recently is left alone, so one node's false suspicion does not spread. Returns
-    /// whether it now counts as suspected.
+    /// Another node's election is a second opinion on the coordinator this node follows: if this node has
+    /// missed two of its heartbeats too, it suspects it now, so the election's messages (a Ring lap, a
+    /// Bully node's own `Election`s) skip it instead of waiting out a send deadline on a coordinator that
+    /// is paused or cut off. Two heartbeats: fewer than any detector's own suspicion (the adaptive floor is
+    /// 2.2, the fixed timeout at least one more), so every follower of a coordinator that went silent
+    /// concurs with the first to suspect it; and more than one late heartbeat, so a follower that hears its
+    /// coordinator does not take up another node's false suspicion. A coordinator in `seen` (on the
+    /// election's lap, so alive) is left alone. Returns whether it now counts as suspected.
     pub(crate) fn second_opinion(&mut self, now: Duration, seen: &[NodeId]) -> bool {
         let Some(c) = self.coordinator.filter(|&c| c != self.config.id && !seen.contains(&c)) else { return false };
-        let heartbeat = self.config.heartbeat;
-        let own = self.silence_deadline(c).saturating_sub(self.last_heard);
-        let needed = heartbeat.saturating_add(heartbeat / 2).max(own.saturating_sub(heartbeat));
-        if now >= self.last_heard.saturating_add(needed) {
+        if now >= self.last_heard.saturating_add(self.config.heartbeat.saturating_mul(2)) {
             self.suspected = Some(c);
         }
         self.suspected == Some(c)

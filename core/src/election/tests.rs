@@ -356,10 +356,9 @@ fn a_ring_lap_that_elects_the_coordinator_already_followed_ends_the_election_rec
     assert_eq!(m.core().last_election().map(|e| e.started), Some(ms(2000)), "a new election, recorded from its start");
 }
 
-/// A ring follower drawn into another node's lap passes it past its own coordinator when it would
-/// suspect it within a heartbeat by itself (here the fixed 200 ms timeout at a 50 ms heartbeat: after
-/// 150 ms of silence; a paused coordinator would only make the lap wait out a send deadline), and to it
-/// when it heard from it more recently (one node's false suspicion does not spread), or when the
+/// A ring follower drawn into another node's lap passes it past its own coordinator when it too has
+/// missed two heartbeats (a paused coordinator would only make the lap wait out a send deadline), and to
+/// it when it heard from it more recently (one node's false suspicion does not spread), or when the
 /// coordinator is already on the lap.
 #[test]
 fn a_ring_follower_skips_a_coordinator_it_too_has_not_heard_from() {
@@ -376,22 +375,22 @@ fn a_ring_follower_skips_a_coordinator_it_too_has_not_heard_from() {
         m.drain().iter().filter(|e| matches!(e.message, Message::RingElection { .. })).map(|e| e.to).collect()
     };
     let mut heard = follower();
-    heard.on_request(ms(1140), 1, Message::RingElection { term: 2, initiator: 1, ids: vec![1] }).unwrap();
-    assert_eq!(lap_to(&mut heard), vec![3], "heard from 3 140 ms ago: the lap goes to it");
+    heard.on_request(ms(1090), 1, Message::RingElection { term: 2, initiator: 1, ids: vec![1] }).unwrap();
+    assert_eq!(lap_to(&mut heard), vec![3], "heard from 3 90 ms ago: the lap goes to it");
     let mut quiet = follower();
-    quiet.on_request(ms(1150), 1, Message::RingElection { term: 2, initiator: 1, ids: vec![1] }).unwrap();
-    assert_eq!(lap_to(&mut quiet), vec![1], "3 quiet for 150 ms here too: the lap skips it");
+    quiet.on_request(ms(1100), 1, Message::RingElection { term: 2, initiator: 1, ids: vec![1] }).unwrap();
+    assert_eq!(lap_to(&mut quiet), vec![1], "3 quiet for two heartbeats here too: the lap skips it");
     let mut on_lap = follower();
-    on_lap.on_request(ms(1190), 3, Message::RingElection { term: 2, initiator: 1, ids: vec![1, 3] }).unwrap();
+    on_lap.on_request(ms(1120), 3, Message::RingElection { term: 2, initiator: 1, ids: vec![1, 3] }).unwrap();
     assert_eq!(lap_to(&mut on_lap), vec![3], "3 is on the lap, so alive: not skipped");
     // A word from 3 ends the suspicion.
-    quiet.on_request(ms(1160), 3, Message::Alive { term: 2, coordinator: Some(3) }).unwrap();
-    assert!(!quiet.core().is_down(3, ms(1160)));
+    quiet.on_request(ms(1110), 3, Message::Alive { term: 2, coordinator: Some(3) }).unwrap();
+    assert!(!quiet.core().is_down(3, ms(1110)));
 }
 
-/// The same second opinion in the Bully: a follower that gets a lower node's `Election` when it would
-/// suspect its own coordinator within a heartbeat asks only the other higher nodes (here none: it wins
-/// at once); one that heard from it more recently asks it.
+/// The same second opinion in the Bully: a follower that gets a lower node's `Election` when it too has
+/// missed two of its coordinator's heartbeats asks only the other higher nodes (here none: it wins at
+/// once); one that heard from it more recently asks it.
 #[test]
 fn a_bully_follower_skips_a_coordinator_it_too_has_not_heard_from() {
     let ms = Duration::from_millis;
@@ -404,14 +403,14 @@ fn a_bully_follower_skips_a_coordinator_it_too_has_not_heard_from() {
         m
     };
     let mut heard = follower();
-    heard.on_request(ms(1140), 1, Message::Election { term: 2 }).unwrap();
+    heard.on_request(ms(1090), 1, Message::Election { term: 2 }).unwrap();
     let sent: Vec<(NodeId, &'static str)> = heard.drain().iter().map(|e| (e.to, e.message.kind().as_str())).collect();
-    assert!(sent.contains(&(3, "Election")), "heard from 3 140 ms ago: asks it ({sent:?})");
+    assert!(sent.contains(&(3, "Election")), "heard from 3 90 ms ago: asks it ({sent:?})");
     assert_eq!(heard.core().role(), Role::Candidate);
     let mut quiet = follower();
-    quiet.on_request(ms(1150), 1, Message::Election { term: 2 }).unwrap();
+    quiet.on_request(ms(1100), 1, Message::Election { term: 2 }).unwrap();
     let sent: Vec<(NodeId, &'static str)> = quiet.drain().iter().map(|e| (e.to, e.message.kind().as_str())).collect();
-    assert!(!sent.iter().any(|&(to, _)| to == 3), "3 quiet for 150 ms here too: not asked ({sent:?})");
+    assert!(!sent.iter().any(|&(to, _)| to == 3), "3 quiet for two heartbeats here too: not asked ({sent:?})");
     assert_eq!((quiet.core().role(), quiet.core().coordinator()), (Role::Coordinator, Some(2)), "no higher node left: it won");
 }
 
