@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use synclab_harness::attack::{
-    self, CallError, Conn, ElectionGroup, ElectionWatch, Empty, FakeMaster, MemWatch, Prober, Process, Stalled, Tally, code, path,
+    self, CallError, Conn, ElectionGroup, ElectionWatch, Empty, FakeMaster, PeakWatch, Prober, Process, Stalled, Tally, code, path,
 };
 
 const STEP: Duration = Duration::from_secs(3);
@@ -113,7 +113,7 @@ async fn group(b: &Bins, algorithm: &str) -> ElectionGroup {
 /// The probes and watchers running during one attack on one process.
 struct Measure {
     prober: Option<Prober>,
-    mem: MemWatch,
+    mem: PeakWatch,
     elections: Option<ElectionWatch>,
     term_before: Option<u64>,
 }
@@ -124,7 +124,7 @@ async fn measure(target: &Process, probe_path: &'static str, group: Option<&Elec
         Some(g) => (Some(ElectionWatch::start(g.addrs.clone())), g.wait_agreement(Duration::from_secs(1)).await.map(|(_, t)| t)),
         None => (None, None),
     };
-    Measure { prober, mem: MemWatch::start(target.pid()), elections, term_before }
+    Measure { prober, mem: PeakWatch::rss_kb(target.pid()), elections, term_before }
 }
 
 fn mb(kb: u64) -> String {
@@ -647,38 +647,11 @@ async fn besieged(b: &Bins, which: &str) -> Row {
 // connections are dropped, so the exit after SIGTERM is timed with the attack gone.
 // ---------------------------------------------------------------------------------------------------
 
-/// The most file descriptors a process held while it ran, sampled every 10 ms on a thread of its own.
-struct FdWatch {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<usize>,
-}
-
-impl FdWatch {
-    fn start(pid: u32) -> FdWatch {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut peak = 0;
-            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(attack::open_fds(pid).unwrap_or(0));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            peak
-        });
-        FdWatch { stop, thread }
-    }
-
-    fn peak(self) -> usize {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().unwrap_or(0)
-    }
-}
-
 /// "fds 12 before, 1 130 peak, 12 after": `after` read once the attack's connections have been closed
 /// for 1.5 s (longer than any handshake or write deadline).
-async fn fds_after(pid: u32, before: usize, watch: FdWatch) -> String {
+async fn fds_after(pid: u32, before: usize, watch: PeakWatch) -> String {
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let peak = watch.peak();
+    let peak = watch.stop();
     let after = attack::open_fds(pid).unwrap_or(0);
     format!("fds {before} before, {peak} peak, {after} after")
 }
@@ -690,17 +663,7 @@ fn supports(bin: &str, flag: &str) -> bool {
 
 /// No gRPC prober (the target speaks TLS, or HTTP): memory alone, the latency column filled by the row.
 fn memory_only(target: &Process) -> Measure {
-    Measure { prober: None, mem: MemWatch::start(target.pid()), elections: None, term_before: None }
-}
-
-/// One `GetTime` over TLS on a connection of its own (so with a handshake of its own).
-async fn tls_get_time(dialer: &synclab::rpc::Dialer, addr: &str, within: Duration) -> Result<Duration, String> {
-    use synclab::proto::time::GetTimeRequest;
-    use synclab::proto::time::time_service_client::TimeServiceClient;
-    let started = Instant::now();
-    let mut client = TimeServiceClient::new(dialer.channel(addr, within).map_err(|e| e.to_string())?);
-    synclab::rpc::with_deadline(addr, within, client.get_time(GetTimeRequest::default())).await.map_err(|e| e.to_string())?;
-    Ok(started.elapsed())
+    Measure { prober: None, mem: PeakWatch::rss_kb(target.pid()), elections: None, term_before: None }
 }
 
 /// 300 handshakes begun and never finished (the first 11 bytes of a ClientHello), then 100 more every
@@ -730,21 +693,21 @@ async fn stalled_tls(b: &Bins) -> Row {
         Err(e) => return failed_row(WHAT, &e),
     };
     let ready = Instant::now();
-    while tls_get_time(&dialer, &addr, Duration::from_millis(500)).await.is_err() {
+    while attack::tls_get_time(&dialer, &addr, Duration::from_millis(500)).await.is_err() {
         if ready.elapsed() > Duration::from_secs(10) {
             return failed_row(WHAT, &"no TLS answer within 10 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let m = memory_only(&server);
-    let (before, fds) = (attack::open_fds(server.pid()).unwrap_or(0), FdWatch::start(server.pid()));
+    let (before, fds) = (attack::open_fds(server.pid()).unwrap_or(0), PeakWatch::fds(server.pid()));
     let lines = server.stderr_lines();
     let connect = Duration::from_millis(300);
     let mut held = vec![attack::stalled_handshakes(&addr, 300, connect).await];
     let mut calls = attack::Latencies::default();
     for _ in 0..12 {
         let (more, call) =
-            tokio::join!(attack::stalled_handshakes(&addr, 100, connect), tls_get_time(&dialer, &addr, Duration::from_secs(2)));
+            tokio::join!(attack::stalled_handshakes(&addr, 100, connect), attack::tls_get_time(&dialer, &addr, Duration::from_secs(2)));
         held.push(more);
         match call {
             Ok(took) => calls.samples.push(took),
@@ -786,7 +749,7 @@ async fn silent_streams(b: &Bins) -> Row {
         }
     };
     let m = memory_only(&dashboard);
-    let (before, fds) = (attack::open_fds(dashboard.pid()).unwrap_or(0), FdWatch::start(dashboard.pid()));
+    let (before, fds) = (attack::open_fds(dashboard.pid()).unwrap_or(0), PeakWatch::fds(dashboard.pid()));
     let lines = dashboard.stderr_lines();
     let silent = attack::silent_stream_clients(&addr, 1000, STEP).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -927,28 +890,6 @@ async fn accepted_forgeries(b: &Bins) -> Row {
     finish(m, &mut g.nodes[4], WHAT, outcome).await
 }
 
-/// A client request (version 4, mode 3) with transmit timestamp `transmit`.
-fn ntp_request(transmit: u64) -> Vec<u8> {
-    let mut b = vec![0u8; 48];
-    b[0] = 0x23;
-    b[40..48].copy_from_slice(&transmit.to_be_bytes());
-    b
-}
-
-/// Sends `request` and waits `within` for the answer to it (matched by its origin timestamp).
-async fn ntp_ask(socket: &tokio::net::UdpSocket, server: &str, request: &[u8], within: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    socket.send_to(request, server).await.ok()?;
-    let mut buf = [0u8; 1024];
-    let until = tokio::time::Instant::now() + within;
-    loop {
-        let (n, _) = tokio::time::timeout_at(until, socket.recv_from(&mut buf)).await.ok()?.ok()?;
-        if n >= 48 && buf[24..32] == request[40..48] && buf[1] != 0 {
-            return Some(started.elapsed());
-        }
-    }
-}
-
 /// A flood from the victim's own address (as a spoofed one would be: here another socket on
 /// 127.0.0.1) far over the NTP rate limit (4 per second, burst 4), while the victim asks 40 times
 /// (100 ms each).
@@ -967,7 +908,7 @@ async fn ntp_victim(b: &Bins) -> Row {
             while flooding.load(std::sync::atomic::Ordering::Relaxed) && sent < 200_000 {
                 for _ in 0..20 {
                     sent += 1;
-                    let _ = socket.send_to(&ntp_request(sent), &ntp).await;
+                    let _ = socket.send_to(&attack::ntp_request(sent, &[]), &ntp).await;
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -979,9 +920,10 @@ async fn ntp_victim(b: &Bins) -> Row {
     match tokio::net::UdpSocket::bind("127.0.0.1:0").await {
         Ok(socket) => {
             for i in 0..40u64 {
-                match ntp_ask(&socket, &ntp, &ntp_request(0xAAAA_0000_0000_0000 + i), Duration::from_millis(100)).await {
-                    Some(took) => victim.samples.push(took),
-                    None => victim.failures.push("no answer".into()),
+                match attack::ntp_ask(&socket, &ntp, &attack::ntp_request(0xAAAA_0000_0000_0000 + i, &[]), Duration::from_millis(100)).await
+                {
+                    Some((stratum, took)) if stratum != 0 => victim.samples.push(took),
+                    _ => victim.failures.push("no answer".into()),
                 }
             }
         }

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use synclab_harness::attack::{self, CallError, Conn, Empty, MemWatch, Prober, Process, code, path};
+use synclab_harness::attack::{self, CallError, Conn, Empty, PeakWatch, Prober, Process, code, path};
 
 const TIME_SERVER: &str = env!("CARGO_BIN_EXE_time-server");
 const ELECTION_NODE: &str = env!("CARGO_BIN_EXE_election-node");
@@ -101,7 +101,7 @@ fn assert_memory(peak_kb: u64, ceiling_mib: u64, what: &str) {
 async fn idle_tcp_connections_are_capped_and_cost_little() {
     let server = time_server().await;
     let prober = probe(&server.addr, path::GET_TIME).await;
-    let mem = MemWatch::start(server.pid());
+    let mem = PeakWatch::rss_kb(server.pid());
     let mut idle = attack::idle_tcp(&server.addr, 600, STEP).await;
     assert_quick(prober, "600 idle TCP connections").await;
     let open = idle.still_open();
@@ -117,7 +117,7 @@ async fn idle_tcp_connections_are_capped_and_cost_little() {
 async fn idle_http2_connections_are_capped_and_cost_little() {
     let server = time_server().await;
     let prober = probe(&server.addr, path::GET_TIME).await;
-    let mem = MemWatch::start(server.pid());
+    let mem = PeakWatch::rss_kb(server.pid());
     let idle = attack::idle_h2(&server.addr, 400, STEP).await;
     assert_quick(prober, "400 idle HTTP/2 connections").await;
     let open = idle.still_open();
@@ -131,7 +131,7 @@ async fn idle_http2_connections_are_capped_and_cost_little() {
 async fn garbage_on_the_port_closes_that_connection_and_nothing_else() {
     let server = time_server().await;
     let prober = probe(&server.addr, path::GET_TIME).await;
-    let mem = MemWatch::start(server.pid());
+    let mem = PeakWatch::rss_kb(server.pid());
     let report = attack::garbage(&server.addr, 300, 64 * 1024, 7, 32, STEP).await;
     assert_quick(prober, "garbage on 300 connections").await;
     eprintln!("garbage: {report:?}");
@@ -144,7 +144,7 @@ async fn garbage_on_the_port_closes_that_connection_and_nothing_else() {
 async fn rapid_reset_costs_the_attacker_its_connection() {
     let server = time_server().await;
     let prober = probe(&server.addr, path::GET_TIME).await;
-    let mem = MemWatch::start(server.pid());
+    let mem = PeakWatch::rss_kb(server.pid());
     let r = attack::rapid_reset(&server.addr, path::GET_TIME, 20, 2_000, STEP).await;
     assert_quick(prober, "rapid reset").await;
     eprintln!("rapid reset: {r:?}");
@@ -163,7 +163,7 @@ async fn rapid_reset_costs_the_attacker_its_connection() {
 async fn unfinished_bodies_cost_bounded_memory_per_connection() {
     let server = time_server().await;
     let prober = probe(&server.addr, path::GET_TIME).await;
-    let mem = MemWatch::start(server.pid());
+    let mem = PeakWatch::rss_kb(server.pid());
     // 4 connections, each with as many streams as the server allows, each 15 KB into a message that
     // claims the largest size allowed: none is refused for its size.
     let held = attack::unfinished_bodies(&server.addr, path::GET_TIME, 4, 16, 15_000, FITS, STEP).await;
@@ -185,7 +185,7 @@ async fn unfinished_bodies_cost_bounded_memory_per_connection() {
 async fn unfinished_bodies_on_many_connections_stay_under_a_ceiling() {
     let server = time_server().await;
     let prober = probe(&server.addr, path::GET_TIME).await;
-    let mem = MemWatch::start(server.pid());
+    let mem = PeakWatch::rss_kb(server.pid());
     let held = attack::unfinished_bodies(&server.addr, path::GET_TIME, 128, 16, 15_000, FITS, STEP).await;
     assert_quick(prober, "2048 unfinished bodies").await;
     eprintln!("unfinished: opened {}, not opened {}, answered {}", held.opened, held.not_opened, held.answered());
@@ -202,7 +202,7 @@ async fn oversized_messages_are_refused_before_decoding() {
     {
         let what = format!("4 MiB {kind:?} at 20/s");
         let prober = probe(&target.addr, probe_path).await;
-        let mem = MemWatch::start(target.pid());
+        let mem = PeakWatch::rss_kb(target.pid());
         let (p, message) = attack::oversized(kind, 4 << 20);
         let flood = attack::send_at_rate(&target.addr, p, message, 30, 20.0, 4, STEP).await.unwrap();
         assert_quick(prober, &what).await;
@@ -432,7 +432,7 @@ async fn forged_and_replayed_adjustments_move_no_clock() {
 async fn mass_registration_is_capped_and_names_stay_with_their_holder() {
     let master = berkeley_master(&[]).await;
     let prober = probe(&master.addr, path::STATUS).await;
-    let mem = MemWatch::start(master.pid());
+    let mem = PeakWatch::rss_kb(master.pid());
     // 2,000 new names (the benchmark sends 10,000), eight calls in flight: a CPU-bound flood delays
     // every caller by its depth, hardened or not.
     let names: Vec<_> = (0..2_000).map(|i| attack::register_request(&format!("flood-{i}"), "127.0.0.1:9", &[i as u8; 32])).collect();
@@ -487,7 +487,7 @@ async fn never_read_watches_are_capped(addr: &str, path: &str, name: &str) -> at
 async fn never_read_watch_leader_streams_are_capped() {
     let node = election_node("watch").await;
     let prober = probe(&node.addr, path::GET_STATE).await;
-    let mem = MemWatch::start(node.pid());
+    let mem = PeakWatch::rss_kb(node.pid());
     let _watches = never_read_watches_are_capped(&node.addr, path::WATCH_LEADER, "WatchLeader").await;
     // Churn: forged heartbeats in node 1's next terms make node 2 step down and take over again, each
     // a few state changes for the watchers that never read.
@@ -509,7 +509,7 @@ async fn never_read_watch_messages_streams_are_capped_and_cost_bounded_memory() 
     // that never read must neither pile events up nor slow the node.
     let node = election_node("watch-messages").await;
     let prober = probe(&node.addr, path::GET_STATE).await;
-    let mem = MemWatch::start(node.pid());
+    let mem = PeakWatch::rss_kb(node.pid());
     let _watches = never_read_watches_are_capped(&node.addr, path::WATCH_MESSAGES, "WatchMessages").await;
     // Traffic for the watchers: 2,000 forged heartbeats, each a received message (and the churn they
     // cause, each a few more).
@@ -534,7 +534,7 @@ async fn never_read_watch_messages_streams_are_capped_and_cost_bounded_memory() 
 async fn never_read_watch_rounds_streams_are_capped() {
     let master = berkeley_master(&["--interval", "100ms"]).await;
     let prober = probe(&master.addr, path::STATUS).await;
-    let mem = MemWatch::start(master.pid());
+    let mem = PeakWatch::rss_kb(master.pid());
     let _watches = never_read_watches_are_capped(&master.addr, path::WATCH_ROUNDS, "WatchRounds").await;
     assert_quick(prober, "64 never-read WatchRounds streams").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -676,17 +676,6 @@ fn tls_flags(dir: &std::path::Path, name: &str) -> Vec<String> {
     ]
 }
 
-/// One `GetTime` over TLS on a connection of its own (so it needs a handshake of its own): how long it
-/// took, or why it failed.
-async fn tls_get_time(dialer: &synclab::rpc::Dialer, addr: &str, within: Duration) -> Result<Duration, String> {
-    use synclab::proto::time::GetTimeRequest;
-    use synclab::proto::time::time_service_client::TimeServiceClient;
-    let started = std::time::Instant::now();
-    let mut client = TimeServiceClient::new(dialer.channel(addr, within).map_err(|e| e.to_string())?);
-    synclab::rpc::with_deadline(addr, within, client.get_time(GetTimeRequest::default())).await.map_err(|e| e.to_string())?;
-    Ok(started.elapsed())
-}
-
 /// Handshakes begun and never finished (the first 11 bytes of a ClientHello, then nothing), held while
 /// more keep coming: every real TLS client is still answered within 2 s, on a connection of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -705,7 +694,7 @@ async fn stalled_tls_handshakes_leave_real_clients_answered_within_two_seconds()
         .unwrap(),
     ));
     let ready = std::time::Instant::now();
-    while tls_get_time(&dialer, &addr, Duration::from_millis(500)).await.is_err() {
+    while attack::tls_get_time(&dialer, &addr, Duration::from_millis(500)).await.is_err() {
         assert!(ready.elapsed() < Duration::from_secs(10), "no TLS answer within 10 s: {:?}", server.stderr_tail());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -718,7 +707,7 @@ async fn stalled_tls_handshakes_leave_real_clients_answered_within_two_seconds()
     let mut failed = Vec::new();
     for _ in 0..8 {
         let (more, call) =
-            tokio::join!(attack::stalled_handshakes(&addr, 100, connect), tls_get_time(&dialer, &addr, Duration::from_secs(2)));
+            tokio::join!(attack::stalled_handshakes(&addr, 100, connect), attack::tls_get_time(&dialer, &addr, Duration::from_secs(2)));
         held.push(more);
         match call {
             Ok(took) => answered.push(took),
@@ -926,45 +915,33 @@ async fn ntp_server(extra: &[&str]) -> (Process, String) {
     (p, ntp)
 }
 
-/// A client request (version 4, mode 3) with transmit timestamp `transmit`, and `extra` bytes after it.
-fn ntp_request(transmit: u64, extra: &[u8]) -> Vec<u8> {
-    let mut b = vec![0u8; 48];
-    b[0] = 0x23;
-    b[40..48].copy_from_slice(&transmit.to_be_bytes());
-    b.extend_from_slice(extra);
-    b
-}
-
-/// Sends `request` from `socket` and waits `within` for the answer to it (matched by its origin):
-/// the answer's stratum, or `None`.
-async fn ntp_ask(socket: &tokio::net::UdpSocket, server: &str, request: &[u8], within: Duration) -> Option<u8> {
-    socket.send_to(request, server).await.ok()?;
-    let sent = &request[40..48];
-    let mut buf = [0u8; 1024];
-    let until = tokio::time::Instant::now() + within;
-    loop {
-        let (n, _) = tokio::time::timeout_at(until, socket.recv_from(&mut buf)).await.ok()?.ok()?;
-        if n >= 48 && &buf[24..32] == sent {
-            return Some(buf[1]);
-        }
-    }
-}
-
 /// An extension field that claims 65,535 bytes in a 64-byte datagram (RFC 7822: a field's length
 /// covers it whole and stays inside the datagram) is dropped; the same header alone is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ntp_extension_field_longer_than_its_datagram_is_dropped() {
     let (_server, ntp) = ntp_server(&[]).await;
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let lying = ntp_request(0x1234_5678_9abc_def0, &[0x01, 0x04, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let lying = attack::ntp_request(0x1234_5678_9abc_def0, &[0x01, 0x04, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(lying.len(), 64);
-    assert_eq!(ntp_ask(&socket, &ntp, &lying, Duration::from_millis(500)).await, None, "a field longer than its datagram is dropped");
-    let short = ntp_request(0x1234_5678_9abc_def1, &[0x01, 0x04, 0x00, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(ntp_ask(&socket, &ntp, &short, Duration::from_millis(500)).await, None, "a field shorter than 16 bytes is dropped");
-    let fine = ntp_request(0x1234_5678_9abc_def2, &[0x01, 0x04, 0x00, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    assert_eq!(ntp_ask(&socket, &ntp, &fine, Duration::from_secs(1)).await, Some(1), "a well-formed field is answered");
-    let plain = ntp_request(0x1234_5678_9abc_def3, &[]);
-    assert_eq!(ntp_ask(&socket, &ntp, &plain, Duration::from_secs(1)).await, Some(1));
+    assert_eq!(
+        attack::ntp_ask(&socket, &ntp, &lying, Duration::from_millis(500)).await.map(|(stratum, _)| stratum),
+        None,
+        "a field longer than its datagram is dropped"
+    );
+    let short = attack::ntp_request(0x1234_5678_9abc_def1, &[0x01, 0x04, 0x00, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        attack::ntp_ask(&socket, &ntp, &short, Duration::from_millis(500)).await.map(|(stratum, _)| stratum),
+        None,
+        "a field shorter than 16 bytes is dropped"
+    );
+    let fine = attack::ntp_request(0x1234_5678_9abc_def2, &[0x01, 0x04, 0x00, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        attack::ntp_ask(&socket, &ntp, &fine, Duration::from_secs(1)).await.map(|(stratum, _)| stratum),
+        Some(1),
+        "a well-formed field is answered"
+    );
+    let plain = attack::ntp_request(0x1234_5678_9abc_def3, &[]);
+    assert_eq!(attack::ntp_ask(&socket, &ntp, &plain, Duration::from_secs(1)).await.map(|(stratum, _)| stratum), Some(1));
 }
 
 /// A flood from the victim's own address (as a spoofed one would be) far over the rate limit: the
@@ -982,7 +959,7 @@ async fn an_ntp_flood_from_the_victims_address_leaves_it_some_answers() {
             while flooding.load(std::sync::atomic::Ordering::Relaxed) && sent < 200_000 {
                 for _ in 0..20 {
                     sent += 1;
-                    let _ = socket.send_to(&ntp_request(sent, &[]), &ntp).await;
+                    let _ = socket.send_to(&attack::ntp_request(sent, &[]), &ntp).await;
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -993,7 +970,11 @@ async fn an_ntp_flood_from_the_victims_address_leaves_it_some_answers() {
     let victim = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut answered = 0;
     for i in 0..40u64 {
-        if ntp_ask(&victim, &ntp, &ntp_request(0xAAAA_0000_0000_0000 + i, &[]), Duration::from_millis(100)).await.is_some_and(|s| s != 0) {
+        if attack::ntp_ask(&victim, &ntp, &attack::ntp_request(0xAAAA_0000_0000_0000 + i, &[]), Duration::from_millis(100))
+            .await
+            .map(|(stratum, _)| stratum)
+            .is_some_and(|s| s != 0)
+        {
             answered += 1;
         }
     }

@@ -280,13 +280,12 @@ impl Core {
     /// 2.2, the fixed timeout at least one more), so every follower of a coordinator that went silent
     /// concurs with the first to suspect it; and more than one late heartbeat, so a follower that hears its
     /// coordinator does not take up another node's false suspicion. A coordinator in `seen` (on the
-    /// election's lap, so alive) is left alone. Returns whether it now counts as suspected.
-    pub(crate) fn second_opinion(&mut self, now: Duration, seen: &[NodeId]) -> bool {
-        let Some(c) = self.coordinator.filter(|&c| c != self.config.id && !seen.contains(&c)) else { return false };
+    /// election's lap, so alive) is left alone.
+    pub(crate) fn second_opinion(&mut self, now: Duration, seen: &[NodeId]) {
+        let Some(c) = self.coordinator.filter(|&c| c != self.config.id && !seen.contains(&c)) else { return };
         if now >= self.last_heard.saturating_add(self.config.heartbeat.saturating_mul(2)) {
             self.suspected = Some(c);
         }
-        self.suspected == Some(c)
     }
 
     /// `peer` counts as dead for the elections that follow (as if this node had suspected it).

@@ -6,9 +6,9 @@
 //! successors that cannot be reached. When the message returns to its initiator, the highest collected id
 //! is the coordinator: the initiator claims that node's next term and sends `RingCoordinator` once around.
 //!
-//! A node drawn into an election whose coordinator has been quiet for one and a half heartbeats suspects
-//! it too ([`Core::second_opinion`]): the lap skips it at once instead of waiting out a send deadline on
-//! it, which would otherwise make the lap's time depend on which follower suspected first.
+//! A node drawn into an election that has missed two of its coordinator's heartbeats suspects it too
+//! ([`Core::second_opinion`]): the lap skips it at once instead of waiting out a send deadline on it,
+//! which would otherwise make the lap's time depend on which follower suspected first.
 //!
 //! Suppression: a node that has already passed on (or started) an election with a higher initiator drops
 //! a lower initiator's message, so of several concurrent elections only the highest initiator's goes all

@@ -33,10 +33,11 @@ fn of_two_nodes_that_win_against_the_same_past_the_higher_claims_the_higher_term
     }
 }
 
-/// A settled follower of node 3 (term 2, owned by node 3 in a group of three), at `at`.
-fn follower_of_3(algorithm: Algorithm, at: Duration) -> Machine {
+/// Node `id` (1 or 2) settled as a follower of node 3 (term 2, owned by node 3 in a group of three), at
+/// `at`.
+fn follower_of_3(algorithm: Algorithm, id: NodeId, at: Duration) -> Machine {
     let hb = Duration::from_millis(50);
-    let mut m = Machine::new(algorithm, GroupConfig::new(1, [1, 2, 3], hb, hb * 4).unwrap(), 0);
+    let mut m = Machine::new(algorithm, GroupConfig::new(id, [1, 2, 3], hb, hb * 4).unwrap(), 0);
     let announcement = match algorithm {
         Algorithm::Bully => Message::Coordinator { term: 2 },
         Algorithm::Ring => Message::RingCoordinator { term: 2, coordinator: 3, initiator: 3 },
@@ -59,7 +60,7 @@ fn alives_to(m: &mut Machine, to: NodeId) -> usize {
 fn a_follower_asks_its_coordinator_only_when_the_coordinators_heartbeats_stop() {
     let ms = Duration::from_millis;
     for algorithm in [Algorithm::Bully, Algorithm::Ring] {
-        let mut m = follower_of_3(algorithm, ms(1000));
+        let mut m = follower_of_3(algorithm, 1, ms(1000));
         // Heartbeats from node 3 every 50 ms for a second: the follower sends no Alive.
         let mut sent = 0;
         for i in 1..=20u64 {
@@ -183,7 +184,7 @@ fn a_won_term_is_minted_and_a_learned_one_is_not() {
     let ms = Duration::from_millis;
     let hb = ms(50);
     for algorithm in [Algorithm::Bully, Algorithm::Ring] {
-        let m = follower_of_3(algorithm, ms(1000));
+        let m = follower_of_3(algorithm, 1, ms(1000));
         assert_eq!((m.core().term(), m.core().minted()), (2, 0), "{algorithm}: term 2 learned from node 3");
         let mut top = Machine::new(algorithm, GroupConfig::new(3, [1, 2, 3], hb, hb * 4).unwrap(), 7);
         top.hold_election(ms(10), "test");
@@ -346,7 +347,7 @@ fn a_bully_node_that_suspected_a_live_coordinator_follows_it_at_its_next_heartbe
 #[test]
 fn a_ring_lap_that_elects_the_coordinator_already_followed_ends_the_election_record() {
     let ms = Duration::from_millis;
-    let mut m = follower_of_3(Algorithm::Ring, ms(1000));
+    let mut m = follower_of_3(Algorithm::Ring, 1, ms(1000));
     m.on_request(ms(1010), 2, Message::RingElection { term: 2, initiator: 2, ids: vec![2] }).unwrap();
     assert_eq!(m.core().last_election().map(|e| (e.started, e.finished)), Some((ms(1010), None)));
     m.on_request(ms(1020), 2, Message::RingCoordinator { term: 5, coordinator: 3, initiator: 2 }).unwrap();
@@ -363,14 +364,8 @@ fn a_ring_lap_that_elects_the_coordinator_already_followed_ends_the_election_rec
 #[test]
 fn a_ring_follower_skips_a_coordinator_it_too_has_not_heard_from() {
     let ms = Duration::from_millis;
-    let hb = Duration::from_millis(50);
     // Node 2 follows node 3 (its successor), last heard at 1000 ms.
-    let follower = || {
-        let mut m = Machine::new(Algorithm::Ring, GroupConfig::new(2, [1, 2, 3], hb, hb * 4).unwrap(), 0);
-        m.on_request(ms(1000), 3, Message::RingCoordinator { term: 2, coordinator: 3, initiator: 3 }).unwrap();
-        m.drain();
-        m
-    };
+    let follower = || follower_of_3(Algorithm::Ring, 2, ms(1000));
     let lap_to = |m: &mut Machine| -> Vec<NodeId> {
         m.drain().iter().filter(|e| matches!(e.message, Message::RingElection { .. })).map(|e| e.to).collect()
     };
@@ -394,14 +389,8 @@ fn a_ring_follower_skips_a_coordinator_it_too_has_not_heard_from() {
 #[test]
 fn a_bully_follower_skips_a_coordinator_it_too_has_not_heard_from() {
     let ms = Duration::from_millis;
-    let hb = Duration::from_millis(50);
     // Node 2 follows node 3, last heard at 1000 ms.
-    let follower = || {
-        let mut m = Machine::new(Algorithm::Bully, GroupConfig::new(2, [1, 2, 3], hb, hb * 4).unwrap(), 0);
-        m.on_request(ms(1000), 3, Message::Coordinator { term: 2 }).unwrap();
-        m.drain();
-        m
-    };
+    let follower = || follower_of_3(Algorithm::Bully, 2, ms(1000));
     let mut heard = follower();
     heard.on_request(ms(1090), 1, Message::Election { term: 2 }).unwrap();
     let sent: Vec<(NodeId, &'static str)> = heard.drain().iter().map(|e| (e.to, e.message.kind().as_str())).collect();

@@ -19,13 +19,15 @@
 //! - `forgeries`: forged messages: [`election_forgeries`], [`forged_alive`], [`invalid_alives`],
 //!   [`register_request`], [`adjust_request`].
 //! - `streams`: streams nobody reads: [`never_read_streams`].
+//! - `ntp`: an NTP client's request and its answer: [`ntp_request`], [`ntp_ask`].
 //! - `http`: the dashboard's HTTP side: [`http_get`] (a page load), [`first_event`] (an event stream's
 //!   first update), [`silent_stream_clients`] (event-stream clients that never read).
 //! - `servers`: servers that misbehave: [`Stalled`] (accepts, never answers) and [`FakeMaster`] (a
 //!   Berkeley master that records the claim a slave registers with, so its adjustments can be forged and
 //!   replayed as someone who reads the traffic could).
 //! - `probes`: what an attack costs: [`Prober`] (a legitimate call's latency during an attack),
-//!   [`memory`] and [`MemWatch`] (RSS), [`open_fds`], [`health`].
+//!   [`tls_get_time`] (a real TLS client's call), [`memory`], [`open_fds`] and [`PeakWatch`] (their peaks),
+//!   [`health`].
 //! - `processes`: binaries under attack: [`Process`] (stderr lines, health, exit time after SIGTERM),
 //!   [`ElectionGroup`], [`ElectionWatch`].
 
@@ -34,6 +36,7 @@ mod floods;
 mod forgeries;
 mod grpc;
 mod http;
+mod ntp;
 mod probes;
 mod processes;
 mod servers;
@@ -47,7 +50,8 @@ pub use floods::{Flood, Oversized, RapidReset, Unfinished, flood, oversized, rap
 pub use forgeries::{Forgery, MAX_TERM, adjust_request, election_forgeries, forged_alive, invalid_alives, register_request};
 pub use grpc::{CallError, Conn, Status, Streaming, Tally, code, encode, frame};
 pub use http::{Page, first_event, http_get, silent_stream_clients};
-pub use probes::{Latencies, Mem, MemWatch, Prober, health, memory, open_fds};
+pub use ntp::{ntp_ask, ntp_request};
+pub use probes::{Latencies, Mem, PeakWatch, Prober, health, memory, open_fds, tls_get_time};
 pub use processes::{ElectionCount, ElectionGroup, ElectionWatch, Process, free_port};
 pub use servers::{FakeMaster, Stalled};
 pub use services::{Empty, HealthCheckRequest, HealthCheckResponse, NOT_SERVING, SERVING, path};

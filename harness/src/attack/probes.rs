@@ -37,40 +37,51 @@ pub fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
 
-/// Samples a process's RSS every 10 ms on a thread of its own and keeps the peak.
-pub struct MemWatch {
+/// Samples one figure of a process every 10 ms on a thread of its own and keeps the peak: its RSS
+/// ([`PeakWatch::rss_kb`]) or its open file descriptors ([`PeakWatch::fds`]).
+pub struct PeakWatch {
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl MemWatch {
-    pub fn start(pid: u32) -> MemWatch {
+impl PeakWatch {
+    /// `pid`'s resident set size, in KiB.
+    pub fn rss_kb(pid: u32) -> PeakWatch {
+        Self::start(move || memory(pid).map(|m| m.rss_kb as usize))
+    }
+
+    /// `pid`'s open file descriptors.
+    pub fn fds(pid: u32) -> PeakWatch {
+        Self::start(move || open_fds(pid))
+    }
+
+    fn start(sample: impl Fn() -> Option<usize> + Send + 'static) -> PeakWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::spawn({
             let (stop, peak) = (stop.clone(), peak.clone());
             move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if let Some(m) = memory(pid) {
-                        peak.fetch_max(m.rss_kb as usize, Ordering::Relaxed);
+                    if let Some(v) = sample() {
+                        peak.fetch_max(v, Ordering::Relaxed);
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
         });
-        MemWatch { stop, peak, thread: Some(thread) }
+        PeakWatch { stop, peak, thread: Some(thread) }
     }
 
-    /// The highest RSS seen so far, in KiB.
-    pub fn peak_kb(&self) -> u64 {
+    /// The highest value seen so far.
+    pub fn peak(&self) -> u64 {
         self.peak.load(Ordering::Relaxed) as u64
     }
 
-    /// Stops sampling; the peak, in KiB.
+    /// Stops sampling; the peak.
     pub fn stop(mut self) -> u64 {
         self.halt();
-        self.peak_kb()
+        self.peak()
     }
 
     fn halt(&mut self) {
@@ -81,10 +92,21 @@ impl MemWatch {
     }
 }
 
-impl Drop for MemWatch {
+impl Drop for PeakWatch {
     fn drop(&mut self) {
         self.halt();
     }
+}
+
+/// One `GetTime` over TLS on a connection of its own (so with a handshake of its own), as a real client
+/// makes it: how long it took, or why it failed.
+pub async fn tls_get_time(dialer: &synclab::rpc::Dialer, addr: &str, within: Duration) -> Result<Duration, String> {
+    use synclab::proto::time::GetTimeRequest;
+    use synclab::proto::time::time_service_client::TimeServiceClient;
+    let started = Instant::now();
+    let mut client = TimeServiceClient::new(dialer.channel(addr, within).map_err(|e| e.to_string())?);
+    synclab::rpc::with_deadline(addr, within, client.get_time(GetTimeRequest::default())).await.map_err(|e| e.to_string())?;
+    Ok(started.elapsed())
 }
 
 /// Latencies of legitimate calls, and the calls that failed.
